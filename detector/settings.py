@@ -1,0 +1,91 @@
+"""The detector's typed configuration: one object that every part of the detector reads.
+
+Parsers (``config.py`` for the project's own format, ``portsentry_conf.py`` for a classic portsentry.conf)
+fill it; the command line overrides some fields afterwards. No I/O here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# PortSentry 1.2's stock lists (Debian's /etc/portsentry/portsentry.conf), the embedded default.
+DEFAULT_TCP_PORTS = (1, 11, 15, 79, 111, 119, 143, 540, 635, 1080, 1524, 2000, 5742, 6667, 12345, 12346,
+                     20034, 27665, 31337, 32771, 32772, 32773, 32774, 40421, 49724, 54320)
+DEFAULT_UDP_PORTS = (1, 7, 9, 69, 161, 162, 513, 635, 640, 641, 700, 37444, 34555, 31335, 32770, 32771,
+                     32772, 32773, 32774, 31337, 54321)
+
+
+class ConfigError(ValueError):
+    """A configuration error naming where it is: ``file:line: key: reason``."""
+
+    def __init__(self, path: str, line: int, key: str, reason: str) -> None:
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")
+        self.path = path
+        self.line = line
+        self.key = key
+        self.reason = reason
+
+
+@dataclass
+class DetectorConfig:
+    """Every detector option, with defaults that protect a host out of the box."""
+
+    #: Sentries to run, any of tcp, udp, stcp, sudp, atcp, audp.
+    modes: tuple[str, ...] = ("stcp", "sudp")
+    #: Interface the stealth and advanced sentries watch; "any" for all.
+    interface: str = "any"
+    #: journal, jsonl, or auto (journal when a journald socket exists, else jsonl).
+    output: str = "auto"
+    jsonl_path: str = "/var/log/portsentinel/alerts.jsonl"
+    tcp_ports: tuple[int, ...] = DEFAULT_TCP_PORTS
+    udp_ports: tuple[int, ...] = DEFAULT_UDP_PORTS
+    #: Advanced modes watch every port from 1 up to this bound (PortSentry's ADVANCED_PORTS_*).
+    advanced_tcp: int = 1024
+    advanced_udp: int = 1024
+    advanced_exclude_tcp: tuple[int, ...] = (113, 139)
+    advanced_exclude_udp: tuple[int, ...] = (520, 138, 137, 67)
+    #: SCAN_TRIGGER: a source is reported on its (trigger + 1)-th probe within the window; 0 = first probe.
+    scan_trigger: int = 0
+    #: Seconds a source's probes are remembered.
+    window: float = 60.0
+    #: Seconds between summary records for a source that keeps probing after it triggered.
+    summary_interval: float = 30.0
+    #: Cap on tracked sources; the least recently seen is evicted (and counted) beyond it.
+    max_sources: int = 65536
+    #: Cap on scan records per second (journald drops a noisy service's messages; a spoofed flood must not).
+    max_records_per_second: int = 50
+    ignore: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    ignore_file: str = ""
+    #: Never report the host's own addresses.
+    ignore_self: bool = True
+    history_file: str = ""
+    resolve_host: bool = False
+    port_banner: str = ""
+    #: PortSentry's BLOCK_TCP / BLOCK_UDP (0 alert only, 1 block, 2 run KILL_RUN_CMD only); the responder's
+    #: conversion of a classic config reads them.
+    block_tcp: int = 1
+    block_udp: int = 1
+    #: Keys that belong to the responder (KILL_*, BLOCKED_FILE), kept as read, for the report and the responder.
+    responder_keys: dict[str, str] = field(default_factory=dict)
+    #: Where the configuration came from ("" for the embedded default), and its format.
+    source: str = ""
+    source_format: str = "default"
+
+    def watched_ports(self, proto: str, mode: str, in_use: frozenset[int] = frozenset()) -> frozenset[int]:
+        """Ports a sentry watches: the list, or every port below the bound minus excluded and in-use ones."""
+        if mode in ("tcp", "stcp"):
+            return frozenset(self.tcp_ports)
+        if mode in ("udp", "sudp"):
+            return frozenset(self.udp_ports)
+        if mode == "atcp":
+            return frozenset(range(1, self.advanced_tcp + 1)) - set(self.advanced_exclude_tcp) - in_use
+        if mode == "audp":
+            return frozenset(range(1, self.advanced_udp + 1)) - set(self.advanced_exclude_udp) - in_use
+        raise ValueError(f"unknown mode {mode!r}")

@@ -1,0 +1,240 @@
+"""The record schema shared by the detector and the responder, and nothing else.
+
+A record is a flat mapping of journald field names to string values (design.md §2). The same names are used
+in the JSON-lines transport: one JSON object per line. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+DETECTOR_IDENTIFIER = "portsentinel-detector"
+RESPONDER_IDENTIFIER = "portsentinel-responder"
+
+
+class Event(StrEnum):
+    """Kinds of record (PS_EVENT)."""
+
+    SCAN = "scan"
+    SUMMARY = "summary"
+    LISTEN = "listen"
+    START = "start"
+    STOP = "stop"
+    OVERLOAD = "overload"
+    BAN = "ban"
+    UNBAN = "unban"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+#: One MESSAGE_ID per event kind, so ``journalctl MESSAGE_ID=…`` and a catalog can explain it.
+MESSAGE_IDS: dict[Event, str] = {
+    Event.SCAN: "5f2a4c1e8b7d4e0a9c3b6d1f2e8a7b01",
+    Event.SUMMARY: "5f2a4c1e8b7d4e0a9c3b6d1f2e8a7b02",
+    Event.LISTEN: "5f2a4c1e8b7d4e0a9c3b6d1f2e8a7b03",
+    Event.START: "5f2a4c1e8b7d4e0a9c3b6d1f2e8a7b04",
+    Event.STOP: "5f2a4c1e8b7d4e0a9c3b6d1f2e8a7b05",
+    Event.OVERLOAD: "5f2a4c1e8b7d4e0a9c3b6d1f2e8a7b06",
+    Event.BAN: "5f2a4c1e8b7d4e0a9c3b6d1f2e8a7b11",
+    Event.UNBAN: "5f2a4c1e8b7d4e0a9c3b6d1f2e8a7b12",
+    Event.IGNORED: "5f2a4c1e8b7d4e0a9c3b6d1f2e8a7b13",
+    Event.FAILED: "5f2a4c1e8b7d4e0a9c3b6d1f2e8a7b14",
+}
+
+PRIORITY_WARNING = 4
+PRIORITY_NOTICE = 5
+PRIORITY_INFO = 6
+
+SCAN_KINDS = ("syn", "connect", "fin", "null", "xmas", "ack", "maimon", "udp", "other")
+MODES = ("tcp", "udp", "stcp", "sudp", "atcp", "audp")
+PROTOS = ("tcp", "udp")
+
+# Field names (design.md §2).
+F_IDENT = "SYSLOG_IDENTIFIER"
+F_MSGID = "MESSAGE_ID"
+F_PRIORITY = "PRIORITY"
+F_MESSAGE = "MESSAGE"
+F_EVENT = "PS_EVENT"
+F_SRC = "PS_SRC"
+F_DST = "PS_DST"
+F_IFACE = "PS_IFACE"
+F_PROTO = "PS_PROTO"
+F_PORT = "PS_PORT"
+F_SCAN = "PS_SCAN"
+F_MODE = "PS_MODE"
+F_VERIFIED = "PS_VERIFIED"
+F_HITS = "PS_HITS"
+F_PORTS = "PS_PORTS"
+F_WINDOW = "PS_WINDOW"
+F_SRC_NAME = "PS_SRC_NAME"
+F_TIME = "PS_TIME"
+F_JAIL = "PS_JAIL"
+F_ACTION = "PS_ACTION"
+F_BANTIME = "PS_BANTIME"
+F_STATUS = "PS_STATUS"
+F_STDERR = "PS_STDERR"
+F_DETAIL = "PS_DETAIL"
+
+#: Fields whose value must be a decimal integer when present.
+INT_FIELDS = frozenset({F_PRIORITY, F_PORT, F_HITS, F_PORTS, F_WINDOW, F_BANTIME, F_STATUS})
+#: Fields whose value must be an IP address when present.
+ADDR_FIELDS = frozenset({F_SRC, F_DST})
+
+#: Journald trusted fields (start with an underscore; a client cannot set them).
+TRUSTED_UID = "_UID"
+TRUSTED_UNIT = "_SYSTEMD_UNIT"
+
+_MAX_VALUE = 4096
+_MAX_FIELDS = 64
+
+
+class RecordError(ValueError):
+    """A record that does not follow the schema. ``field`` names the offending field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def canonical_address(text: str) -> str:
+    """Return the canonical text of an IPv4 or IPv6 address (v4-mapped v6 becomes v4)."""
+    addr = ipaddress.ip_address(text.strip())
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A validated record: field name → string value."""
+
+    fields: Mapping[str, str]
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.fields.get(name, default)
+
+    @property
+    def event(self) -> str:
+        return self.fields.get(F_EVENT, "")
+
+    @property
+    def src(self) -> str:
+        return self.fields.get(F_SRC, "")
+
+
+def _field_name_ok(name: str) -> bool:
+    # journald: upper-case letters, digits and underscore; must not start with a digit.
+    return bool(name) and len(name) <= 64 and not name[0].isdigit() and all(
+        c.isupper() or c.isdigit() or c == "_" for c in name
+    )
+
+
+def validate(fields: Mapping[str, object], *, allow_trusted: bool = False) -> Record:
+    """Check ``fields`` against the schema and return a Record of strings.
+
+    Unknown PS_* fields are kept (forward compatible), but every known field is checked: addresses parse
+    and are canonicalised, integers are integers, enums are in range. ``allow_trusted`` keeps journald's
+    underscore fields (only for records read back from the journal).
+    """
+    if len(fields) > _MAX_FIELDS:
+        raise RecordError("*", f"too many fields ({len(fields)} > {_MAX_FIELDS})")
+    out: dict[str, str] = {}
+    for name, raw in fields.items():
+        if not isinstance(name, str):
+            raise RecordError(repr(name), "field name is not a string")
+        trusted = name.startswith("_")
+        if trusted and not allow_trusted:
+            raise RecordError(name, "trusted journald fields cannot be set by a writer")
+        if not _field_name_ok(name.lstrip("_") if trusted else name):
+            raise RecordError(name, "not a valid journald field name")
+        if isinstance(raw, bool) or not isinstance(raw, str | int):
+            raise RecordError(name, f"value must be a string or integer, not {type(raw).__name__}")
+        value = str(raw)
+        if len(value) > _MAX_VALUE:
+            raise RecordError(name, f"value longer than {_MAX_VALUE} characters")
+        if name in INT_FIELDS:
+            try:
+                number = int(value, 10)
+            except ValueError:
+                raise RecordError(name, f"not an integer: {value!r}") from None
+            if number < -1:
+                raise RecordError(name, f"negative: {value!r}")
+            if name == F_PORT and not 0 <= number <= 65535:
+                raise RecordError(name, f"port out of range: {value!r}")
+            value = str(number)
+        elif name in ADDR_FIELDS:
+            try:
+                value = canonical_address(value)
+            except ValueError:
+                raise RecordError(name, f"not an IP address: {value!r}") from None
+        elif name == F_EVENT and value not in {e.value for e in Event}:
+            raise RecordError(name, f"unknown event {value!r}")
+        elif name == F_SCAN and value not in SCAN_KINDS:
+            raise RecordError(name, f"unknown scan kind {value!r}")
+        elif name == F_MODE and value not in MODES:
+            raise RecordError(name, f"unknown mode {value!r}")
+        elif name == F_PROTO and value not in PROTOS:
+            raise RecordError(name, f"unknown protocol {value!r}")
+        elif name == F_VERIFIED and value not in ("0", "1"):
+            raise RecordError(name, f"must be 0 or 1, not {value!r}")
+        out[name] = value
+    if F_MESSAGE not in out:
+        raise RecordError(F_MESSAGE, "missing")
+    return Record(out)
+
+
+def to_json_line(record: Record) -> str:
+    """One JSON object, keys sorted, no newline inside, ending in a newline."""
+    return json.dumps(dict(record.fields), sort_keys=True, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+def from_json_line(line: str) -> Record:
+    """Parse and validate one JSON-lines record; raises RecordError naming the field."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise RecordError("*", f"not JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(obj, dict):
+        raise RecordError("*", "a record must be a JSON object")
+    return validate(obj)
+
+
+def to_journal_fields(record: Record) -> dict[str, str]:
+    """Fields as keyword arguments for ``systemd.journal.send`` (MESSAGE passed separately by the sink)."""
+    return dict(record.fields)
+
+
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+
+
+def safe_hostname(name: str) -> bool:
+    """True for a plain DNS name that cannot be mistaken for an address (PTR text is attacker-controlled)."""
+    if not name or len(name) > 253 or not set(name) <= _HOST_CHARS or ".." in name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return not name.replace(".", "").isdigit()
+    return False
+
+
+def alert_message(scan: str, src: str, proto: str, port: int, name: str = "") -> str:
+    """PortSentry-compatible wording, so old log habits keep working."""
+    label = {
+        "syn": "SYN/Normal",
+        "connect": "Connect",
+        "fin": "FIN",
+        "null": "NULL",
+        "xmas": "XMAS",
+        "ack": "ACK",
+        "maimon": "Maimon (FIN/ACK)",
+        "udp": "UDP",
+        "other": "Unknown Type",
+    }.get(scan, "Unknown Type")
+    host = name if safe_hostname(name) else src
+    return f"attackalert: {'TCP ' if proto == 'tcp' else ''}{label} scan from host: {host}/{src} to {proto.upper()} port: {port}"

@@ -1,0 +1,49 @@
+"""Shared fixtures: the namespace lab and the private journald."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.lab.netns import Lab, lab_problem, sweep_stale  # noqa: E402
+
+CACHE = ROOT / "tests" / ".cache"
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    """An attacker and a victim namespace over veth; removed even when the test fails."""
+    problem = lab_problem()
+    if problem:
+        pytest.fail(f"lab unavailable: {problem}")
+    sweep_stale()
+    with Lab() as the_lab:
+        yield the_lab
+
+
+@pytest.fixture
+def journald() -> str:
+    """The private journald started by scripts/with-journald.sh; fails when the tests run outside it."""
+    if os.environ.get("PORTSENTINEL_PRIVATE_JOURNALD") != "1":
+        pytest.fail("journald tests must run under scripts/test.sh (private journald)")
+    if not Path("/run/systemd/journal/socket").is_socket():
+        pytest.fail("private journald socket missing")
+    assert shutil.which("journalctl")
+    return "/run/systemd/journal/socket"
+
+
+def stock_file(pkg: str, rel: str) -> Path:
+    """A file from a peer tool's Debian package, unpacked by scripts/setup.sh --test."""
+    path = CACHE / pkg / rel
+    if not path.exists():
+        pytest.fail(f"{path} missing: run scripts/setup.sh --test")
+    return path

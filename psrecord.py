@@ -237,4 +237,5 @@ def alert_message(scan: str, src: str, proto: str, port: int, name: str = "") ->
         "other": "Unknown Type",
     }.get(scan, "Unknown Type")
     host = name if safe_hostname(name) else src
-    return f"attackalert: {'TCP ' if proto == 'tcp' else ''}{label} scan from host: {host}/{src} to {proto.upper()} port: {port}"
+    kind = f"TCP {label}" if proto == "tcp" else label
+    return f"attackalert: {kind} scan from host: {host}/{src} to {proto.upper()} port: {port}"

@@ -47,3 +47,14 @@ def stock_file(pkg: str, rel: str) -> Path:
     if not path.exists():
         pytest.fail(f"{path} missing: run scripts/setup.sh --test")
     return path
+
+
+@pytest.fixture(scope="module")
+def mlab() -> Iterator[Lab]:
+    """A lab shared by the tests of one module (each test uses its own source addresses)."""
+    problem = lab_problem()
+    if problem:
+        pytest.fail(f"lab unavailable: {problem}")
+    sweep_stale()
+    with Lab() as the_lab:
+        yield the_lab

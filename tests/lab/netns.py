@@ -117,6 +117,7 @@ class Lab:
             for i in range(2, hosts)
         ]
         self._created: list[str] = []
+        self._aliases: list[tuple[str, str]] = []
         self._bridge = len(self.extra) > 0
 
     @property
@@ -173,6 +174,21 @@ class Lab:
             routes += host.run(["ip", "-6", "route", "show", "default"]).stdout.strip()
             if routes:
                 raise LabError(f"{host.ns} has a default route: {routes}")
+
+    def aliases(self, host: Host, count: int) -> list[tuple[str, str]]:
+        """Give ``host`` ``count`` more addresses (IPv4, IPv6) in the lab's subnets, so one scanner can
+        appear as several sources (``nmap -S ADDR -e IFACE``)."""
+        net4 = self.subnet4.rsplit(".", 1)[0]
+        net6 = self.subnet6.split("::")[0]
+        out = []
+        for _ in range(count):
+            n = len(self._aliases) + 100
+            a4, a6 = f"{net4}.{n}", f"{net6}::{n:x}"
+            host.run(["ip", "addr", "add", f"{a4}/24", "dev", host.iface])
+            host.run(["ip", "-6", "addr", "add", f"{a6}/64", "dev", host.iface, "nodad"])
+            self._aliases.append((a4, a6))
+            out.append((a4, a6))
+        return out
 
     def down(self) -> None:
         for host in self.hosts:

@@ -1,0 +1,396 @@
+"""Wiring: sentries → parser → classifier → tracker → decider → sink, in one selector loop.
+
+SIGTERM/SIGINT stop cleanly, SIGHUP reloads the configuration (a bad new one is reported and the old one
+kept) and reopens the JSON-lines file. A timer tick each second writes due summaries, pings the watchdog
+and refreshes the host's sockets and addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psrecord as R
+
+from . import __version__
+from .adapters import listeners as L
+from .adapters import procnet
+from .adapters.capture import CaptureError, RingCapture, ifindex_at
+from .adapters.sdnotify import Notifier
+from .adapters.sinks import Sink, open_sink
+from .bpf import build as build_bpf
+from .bpf import port_ranges
+from .classify import classify
+from .decide import Decider, addr_text
+from .packet import Probe, parse
+from .settings import DetectorConfig
+from .tracker import Tracker
+
+log = logging.getLogger("portsentinel.detector")
+
+TCP, UDP = 6, 17
+STEALTH = {"stcp": TCP, "atcp": TCP, "sudp": UDP, "audp": UDP}
+
+
+def ranges_text(ports: frozenset[int] | list[int]) -> str:
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in port_ranges(ports))
+
+
+@dataclass
+class Counters:
+    packets: int = 0
+    probes: int = 0
+    records: int = 0
+    not_local: int = 0
+    in_use: int = 0
+    ignored: int = 0
+    drops: int = 0
+    bad: Counter[str] = field(default_factory=Counter)
+
+
+class Detector:
+    """One detector process: every configured sentry in one loop."""
+
+    def __init__(self, cfg: DetectorConfig, *, reload: Callable[[], DetectorConfig] | None = None,
+                 sink: Sink | None = None) -> None:
+        self.cfg = cfg
+        self._reload = reload
+        self.sink = sink or open_sink(cfg.output, cfg.jsonl_path)
+        self.counters = Counters()
+        self.notifier = Notifier()
+        self.sel = selectors.DefaultSelector()
+        self.captures: list[RingCapture] = []
+        self.listeners: list[L.Listener] = []
+        self.watch: dict[int, dict[int, str]] = {TCP: {}, UDP: {}}
+        self.in_use: dict[int, frozenset[int]] = {TCP: frozenset(), UDP: frozenset()}
+        self._in_use_at: dict[int, float] = {TCP: 0.0, UDP: 0.0}
+        self.local: frozenset[bytes] = frozenset()
+        self._local_at = 0.0
+        self._ignore_cache: dict[bytes, bool] = {}
+        self._stop = False
+        self._hup = False
+        self._last_overload = (0, 0)
+        self._last_overload_at = 0.0
+        self.tracker = Tracker(trigger=cfg.scan_trigger, window=cfg.window,
+                               summary_interval=cfg.summary_interval, max_sources=cfg.max_sources)
+        self.decider = Decider(self.tracker, window=cfg.window,
+                               max_records_per_second=cfg.max_records_per_second, ifname=procnet.ifname,
+                               resolve=self._resolver(cfg))
+        self._banner = cfg.port_banner.encode("utf-8", "replace")
+
+    # ----------------------------------------------------------------- records
+    def emit(self, record: R.Record) -> None:
+        try:
+            self.sink.write(record)
+            self.counters.records += 1
+        except OSError as exc:  # a full disk must not kill the sentry; the failure goes to stderr
+            log.error("cannot write record to %s: %s", self.sink.name, exc)
+        if record.event == R.Event.SCAN.value and self.cfg.history_file:
+            self._history(record)
+
+    def _history(self, record: R.Record) -> None:
+        line = (f"{int(time.time())} - {time.strftime('%m/%d/%Y %H:%M:%S')} Host: {record.src}/{record.src} "
+                f"Port: {record.get(R.F_PORT)} {record.get(R.F_PROTO).upper()} Detected "
+                f"scan: {record.get(R.F_SCAN)}\n")
+        try:
+            fd = os.open(self.cfg.history_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            try:
+                os.write(fd, line.encode("ascii", "replace"))
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.error("history file %s: %s", self.cfg.history_file, exc)
+
+    def lifecycle(self, event: R.Event, message: str, **extra: str) -> None:
+        fields = {R.F_MESSAGE: message, R.F_MSGID: R.MESSAGE_IDS[event], R.F_PRIORITY: str(R.PRIORITY_INFO),
+                  R.F_IDENT: R.DETECTOR_IDENTIFIER, R.F_EVENT: event.value, **extra}
+        log.info("%s", message)
+        self.emit(R.validate({k: v for k, v in fields.items() if v != ""}))
+
+    @staticmethod
+    def _resolver(cfg: DetectorConfig) -> Callable[[str], str] | None:
+        if not cfg.resolve_host:
+            return None
+        from .adapters.resolver import reverse_name
+
+        return reverse_name
+
+    # ----------------------------------------------------------------- host facts
+    def refresh_in_use(self, proto: int, now: float) -> None:
+        self.in_use[proto] = procnet.ports_in_use("tcp" if proto == TCP else "udp")
+        self._in_use_at[proto] = now
+
+    def refresh_local(self, now: float) -> None:
+        self.local = procnet.local_addresses()
+        self._local_at = now
+        self._ignore_cache.clear()
+
+    def ignored(self, src: bytes) -> bool:
+        hit = self._ignore_cache.get(src)
+        if hit is None:
+            if len(self._ignore_cache) > 100_000:
+                self._ignore_cache.clear()
+            addr = ipaddress.ip_address(addr_text(src))
+            hit = (self.cfg.ignore_self and src in self.local) or any(addr in net for net in self.cfg.ignore)
+            self._ignore_cache[src] = hit
+        return hit
+
+    # ----------------------------------------------------------------- sentries
+    def start(self) -> None:
+        now = time.monotonic()
+        self.refresh_local(now)
+        for proto in (TCP, UDP):
+            self.refresh_in_use(proto, now)
+        self._open_sentries()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self.lifecycle(R.Event.START,
+                       f"portsentinel-detector {__version__} started: modes {','.join(self.cfg.modes)}, "
+                       f"interface {self.cfg.interface}, output {self.sink.name}, "
+                       f"config {self.cfg.source or '(embedded default)'}",
+                       PS_MODE=self.cfg.modes[0] if len(self.cfg.modes) == 1 else "",
+                       PS_DETAIL=",".join(self.cfg.modes))
+        self.notifier.ready(f"watching: {','.join(self.cfg.modes)}")
+
+    def _open_sentries(self) -> None:
+        cfg = self.cfg
+        self.watch = {TCP: {}, UDP: {}}
+        for mode in ("atcp", "audp", "stcp", "sudp"):  # a listed port takes the list mode's name
+            if mode in cfg.modes:
+                proto = STEALTH[mode]
+                for port in cfg.watched_ports("tcp" if proto == TCP else "udp", mode):
+                    self.watch[proto][port] = mode
+        for mode in ("tcp", "udp"):
+            if mode not in cfg.modes:
+                continue
+            ports = sorted(cfg.tcp_ports if mode == "tcp" else cfg.udp_ports)
+            opened, skipped = L.open_listeners(mode, ports)
+            for lst in opened:
+                self.listeners.append(lst)
+                self.sel.register(lst.sock, selectors.EVENT_READ, lst)
+            for port, reason in skipped:
+                log.warning("%s port %d not watched: %s", mode.upper(), port, reason)
+            self._listen_record(mode, mode, [lst.port for lst in opened], skipped)
+        now = time.monotonic()
+        for proto in (TCP, UDP):
+            self.refresh_in_use(proto, now)
+        if self.watch[TCP] or self.watch[UDP]:
+            program = build_bpf(self.watch[TCP], self.watch[UDP])
+            try:
+                cap = RingCapture(cfg.interface, program)
+            except CaptureError as exc:
+                raise SystemExit(f"portsentinel-detector: {exc.strerror or exc}") from exc
+            self.captures.append(cap)
+            self.sel.register(cap.sock, selectors.EVENT_READ, cap)
+            for mode in ("stcp", "sudp", "atcp", "audp"):
+                if mode in cfg.modes:
+                    proto = STEALTH[mode]
+                    ports = [p for p, m in self.watch[proto].items() if m == mode]
+                    busy = sorted(set(ports) & self.in_use[proto])
+                    self._listen_record(mode, "tcp" if proto == TCP else "udp", ports,
+                                        [(p, "in use now") for p in busy])
+
+    def _listen_record(self, mode: str, proto: str, ports: list[int],
+                       skipped: list[tuple[int, str]]) -> None:
+        kind = {"tcp": "listen", "udp": "listen", "stcp": "stealth listen", "sudp": "stealth listen",
+                "atcp": "advanced stealth listen", "audp": "advanced stealth listen"}[mode]
+        msg = (f"Going into {kind} mode on {proto.upper()} ports: {ranges_text(ports) or '(none)'}"
+               + (f"; not watched now: {ranges_text([p for p, _ in skipped])}" if skipped else ""))
+        self.lifecycle(R.Event.LISTEN, msg, PS_MODE=mode, PS_PROTO=proto, PS_PORTS=str(len(ports)),
+                       PS_IFACE=self.cfg.interface if mode[0] in "sa" else "")
+
+    def _close_sentries(self) -> None:
+        for cap in self.captures:
+            self.sel.unregister(cap.sock)
+            cap.close()
+        self.captures.clear()
+        for lst in self.listeners:
+            self.sel.unregister(lst.sock)
+        L.close_all(self.listeners)
+        self.listeners.clear()
+
+    # ----------------------------------------------------------------- the hot path
+    def on_packet(self, buf: bytes | bytearray | memoryview | object, start: int, length: int,
+                  ifoff: int) -> None:
+        """One captured packet (``buf`` is the capture ring)."""
+        c = self.counters
+        c.packets += 1
+        res = parse(buf, start, length)  # type: ignore[arg-type]
+        if not isinstance(res, Probe):
+            c.bad[res.name.lower()] += 1
+            return
+        src, dst, proto, port, flags = res
+        mode = self.watch[proto].get(port)
+        if mode is None:
+            c.bad["unwatched"] += 1
+            return
+        scan = classify(proto, flags)
+        if scan is None:
+            return
+        now = time.monotonic()
+        if dst not in self.local:
+            if now - self._local_at < 1.0:
+                c.not_local += 1
+                return
+            self.refresh_local(now)
+            if dst not in self.local:
+                c.not_local += 1
+                return
+        if port in self.in_use[proto]:
+            c.in_use += 1
+            return
+        if now - self._in_use_at[proto] > 0.05:  # a listener may have appeared since the last look
+            self.refresh_in_use(proto, now)
+            if port in self.in_use[proto]:
+                c.in_use += 1
+                return
+        if self.ignored(src):
+            c.ignored += 1
+            return
+        c.probes += 1
+        ifindex = ifindex_at(buf, ifoff)  # type: ignore[arg-type]
+        st = self.tracker.hit(src + (b"\x06" if proto == TCP else b"\x11"), dst, proto, port, scan, mode,
+                              ifindex, False, now)
+        if st is not None:
+            rec = self.decider.on_trigger(st, now, time.time())
+            if rec is not None:
+                self.emit(rec)
+
+    def on_listener(self, lst: L.Listener) -> None:
+        for _ in range(64):
+            got = L.accept_one(lst, self._banner)
+            if got is None:
+                return
+            peer, local = got
+            try:
+                src = ipaddress.ip_address(R.canonical_address(peer)).packed
+                dst = ipaddress.ip_address(R.canonical_address(local)).packed
+            except ValueError:
+                continue
+            self.counters.packets += 1
+            if self.ignored(src):
+                self.counters.ignored += 1
+                continue
+            self.counters.probes += 1
+            now = time.monotonic()
+            tcp = lst.proto == "tcp"
+            st = self.tracker.hit(src + (b"\x06" if tcp else b"\x11"), dst, TCP if tcp else UDP, lst.port,
+                                  "connect" if tcp else "udp", lst.proto, 0, tcp, now)
+            if st is not None:
+                rec = self.decider.on_trigger(st, now, time.time())
+                if rec is not None:
+                    self.emit(rec)
+
+    # ----------------------------------------------------------------- loop
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            self._hup = True
+        else:
+            self._stop = True
+
+    def tick(self, now: float) -> None:
+        for rec in self.decider.tick(now, time.time()):
+            self.emit(rec)
+        for cap in self.captures:
+            _, drops = cap.stats()
+            self.counters.drops += drops
+        for proto in (TCP, UDP):
+            if now - self._in_use_at[proto] > 2.0:
+                self.refresh_in_use(proto, now)
+        if now - self._local_at > 10.0:
+            self.refresh_local(now)
+        over = (self.tracker.evictions, self.decider.suppressed)
+        if over != self._last_overload and now - self._last_overload_at >= self.cfg.summary_interval:
+            self.lifecycle(R.Event.OVERLOAD,
+                           f"overload: {over[0]} sources evicted from the tracker (cap {self.cfg.max_sources}), "
+                           f"{over[1]} scan records deferred by the record cap "
+                           f"({self.cfg.max_records_per_second}/s), {self.counters.drops} packets dropped "
+                           "by the kernel",
+                           PS_DETAIL=f"evicted={over[0]} deferred={over[1]} drops={self.counters.drops}")
+            self._last_overload = over
+            self._last_overload_at = now
+        if self.notifier.watchdog:
+            self.notifier.ping()
+
+    def do_reload(self) -> None:
+        self._hup = False
+        self.sink.reopen()
+        if self._reload is None:
+            return
+        try:
+            new = self._reload()
+        except (ValueError, OSError) as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            self.lifecycle(R.Event.START, f"reload failed, keeping the running configuration: {exc}",
+                           PS_DETAIL="reload-failed")
+            return
+        self._close_sentries()
+        old_out = (self.cfg.output, self.cfg.jsonl_path)
+        self.cfg = new
+        if (new.output, new.jsonl_path) != old_out:
+            self.sink.close()
+            self.sink = open_sink(new.output, new.jsonl_path)
+        t = self.tracker
+        t.trigger, t.window, t.summary_interval, t.max_sources = (new.scan_trigger, new.window,
+                                                                  new.summary_interval, new.max_sources)
+        self.decider.window = new.window
+        self.decider.resolve = self._resolver(new)
+        self._banner = new.port_banner.encode("utf-8", "replace")
+        self._ignore_cache.clear()
+        self._open_sentries()
+        self.lifecycle(R.Event.START, f"configuration reloaded: modes {','.join(new.modes)}",
+                       PS_DETAIL="reloaded")
+
+    def run(self) -> None:
+        next_tick = time.monotonic() + 1.0
+        on_packet = self.on_packet
+        while not self._stop:
+            timeout = max(0.0, next_tick - time.monotonic())
+            for key, _ in self.sel.select(timeout):
+                obj = key.data
+                if obj is None:
+                    try:
+                        while self._wake_r.recv(64):
+                            pass
+                    except BlockingIOError:
+                        pass
+                elif isinstance(obj, RingCapture):
+                    while obj.drain(on_packet):
+                        pass
+                else:
+                    self.on_listener(obj)
+            if self._hup:
+                self.do_reload()
+            now = time.monotonic()
+            if now >= next_tick:
+                self.tick(now)
+                next_tick = now + 1.0
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        now = time.monotonic()
+        self.tracker.window = -1.0  # everything is quiet now: final summaries
+        for rec in self.decider.tick(now, time.time()):
+            self.emit(rec)
+        c = self.counters
+        self.lifecycle(R.Event.STOP,
+                       f"portsentinel-detector stopping: {c.packets} packets, {c.probes} probes, "
+                       f"{c.records} records, {sum(c.bad.values())} bad packets skipped, {c.drops} kernel drops",
+                       PS_DETAIL=" ".join(f"{k}={v}" for k, v in sorted(c.bad.items())))
+        self._close_sentries()
+        self.sink.close()

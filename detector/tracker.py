@@ -1,0 +1,169 @@
+"""Per-source probe tracking: a time window, SCAN_TRIGGER, distinct ports, bounded memory.
+
+A source is an address and a protocol (the key is the raw address plus one protocol byte): a TCP scan and a
+UDP scan from one host are two scans, as under PortSentry's separate TCP and UDP sentries.
+
+Pure: the caller passes the time (monotonic seconds). Sources are kept in least-recently-seen order and
+the oldest is evicted beyond ``max_sources``; evictions are counted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+_EXACT_PORTS = 64  # distinct ports kept in a set before switching to a bitmap
+_BITMAP_BYTES = (2 * 65536) // 8  # one bit per (proto, port)
+
+
+@dataclass(slots=True)
+class SourceState:
+    """What is known about one source."""
+
+    key: bytes
+    first: float
+    last: float
+    hits: int = 0
+    ports: set[int] = field(default_factory=set)
+    bitmap: bytearray | None = None
+    nports: int = 0
+    ports_exact: bool = True
+    triggered: bool = False
+    reported_hits: int = 0
+    last_report: float = 0.0
+    # The probe that crossed the trigger (what the scan record names).
+    dst: bytes = b""
+    proto: int = 0
+    port: int = 0
+    scan: str = ""
+    mode: str = ""
+    ifindex: int = 0
+    verified: bool = False
+
+
+class Tracker:
+    """Counts probes per source and says when a source crosses the trigger or is due a summary."""
+
+    def __init__(self, *, trigger: int, window: float, summary_interval: float, max_sources: int,
+                 max_bitmaps: int = 2048) -> None:
+        self.trigger = trigger
+        self.window = window
+        self.summary_interval = summary_interval
+        self.max_sources = max_sources
+        self.max_bitmaps = max_bitmaps
+        self.bitmaps = 0
+        self.evictions = 0
+        self._sources: OrderedDict[bytes, SourceState] = OrderedDict()
+        self._triggered: dict[bytes, SourceState] = {}
+        self._finished: list[SourceState] = []
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def get(self, key: bytes) -> SourceState | None:
+        return self._sources.get(key)
+
+    def hit(self, key: bytes, dst: bytes, proto: int, port: int, scan: str, mode: str, ifindex: int,
+            verified: bool, now: float) -> SourceState | None:
+        """Count one probe. Returns the source's state when this probe makes it cross the trigger."""
+        st = self._sources.get(key)
+        if st is None:
+            st = SourceState(key, now, now)
+            self._sources[key] = st
+            if len(self._sources) > self.max_sources:
+                self._evict()
+        else:
+            self._sources.move_to_end(key)
+            if not st.triggered and now - st.first > self.window:
+                self._reset(st, now)
+        st.last = now
+        st.hits += 1
+        self._add_port(st, port + 65536 if proto == 17 else port)
+        if verified:
+            st.verified = True
+        if st.triggered or st.hits <= self.trigger:
+            return None
+        st.dst, st.proto, st.port, st.scan, st.mode, st.ifindex = dst, proto, port, scan, mode, ifindex
+        return st
+
+    def mark_reported(self, st: SourceState, now: float) -> None:
+        """The caller wrote the scan record: further probes fold into summaries."""
+        st.triggered = True
+        st.reported_hits = st.hits
+        st.last_report = now
+        self._triggered[st.key] = st
+
+    def due(self, now: float) -> list[tuple[str, SourceState]]:
+        """Summaries due now and sources that went quiet, as ("summary", state) pairs.
+
+        A triggered source gets a summary every ``summary_interval`` while it keeps probing, and a final one
+        when it has been quiet for ``window`` seconds (or was evicted) with probes not yet reported.
+        """
+        out: list[tuple[str, SourceState]] = [("summary", st) for st in self._finished
+                                               if st.hits > st.reported_hits]
+        self._finished.clear()
+        while self._sources:
+            key, st = next(iter(self._sources.items()))
+            if now - st.last <= self.window:
+                break
+            self._drop(key)
+            if st.triggered and st.hits > st.reported_hits:
+                out.append(("summary", st))
+        for st in self._triggered.values():
+            if st.hits > st.reported_hits and now - st.last_report >= self.summary_interval:
+                out.append(("summary", st))
+        for _, st in out:
+            st.reported_hits = st.hits
+            st.last_report = now
+        return out
+
+    def _reset(self, st: SourceState, now: float) -> None:
+        st.first = now
+        st.hits = 0
+        st.ports.clear()
+        if st.bitmap is not None:
+            st.bitmap = None
+            self.bitmaps -= 1
+        st.nports = 0
+        st.ports_exact = True
+        st.verified = False
+
+    def _add_port(self, st: SourceState, code: int) -> None:
+        bm = st.bitmap
+        if bm is not None:
+            byte, bit = code >> 3, 1 << (code & 7)
+            if not bm[byte] & bit:
+                bm[byte] |= bit
+                st.nports += 1
+            return
+        if code in st.ports:
+            return
+        if len(st.ports) < _EXACT_PORTS:
+            st.ports.add(code)
+            st.nports += 1
+            return
+        if self.bitmaps < self.max_bitmaps:
+            bm = bytearray(_BITMAP_BYTES)
+            for c in st.ports:
+                bm[c >> 3] |= 1 << (c & 7)
+            bm[code >> 3] |= 1 << (code & 7)
+            st.bitmap = bm
+            st.ports.clear()
+            st.nports += 1
+            self.bitmaps += 1
+        else:
+            st.ports_exact = False  # count is a lower bound from here on
+
+    def _drop(self, key: bytes) -> SourceState:
+        st = self._sources.pop(key)
+        self._triggered.pop(key, None)
+        if st.bitmap is not None:
+            self.bitmaps -= 1
+        return st
+
+    def _evict(self) -> None:
+        key = next(iter(self._sources))
+        st = self._drop(key)
+        self.evictions += 1
+        if st.triggered:
+            self._finished.append(st)

@@ -391,6 +391,10 @@ class Detector:
         self.lifecycle(R.Event.STOP,
                        f"portsentinel-detector stopping: {c.packets} packets, {c.probes} probes, "
                        f"{c.records} records, {sum(c.bad.values())} bad packets skipped, {c.drops} kernel drops",
-                       PS_DETAIL=" ".join(f"{k}={v}" for k, v in sorted(c.bad.items())))
+                       PS_DETAIL=" ".join([f"packets={c.packets} probes={c.probes} records={c.records} "
+                                           f"drops={c.drops} not_local={c.not_local} in_use={c.in_use} "
+                                           f"ignored={c.ignored} evicted={self.tracker.evictions} "
+                                           f"deferred={self.decider.suppressed}"]
+                                          + [f"bad_{k}={v}" for k, v in sorted(c.bad.items())]))
         self._close_sentries()
         self.sink.close()

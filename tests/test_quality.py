@@ -1,0 +1,57 @@
+"""The house rules, checked: ruff, mypy --strict, and the stages' independence."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _imports(package: str) -> set[str]:
+    names: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_ruff_clean() -> None:
+    proc = subprocess.run([str(BIN / "ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_strict_clean() -> None:
+    proc = subprocess.run([str(BIN / "mypy")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_stages_do_not_import_each_other() -> None:
+    assert "responder" not in _imports("detector")
+    assert "detector" not in _imports("responder")
+
+
+def test_only_adapters_do_io() -> None:
+    """sockets, subprocess, sqlite, systemd, pyinotify and smtplib stay in adapters/, service.py and cli.py."""
+    io_modules = {"socket", "subprocess", "sqlite3", "systemd", "pyinotify", "smtplib"}
+    allowed = {"service.py", "cli.py"}
+    offenders = []
+    for package in ("detector", "responder"):
+        for path in (ROOT / package).rglob("*.py"):
+            if "adapters" in path.parts or path.name in allowed:
+                continue
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                mods = []
+                if isinstance(node, ast.Import):
+                    mods = [a.name.split(".")[0] for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    mods = [node.module.split(".")[0]]
+                offenders += [f"{path.relative_to(ROOT)}: {m}" for m in mods if m in io_modules]
+    assert offenders == []

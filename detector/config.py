@@ -1,0 +1,508 @@
+"""Reading the detector's configuration: the project's own INI format, and the dispatch to a classic
+portsentry.conf (``portsentry_conf.py``) by looking at the file's content.
+
+The own format is one ``[detector]`` section whose keys are named like :class:`DetectorConfig`'s fields::
+
+    [detector]
+    modes     = stcp, sudp          # inline comments start with whitespace then '#' or ';'
+    tcp_ports = 1, 11, 15, 79,
+                111, 119, 1-1024    # an indented line continues the value above
+    window    = 1m
+
+It is parsed line by line (configparser forgets line numbers), so every error is a :class:`ConfigError`
+naming ``file:line: key: reason``, and every warning is a string of the same shape. Only
+:func:`load_config` and :func:`read_ignore_file` touch the file system.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from detector.settings import ConfigError, DetectorConfig, IPNetwork
+
+FORMAT_OWN = "portsentinel"
+FORMAT_PORTSENTRY = "portsentry"
+SECTION = "detector"
+MODES = ("tcp", "udp", "stcp", "sudp", "atcp", "audp")
+OUTPUTS = ("journal", "jsonl", "auto")
+_TRUE = ("yes", "true", "on", "1")
+_FALSE = ("no", "false", "off", "0")
+_DURATION = re.compile(r"([0-9]{1,12})(\.[0-9]{1,9})?([smh]?)", re.ASCII)
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+_INTEGER = re.compile(r"[0-9]{1,12}", re.ASCII)
+_SPLIT = re.compile(r"[,\s]+")
+_INTERFACE = re.compile(r"[^\s/]{1,15}")
+
+
+@dataclass
+class Value:
+    """One setting as read: its key as written and its text, one ``(line, text)`` part per physical line."""
+
+    path: str
+    key: str
+    parts: list[tuple[int, str]]
+    warnings: list[str]
+
+    @property
+    def line(self) -> int:
+        return self.parts[0][0]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(text for _, text in self.parts)
+
+    def error(self, reason: str, line: int = 0) -> ConfigError:
+        return ConfigError(self.path, line or self.line, self.key, reason)
+
+    def warn(self, message: str, line: int = 0) -> None:
+        self.warnings.append(f"{self.path}:{line or self.line}: {self.key}: {message}")
+
+    def tokens(self) -> Iterable[tuple[int, str]]:
+        """The comma- and/or whitespace-separated items of a list value, each with its line."""
+        for line, text in self.parts:
+            for token in _SPLIT.split(text):
+                if token:
+                    yield line, token
+
+
+@dataclass
+class Parsed:
+    """A parser's result: the config, its warnings, and where each field was set (field -> (line, key))."""
+
+    config: DetectorConfig
+    warnings: list[str]
+    where: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+# --- value parsers, shared with portsentry_conf.py -------------------------------------------------------
+
+
+def parse_port(value: Value, token: str, line: int) -> int:
+    """One port number, 1..65535."""
+    if not _INTEGER.fullmatch(token):
+        raise value.error(f"bad port {token!r}: not a number", line)
+    port = int(token)
+    if not 1 <= port <= 65535:
+        raise value.error(f"bad port {port}: ports are 1..65535", line)
+    return port
+
+
+def parse_ports(value: Value) -> tuple[int, ...]:
+    """A port list: numbers and ranges (``1-1024``), comma and/or whitespace separated; order kept,
+    duplicates dropped with a warning."""
+    ports: dict[int, None] = {}
+    duplicates: list[int] = []
+    first_line = 0
+    for line, token in value.tokens():
+        start, dash, end = token.partition("-")
+        if dash:
+            if not (_INTEGER.fullmatch(start) and _INTEGER.fullmatch(end)):
+                raise value.error(f"bad port range {token!r}: expected FIRST-LAST, e.g. 1-1024", line)
+            low, high = parse_port(value, start, line), parse_port(value, end, line)
+            if low > high:
+                raise value.error(f"bad port range {token!r}: {low} is above {high}", line)
+            span: Iterable[int] = range(low, high + 1)
+        else:
+            span = (parse_port(value, token, line),)
+        for port in span:
+            if port in ports:
+                duplicates.append(port)
+                first_line = first_line or line
+            ports[port] = None
+    if duplicates:
+        shown = ", ".join(str(p) for p in duplicates[:5]) + (", ..." if len(duplicates) > 5 else "")
+        value.warn(f"port listed more than once: {shown}", first_line)
+    return tuple(ports)
+
+
+def parse_port_bound(value: Value) -> int:
+    """An advanced-mode upper bound: the sentry watches ports 1..N."""
+    token = value.text.strip()
+    if not _INTEGER.fullmatch(token):
+        raise value.error(f"bad port bound {token!r}: expected a number 1..65535")
+    bound = int(token)
+    if not 1 <= bound <= 65535:
+        raise value.error(f"bad port bound {bound}: must be 1..65535")
+    return bound
+
+
+def parse_int(value: Value, minimum: int = 0) -> int:
+    """A whole number, at least ``minimum``."""
+    token = value.text.strip()
+    if token.startswith("-") and _INTEGER.fullmatch(token[1:]):
+        raise value.error(f"{token} is negative: must be at least {minimum}")
+    if not _INTEGER.fullmatch(token):
+        raise value.error(f"{token!r} is not a whole number")
+    number = int(token)
+    if number < minimum:
+        raise value.error(f"{number} is too small: must be at least {minimum}")
+    return number
+
+
+def parse_duration(value: Value) -> float:
+    """Seconds, as a number with an optional suffix s, m or h (``60``, ``1m``, ``1.5h``); above zero."""
+    token = value.text.strip()
+    match = _DURATION.fullmatch(token.removeprefix("-"))
+    if match is None:
+        raise value.error(f"{token!r} is not a duration: seconds, or a number with s, m or h (60, 1m)")
+    if token.startswith("-"):
+        raise value.error(f"{token} is negative: a duration must be above zero")
+    seconds = float(match[1] + (match[2] or "")) * _UNITS[match[3]]
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise value.error(f"{token} is not a usable duration: must be above zero")
+    return seconds
+
+
+def parse_bool(value: Value) -> bool:
+    token = value.text.strip().lower()
+    if token in _TRUE:
+        return True
+    if token in _FALSE:
+        return False
+    raise value.error(f"{value.text.strip()!r} is not a boolean: use yes/no, true/false, on/off or 1/0")
+
+
+def parse_modes(value: Value) -> tuple[str, ...]:
+    modes: list[str] = []
+    for line, token in value.tokens():
+        if token not in MODES:
+            raise value.error(f"unknown mode {token!r}: modes are {', '.join(MODES)}", line)
+        if token in modes:
+            raise value.error(f"mode {token!r} listed twice", line)
+        modes.append(token)
+    if not modes:
+        raise value.error(f"no mode given: name at least one of {', '.join(MODES)}")
+    return tuple(modes)
+
+
+def parse_output(value: Value) -> str:
+    token = value.text.strip()
+    if token not in OUTPUTS:
+        raise value.error(f"unknown output {token!r}: use journal, jsonl or auto")
+    return token
+
+
+def parse_interface(value: Value) -> str:
+    token = value.text.strip()
+    if not _INTERFACE.fullmatch(token) or token in (".", ".."):
+        raise value.error(f"bad interface name {token!r}: one name of at most 15 characters, or 'any'")
+    return token
+
+
+def parse_path(value: Value) -> str:
+    """A file name; empty means unset."""
+    return value.text.strip()
+
+
+def parse_required_path(value: Value) -> str:
+    path = value.text.strip()
+    if not path:
+        raise value.error("must not be empty")
+    return path
+
+
+def parse_text(value: Value) -> str:
+    """Free text, kept as written (a quoted value keeps its spaces)."""
+    return value.text
+
+
+def parse_network(token: str, strict: bool = True) -> IPNetwork:
+    """An IPv4 or IPv6 address or network (``10.0.0.0/8``, ``2001:db8::/32``, ``192.0.2.7``).
+
+    With ``strict`` a network with host bits set is refused; otherwise it is masked. Raises ValueError
+    with a reason fit for a ConfigError.
+    """
+    if "%" in token:
+        raise ValueError(f"{token!r}: scoped IPv6 addresses (%zone) are not supported here")
+    try:
+        return ipaddress.ip_network(token, strict=True)
+    except ValueError:
+        pass
+    try:
+        masked = ipaddress.ip_network(token, strict=False)
+    except ValueError:
+        raise ValueError(f"{token!r} is not an IPv4 or IPv6 address or network") from None
+    if strict:
+        raise ValueError(f"{token} has host bits set: write {masked} for the network, "
+                         f"or the address alone for one host")
+    return masked
+
+
+def parse_networks(value: Value) -> tuple[IPNetwork, ...]:
+    """Addresses and networks, comma and/or whitespace separated; a network with host bits set is refused."""
+    networks: dict[IPNetwork, None] = {}
+    for line, token in value.tokens():
+        try:
+            networks[parse_network(token)] = None
+        except ValueError as err:
+            raise value.error(str(err), line) from None
+    return tuple(networks)
+
+
+def check_config(config: DetectorConfig, path: str, warnings: list[str]) -> None:
+    """Warnings about combinations of options, for both formats."""
+    uses = {"tcp_ports": ("tcp", "stcp"), "udp_ports": ("udp", "sudp")}
+    for name, modes in uses.items():
+        running = [m for m in config.modes if m in modes]
+        if running and not getattr(config, name):
+            warnings.append(f"{path}: {name}: empty, so the {'/'.join(running)} sentry watches nothing")
+
+
+# --- the own format ------------------------------------------------------------------------------------
+
+_PARSERS: dict[str, Callable[[Value], Any]] = {
+    "modes": parse_modes,
+    "interface": parse_interface,
+    "output": parse_output,
+    "jsonl_path": parse_required_path,
+    "tcp_ports": parse_ports,
+    "udp_ports": parse_ports,
+    "advanced_tcp": parse_port_bound,
+    "advanced_udp": parse_port_bound,
+    "advanced_exclude_tcp": parse_ports,
+    "advanced_exclude_udp": parse_ports,
+    "scan_trigger": parse_int,
+    "window": parse_duration,
+    "summary_interval": parse_duration,
+    "max_sources": lambda value: parse_int(value, minimum=1),
+    "max_records_per_second": lambda value: parse_int(value, minimum=1),
+    "ignore": parse_networks,
+    "ignore_file": parse_path,
+    "ignore_self": parse_bool,
+    "history_file": parse_path,
+    "resolve_host": parse_bool,
+    "port_banner": parse_text,
+}
+#: The own format's keys, in the order detector.conf documents them.
+KEYS = tuple(_PARSERS)
+
+_SECTION_LINE = re.compile(r"\[([^\]]*)\]\s*(?:[#;].*)?")
+_QUOTED = re.compile(r'"(.*)"\s*(?:[#;].*)?')
+_INLINE_COMMENT = re.compile(r"(?:^|\s)[#;]")
+
+
+def _unquote(raw: str, path: str, line: int, key: str) -> str:
+    """A value's text: a double-quoted value runs to the last quote on the line and keeps everything in it;
+    an unquoted one ends at an inline comment (whitespace, then ``#`` or ``;``)."""
+    text = raw.strip()
+    if text.startswith('"'):
+        match = _QUOTED.fullmatch(text)
+        if match is None:
+            raise ConfigError(path, line, key, "unterminated quote")
+        return match[1]
+    return _INLINE_COMMENT.split(text, maxsplit=1)[0].strip()
+
+
+def _unknown_key(path: str, line: int, key: str) -> ConfigError:
+    close = difflib.get_close_matches(key.lower(), KEYS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigError(path, line, key, f"unknown key in [{SECTION}]{hint}")
+
+
+def _read_entries(text: str, path: str, warnings: list[str]) -> dict[str, Value]:
+    entries: dict[str, Value] = {}
+    section_line = 0
+    current: Value | None = None
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.rstrip()
+        stripped = line.strip()
+        if not stripped:
+            current = None
+            continue
+        if stripped[0] in "#;":
+            continue
+        if line[0].isspace() and current is not None:
+            current.parts.append((number, _unquote(stripped, path, number, current.key)))
+            continue
+        current = None
+        if stripped.startswith("["):
+            match = _SECTION_LINE.fullmatch(stripped)
+            if match is None:
+                raise ConfigError(path, number, stripped[:40], f"malformed section header, expected [{SECTION}]")
+            name = match[1].strip()
+            if name != SECTION:
+                raise ConfigError(path, number, f"[{name}]", f"unknown section (the only one is [{SECTION}])")
+            if section_line:
+                reason = f"duplicate section (first on line {section_line})"
+                raise ConfigError(path, number, f"[{name}]", reason)
+            section_line = number
+            continue
+        key, equals, rest = stripped.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            word = stripped.split()[0][:40]
+            raise ConfigError(path, number, word, "expected 'key = value'")
+        if not section_line:
+            raise ConfigError(path, number, key, f"setting outside a section: put it under [{SECTION}]")
+        if key not in _PARSERS:
+            raise _unknown_key(path, number, key)
+        if key in entries:
+            raise ConfigError(path, number, key, f"duplicate key (first set on line {entries[key].line})")
+        current = Value(path, key, [(number, _unquote(rest, path, number, key))], warnings)
+        entries[key] = current
+    if not section_line:
+        warnings.append(f"{path}: no [{SECTION}] section: every option keeps its default")
+    return entries
+
+
+def parse_own(text: str, path: str) -> Parsed:
+    """The own format, with where each field was set."""
+    warnings: list[str] = []
+    entries = _read_entries(text, path, warnings)
+    values = {key: _PARSERS[key](value) for key, value in entries.items()}
+    config = DetectorConfig(**values, source=path, source_format=FORMAT_OWN)
+    check_config(config, path, warnings)
+    return Parsed(config, warnings, {key: (value.line, key) for key, value in entries.items()})
+
+
+def parse_config_text(text: str, path: str) -> tuple[DetectorConfig, list[str]]:
+    """Parse the own format (no I/O). ``path`` only names the text in errors and warnings."""
+    parsed = parse_own(text, path)
+    return parsed.config, parsed.warnings
+
+
+# --- rendering (the inverse of parse_config_text) --------------------------------------------------------
+
+
+def _port_list(ports: tuple[int, ...]) -> str:
+    """Ports, ascending runs of three or more as ranges; order is kept, so it parses back equal."""
+    items: list[str] = []
+    i = 0
+    while i < len(ports):
+        j = i
+        while j + 1 < len(ports) and ports[j + 1] == ports[j] + 1:
+            j += 1
+        if j - i >= 2:
+            items.append(f"{ports[i]}-{ports[j]}")
+        else:
+            items.extend(str(p) for p in ports[i:j + 1])
+        i = j + 1
+    return ", ".join(items)
+
+
+def _quote(text: str) -> str:
+    if "\n" in text or "\r" in text:
+        raise ValueError("a value spanning lines cannot be written")
+    if text != text.strip() or text[:1] in ('"', "#", ";") or _INLINE_COMMENT.search(text):
+        return f'"{text}"'
+    return text
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def format_config(config: DetectorConfig) -> str:
+    """The own format's text for ``config`` (every own key; block_* and responder keys have no key here)."""
+    lines = [f"[{SECTION}]"]
+    for key in KEYS:
+        value = getattr(config, key)
+        if key in ("tcp_ports", "udp_ports", "advanced_exclude_tcp", "advanced_exclude_udp"):
+            text = _port_list(value)
+        elif key == "modes":
+            text = ", ".join(value)
+        elif key == "ignore":
+            text = ", ".join(str(net) for net in value)
+        elif isinstance(value, bool):
+            text = "yes" if value else "no"
+        elif isinstance(value, float):
+            text = _seconds(value)
+        elif isinstance(value, int):
+            text = str(value)
+        else:
+            text = _quote(value)
+        lines.append(f"{key} = {text}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+# --- format detection and files --------------------------------------------------------------------------
+
+_PORTSENTRY_LINE = re.compile(r"[A-Z][A-Z0-9_]*\s*=")
+
+
+def detect_format(text: str) -> str:
+    """FORMAT_PORTSENTRY when the first setting is a classic ``KEY="value"`` line (no ``[section]`` before
+    it), else FORMAT_OWN (also for an empty file)."""
+    for raw in text.split("\n"):
+        stripped = raw.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        return FORMAT_PORTSENTRY if _PORTSENTRY_LINE.match(stripped) else FORMAT_OWN
+    return FORMAT_OWN
+
+
+def parse_any(text: str, path: str) -> Parsed:
+    """Detect the format and parse (no I/O)."""
+    if detect_format(text) == FORMAT_PORTSENTRY:
+        from detector.portsentry_conf import parse_portsentry  # late: that module imports this one
+
+        return parse_portsentry(text, path)
+    return parse_own(text, path)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, 0, "", f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(path, 0, "", f"cannot read: {err.strerror or err}") from None
+
+
+def read_ignore_file(path: str) -> tuple[tuple[IPNetwork, ...], list[str]]:
+    """PortSentry's ignore file: one address or network per line, ``#`` comments, blank lines.
+
+    As PortSentry does, ``a.b.c.d/nn`` with host bits set is masked to its network (with a warning).
+    A missing file is a warning; an unreadable file or a bad line is a ConfigError.
+    """
+    if not os.path.exists(path):
+        return (), [f"{path}: ignore file not found; no addresses loaded from it"]
+    networks: dict[IPNetwork, None] = {}
+    warnings: list[str] = []
+    for number, raw in enumerate(_read_text(path).split("\n"), 1):
+        entry = raw.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        if len(entry.split()) > 1:
+            raise ConfigError(path, number, entry.split()[0], "one address or network per line")
+        try:
+            network = parse_network(entry)
+        except ValueError:
+            try:
+                network = parse_network(entry, strict=False)
+            except ValueError as err:
+                raise ConfigError(path, number, entry[:60], str(err)) from None
+            warnings.append(f"{path}:{number}: {entry}: host bits set; ignoring the network {network}")
+        networks[network] = None
+    return tuple(networks), warnings
+
+
+def load_config(path: str) -> tuple[DetectorConfig, list[str]]:
+    """Read a configuration file in either format (detected by content), then its ignore file.
+
+    The ignore file's networks are added to ``ignore``; a relative ``ignore_file`` is taken relative to the
+    configuration file's directory and stored resolved. Raises ConfigError; returns the warnings.
+    """
+    parsed = parse_any(_read_text(path), path)
+    config, warnings = parsed.config, parsed.warnings
+    config.source = path
+    if config.ignore_file:
+        line, key = parsed.where.get("ignore_file", (0, "ignore_file"))
+        ignore_path = os.path.join(os.path.dirname(path), config.ignore_file)
+        config.ignore_file = ignore_path
+        if not os.path.exists(ignore_path):
+            where = f"{path}:{line}" if line else path
+            warnings.append(f"{where}: {key}: {ignore_path} not found; no addresses loaded from it")
+        else:
+            networks, more = read_ignore_file(ignore_path)
+            warnings.extend(more)
+            config.ignore = tuple(dict.fromkeys(config.ignore + networks))
+    return config, warnings

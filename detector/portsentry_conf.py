@@ -1,0 +1,119 @@
+"""A classic PortSentry 1.2 ``portsentry.conf`` read into the detector's :class:`DetectorConfig`.
+
+Lines are ``KEY="value"`` (Debian's stock file also has ``RESOLVE_HOST = "0"``), ``#`` comments and blank
+lines; an unquoted value is tolerated. Where PortSentry was loose we are explicit:
+
+- a duplicated key keeps the first value, as PortSentry's lookup does, with a warning;
+- text after the closing quote is an error (PortSentry silently cut the value at the next quote);
+- port lists take the own format's syntax, a superset of PortSentry's (spaces and ranges ``1-1024`` allowed).
+
+The responder's keys (KILL_*, BLOCKED_FILE) are kept verbatim in ``responder_keys`` with a warning. The
+sentry modes are not in portsentry.conf (PortSentry took them from its command line), so ``modes`` keeps
+its default. No I/O here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from detector.config import (
+    FORMAT_PORTSENTRY,
+    Parsed,
+    Value,
+    check_config,
+    parse_bool,
+    parse_int,
+    parse_path,
+    parse_port_bound,
+    parse_ports,
+    parse_text,
+)
+from detector.settings import ConfigError, DetectorConfig
+
+
+def parse_block(value: Value) -> int:
+    """BLOCK_TCP / BLOCK_UDP: 0 alert only, 1 block and run KILL_RUN_CMD, 2 run KILL_RUN_CMD only."""
+    token = value.text.strip()
+    if token not in ("0", "1", "2"):
+        raise value.error(f"{token!r} is not 0, 1 or 2 (0 alert only, 1 block, 2 run KILL_RUN_CMD only)")
+    return int(token)
+
+
+#: Detector keys: PortSentry key -> (DetectorConfig field, parser).
+DETECTOR_KEYS: dict[str, tuple[str, Callable[[Value], Any]]] = {
+    "TCP_PORTS": ("tcp_ports", parse_ports),
+    "UDP_PORTS": ("udp_ports", parse_ports),
+    "ADVANCED_PORTS_TCP": ("advanced_tcp", parse_port_bound),
+    "ADVANCED_PORTS_UDP": ("advanced_udp", parse_port_bound),
+    "ADVANCED_EXCLUDE_TCP": ("advanced_exclude_tcp", parse_ports),
+    "ADVANCED_EXCLUDE_UDP": ("advanced_exclude_udp", parse_ports),
+    "IGNORE_FILE": ("ignore_file", parse_path),
+    "HISTORY_FILE": ("history_file", parse_path),
+    "RESOLVE_HOST": ("resolve_host", parse_bool),
+    "PORT_BANNER": ("port_banner", parse_text),
+    "SCAN_TRIGGER": ("scan_trigger", parse_int),
+    "BLOCK_TCP": ("block_tcp", parse_block),
+    "BLOCK_UDP": ("block_udp", parse_block),
+}
+#: Keys the responder reads; the detector keeps them verbatim in ``responder_keys``.
+RESPONDER_KEYS = ("KILL_ROUTE", "KILL_HOSTS_DENY", "KILL_RUN_CMD", "KILL_RUN_CMD_FIRST", "BLOCKED_FILE")
+
+_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)")
+
+
+def _value_text(rest: str, path: str, line: int, key: str) -> str:
+    """The text of ``"value"`` (or of an unquoted value); only a ``#`` comment may follow the quote."""
+    text = rest.strip()
+    if not text.startswith('"'):
+        return text
+    end = text.find('"', 1)
+    if end < 0:
+        raise ConfigError(path, line, key, "unterminated quote")
+    after = text[end + 1:].strip()
+    if after and not after.startswith("#"):
+        raise ConfigError(path, line, key, f"text after the closing quote: {after[:40]!r}")
+    return text[1:end]
+
+
+def parse_portsentry(text: str, path: str) -> Parsed:
+    """A classic portsentry.conf, with where each field was set."""
+    warnings: list[str] = []
+    values: dict[str, Any] = {}
+    where: dict[str, tuple[int, str]] = {}
+    seen: dict[str, int] = {}
+    responder: dict[str, str] = {}
+    for number, raw in enumerate(text.split("\n"), 1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _LINE.fullmatch(stripped)
+        if match is None:
+            word = stripped.split()[0][:40]
+            raise ConfigError(path, number, word, 'expected KEY="value"')
+        key = match[1]
+        if key not in DETECTOR_KEYS and key not in RESPONDER_KEYS:
+            raise ConfigError(path, number, key, "unknown PortSentry key")
+        text_value = _value_text(match[2], path, number, key)
+        if key in seen:
+            warnings.append(f"{path}:{number}: {key}: set again; PortSentry uses the first value "
+                            f"(line {seen[key]}), so does portsentinel")
+            continue
+        seen[key] = number
+        if key in RESPONDER_KEYS:
+            responder[key] = text_value
+            warnings.append(f"{path}:{number}: {key}: read by the responder, not the detector")
+            continue
+        name, parser = DETECTOR_KEYS[key]
+        values[name] = parser(Value(path, key, [(number, text_value)], warnings))
+        where[name] = (number, key)
+    config = DetectorConfig(**values, responder_keys=responder, source=path, source_format=FORMAT_PORTSENTRY)
+    check_config(config, path, warnings)
+    return Parsed(config, warnings, where)
+
+
+def parse_portsentry_text(text: str, path: str) -> tuple[DetectorConfig, list[str]]:
+    """Parse a classic portsentry.conf (no I/O). ``path`` only names the text in errors and warnings."""
+    parsed = parse_portsentry(text, path)
+    return parsed.config, parsed.warnings

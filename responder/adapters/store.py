@@ -1,0 +1,67 @@
+"""Bans, offence counts and source cursors in sqlite (WAL). The one module that imports sqlite3.
+
+A ban and the cursor of the entry that caused it are written in one transaction, before the action runs:
+after a crash the ban is in the database (and re-applied at start) and the entry is not acted on twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+
+from ..bans import Ban
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bans (
+    jail TEXT NOT NULL, ip TEXT NOT NULL, banned_at REAL NOT NULL, expires REAL NOT NULL,
+    count INTEGER NOT NULL, failures INTEGER NOT NULL, info TEXT NOT NULL,
+    PRIMARY KEY (jail, ip));
+CREATE TABLE IF NOT EXISTS offences (
+    jail TEXT NOT NULL, ip TEXT NOT NULL, count INTEGER NOT NULL, last REAL NOT NULL,
+    PRIMARY KEY (jail, ip));
+CREATE TABLE IF NOT EXISTS cursors (source TEXT PRIMARY KEY, cursor TEXT NOT NULL);
+"""
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o750, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        os.chmod(path, 0o640)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def bans(self) -> list[Ban]:
+        rows = self.db.execute("SELECT jail, ip, banned_at, expires, count, failures, info FROM bans").fetchall()
+        return [Ban(j, ip, at, exp, cnt, fail, json.loads(info)) for j, ip, at, exp, cnt, fail, info in rows]
+
+    def offences(self, jail: str, ip: str) -> int:
+        row = self.db.execute("SELECT count FROM offences WHERE jail=? AND ip=?", (jail, ip)).fetchone()
+        return int(row[0]) if row else 0
+
+    def cursor(self, source: str) -> str | None:
+        row = self.db.execute("SELECT cursor FROM cursors WHERE source=?", (source,)).fetchone()
+        return str(row[0]) if row else None
+
+    def commit(self, *, added: Iterable[Ban] = (), removed: Iterable[tuple[str, str]] = (),
+               cursors: dict[str, str] | None = None) -> None:
+        """One transaction: new bans (with their offence counts), lifted bans, and source cursors."""
+        with self.db:
+            self.db.execute("BEGIN")
+            for b in added:
+                self.db.execute("INSERT OR REPLACE INTO bans VALUES (?,?,?,?,?,?,?)",
+                                (b.jail, b.ip, b.banned_at, b.expires, b.count, b.failures,
+                                 json.dumps(b.info, sort_keys=True)))
+                self.db.execute("INSERT INTO offences VALUES (?,?,?,?) ON CONFLICT(jail, ip) DO UPDATE SET "
+                                "count=excluded.count, last=excluded.last", (b.jail, b.ip, b.count, b.banned_at))
+            for jail, ip in removed:
+                self.db.execute("DELETE FROM bans WHERE jail=? AND ip=?", (jail, ip))
+            for source, cur in (cursors or {}).items():
+                self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?,?)", (source, cur))

@@ -1,0 +1,54 @@
+"""Who is never banned, and how many bans a minute are allowed. Pure."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Iterable
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class NeverBan:
+    """The host's own addresses, its default gateways, its resolvers, and the jail's ignoreip."""
+
+    def __init__(self, *, own: Iterable[str] = (), gateways: Iterable[str] = (), resolvers: Iterable[str] = ()) -> None:
+        self.reasons: dict[str, str] = {}
+        for kind, addrs in (("own address", own), ("default gateway", gateways), ("resolver", resolvers)):
+            for a in addrs:
+                try:
+                    self.reasons.setdefault(str(ipaddress.ip_address(a)), kind)
+                except ValueError:
+                    continue
+
+    def why(self, ip: str, ignoreip: Iterable[IPNetwork] = (), ignoreself: bool = True) -> str | None:
+        """The reason ``ip`` must not be banned, or None."""
+        addr = ipaddress.ip_address(ip)
+        if addr.is_loopback or addr.is_unspecified or addr.is_multicast:
+            return "loopback, unspecified or multicast address"
+        if ignoreself:
+            reason = self.reasons.get(str(addr))
+            if reason:
+                return reason
+        for net in ignoreip:
+            if addr.version == net.version and addr in net:
+                return f"ignoreip {net}"
+        return None
+
+
+class PerMinuteCap:
+    """At most ``limit`` bans in any 60-second window."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._times: deque[float] = deque()
+        self.refused = 0
+
+    def allow(self, now: float) -> bool:
+        while self._times and now - self._times[0] >= 60.0:
+            self._times.popleft()
+        if self.limit > 0 and len(self._times) >= self.limit:
+            self.refused += 1
+            return False
+        self._times.append(now)
+        return True

@@ -1,0 +1,235 @@
+"""jail.conf (+ jail.d/*.conf, jail.local, jail.d/*.local) → typed jail settings. No I/O beyond reading them.
+
+A broken jail is reported with file:line:key and left out; the others still load.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .inifile import Ini, IniError, Value, parse_args_spec, read_layered
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_DURATION_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+BACKENDS = ("auto", "systemd", "pyinotify")
+
+
+@dataclass(frozen=True)
+class ActionRef:
+    """``name[key=value, …]`` from a jail's ``action``."""
+
+    name: str
+    args: dict[str, str]
+    where: str
+
+
+@dataclass
+class JailConfig:
+    name: str
+    where: str
+    enabled: bool = False
+    filter: str = ""
+    filter_args: dict[str, str] = field(default_factory=dict)
+    backend: str = "auto"
+    logpath: str = ""
+    actions: list[ActionRef] = field(default_factory=list)
+    maxretry: int = 1
+    findtime: float = 600.0
+    bantime: float = 3600.0  # -1 = forever
+    bantime_increment: bool = False
+    bantime_factor: float = 2.0
+    bantime_maxtime: float = 7 * 86400.0
+    ignoreip: tuple[IPNetwork, ...] = ()
+    ignoreself: bool = True
+    maxbans_per_minute: int = 60
+    verified_only: bool = False
+    #: A record counts only when journald's trusted _UID is one of these (empty: any writer).
+    trusted_uids: tuple[int, ...] = (0,)
+    #: …and, where the record carries _SYSTEMD_UNIT, that unit is one of these (empty: not checked).
+    trusted_units: tuple[str, ...] = ()
+
+
+@dataclass
+class ResponderConfig:
+    jails: list[JailConfig]
+    errors: list[str]
+    disabled: list[str]
+    config_dir: Path
+
+
+def parse_duration(text: str) -> float:
+    """``600``, ``10m``, ``1h``, ``1d``, ``1w``; ``-1`` means forever. Raises ValueError."""
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (seconds, or a number with s, m, h, d, w)")
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if value < 0 and value != -1:
+        raise ValueError(f"negative duration: {text!r} (only -1, forever)")
+    return value
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        raise ValueError(f"not an integer: {text.strip()!r}") from None
+
+
+def parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "yes", "true", "on", "enabled"):
+        return True
+    if t in ("0", "no", "false", "off", "disabled", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r} (yes/no, true/false, on/off, 1/0)")
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    out = []
+    for token in re.split(r"[\s,]+", text.strip()):
+        if not token:
+            continue
+        try:
+            out.append(ipaddress.ip_network(token, strict=False))
+        except ValueError:
+            raise ValueError(f"not an address or CIDR: {token!r}") from None
+    return tuple(out)
+
+
+def split_actions(text: str) -> list[str]:
+    """One action reference per line (fail2ban's layout); a reference may span lines inside ``[…]``."""
+    refs: list[str] = []
+    depth = 0
+    cur = ""
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(0, depth - 1)
+        if ch == "\n" and depth == 0:
+            if cur.strip():
+                refs.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        refs.append(cur.strip())
+    return refs
+
+
+class _Reader:
+    """Typed access to one jail's keys, errors naming file:line:key."""
+
+    def __init__(self, ini: Ini, section: str) -> None:
+        self.ini = ini
+        self.section = section
+
+    def where(self, key: str) -> Value | None:
+        return self.ini.value(self.section, key)
+
+    def text(self, key: str, default: str) -> str:
+        return self.ini.get(self.section, key, default, vars={"__name__": self.section, "name": self.section})
+
+    def conv(self, key: str, default: str, fn: object) -> object:
+        raw = self.text(key, default)
+        try:
+            return fn(raw)  # type: ignore[operator]
+        except ValueError as exc:
+            val = self.where(key)
+            if val is None:
+                raise IniError("(default)", 0, self.section, key, str(exc)) from None
+            raise IniError.at(val, self.section, key, str(exc)) from None
+
+
+def _jail(ini: Ini, name: str) -> JailConfig:
+    r = _Reader(ini, name)
+    first = next(iter(ini.sections.get(name, {}).values()), None)
+    where = f"{first.path}:{first.line}" if first else "?"
+    if not _NAME_RE.match(name):
+        raise IniError(first.path if first else "?", first.line if first else 0, name, "-",
+                       "jail names are letters, digits, '.', '_' and '-' (at most 64)")
+    j = JailConfig(name=name, where=where)
+    j.enabled = bool(r.conv("enabled", "false", parse_bool))
+    fspec = r.text("filter", "")
+    if j.enabled and not fspec:
+        val = r.where("filter")
+        raise IniError(val.path if val else where.split(":")[0], val.line if val else 0, name, "filter", "missing")
+    if fspec:
+        try:
+            j.filter, j.filter_args = parse_args_spec(fspec)
+        except ValueError as exc:
+            val = r.where("filter")
+            raise IniError.at(val, name, "filter", str(exc)) if val else exc from None
+    j.backend = r.text("backend", "auto").strip()
+    if j.backend not in BACKENDS:
+        val = r.where("backend")
+        assert val is not None
+        raise IniError.at(val, name, "backend", f"expected one of {', '.join(BACKENDS)}, got {j.backend!r}")
+    j.logpath = r.text("logpath", "").strip()
+    aval = r.where("action")
+    for ref in split_actions(r.text("action", "")):
+        try:
+            aname, args = parse_args_spec(ref)
+        except ValueError as exc:
+            assert aval is not None
+            raise IniError.at(aval, name, "action", str(exc)) from None
+        j.actions.append(ActionRef(aname, args, f"{aval.path}:{aval.line}" if aval else where))
+    j.maxretry = int(r.conv("maxretry", "1", parse_int))  # type: ignore[call-overload]
+    if j.maxretry < 1:
+        val = r.where("maxretry")
+        assert val is not None
+        raise IniError.at(val, name, "maxretry", "must be at least 1")
+    j.findtime = float(r.conv("findtime", "10m", parse_duration))  # type: ignore[arg-type]
+    j.bantime = float(r.conv("bantime", "1h", parse_duration))  # type: ignore[arg-type]
+    j.bantime_increment = bool(r.conv("bantime.increment", "false", parse_bool))
+    j.bantime_factor = float(r.conv("bantime.factor", "2", float))  # type: ignore[arg-type]
+    j.bantime_maxtime = float(r.conv("bantime.maxtime", "1w", parse_duration))  # type: ignore[arg-type]
+    j.ignoreip = r.conv("ignoreip", "", parse_networks)  # type: ignore[assignment]
+    j.ignoreself = bool(r.conv("ignoreself", "true", parse_bool))
+    j.maxbans_per_minute = int(r.conv("maxbans_per_minute", "60", parse_int))  # type: ignore[call-overload]
+    j.verified_only = bool(r.conv("verified_only", "false", parse_bool))
+    j.trusted_uids = r.conv("trusted_uid", "0", _uids)  # type: ignore[assignment]
+    j.trusted_units = tuple(u for u in re.split(r"[\s,]+", r.text("trusted_unit", "")) if u)
+    return j
+
+
+def _uids(text: str) -> tuple[int, ...]:
+    import pwd
+
+    out = []
+    for tok in re.split(r"[\s,]+", text.strip()):
+        if not tok:
+            continue
+        if tok.isdigit():
+            out.append(int(tok))
+        else:
+            try:
+                out.append(pwd.getpwnam(tok).pw_uid)
+            except KeyError:
+                raise ValueError(f"no such user: {tok!r}") from None
+    return tuple(out)
+
+
+def load(config_dir: Path) -> ResponderConfig:
+    """Every jail of ``config_dir/jail.conf`` with its layers. Raises IniError only if jail.conf is unreadable."""
+    ini = read_layered(config_dir / "jail.conf")
+    jails: list[JailConfig] = []
+    errors: list[str] = []
+    disabled: list[str] = []
+    for name in ini.user_sections():
+        try:
+            jail = _jail(ini, name)
+        except IniError as exc:
+            errors.append(str(exc))
+            continue
+        if jail.enabled:
+            jails.append(jail)
+        else:
+            disabled.append(name)
+    return ResponderConfig(jails, errors, disabled, config_dir)

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=("journal", "jsonl", "auto"),
                    help="where records go (auto: journald when it runs, else the JSON-lines file)")
     p.add_argument("--jsonl", metavar="PATH", help="the JSON-lines file")
+    p.add_argument("--wake", metavar="PATH",
+                   help="the responder's wake socket, nudged after each alert (default /run/portsentinel/wake.sock)")
     p.add_argument("--check", action="store_true", help="validate the configuration, print what would run, exit")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="level of the human-readable log on stderr (default: info)")
@@ -59,6 +61,8 @@ def load(args: argparse.Namespace) -> tuple[DetectorConfig, list[str]]:
         cfg.output = args.output
     if args.jsonl:
         cfg.jsonl_path = args.jsonl
+    if args.wake is not None:
+        cfg.wake_socket = args.wake
     return cfg, warnings
 
 

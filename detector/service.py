@@ -25,7 +25,7 @@ from .adapters import listeners as L
 from .adapters import procnet
 from .adapters.capture import CaptureError, RingCapture, ifindex_at
 from .adapters.sdnotify import Notifier
-from .adapters.sinks import Sink, open_sink
+from .adapters.sinks import Sink, Waker, open_sink
 from .bpf import build as build_bpf
 from .bpf import port_ranges
 from .classify import classify
@@ -64,6 +64,7 @@ class Detector:
         self.cfg = cfg
         self._reload = reload
         self.sink = sink or open_sink(cfg.output, cfg.jsonl_path)
+        self.waker = Waker(cfg.wake_socket)
         self.counters = Counters()
         self.notifier = Notifier()
         self.sel = selectors.DefaultSelector()
@@ -91,6 +92,8 @@ class Detector:
         try:
             self.sink.write(record)
             self.counters.records += 1
+            if record.event in ("scan", "summary"):
+                self.waker.send()
         except OSError as exc:  # a full disk must not kill the sentry; the failure goes to stderr
             log.error("cannot write record to %s: %s", self.sink.name, exc)
         if record.event == R.Event.SCAN.value and self.cfg.history_file:
@@ -348,6 +351,7 @@ class Detector:
         t.trigger, t.window, t.summary_interval, t.max_sources = (new.scan_trigger, new.window,
                                                                   new.summary_interval, new.max_sources)
         self.decider.window = new.window
+        self.waker.path = new.wake_socket
         self.decider.resolve = self._resolver(new)
         self._banner = new.port_banner.encode("utf-8", "replace")
         self._ignore_cache.clear()

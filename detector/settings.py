@@ -41,6 +41,8 @@ class DetectorConfig:
     #: journal, jsonl, or auto (journal when a journald socket exists, else jsonl).
     output: str = "auto"
     jsonl_path: str = "/var/log/portsentinel/alerts.jsonl"
+    #: The responder's wake socket: a data-less datagram after each alert record cuts its reaction time.
+    wake_socket: str = "/run/portsentinel/wake.sock"
     tcp_ports: tuple[int, ...] = DEFAULT_TCP_PORTS
     udp_ports: tuple[int, ...] = DEFAULT_UDP_PORTS
     #: Advanced modes watch every port from 1 up to this bound (PortSentry's ADVANCED_PORTS_*).

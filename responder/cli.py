@@ -1,14 +1,65 @@
-"""portsentinel-responder: the action stage (work in progress: see docs and the responder issue)."""
+"""portsentinel-responder: follow alert records and act on them per jail."""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="portsentinel-responder",
+        description="Follow portsentinel-detector's records (journald or JSON lines) and other logs, and act "
+                    "on them per jail: jail.conf, filter.d/, actions.d/.")
+    p.add_argument("--config-dir", metavar="DIR", type=Path, default=None,
+                   help="directory with jail.conf, filter.d/, actions.d/ (default: /etc/portsentinel, else the "
+                        "project's own)")
+    p.add_argument("--state-dir", metavar="DIR", type=Path, default=Path("/var/lib/portsentinel"),
+                   help="where bans and cursors are kept (sqlite; default /var/lib/portsentinel)")
+    p.add_argument("--socket", metavar="PATH", default="/run/portsentinel/responder.sock",
+                   help="control socket for the portsentinel client (default /run/portsentinel/responder.sock)")
+    p.add_argument("--backend", choices=("systemd", "pyinotify", "auto"), default="auto",
+                   help="where records come from: the journal, files followed with inotify, or auto (the "
+                        "journal when one is readable)")
+    p.add_argument("--wake", metavar="PATH", default="/run/portsentinel/wake.sock",
+                   help="wake socket the detector nudges after each alert (default /run/portsentinel/wake.sock)")
+    p.add_argument("--decisions", metavar="PATH", default="/var/log/portsentinel/responder.jsonl",
+                   help="JSON-lines file for decisions where no journald runs")
+    p.add_argument("--group", metavar="GROUP", default="", help="group allowed on the control socket (besides root)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--version", action="version", version=f"portsentinel-responder {__version__}")
+    return p
+
+
+def default_config_dir() -> Path:
+    etc = Path("/etc/portsentinel")
+    if (etc / "jail.conf").exists():
+        return etc
+    return Path(__file__).resolve().parent.parent
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    print("portsentinel-responder: not built yet (the action stage lands with its own issue)", file=sys.stderr)
-    return 3
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="portsentinel-responder: %(levelname)s: %(message)s")
+    from .service import Options, Responder
+
+    opts = Options(config_dir=args.config_dir or default_config_dir(), state_dir=args.state_dir,
+                   socket=args.socket, backend=args.backend, wake=args.wake, control_group=args.group,
+                   decisions_jsonl=args.decisions)
+    try:
+        r = Responder(opts)
+        r.start()
+    except (OSError, ValueError) as exc:
+        print(f"portsentinel-responder: error: {exc}", file=sys.stderr)
+        return 1
+    r.run()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,379 @@
+"""Wiring: sources → engine → store → actions, in one selector loop, with every decision written back.
+
+Order of effects for a ban: the ban and the source cursor are committed to sqlite in one transaction first,
+then the actions run. After a crash the ban is in the database and is re-applied at start (actions are
+idempotent), and the entry is never acted on twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psrecord as R
+
+from .adapters import facts
+from .adapters.control import ControlServer
+from .adapters.decisions import DecisionLog
+from .adapters.store import Store
+from .bans import FOREVER, Ban, BanBook
+from .engine import Decision, Engine, JailRuntime
+from .executor import Executor
+from .guard import NeverBan, PerMinuteCap
+from .jail import Jail
+from .jailconf import JailConfig, ResponderConfig, load
+from .sources import Source
+
+log = logging.getLogger("portsentinel.responder")
+
+DETECTOR_JSONL = "/var/log/portsentinel/alerts.jsonl"
+
+
+@dataclass
+class Options:
+    config_dir: Path
+    state_dir: Path
+    socket: str
+    backend: str = "auto"
+    wake: str = "/run/portsentinel/wake.sock"
+    control_group: str = ""
+    decisions_jsonl: str = "/var/log/portsentinel/responder.jsonl"
+    #: Argument vector prefix for every action command (tests: none; kept for symmetry with the CLI).
+    read_old: bool = False
+
+
+class Responder:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.sel = selectors.DefaultSelector()
+        self.book = BanBook()
+        self.sources: dict[str, Source] = {}
+        self.store = Store(str(opts.state_dir / "responder.sqlite3"))
+        self._stop = False
+        self._hup = False
+        self.started = time.time()
+        self.errors: list[str] = []
+        from .adapters.journal_source import journal_readable
+
+        self.use_journal = journal_readable() if opts.backend == "auto" else opts.backend == "systemd"
+        self.decisions = DecisionLog(opts.decisions_jsonl, use_journal=self._journal_socket())
+        self.executor = Executor(opts.config_dir / "actions.d", self.report)
+        self.engine: Engine = Engine([], NeverBan(), self.book, self.store)
+        self.config: ResponderConfig | None = None
+
+    @staticmethod
+    def _journal_socket() -> bool:
+        return os.path.exists("/run/systemd/journal/socket")
+
+    # ------------------------------------------------------------------ records
+    def report(self, event: R.Event, message: str, **fields: str) -> None:
+        prio = R.PRIORITY_WARNING if event in (R.Event.BAN, R.Event.FAILED) else (
+            R.PRIORITY_NOTICE if event in (R.Event.UNBAN, R.Event.IGNORED) else R.PRIORITY_INFO)
+        rec = {R.F_MESSAGE: message, R.F_MSGID: R.MESSAGE_IDS[event], R.F_PRIORITY: str(prio),
+               R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: event.value,
+               R.F_TIME: f"{time.time():.6f}", **{k: v for k, v in fields.items() if v != ""}}
+        log.log(logging.WARNING if prio <= R.PRIORITY_WARNING else logging.INFO, "%s", message)
+        try:
+            self.decisions.write(R.validate(rec))
+        except (OSError, R.RecordError) as exc:
+            log.error("cannot write decision record: %s", exc)
+
+    def _decision(self, d: Decision) -> None:
+        if d.kind == "ban":
+            return
+        if d.kind == "forged":
+            self.report(R.Event.IGNORED, f"forged record ignored ({d.reason}) in jail {d.jail} for {d.ip}",
+                        PS_JAIL=d.jail, PS_SRC=d.ip, PS_DETAIL=d.reason)
+        elif d.kind == "invalid":
+            self.report(R.Event.IGNORED, f"jail {d.jail}: {d.reason}", PS_JAIL=d.jail, PS_DETAIL=d.reason)
+        else:
+            self.report(R.Event.IGNORED, f"jail {d.jail}: {d.ip} not banned: {d.reason}", PS_JAIL=d.jail,
+                        PS_SRC=d.ip, PS_DETAIL=d.reason)
+
+    # ------------------------------------------------------------------ setup
+    def _never_ban(self) -> NeverBan:
+        return NeverBan(own=facts.own_addresses(), gateways=facts.gateways(), resolvers=facts.resolvers())
+
+    def _source_for(self, jail: JailConfig, filt: Any) -> tuple[str, bool]:
+        backend = jail.backend if jail.backend != "auto" else ("systemd" if self.use_journal else "pyinotify")
+        if self.opts.backend != "auto":
+            backend = self.opts.backend
+        if backend == "systemd":
+            return "journal", True
+        path = jail.logpath or DETECTOR_JSONL
+        return f"file:{path}", False
+
+    def load(self) -> None:
+        from .filters import load_filter
+
+        cfg = load(self.opts.config_dir)
+        self.config = cfg
+        self.errors = list(cfg.errors)
+        for err in cfg.errors:
+            log.error("%s", err)
+        runtimes: list[JailRuntime] = []
+        for jc in cfg.jails:
+            try:
+                filt = load_filter(self.opts.config_dir / "filter.d", jc.filter, jc.filter_args)
+                self.executor.configure(jc)
+            except ValueError as exc:  # IniError, FilterError and ActionError are ValueErrors
+                self.errors.append(str(exc))
+                log.error("jail %s disabled: %s", jc.name, exc)
+                continue
+            source, journal = self._source_for(jc, filt)
+            runtimes.append(JailRuntime(jc, filt, Jail(jc), PerMinuteCap(jc.maxbans_per_minute), source, journal))
+        self.engine = Engine(runtimes, self._never_ban(), self.book, self.store)
+        self._open_sources(runtimes)
+
+    def _open_sources(self, runtimes: list[JailRuntime]) -> None:
+        wanted: dict[str, list[JailRuntime]] = {}
+        for rt in runtimes:
+            wanted.setdefault(rt.source, []).append(rt)
+        for name in list(self.sources):
+            if name not in wanted:
+                self.sel.unregister(self.sources[name])
+                self.sources.pop(name).close()
+        for name, rts in wanted.items():
+            if name in self.sources:
+                continue
+            if name == "journal":
+                from .adapters.journal_source import JournalSource
+
+                matches: list[dict[str, str]] = []
+                for rt in rts:
+                    matches.extend(getattr(rt.matcher, "journalmatch", []) or [])
+                src: Source = JournalSource(matches, name=name)
+            else:
+                from .adapters.file_source import FileSource
+
+                path = name.split(":", 1)[1]
+                kind = "jsonl" if path.endswith(".jsonl") else "text"
+                uids = rts[0].cfg.trusted_uids
+                src = FileSource(path, kind=kind, expected_uid=uids[0] if uids else None, name=name)
+            src.seek(self.store.cursor(name))
+            self.sources[name] = src
+            if src.fileno() >= 0:
+                self.sel.register(src, selectors.EVENT_READ, ("source", name))
+
+    def restore(self) -> None:
+        """Bans from the database: the expired ones lifted, the others re-applied in one batch."""
+        now = time.time()
+        keep: list[Ban] = []
+        expired: list[tuple[str, str]] = []
+        for b in self.store.bans():
+            if b.jail not in self.engine.jails:
+                keep.append(b)  # its jail is gone or broken: keep the row, nothing to run
+                continue
+            if b.expires != FOREVER and b.expires <= now:
+                expired.append((b.jail, b.ip))
+            else:
+                keep.append(b)
+                self.book.add(b)
+        if expired:
+            self.store.commit(removed=expired)
+        for jail in self.engine.jails:
+            self.executor.start(jail)
+        self.executor.ban_many([b for b in keep if b.jail in self.engine.jails], restoring=True)
+        if keep or expired:
+            self.report(R.Event.BAN, f"restored {len(keep)} ban(s) from {self.store.path}; "
+                                     f"{len(expired)} expired while stopped", PS_ACTION="restore",
+                        PS_DETAIL=f"restored={len(keep)} expired={len(expired)}")
+        for jail, ip in expired:
+            self.executor.unban_expired_offline(jail, ip)
+
+    def start(self) -> None:
+        self.load()
+        self.control = ControlServer(self.opts.socket, self.control_request, self.opts.control_group)
+        self.sel.register(self.control, selectors.EVENT_READ, ("control", ""))
+        from .adapters.wake import WakeSocket
+
+        self.wake = WakeSocket(self.opts.wake)
+        self.sel.register(self.wake, selectors.EVENT_READ, ("wake", ""))
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, ("signal", ""))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)
+        self.restore()
+        jails = ", ".join(f"{n} ({rt.source})" for n, rt in self.engine.jails.items()) or "none"
+        self.report(R.Event.START, f"portsentinel-responder started: jails {jails}; decisions to "
+                                   f"{self.decisions.name}", PS_DETAIL=f"errors={len(self.errors)}")
+        from .adapters.sdnotify import notify
+
+        notify("READY=1", f"STATUS=jails: {jails}")
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            self._hup = True
+        else:
+            self._stop = True
+
+    # ------------------------------------------------------------------ work
+    def pump(self, name: str, *, settle: float = 0.0) -> int:
+        """Read what the source has; with ``settle`` keep looking that many seconds while nothing came yet."""
+        src = self.sources.get(name)
+        if src is None:
+            return 0
+        src.process()
+        deadline = time.monotonic() + settle
+        total = 0
+        while True:
+            entries = src.read(1024)
+            if entries:
+                total += len(entries)
+                self._apply(name, entries)
+                if len(entries) >= 1024:
+                    continue
+                break
+            if total or time.monotonic() >= deadline:
+                break
+            time.sleep(0.0005)
+        return total
+
+    def _apply(self, source: str, entries: list[Any]) -> None:
+        now = time.time()
+        bans: list[Ban] = []
+        for e in entries:
+            if e.error:
+                self.report(R.Event.IGNORED, f"unreadable entry in {source}: {e.error}", PS_DETAIL=e.error[:500])
+                continue
+            for d in self.engine.entry(source, e, now):
+                if d.kind == "ban" and d.ban is not None:
+                    bans.append(d.ban)
+                else:
+                    self._decision(d)
+        self.store.commit(added=bans, cursors={source: entries[-1].cursor})
+        if bans:
+            self.executor.ban_many(bans)
+
+    def expire(self) -> None:
+        due = self.book.due(time.time())
+        if not due:
+            return
+        self.store.commit(removed=[(b.jail, b.ip) for b in due])
+        for b in due:
+            self.executor.unban(b, reason="expired")
+
+    def timeout(self) -> float:
+        nxt = self.book.next_expiry()
+        t = 5.0 if nxt is None else max(0.0, min(5.0, nxt - time.time()))
+        r = self.executor.next_retry()
+        if r is not None:
+            t = min(t, max(0.0, r - time.monotonic()))
+        return t
+
+    def run(self) -> None:
+        while not self._stop:
+            for key, _ in self.sel.select(self.timeout()):
+                kind, name = key.data
+                if kind == "source":
+                    self.pump(name)
+                elif kind == "wake":
+                    self.wake.drain()
+                    for sname in list(self.sources):
+                        self.pump(sname, settle=0.02 if sname == "journal" else 0.0)
+                elif kind == "control":
+                    self.control.serve_one()
+                else:
+                    try:
+                        while self._wake_r.recv(64):
+                            pass
+                    except BlockingIOError:
+                        pass
+            if self._hup:
+                self.reload()
+            self.expire()
+            self.executor.retry_due()
+        self.shutdown()
+
+    def reload(self) -> None:
+        self._hup = False
+        old = self.engine
+        try:
+            self.executor.reset()
+            self.load()
+        except (ValueError, OSError) as exc:
+            self.engine = old
+            self.report(R.Event.FAILED, f"reload failed, keeping the running jails: {exc}", PS_DETAIL="reload")
+            return
+        for jail in self.engine.jails:
+            self.executor.start(jail)
+        self.executor.ban_many([b for b in self.book.active.values() if b.jail in self.engine.jails],
+                               restoring=True)
+        self.report(R.Event.START, "configuration reloaded: jails " + ", ".join(self.engine.jails),
+                    PS_DETAIL="reloaded")
+
+    def shutdown(self) -> None:
+        from .adapters.sdnotify import notify
+
+        notify("STOPPING=1")
+        for jail in list(self.engine.jails):
+            self.executor.stop(jail)
+        self.report(R.Event.STOP,
+                    f"portsentinel-responder stopping: {len(self.book)} ban(s) kept in {self.store.path}")
+        for src in self.sources.values():
+            src.close()
+        self.control.close()
+        self.wake.close()
+        self.store.close()
+
+    # ------------------------------------------------------------------ control
+    def status(self, jail: str | None = None) -> dict[str, Any]:
+        now = time.time()
+        jails = {}
+        for name, rt in self.engine.jails.items():
+            if jail and name != jail:
+                continue
+            jails[name] = {"source": rt.source, "filter": rt.cfg.filter, "actions": [a.name for a in rt.cfg.actions],
+                           "failures": rt.jail.failures_total, "tracked": rt.jail.tracked(),
+                           "banned": len(self.book.in_jail(name)), "bans_total": rt.bans_total,
+                           "ignored_total": rt.ignored_total, "cap_refused": rt.cap.refused}
+        if jail and jail not in jails:
+            return {"ok": False, "error": f"no such jail: {jail}"}
+        return {"ok": True, "uptime": round(now - self.started, 1), "jails": jails, "errors": self.errors,
+                "banned": len(self.book)}
+
+    def banned(self) -> dict[str, Any]:
+        now = time.time()
+        rows = [{"jail": b.jail, "ip": b.ip, "since": b.banned_at, "remaining": round(b.remaining(now), 1),
+                 "count": b.count, **b.info} for b in sorted(self.book.active.values(), key=lambda b: b.banned_at)]
+        return {"ok": True, "bans": rows}
+
+    def control_request(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.get("cmd")
+        try:
+            if cmd == "status":
+                return self.status(req.get("jail") or None)
+            if cmd == "banned":
+                return self.banned()
+            if cmd == "ban":
+                d = self.engine.manual_ban(str(req.get("jail", "")), str(req.get("ip", "")), time.time())
+                if d.kind == "ban" and d.ban is not None:
+                    self.store.commit(added=[d.ban])
+                    self.executor.ban_many([d.ban])
+                    return {"ok": True, "banned": d.ip, "jail": d.jail}
+                self._decision(d)
+                return {"ok": False, "error": f"{d.ip} not banned: {d.reason}"}
+            if cmd == "unban":
+                ip = None if req.get("all") else str(req.get("ip", ""))
+                lifted = self.engine.unban(ip)
+                self.store.commit(removed=[(b.jail, b.ip) for b in lifted])
+                for b in lifted:
+                    self.executor.unban(b, reason="manual")
+                return {"ok": True, "unbanned": [{"jail": b.jail, "ip": b.ip} for b in lifted]}
+            if cmd == "reload":
+                self.reload()
+                return {"ok": True, "errors": self.errors}
+        except (KeyError, ValueError) as exc:
+            return {"ok": False, "error": str(exc).strip("'\"")}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}

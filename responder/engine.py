@@ -119,8 +119,9 @@ class Engine:
                             f"ban cap reached ({rt.cfg.maxbans_per_minute} per minute): not executed")
         count = self.offences.offences(name, ip) + 1
         seconds = bantime_for(rt.cfg, count)
-        ban = Ban(name, ip, now, FOREVER if seconds == FOREVER else now + seconds, count, failures,
-                  {k: str(v) for k, v in (("port", f.port), ("proto", f.proto), ("scan", f.scan)) if f and v})
+        info = {} if f is None else {k: str(v) for k, v in (("port", f.port), ("proto", f.proto), ("scan", f.scan))
+                                     if v}
+        ban = Ban(name, ip, now, FOREVER if seconds == FOREVER else now + seconds, count, failures, info)
         self.book.add(ban)
         rt.bans_total += 1
         return Decision("ban", name, ip, "manual" if manual else f"{failures} failure(s)", ban)

@@ -1,0 +1,110 @@
+"""A locked, atomic edit of a hosts.deny-style file: PortSentry's ``ALL: <ip>`` lines.
+
+The file is locked with ``flock`` (on the file itself, the lock TCP wrappers' own tools would honour), the new
+text is written to a temporary file in the same directory, fsynced, given the old file's mode and owner, and
+renamed over it, so a reader sees either the old or the new file, never half of one. Adding an address that is
+present, or removing one that is absent, changes nothing (idempotent). Only canonical addresses are written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import os
+import tempfile
+from pathlib import Path
+
+DEFAULT_FILE = "/etc/hosts.deny"
+DEFAULT_DAEMON = "ALL"
+
+
+def _canonical(ip: str) -> str:
+    addr = ipaddress.ip_address(ip.strip())
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return f"[{addr}]"  # hosts_access(5): IPv6 addresses in brackets
+    return str(addr)
+
+
+def _line(daemon: str, ip: str) -> str:
+    if not daemon or any(c in daemon for c in ":\n\r#") or daemon.strip() != daemon:
+        raise ValueError(f"bad daemon list {daemon!r}")
+    return f"{daemon}: {_canonical(ip)}"
+
+
+def _same(line: str, wanted: str) -> bool:
+    return " ".join(line.split()) == " ".join(wanted.split())
+
+
+def edit(path: str | Path, ip: str, *, add: bool, daemon: str = DEFAULT_DAEMON) -> bool:
+    """Add (or remove) ``daemon: ip`` in ``path``; True when the file changed."""
+    wanted = _line(daemon, ip)
+    path = Path(path)
+    fd = _lock(path)
+    try:
+        with open(fd, encoding="utf-8", errors="surrogateescape", closefd=False) as fh:
+            old = fh.read()
+        lines = old.splitlines()
+        present = any(_same(line, wanted) for line in lines)
+        if add == present:
+            return False
+        if add:
+            new_lines = [*lines, wanted]
+        else:
+            new_lines = [line for line in lines if not _same(line, wanted)]
+        _replace(path, fd, "".join(line + "\n" for line in new_lines))
+        return True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock(path: Path) -> int:
+    """Open and flock ``path``; retry when another writer replaced the file while we waited."""
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise OSError(f"{path}: could not lock (replaced repeatedly)")
+
+
+def _replace(path: Path, locked_fd: int, text: str) -> None:
+    st = os.fstat(locked_fd)
+    tmp_fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with open(tmp_fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fchmod(fh.fileno(), st.st_mode & 0o7777)
+            try:
+                os.fchown(fh.fileno(), st.st_uid, st.st_gid)
+            except PermissionError:
+                pass  # not root: keep our own ownership
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def contains(path: str | Path, ip: str, *, daemon: str = DEFAULT_DAEMON) -> bool:
+    """True when ``path`` holds the line for ``ip``."""
+    wanted = _line(daemon, ip)
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        return False
+    return any(_same(line, wanted) for line in text.splitlines())

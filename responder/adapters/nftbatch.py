@@ -1,0 +1,129 @@
+"""Coalesce many nftables set-element changes into one ``nft -f -`` transaction.
+
+``add``/``delete`` only buffer. ``commit()`` deduplicates (an address added twice keeps the longest timeout,
+``None`` meaning "no timeout" being the longest; the last operation on an element wins between add and
+delete), writes one script (one ``add element`` / ``delete element`` statement per set, in chunks) and runs
+it through the runner as a single atomic transaction. A delete is preceded by an add of the same element in the
+same transaction, so removing an element the kernel has already expired is not an error. When the batch
+fails, every element is retried on its own, so one bad element costs itself only.
+Addresses are parsed with ``ipaddress`` and set/table names checked, so the script text cannot be steered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from responder.adapters.runner import Result, Runner
+
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
+CHUNK = 5000
+
+
+def _ident(kind: str, name: str) -> str:
+    if not _IDENT_RE.match(name):
+        raise ValueError(f"bad nft {kind} name {name!r}")
+    return name
+
+
+def _addr(ip: str) -> str:
+    addr = ipaddress.ip_address(ip.strip())
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return str(addr)
+
+
+@dataclass
+class CommitResult:
+    """How a commit went: elements applied, failures (element, stderr), and how many nft runs it took."""
+
+    applied: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    runs: int = 0
+    batched: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class NftBatch:
+    """Pending element changes for sets of one nft table."""
+
+    def __init__(self, runner: Runner, *, table: str = "portsentinel", family: str = "inet",
+                 nft: Sequence[str] = ("nft",), timeout: float = 60.0) -> None:
+        if family not in ("inet", "ip", "ip6"):
+            raise ValueError(f"bad nft family {family!r}")
+        self.runner = runner
+        self.table = _ident("table", table)
+        self.family = family
+        self.nft = tuple(nft)
+        self.timeout = timeout
+        # (set, addr) -> ("add", timeout seconds | None) or ("delete", None)
+        self._ops: dict[tuple[str, str], tuple[str, int | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def add(self, set_name: str, ip: str, timeout: int | None = None) -> None:
+        """Queue an element (``timeout`` seconds; None or a negative value: no timeout)."""
+        key = (_ident("set", set_name), _addr(ip))
+        t = None if timeout is None or timeout < 0 else int(timeout)
+        prev = self._ops.get(key)
+        if prev is not None and prev[0] == "add":
+            if prev[1] is None or (t is not None and prev[1] >= t):
+                return
+        self._ops[key] = ("add", t)
+
+    def delete(self, set_name: str, ip: str) -> None:
+        """Queue the removal of an element."""
+        self._ops[(_ident("set", set_name), _addr(ip))] = ("delete", None)
+
+    @staticmethod
+    def _elem(addr: str, op: tuple[str, int | None]) -> str:
+        if op[0] == "add" and op[1] is not None:
+            return f"{addr} timeout {max(op[1], 1)}s"
+        return addr
+
+    def script(self, ops: Sequence[tuple[tuple[str, str], tuple[str, int | None]]] | None = None) -> str:
+        """The nft script for ``ops`` (default: everything pending): all adds, then all deletes."""
+        adds: dict[str, list[str]] = {}
+        dels: dict[str, list[str]] = {}
+        for (set_name, addr), op in self._ops.items() if ops is None else ops:
+            adds.setdefault(set_name, []).append(self._elem(addr, op))
+            if op[0] == "delete":  # added first, so deleting an element the kernel already expired succeeds
+                dels.setdefault(set_name, []).append(addr)
+        lines = []
+        for verb, groups in (("add", adds), ("delete", dels)):
+            for set_name, elems in groups.items():
+                for i in range(0, len(elems), CHUNK):
+                    chunk = ", ".join(elems[i:i + CHUNK])
+                    lines.append(f"{verb} element {self.family} {self.table} {set_name} {{ {chunk} }}")
+        return "".join(line + "\n" for line in lines)
+
+    def _run(self, text: str) -> Result:
+        return self.runner.run([*self.nft, "-f", "-"], input=text, timeout=self.timeout)
+
+    def commit(self) -> CommitResult:
+        """Apply everything pending in one transaction, falling back to one element at a time."""
+        ops = list(self._ops.items())
+        self._ops.clear()
+        res = CommitResult()
+        if not ops:
+            return res
+        first = self._run(self.script(ops))
+        res.runs = 1
+        if first.ok:
+            res.applied = len(ops)
+            return res
+        res.batched = False
+        for item in ops:
+            one = self._run(self.script([item]))
+            res.runs += 1
+            if one.ok:
+                res.applied += 1
+            else:
+                res.failed.append((item[0][1], one.stderr.strip()))
+        return res

@@ -154,9 +154,9 @@ class Responder:
                 from .adapters.file_source import FileSource
 
                 path = name.split(":", 1)[1]
-                kind = "jsonl" if path.endswith(".jsonl") else "text"
                 uids = rts[0].cfg.trusted_uids
-                src = FileSource(path, kind=kind, expected_uid=uids[0] if uids else None, name=name)
+                src = FileSource(path, kind="jsonl" if path.endswith(".jsonl") else "text",
+                                 expected_uid=uids[0] if uids else None, name=name)
             src.seek(self.store.cursor(name))
             self.sources[name] = src
             if src.fileno() >= 0:

@@ -1,0 +1,233 @@
+"""Carry out bans: each jail's actions, in order, through a Runner; nft set bans batched into one transaction.
+
+A failing command is reported (PS_EVENT=failed with its status and stderr) and retried with back-off
+(1, 2, 4, 8, 16 s); it never stops the jail's other actions. ``!try`` commands may fail without that.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psrecord as R
+
+from .actions import Action, load_action
+from .adapters.nftbatch import NftBatch
+from .adapters.runner import Result, Runner, SubprocessRunner
+from .bans import FOREVER, Ban
+from .jailconf import JailConfig
+
+log = logging.getLogger("portsentinel.responder")
+
+Report = Callable[..., None]
+BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+@dataclass(order=True)
+class _Retry:
+    due: float
+    attempt: int = field(compare=False)
+    jail: str = field(compare=False)
+    action: str = field(compare=False)
+    phase: str = field(compare=False)
+    ban: Ban | None = field(compare=False, default=None)
+
+
+def ban_vars(ban: Ban, now: float, *, remaining: bool = False) -> dict[str, object]:
+    """Template variables of a ban (documented in docs/actions.md)."""
+    if ban.expires == FOREVER:
+        bantime = -1
+    else:
+        bantime = max(1, int(round((ban.expires - now) if remaining else ban.bantime)))
+    out: dict[str, object] = {"ip": ban.ip, "bantime": bantime, "failures": ban.failures, "time": int(ban.banned_at)}
+    port = ban.info.get("port", "")
+    if port.isdigit():
+        out["port"] = int(port)
+    for key in ("proto", "scan"):
+        if ban.info.get(key):
+            out[key] = ban.info[key]
+    return out
+
+
+class Executor:
+    def __init__(self, actions_dir: Path, report: Report, runner: Runner | None = None) -> None:
+        self.actions_dir = actions_dir
+        self.report = report
+        self.runner: Runner = runner or SubprocessRunner()
+        self.actions: dict[str, list[Action]] = {}
+        self.started: set[tuple[str, str]] = set()
+        self._retries: list[_Retry] = []
+        self.failures = 0
+
+    # -------------------------------------------------------------- configuration
+    def configure(self, jail: JailConfig) -> None:
+        """Load the jail's actions (raises ActionError, a ValueError naming file:line:key)."""
+        loaded = [load_action(self.actions_dir, (ref.name, ref.args), jail.name) for ref in jail.actions]
+        self.actions[jail.name] = sorted(loaded, key=lambda a: a.order)
+
+    def reset(self) -> None:
+        """Before a reload: stop every jail's actions and forget them."""
+        for jail in list(self.actions):
+            self.stop(jail)
+        self.actions.clear()
+        self._retries.clear()
+
+    # -------------------------------------------------------------- running
+    def _run(self, jail: str, action: Action, phase: str, ban: Ban | None, *, now: float,
+             remaining: bool = False) -> Result | None:
+        """Run one phase of one action; the first failing checked command's Result, else None."""
+        try:
+            steps = action.steps(phase, ban_vars(ban, now, remaining=remaining) if ban else None)
+        except ValueError as exc:
+            self.report(R.Event.FAILED, f"jail {jail}: action {action.name} {phase}: {exc}", PS_JAIL=jail,
+                        PS_ACTION=action.name, PS_SRC=ban.ip if ban else "", PS_STDERR=str(exc)[:2000])
+            return Result((), 2, stderr=str(exc))
+        for step in steps:
+            res = self.runner.run(step.argv)
+            if not res.ok:
+                if step.check:
+                    return res
+                log.debug("%s (ignored, !try): %s", step.where, res.stderr.strip())
+        return None
+
+    def _failed(self, jail: str, action: Action, phase: str, ban: Ban | None, res: Result, attempt: int) -> None:
+        self.failures += 1
+        final = attempt >= len(BACKOFF)
+        what = f"{phase} {ban.ip}" if ban else phase
+        self.report(R.Event.FAILED,
+                    f"jail {jail}: action {action.name} {what} failed (exit {res.status})"
+                    + (": giving up" if final else f"; retry {attempt + 1} in {BACKOFF[attempt]:g}s")
+                    + f": {res.stderr.strip()[:300]}",
+                    PS_JAIL=jail, PS_ACTION=action.name, PS_SRC=ban.ip if ban else "",
+                    PS_STATUS=str(max(res.status, 0)), PS_STDERR=res.stderr.strip()[:2000],
+                    PS_DETAIL=f"phase={phase} attempt={attempt + 1}")
+        if not final:
+            heapq.heappush(self._retries, _Retry(time.monotonic() + BACKOFF[attempt], attempt + 1, jail,
+                                                 action.name, phase, ban))
+
+    def _phase(self, jail: str, phase: str, ban: Ban | None = None, *, reverse: bool = False) -> list[str]:
+        """Run ``phase`` of every action of the jail; returns the names of the actions that succeeded."""
+        done = []
+        now = time.time()
+        for action in reversed(self.actions.get(jail, [])) if reverse else self.actions.get(jail, []):
+            if not action.has(phase) or (ban is not None and not action.handles(ban.ip)):
+                continue
+            res = self._run(jail, action, phase, ban, now=now)
+            if res is None:
+                done.append(action.name)
+            else:
+                self._failed(jail, action, phase, ban, res, 0)
+        return done
+
+    def start(self, jail: str) -> None:
+        for action in self.actions.get(jail, []):
+            key = (jail, action.name)
+            if action.start_on_demand or key in self.started or not action.has("actionstart"):
+                continue
+            res = self._run(jail, action, "actionstart", None, now=time.time())
+            if res is None:
+                self.started.add(key)
+            else:
+                self._failed(jail, action, "actionstart", None, res, 0)
+
+    def stop(self, jail: str) -> None:
+        for action in reversed(self.actions.get(jail, [])):
+            if (jail, action.name) in self.started and action.has("actionstop"):
+                res = self._run(jail, action, "actionstop", None, now=time.time())
+                if res is not None:
+                    self.report(R.Event.FAILED, f"jail {jail}: action {action.name} actionstop failed: "
+                                                f"{res.stderr.strip()[:300]}", PS_JAIL=jail, PS_ACTION=action.name,
+                                PS_STATUS=str(max(res.status, 0)), PS_STDERR=res.stderr.strip()[:2000])
+            self.started.discard((jail, action.name))
+
+    def _ensure_started(self, jail: str, action: Action) -> None:
+        if action.has("actionstart") and (jail, action.name) not in self.started:
+            res = self._run(jail, action, "actionstart", None, now=time.time())
+            if res is None:
+                self.started.add((jail, action.name))
+
+    def ban_many(self, bans: list[Ban], *, restoring: bool = False) -> None:
+        """Apply bans: nft-set actions in one batch per table, the others command by command."""
+        if not bans:
+            return
+        now = time.time()
+        batches: dict[str, NftBatch] = {}
+        done: dict[tuple[str, str], list[str]] = {(b.jail, b.ip): [] for b in bans}
+        batched: dict[str, list[tuple[Ban, Action]]] = {}
+        for ban in bans:
+            for action in self.actions.get(ban.jail, []):
+                if not action.handles(ban.ip) or not action.has("actionban"):
+                    continue
+                self._ensure_started(ban.jail, action)
+                vars_ = ban_vars(ban, now, remaining=True)
+                set_name = action.batch_set(vars_) if action.batchset is not None else None
+                if set_name is not None:
+                    table = str(action.params.get("table", "portsentinel"))
+                    nb = batches.get(table)
+                    if nb is None:
+                        nb = batches[table] = NftBatch(self.runner, table=table)
+                    nb.add(set_name, ban.ip, None if ban.expires == FOREVER else int(vars_["bantime"]))  # type: ignore[call-overload]
+                    batched.setdefault(table, []).append((ban, action))
+                    continue
+                res = self._run(ban.jail, action, "actionban", ban, now=now, remaining=True)
+                if res is None:
+                    done[(ban.jail, ban.ip)].append(action.name)
+                else:
+                    self._failed(ban.jail, action, "actionban", ban, res, 0)
+        for table, nb in batches.items():
+            result = nb.commit()
+            failed = {ip for ip, _ in result.failed}
+            for ban, action in batched[table]:
+                if ban.ip in failed:
+                    err = next(e for ip, e in result.failed if ip == ban.ip)
+                    self._failed(ban.jail, action, "actionban", ban, Result((), 1, stderr=err), 0)
+                else:
+                    done[(ban.jail, ban.ip)].append(action.name)
+        if restoring:
+            return
+        for ban in bans:
+            names = done[(ban.jail, ban.ip)]
+            bantime = "forever" if ban.expires == FOREVER else f"{int(round(ban.bantime))}s"
+            self.report(R.Event.BAN,
+                        f"jail {ban.jail}: banned {ban.ip} for {bantime} (offence {ban.count}, {ban.failures} "
+                        f"failure(s)) by {', '.join(names) or 'no action'}",
+                        PS_JAIL=ban.jail, PS_SRC=ban.ip, PS_ACTION=",".join(names),
+                        PS_BANTIME=str(-1 if ban.expires == FOREVER else int(round(ban.bantime))),
+                        PS_PORT=ban.info.get("port", ""), PS_PROTO=ban.info.get("proto", ""),
+                        PS_SCAN=ban.info.get("scan", ""), PS_HITS=str(ban.failures))
+
+    def unban(self, ban: Ban, *, reason: str) -> None:
+        names = self._phase(ban.jail, "actionunban", ban, reverse=True)
+        by = ", ".join(names) or "no action"
+        self.report(R.Event.UNBAN, f"jail {ban.jail}: unbanned {ban.ip} ({reason}) by {by}",
+                    PS_JAIL=ban.jail, PS_SRC=ban.ip, PS_ACTION=",".join(names), PS_DETAIL=reason)
+
+    def unban_expired_offline(self, jail: str, ip: str) -> None:
+        """A ban that ran out while the responder was stopped: undo what may still be in force."""
+        self.unban(Ban(jail, ip, time.time(), FOREVER), reason="expired while stopped")
+
+    # -------------------------------------------------------------- retries
+    def next_retry(self) -> float | None:
+        return self._retries[0].due if self._retries else None
+
+    def retry_due(self) -> None:
+        now = time.monotonic()
+        while self._retries and self._retries[0].due <= now:
+            r = heapq.heappop(self._retries)
+            action = next((a for a in self.actions.get(r.jail, []) if a.name == r.action), None)
+            if action is None:
+                continue
+            res = self._run(r.jail, action, r.phase, r.ban, now=time.time(), remaining=True)
+            if res is None:
+                if r.phase == "actionstart":
+                    self.started.add((r.jail, action.name))
+                self.report(R.Event.BAN if r.phase != "actionunban" else R.Event.UNBAN,
+                            f"jail {r.jail}: action {action.name} {r.phase} succeeded on retry {r.attempt}",
+                            PS_JAIL=r.jail, PS_ACTION=action.name, PS_SRC=r.ban.ip if r.ban else "",
+                            PS_DETAIL=f"retry={r.attempt}")
+            else:
+                self._failed(r.jail, action, r.phase, r.ban, res, r.attempt)

@@ -128,6 +128,11 @@ class Ini:
             raise IniError(where, 0, section, k, "missing")
         return self._interpolate(section, k, raw.text, raw, lvars, 1)
 
+    def interpolate(self, section: str, key: str, value: Value, *, vars: Mapping[str, str] | None = None) -> str:
+        """Interpolate ``value`` (from anywhere) as if it were ``key`` of ``section``."""
+        lvars = {_key(k): v for k, v in (vars or {}).items()}
+        return self._interpolate(section, _key(key), value.text, value, lvars, 1)
+
     # -- interpolation ---------------------------------------------------------------------------------
     def _lookup_ref(
         self, section: str, name: str, lvars: Mapping[str, str]

@@ -223,6 +223,14 @@ def _to_epoch(g: Mapping[str, str | None], now: float) -> float | None:
     return epoch
 
 
+_FIELD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _field_name(name: str) -> bool:
+    """journald field names: ASCII upper-case letters, digits, underscore; not starting with a digit."""
+    return bool(name) and len(name) <= 64 and set(name) <= _FIELD_CHARS and not name[0].isdigit()
+
+
 # -- journalmatch ----------------------------------------------------------------------------------------
 def parse_journalmatch(text: str) -> list[dict[str, str]]:
     """``A=1 B=2 + C=3`` → ``[{A: 1, B: 2}, {C: 3}]``; a field twice in a group splits it into OR-ed groups."""
@@ -232,7 +240,7 @@ def parse_journalmatch(text: str) -> list[dict[str, str]]:
             groups.append([])
             continue
         name, eq, value = term.partition("=")
-        if not eq or not name or not all(c.isupper() or c.isdigit() or c == "_" for c in name):
+        if not eq or not _field_name(name):
             raise ValueError(f"journalmatch term {term!r} is not FIELD=value")
         groups[-1].append((name, value))
     out: list[dict[str, str]] = []
@@ -505,7 +513,7 @@ def filter_from_ini(ini: Ini, name: str, args: Mapping[str, str]) -> Filter:
     if maxlines and maxlines.strip() not in ("", "1"):
         raise line_opts.error("maxlines", f"maxlines = {maxlines.strip()}: multi-line matching is not supported")
     hostfield = (line_opts.get("hostfield") or "").strip()
-    if hostfield and not all(c.isupper() or c.isdigit() or c == "_" for c in hostfield):
+    if hostfield and not _field_name(hostfield):
         raise line_opts.error("hostfield", f"{hostfield!r} is not a journal field name")
     try:
         jm = parse_journalmatch(rec_opts.get("journalmatch") or "")

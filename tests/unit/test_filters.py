@@ -94,8 +94,9 @@ def test_journalmatch() -> None:
     # the same field twice in a group: OR of its values (journalctl semantics)
     assert parse_journalmatch("A=1 B=2 A=3") == [{"A": "1", "B": "2"}, {"A": "3", "B": "2"}]
     assert parse_journalmatch("") == []
-    with pytest.raises(ValueError):
-        parse_journalmatch("lower=1")
+    for bad in ("lower=1", "PS_\u00b2=1", "1A=1", "NOEQUALS"):
+        with pytest.raises(ValueError):
+            parse_journalmatch(bad)
 
 
 def test_journal_line_format() -> None:

@@ -23,7 +23,7 @@ def _script(name: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Detector (and responder, once built) in the foreground; Ctrl-C or SIGTERM stops both."""
+    """Detector and responder in the foreground; Ctrl-C or SIGTERM stops both."""
     det_argv = [_script("portsentinel-detector")]
     if args.config:
         det_argv += ["--config", args.config]
@@ -31,13 +31,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         det_argv += ["--jsonl", args.jsonl]
     if args.output:
         det_argv += ["--output", args.output]
-    procs = [subprocess.Popen(det_argv)]
-    responder = [_script("portsentinel-responder"), "--backend", "auto"]
-    probe = subprocess.run([*responder[:1], "--help"], capture_output=True, text=True)
-    if probe.returncode == 0:
-        procs.append(subprocess.Popen(responder))
-    else:
-        print("portsentinel: running the detector only (the responder is not built yet)", file=sys.stderr)
+    responder = [_script("portsentinel-responder"), "--backend", "auto", "--socket", args.socket]
+    if args.config_dir:
+        responder += ["--config-dir", args.config_dir]
+    if args.state_dir:
+        responder += ["--state-dir", args.state_dir]
+    procs = [subprocess.Popen(responder), subprocess.Popen(det_argv)]
 
     stop = False
 
@@ -142,11 +141,119 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0 if a is not None else 1
 
 
+def _config_dir(args: argparse.Namespace) -> Path:
+    if args.config_dir:
+        return Path(args.config_dir)
+    from responder.cli import default_config_dir
+
+    return default_config_dir()
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    argv = [_script("portsentinel-detector"), "--check"]
+    """Every error of the detector's config and of every jail, filter and action, with file:line:key."""
+    from detector.config import load_config
+    from detector.settings import ConfigError, DetectorConfig
+    from responder.actions import load_action
+    from responder.filters import load_filter
+    from responder.inifile import IniError
+    from responder.jailconf import load
+
+    errors: list[str] = []
     if args.config:
-        argv += ["--config", args.config]
-    return subprocess.run(argv).returncode
+        try:
+            _, warnings = load_config(args.config)
+            for w in warnings:
+                print(f"warning: {w}")
+            print(f"detector: {args.config}: OK")
+        except (ConfigError, OSError) as exc:
+            errors.append(f"detector: {exc}")
+    else:
+        DetectorConfig()
+        print("detector: embedded default: OK")
+    cdir = _config_dir(args)
+    try:
+        cfg = load(cdir)
+    except IniError as exc:
+        errors.append(str(exc))
+        cfg = None
+    if cfg is not None:
+        errors += cfg.errors
+        for jail in cfg.jails:
+            problems = []
+            try:
+                load_filter(cdir / "filter.d", jail.filter, jail.filter_args)
+            except ValueError as exc:
+                problems.append(str(exc))
+            for ref in jail.actions:
+                try:
+                    load_action(cdir / "actions.d", (ref.name, ref.args), jail.name)
+                except ValueError as exc:
+                    problems.append(str(exc))
+            errors += problems
+            state = "OK" if not problems else f"{len(problems)} error(s)"
+            print(f"jail {jail.name}: filter {jail.filter}, actions "
+                  f"{', '.join(a.name for a in jail.actions) or '(none)'}, backend {jail.backend}: {state}")
+        if cfg.disabled:
+            print(f"disabled jails: {', '.join(cfg.disabled)}")
+    for err in errors:
+        print(f"error: {err}", file=sys.stderr)
+    print(f"{len(errors)} error(s) in {cdir}" if errors else f"configuration OK ({cdir})")
+    return 1 if errors else 0
+
+
+def cmd_test_filter(args: argparse.Namespace) -> int:
+    """Run a filter over a log file, a JSON-lines file, or journal entries, like fail2ban-regex."""
+    import psrecord as R
+    from responder.filters import filter_from_ini, load_filter
+    from responder.inifile import read_layered
+    from responder.testfilter import format_summary, run_lines, run_records, to_json
+
+    name, _, spec = args.filter.partition("[")
+    from responder.inifile import parse_args_spec
+
+    fname, fargs = parse_args_spec(args.filter) if spec else (name, {})
+    try:
+        if fname.endswith(".conf") or "/" in fname:
+            flt = filter_from_ini(read_layered(Path(fname)), Path(fname).stem, fargs)
+        else:
+            flt = load_filter(_config_dir(args) / "filter.d", fname, fargs)
+    except (ValueError, OSError) as exc:
+        print(f"portsentinel: {exc}", file=sys.stderr)
+        return 2
+    source = args.source
+    path = Path(source)
+    if path.exists():
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            first = fh.readline()
+            fh.seek(0)
+            if first.lstrip().startswith("{"):
+                records: list[dict[str, str]] = []
+                for number, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        records.append(dict(R.from_json_line(line).fields))
+                    except R.RecordError as exc:
+                        print(f"warning: {path}:{number}: {exc}", file=sys.stderr)
+                result = run_records(flt, records, source=str(path))
+            else:
+                result = run_lines(flt, fh, now=time.time(), source=str(path))
+    elif "=" in source:
+        proc = subprocess.run(["journalctl", "--no-pager", "-o", "json", *source.split()],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"portsentinel: journalctl: {proc.stderr.strip()}", file=sys.stderr)
+            return 2
+        recs = []
+        for line in proc.stdout.splitlines():
+            obj = json.loads(line)
+            recs.append({k: v for k, v in obj.items() if isinstance(v, str)})
+        result = run_records(flt, recs, source=f"journal {source}")
+    else:
+        print(f"portsentinel: {source}: no such file, and not a journal match (FIELD=value)", file=sys.stderr)
+        return 2
+    print(to_json(result) if args.json else format_summary(result, show=tuple(args.show)))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,10 +279,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", help="detector configuration file")
     run.add_argument("--output", choices=("journal", "jsonl", "auto"), help="where the detector's records go")
     run.add_argument("--jsonl", metavar="PATH", help="the JSON-lines file")
+    run.add_argument("--config-dir", metavar="DIR", help="responder configuration (default: /etc/portsentinel, "
+                                                         "else the project's own)")
+    run.add_argument("--state-dir", metavar="DIR", help="responder state (default /var/lib/portsentinel)")
     run.set_defaults(func=cmd_run)
-    chk = sub.add_parser("check-config", help="validate the configuration and exit")
+    chk = sub.add_parser("check-config", help="validate detector and responder configuration (file:line:key)")
     chk.add_argument("--config", metavar="FILE", help="detector configuration file")
+    chk.add_argument("--config-dir", metavar="DIR", help="responder configuration (jail.conf, filter.d, actions.d)")
     chk.set_defaults(func=cmd_check_config)
+    tf = sub.add_parser("test-filter", help="what a filter matches in a log, a JSON-lines file or the journal")
+    tf.add_argument("filter", help="filter name in filter.d (NAME or NAME[key=value]) or a path to a .conf")
+    tf.add_argument("source", help="a log file, a JSON-lines file, or a journal match such as "
+                                   "'SYSLOG_IDENTIFIER=portsentinel-detector'")
+    tf.add_argument("--config-dir", metavar="DIR", help="where filter.d is")
+    tf.add_argument("--show", action="append", default=[], choices=("matched", "ignored", "missed"),
+                    help="also print these entries (repeatable)")
+    tf.set_defaults(func=cmd_test_filter)
     return p
 
 

@@ -19,6 +19,8 @@ PAGES = [
     ("portsentinel", "1", "portsentinel.cli", "control the portsentinel responder and run the pipeline"),
 ]
 
+MACROS = "TH|SH|SS|TP|IP|HP|PP|LP|P|B|I|BR|IR|RB|RI|BI|IB|br|nf|fi|RS|RE|UR|UE"
+
 extra_dir, out_dir = sys.argv[1], sys.argv[2]
 with open("pyproject.toml", "rb") as fh:
     version = tomllib.load(fh)["project"]["version"]
@@ -40,6 +42,11 @@ for name, section, module, whatis in PAGES:
     roff = re.sub(r"\n{2,}", "\n", roff)
     # ... and it breaks lines where argparse wrapped the help text: let roff fill them.
     roff = re.sub(r"^\.br\n", "", roff, flags=re.M)
+    # Without --url it ends with a placeholder link ("<<UNSET --url OPTION>>"): drop that section.
+    roff = re.sub(r"^\.SH (?:AUTHORS?|DISTRIBUTION)\n(?:(?!\.SH ).*\n?)*", "", roff, flags=re.M)
+    assert "<<UNSET" not in roff, f"{name}: argparse-manpage placeholder left"
+    # Help text is copied verbatim: a text line starting with '.' or "'" would be read as a roff request.
+    roff = re.sub(rf"^(?!\.(?:{MACROS})\b)([.'])", r"\\&\1", roff, flags=re.M)
     extra = os.path.join(extra_dir, f"{name}.extra")
     if os.path.exists(extra):
         with open(extra, encoding="utf-8") as fh:

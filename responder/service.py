@@ -67,6 +67,9 @@ class Responder:
         self.executor = Executor(opts.config_dir / "actions.d", self.report)
         self.engine: Engine = Engine([], NeverBan(), self.book, self.store)
         self.config: ResponderConfig | None = None
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        self._watchdog = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else 0.0
+        self._next_ping = 0.0
 
     @staticmethod
     def _journal_socket() -> bool:
@@ -267,6 +270,8 @@ class Responder:
     def timeout(self) -> float:
         nxt = self.book.next_expiry()
         t = 5.0 if nxt is None else max(0.0, min(5.0, nxt - time.time()))
+        if self._watchdog:
+            t = min(t, max(0.0, self._next_ping - time.monotonic()))
         r = self.executor.next_retry()
         if r is not None:
             t = min(t, max(0.0, r - time.monotonic()))
@@ -294,6 +299,11 @@ class Responder:
                 self.reload()
             self.expire()
             self.executor.retry_due()
+            if self._watchdog and time.monotonic() >= self._next_ping:
+                from .adapters.sdnotify import notify
+
+                notify("WATCHDOG=1")
+                self._next_ping = time.monotonic() + self._watchdog
         self.shutdown()
 
     def reload(self) -> None:

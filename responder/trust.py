@@ -15,6 +15,6 @@ def journal_trusted(fields: Mapping[str, str], jail: JailConfig) -> str | None:
             return f"_UID={uid or '(none)'} is not a trusted writer ({','.join(map(str, jail.trusted_uids))})"
     if jail.trusted_units:
         unit = fields.get("_SYSTEMD_UNIT", "")
-        if unit and unit not in jail.trusted_units:
-            return f"_SYSTEMD_UNIT={unit} is not a trusted unit ({','.join(jail.trusted_units)})"
+        if unit not in jail.trusted_units:
+            return f"_SYSTEMD_UNIT={unit or '(none)'} is not a trusted unit ({','.join(jail.trusted_units)})"
     return None

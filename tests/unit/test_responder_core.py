@@ -116,7 +116,7 @@ def test_per_minute_cap() -> None:
 
 def test_trust() -> None:
     cfg = JailConfig(name="t", where="x", trusted_uids=(0, 101), trusted_units=("portsentinel-detector.service",))
-    assert journal_trusted({"_UID": "0"}, cfg) is None
+    assert journal_trusted({"_UID": "0"}, cfg) is not None  # a unit is required when one is configured
     assert journal_trusted({"_UID": "101", "_SYSTEMD_UNIT": "portsentinel-detector.service"}, cfg) is None
     assert journal_trusted({"_UID": "1000"}, cfg) is not None
     assert journal_trusted({}, cfg) is not None

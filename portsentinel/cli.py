@@ -256,6 +256,19 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_portsentry(args: argparse.Namespace) -> int:
+    """Print jails equivalent to a classic portsentry.conf's KILL_* and BLOCK_* keys."""
+    from responder.portsentry import PortsentryImportError, convert
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8", errors="replace")
+        print(convert(text, args.file, bantime=args.bantime), end="")
+    except (OSError, PortsentryImportError) as exc:
+        print(f"portsentinel: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="portsentinel", description="Port-scan detection and response.")
     p.add_argument("--socket", metavar="PATH", default="/run/portsentinel/responder.sock",
@@ -295,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     tf.add_argument("--show", action="append", default=[], choices=("matched", "ignored", "missed"),
                     help="also print these entries (repeatable)")
     tf.set_defaults(func=cmd_test_filter)
+    ip = sub.add_parser("import-portsentry",
+                        help="print jails equivalent to a classic portsentry.conf (KILL_ROUTE, KILL_HOSTS_DENY, "
+                             "KILL_RUN_CMD, BLOCK_TCP/UDP), e.g. > /etc/portsentinel/jail.d/portsentry.local")
+    ip.add_argument("file", help="the portsentry.conf")
+    ip.add_argument("--bantime", default="-1", help="bantime of the jails (default -1: forever, as PortSentry)")
+    ip.set_defaults(func=cmd_import_portsentry)
     return p
 
 

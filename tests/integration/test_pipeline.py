@@ -185,3 +185,20 @@ def test_restart_after_kill9_applies_every_alert_once(lab: Lab, tmp_path: Path) 
         assert all(ip in listed for ip in ips)
     finally:
         assert resp2.stop() == 0
+
+
+def test_imported_portsentry_conf_blocks_like_portsentry(lab: Lab, tmp_path: Path) -> None:
+    """KILL_ROUTE from an old portsentry.conf, imported as a jail: the scanner gets a reject route."""
+    classic = tmp_path / "portsentry.conf"
+    classic.write_text('BLOCK_TCP="1"\nBLOCK_UDP="0"\nKILL_ROUTE="/sbin/route add -host $TARGET$ reject"\n')
+    out = subprocess.run([tool("portsentinel"), "import-portsentry", str(classic)], capture_output=True,
+                         text=True, check=True)
+    cfg = make_config(tmp_path, f"[DEFAULT]\nlogpath = {tmp_path}/alerts.jsonl\n" + out.stdout)
+    with detector_for(lab.victim, tmp_path, "stcp,sudp"), ResponderProcess(lab.victim, tmp_path, cfg) as resp:
+        nmap(lab.attacker, "-sS", lab.victim.addr4, "1,11")
+        assert resp.wait_for(lambda r: r.get("PS_EVENT") == "ban" and r.get("PS_ACTION") == "route"), resp.stderr()
+        routes = lab.victim.run(["ip", "route", "show", "type", "prohibit"]).stdout
+        assert lab.attacker.addr4 in routes
+        (b,) = resp.ask("banned")["bans"]
+        assert b["jail"] == "portsentry-tcp" and b["remaining"] == -1  # forever, as PortSentry
+        assert resp.stop() == 0

@@ -151,7 +151,8 @@ class Responder:
 
                 matches: list[dict[str, str]] = []
                 for rt in rts:
-                    matches.extend(getattr(rt.matcher, "journalmatch", []) or [])
+                    # A jail without journalmatch needs every entry: an empty group matches all.
+                    matches.extend(getattr(rt.matcher, "journalmatch", []) or [{}])
                 src: Source = JournalSource(matches, name=name)
             else:
                 from .adapters.file_source import FileSource
@@ -240,7 +241,7 @@ class Responder:
                 break
             if total or time.monotonic() >= deadline:
                 break
-            time.sleep(0.0005)
+            time.sleep(0.0001)
         return total
 
     def _apply(self, source: str, entries: list[Any]) -> None:

@@ -207,3 +207,24 @@ def test_sighup_reload_keeps_old_config_on_error(lab: Lab, tmp_path: Path) -> No
         time.sleep(0.3)
         assert not [r for r in det.records() if r.get("PS_SRC") == c4]
         assert det.stop() == 0
+
+
+def test_tcp_mode_banner_and_record_file_mode(lab: Lab, tmp_path: Path) -> None:
+    """PORT_BANNER is written to a connecting client; the JSON-lines file is created 0640; a port another
+    program holds is reported and skipped, not fatal."""
+    import os
+    import stat
+
+    _server(lab, 11)  # holds TCP 11 before the detector starts
+    conf = tmp_path / "d.conf"
+    conf.write_text('[detector]\nmodes = tcp\ntcp_ports = 1, 11\nport_banner = "** UNAUTHORIZED ACCESS **"\n')
+    code = ("import socket,sys\nc=socket.create_connection((sys.argv[1],1),timeout=5)\n"
+            "print(c.recv(64).decode())")
+    with DetectorProcess(lab.victim, tmp_path / "a.jsonl", config=conf) as det:
+        out = lab.attacker.run([tool("python"), "-c", code, lab.victim.addr4]).stdout
+        assert out.strip() == "** UNAUTHORIZED ACCESS **"
+        assert det.wait_for(lambda r: r.get("PS_EVENT") == "scan" and r.get("PS_SCAN") == "connect")
+        listen = [r for r in det.records() if r.get("PS_EVENT") == "listen"]
+        assert "not watched now: 11" in listen[0]["MESSAGE"]
+        assert det.stop() == 0
+    assert stat.S_IMODE(os.stat(tmp_path / "a.jsonl").st_mode) == 0o640

@@ -19,15 +19,19 @@ from tests.lab.netns import Lab, lab_problem, sweep_stale  # noqa: E402
 CACHE = ROOT / "tests" / ".cache"
 
 
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    """An attacker and a victim namespace over veth; removed even when the test fails."""
+def _new_lab() -> Iterator[Lab]:
     problem = lab_problem()
     if problem:
         pytest.fail(f"lab unavailable: {problem}")
     sweep_stale()
     with Lab() as the_lab:
         yield the_lab
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    """An attacker and a victim namespace over veth; removed even when the test fails."""
+    yield from _new_lab()
 
 
 @pytest.fixture
@@ -52,9 +56,4 @@ def stock_file(pkg: str, rel: str) -> Path:
 @pytest.fixture(scope="module")
 def mlab() -> Iterator[Lab]:
     """A lab shared by the tests of one module (each test uses its own source addresses)."""
-    problem = lab_problem()
-    if problem:
-        pytest.fail(f"lab unavailable: {problem}")
-    sweep_stale()
-    with Lab() as the_lab:
-        yield the_lab
+    yield from _new_lab()

@@ -23,8 +23,60 @@ def tool(name: str) -> str:
     return str(path) if path.exists() else name
 
 
-class DetectorProcess:
+class LabProcess:
+    """A project daemon running in a lab namespace: records to read, SIGTERM to stop, a context manager."""
+
+    name = "process"
+    proc: subprocess.Popen[bytes] | None = None
+    _err: Any = None
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def records(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def wait_for(self, pred: Any, timeout: float = 10) -> list[dict[str, Any]]:
+        """Records matching ``pred`` once at least one exists (or [] after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = [r for r in self.records() if pred(r)]
+            if got or time.monotonic() > deadline:
+                return got
+            time.sleep(0.05)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM and wait: returns the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            raise LabError(f"{self.name} ignored SIGTERM") from None
+        finally:
+            if self._err is not None:
+                self._err.close()
+        return rc
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+
+
+class DetectorProcess(LabProcess):
     """``portsentinel-detector`` in ``host``, writing JSON lines to ``jsonl`` (or the journal)."""
+
+    name = "detector"
 
     def __init__(self, host: Host, jsonl: Path, *, modes: str | None = None, config: Path | None = None,
                  output: str = "jsonl", extra: Sequence[str] = ()) -> None:
@@ -76,40 +128,6 @@ class DetectorProcess:
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-    def wait_for(self, pred: Any, timeout: float = 10) -> list[dict[str, Any]]:
-        """Records matching ``pred`` once at least one exists (or [] after ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            got = [r for r in self.records() if pred(r)]
-            if got or time.monotonic() > deadline:
-                return got
-            time.sleep(0.05)
-
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def stop(self, timeout: float = 10) -> int:
-        """SIGTERM and wait: returns the exit status."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            raise LabError("detector ignored SIGTERM") from None
-        self._err.close()
-        return rc
-
-    def __enter__(self) -> DetectorProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.stop()
 
 
 def nmap(host: Host, flag: str, target: str, ports: str, *, source: str | None = None,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .detector import ROOT, DetectorProcess, tool
+from .detector import ROOT, DetectorProcess, LabProcess, tool
 from .netns import Host, LabError
 
 
@@ -24,7 +24,9 @@ def make_config(base: Path, jail_conf: str) -> Path:
     return cfg
 
 
-class ResponderProcess:
+class ResponderProcess(LabProcess):
+    name = "responder"
+
     def __init__(self, host: Host, base: Path, config: Path, *, backend: str = "pyinotify") -> None:
         self.host = host
         self.base = base
@@ -77,34 +79,11 @@ class ResponderProcess:
             recs = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
         return recs
 
-    def wait_for(self, pred: Any, timeout: float = 10) -> list[dict[str, str]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            got = [r for r in self.records() if pred(r)]
-            if got or time.monotonic() > deadline:
-                return got
-            time.sleep(0.05)
-
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self._err.close()
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=20)
-        self._err.close()
-        return rc
-
-    def __enter__(self) -> ResponderProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.stop()
 
 
 def detector_for(host: Host, base: Path, modes: str, *, output: str = "jsonl") -> DetectorProcess:

@@ -127,11 +127,12 @@ class Record:
         return self.fields.get(F_SRC, "")
 
 
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
 def _field_name_ok(name: str) -> bool:
     # journald: upper-case letters, digits and underscore; must not start with a digit.
-    return bool(name) and len(name) <= 64 and not name[0].isdigit() and all(
-        c.isupper() or c.isdigit() or c == "_" for c in name
-    )
+    return bool(name) and len(name) <= 64 and not name[0].isdigit() and all(c in _NAME_CHARS for c in name)
 
 
 def validate(fields: Mapping[str, object], *, allow_trusted: bool = False) -> Record:

@@ -40,7 +40,8 @@ def filter_expression(tcp_ports: Iterable[int], udp_ports: Iterable[int]) -> str
     if not parts:
         return ""
     # IPv6 with an extension header first: libpcap's "tcp" does not look past it.
-    parts.append("(ip6 and not ip6 proto 6 and not ip6 proto 17 and not ip6 proto 58)")
+    # (libpcap's "ip6 proto 6" also matches TCP behind a fragment header, so test the next-header byte itself.)
+    parts.append("(ip6 and ip6[6] != 6 and ip6[6] != 17 and ip6[6] != 58)")
     return " or ".join(parts)
 
 

@@ -7,6 +7,8 @@ interface type. Anything that is not a well-formed first fragment of a TCP or UD
 
 from __future__ import annotations
 
+import mmap
+import struct
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -14,6 +16,7 @@ TCP = 6
 UDP = 17
 _HOPOPTS, _ROUTING, _FRAGMENT, _DSTOPTS = 0, 43, 44, 60
 _MAX_EXT_HEADERS = 8
+_EXT_HEADERS = frozenset((_HOPOPTS, _ROUTING, _DSTOPTS, _FRAGMENT))
 
 
 class Bad(IntEnum):
@@ -37,36 +40,39 @@ class Probe(NamedTuple):
     flags: int  # TCP flags byte; 0 for UDP
 
 
-def parse(buf: bytes | bytearray | memoryview, start: int = 0, length: int | None = None) -> Probe | Bad:
+_V4 = struct.Struct("!B5xHxB2x4s4s")  # ver/ihl, frag word, proto, src, dst
+_V6 = struct.Struct("!6xBx16s16s")  # next header, src, dst
+_TCP = struct.Struct("!2xH8xBB")  # dst port, data offset, flags
+_UDP = struct.Struct("!2xH")  # dst port
+
+
+def parse(buf: bytes | bytearray | memoryview | mmap.mmap, start: int = 0, length: int | None = None) -> Probe | Bad:
     """Parse one packet from ``buf[start:start+length]``; never raises on any input."""
     end = len(buf) if length is None else min(len(buf), start + length)
     n = end - start
     if n < 1:
         return Bad.TRUNCATED
-    version = buf[start] >> 4
+    b0 = buf[start]
+    version = b0 >> 4
     if version == 4:
         if n < 20:
             return Bad.TRUNCATED
-        ihl = (buf[start] & 0x0F) * 4
+        ihl = (b0 & 0x0F) * 4
         if ihl < 20:
             return Bad.BAD_HEADER
         if n < ihl:
             return Bad.TRUNCATED
-        if ((buf[start + 6] & 0x1F) << 8) | buf[start + 7]:
+        _, frag, proto, src, dst = _V4.unpack_from(buf, start)
+        if frag & 0x1FFF:
             return Bad.FRAGMENT  # not the first fragment: no ports to read
-        proto = buf[start + 9]
-        src = bytes(buf[start + 12:start + 16])
-        dst = bytes(buf[start + 16:start + 20])
         l4 = start + ihl
     elif version == 6:
         if n < 40:
             return Bad.TRUNCATED
-        proto = buf[start + 6]
-        src = bytes(buf[start + 8:start + 24])
-        dst = bytes(buf[start + 24:start + 40])
+        proto, src, dst = _V6.unpack_from(buf, start)
         l4 = start + 40
         hops = 0
-        while proto in (_HOPOPTS, _ROUTING, _DSTOPTS, _FRAGMENT):
+        while proto in _EXT_HEADERS:
             hops += 1
             if hops > _MAX_EXT_HEADERS:
                 return Bad.EXT_HEADERS
@@ -84,11 +90,12 @@ def parse(buf: bytes | bytearray | memoryview, start: int = 0, length: int | Non
     if proto == TCP:
         if l4 + 20 > end:
             return Bad.TRUNCATED
-        if (buf[l4 + 12] >> 4) < 5:
+        port, offset, flags = _TCP.unpack_from(buf, l4)
+        if offset >> 4 < 5:
             return Bad.BAD_HEADER
-        return Probe(src, dst, TCP, (buf[l4 + 2] << 8) | buf[l4 + 3], buf[l4 + 13])
+        return Probe(src, dst, TCP, port, flags)
     if proto == UDP:
         if l4 + 8 > end:
             return Bad.TRUNCATED
-        return Probe(src, dst, UDP, (buf[l4 + 2] << 8) | buf[l4 + 3], 0)
+        return Probe(src, dst, UDP, _UDP.unpack_from(buf, l4)[0], 0)
     return Bad.OTHER_PROTO

@@ -75,6 +75,8 @@ class Detector:
         self.watch: dict[int, dict[int, str]] = {TCP: {}, UDP: {}}
         self.in_use: dict[int, frozenset[int]] = {TCP: frozenset(), UDP: frozenset()}
         self._in_use_at: dict[int, float] = {TCP: 0.0, UDP: 0.0}
+        self._connected: frozenset[int] = frozenset()  # TCP ports with any socket at the last full read
+        self._full_at = 0.0
         self.local: frozenset[bytes] = frozenset()
         self._local_at = 0.0
         self._ignore_cache: dict[bytes, bool] = {}
@@ -129,8 +131,17 @@ class Detector:
         return reverse_name
 
     # ----------------------------------------------------------------- host facts
-    def refresh_in_use(self, proto: int, now: float) -> None:
-        self.in_use[proto] = procnet.ports_in_use("tcp" if proto == TCP else "udp")
+    def refresh_in_use(self, proto: int, now: float, *, listening_only: bool = False) -> None:
+        """Re-read the ports with a socket. ``listening_only`` (cheap, for the hot path) re-reads TCP listeners
+        and keeps the connected sockets from the last full read."""
+        name = "tcp" if proto == TCP else "udp"
+        if listening_only and proto == TCP:
+            self.in_use[proto] = self._connected | procnet.ports_in_use(name, listening_only=True)
+        else:
+            self.in_use[proto] = procnet.ports_in_use(name)
+            if proto == TCP:
+                self._connected = self.in_use[proto]
+                self._full_at = now
         self._in_use_at[proto] = now
 
     def refresh_local(self, now: float) -> None:
@@ -260,6 +271,12 @@ class Detector:
             c.in_use += 1
             return
         if now - self._in_use_at[proto] > 0.05:  # a listener may have appeared since the last look
+            self.refresh_in_use(proto, now, listening_only=True)
+            if port in self.in_use[proto]:
+                c.in_use += 1
+                return
+        if (scan == "ack" or scan == "maimon") and now - self._full_at > 0.05:
+            # ACK and FIN/ACK may belong to a connection opened since the last full read: look at all sockets.
             self.refresh_in_use(proto, now)
             if port in self.in_use[proto]:
                 c.in_use += 1

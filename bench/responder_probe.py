@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Scan-to-ban probe, run by bench/responder_bench.py inside the lab's *attacker* namespace only.
+
+For each source address given (an alias of the attacker's interface), in turn:
+
+1. ``--pre`` probe SYNs to the victim's open port, one every ``--interval`` seconds (each from a new source
+   port, so every SYN-ACK names the probe it answers);
+2. one SYN to the victim's monitored closed port: the scan that the detector reports and the responder bans;
+3. probes go on at the same pace until none has been answered for ``--quiet`` seconds (the ban is in force),
+   or ``--window`` seconds after the scan at the latest.
+
+The SYNs are hand-made IPv4/TCP packets on a raw socket; SYN-ACKs are read from a raw TCP socket. Every
+packet goes to ``--victim`` only; the count of packets is bounded by ``--window``/``--interval`` per source and
+the run by the ``timeout`` the caller puts around this program. Prints one JSON line per source with what it
+saw; bench/responder_bench.py takes the authoritative times from its tcpdump capture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import struct
+import time
+
+SYN, ACK = 0x02, 0x10
+
+
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def syn(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, SYN, 64240, 0, 0)
+    csum = checksum(s + d + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), sport, 0, 64, socket.IPPROTO_TCP, 0, s, d)
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    return ip + tcp
+
+
+def answers(rx: socket.socket, victim: bytes, me: bytes, open_port: int) -> list[int]:
+    """Destination ports of the SYN-ACKs from ``victim``'s open port to ``me`` queued on ``rx``."""
+    out = []
+    while True:
+        try:
+            pkt = rx.recv(256)
+        except BlockingIOError:
+            return out
+        ihl = (pkt[0] & 0x0F) * 4
+        if pkt[12:16] != victim or pkt[16:20] != me or len(pkt) < ihl + 14:
+            continue
+        sp, dp = struct.unpack("!HH", pkt[ihl:ihl + 4])
+        if sp == open_port and pkt[ihl + 13] & (SYN | ACK) == SYN | ACK:
+            out.append(dp)
+
+
+def watch(a: argparse.Namespace) -> int:
+    """Probe from one (already banned-to-be) source until probes stop being answered: the wall time of the
+    first probe after which none was answered, and of the last answered one. Prints "ready" once answered."""
+    src = a.sources[0]
+    tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    rx.setblocking(False)
+    victim, me = socket.inet_aton(a.victim), socket.inet_aton(src)
+    sent: dict[int, float] = {}
+    last_ok = 0.0
+    ready = False
+    end = time.monotonic() + a.watch
+    i = 0
+    while time.monotonic() < end:
+        sport = 10000 + i % 50000
+        sent[sport] = time.time()
+        tx.sendto(syn(src, a.victim, sport, a.open_port, i), (a.victim, 0))
+        i += 1
+        time.sleep(a.interval)
+        for dp in answers(rx, victim, me, a.open_port):
+            if dp in sent:
+                last_ok = max(last_ok, sent[dp])
+        if last_ok and not ready:
+            print("ready", flush=True)
+            ready = True
+        if last_ok and time.time() - last_ok > a.quiet:
+            break
+    blocked = min((t for t in sent.values() if t > last_ok), default=None)
+    print(json.dumps({"src": src, "probes": i, "last_answered": last_ok, "first_blocked": blocked}), flush=True)
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--victim", required=True)
+    p.add_argument("--open-port", type=int, default=8080)
+    p.add_argument("--scan-port", type=int, default=1)
+    p.add_argument("--interval", type=float, default=0.0005)
+    p.add_argument("--pre", type=int, default=10)
+    p.add_argument("--window", type=float, default=1.0)
+    p.add_argument("--quiet", type=float, default=0.02)
+    p.add_argument("--gap", type=float, default=0.05)
+    p.add_argument("--watch", type=float, default=0.0,
+                   help="watch mode: no scan; probe from the one source until it is blocked, at most this long")
+    p.add_argument("sources", nargs="+")
+    a = p.parse_args()
+    if a.window > 5 or a.interval < 0.0001 or a.watch > 120:
+        raise SystemExit("bounds: --window at most 5 s, --watch at most 120 s, --interval at least 0.1 ms")
+    if a.watch:
+        return watch(a)
+
+    tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    rx.setblocking(False)
+    victim = socket.inet_aton(a.victim)
+
+    for k, src in enumerate(a.sources):
+        me = socket.inet_aton(src)
+        base = 10000 + (k * 2500) % 40000
+        sent: dict[int, float] = {}
+        answered: set[int] = set()
+        last_answered_probe = 0.0  # send time of the latest probe answered
+        scan_at = 0.0
+        i = 0
+        nxt = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= nxt:
+                if i == a.pre and not scan_at:
+                    tx.sendto(syn(src, a.victim, 60000, a.scan_port, 1), (a.victim, 0))
+                    scan_at = time.monotonic()
+                sport = base + i
+                tx.sendto(syn(src, a.victim, sport, a.open_port, 1000 + i), (a.victim, 0))
+                sent[sport] = time.monotonic()
+                i += 1
+                nxt += a.interval
+            while True:
+                try:
+                    pkt = rx.recv(256)
+                except BlockingIOError:
+                    break
+                ihl = (pkt[0] & 0x0F) * 4
+                if pkt[12:16] != victim or pkt[16:20] != me or len(pkt) < ihl + 14:
+                    continue
+                sp, dp = struct.unpack("!HH", pkt[ihl:ihl + 4])
+                if sp == a.open_port and pkt[ihl + 13] & (SYN | ACK) == SYN | ACK and dp in sent:
+                    answered.add(dp)
+                    last_answered_probe = max(last_answered_probe, sent[dp])
+            now = time.monotonic()
+            if scan_at:
+                if now - scan_at > a.window:
+                    break
+                if now - scan_at > a.quiet and now - max(last_answered_probe, scan_at) > a.quiet:
+                    break
+            time.sleep(max(0.0, min(nxt - time.monotonic(), 0.0002)))
+        pre_ok = sum(1 for sp in answered if sp < base + a.pre)
+        print(json.dumps({"src": src, "probes": i, "answered": len(answered), "pre_answered": pre_ok,
+                          "gen_blocked_after": round(last_answered_probe - scan_at, 6)}), flush=True)
+        time.sleep(a.gap)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,9 +6,10 @@ in the JSON-lines transport: one JSON object per line. This module does no I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -88,6 +89,7 @@ ADDR_FIELDS = frozenset({F_SRC, F_DST})
 TRUSTED_UID = "_UID"
 TRUSTED_UNIT = "_SYSTEMD_UNIT"
 
+_EVENT_VALUES = frozenset(e.value for e in Event)
 _MAX_VALUE = 4096
 _MAX_FIELDS = 64
 
@@ -101,6 +103,7 @@ class RecordError(ValueError):
         self.reason = reason
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_address(text: str) -> str:
     """Return the canonical text of an IPv4 or IPv6 address (v4-mapped v6 becomes v4)."""
     addr = ipaddress.ip_address(text.strip())
@@ -130,9 +133,50 @@ class Record:
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
+@functools.lru_cache(maxsize=1024)
 def _field_name_ok(name: str) -> bool:
     # journald: upper-case letters, digits and underscore; must not start with a digit.
     return bool(name) and len(name) <= 64 and not name[0].isdigit() and all(c in _NAME_CHARS for c in name)
+
+
+def _int_field(name: str, value: str) -> str:
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise RecordError(name, f"not an integer: {value!r}") from None
+    if number < -1:
+        raise RecordError(name, f"negative: {value!r}")
+    if name == F_PORT and not 0 <= number <= 65535:
+        raise RecordError(name, f"port out of range: {value!r}")
+    return str(number)
+
+
+def _addr_field(name: str, value: str) -> str:
+    try:
+        return canonical_address(value)
+    except ValueError:
+        raise RecordError(name, f"not an IP address: {value!r}") from None
+
+
+def _one_of(allowed: frozenset[str] | tuple[str, ...], what: str) -> Callable[[str, str], str]:
+    def check(name: str, value: str) -> str:
+        if value not in allowed:
+            raise RecordError(name, f"{what} {value!r}")
+        return value
+
+    return check
+
+
+#: Per-field checks; a field without one is free text.
+_CHECKS: dict[str, Callable[[str, str], str]] = {
+    **{f: _int_field for f in INT_FIELDS},
+    **{f: _addr_field for f in ADDR_FIELDS},
+    F_EVENT: _one_of(_EVENT_VALUES, "unknown event"),
+    F_SCAN: _one_of(SCAN_KINDS, "unknown scan kind"),
+    F_MODE: _one_of(MODES, "unknown mode"),
+    F_PROTO: _one_of(PROTOS, "unknown protocol"),
+    F_VERIFIED: _one_of(("0", "1"), "must be 0 or 1, not"),
+}
 
 
 def validate(fields: Mapping[str, object], *, allow_trusted: bool = False) -> Record:
@@ -146,44 +190,25 @@ def validate(fields: Mapping[str, object], *, allow_trusted: bool = False) -> Re
         raise RecordError("*", f"too many fields ({len(fields)} > {_MAX_FIELDS})")
     out: dict[str, str] = {}
     for name, raw in fields.items():
-        if not isinstance(name, str):
+        if type(name) is not str:
             raise RecordError(repr(name), "field name is not a string")
-        trusted = name.startswith("_")
-        if trusted and not allow_trusted:
-            raise RecordError(name, "trusted journald fields cannot be set by a writer")
-        if not _field_name_ok(name.lstrip("_") if trusted else name):
+        if name[:1] == "_":
+            if not allow_trusted:
+                raise RecordError(name, "trusted journald fields cannot be set by a writer")
+            if not _field_name_ok(name.lstrip("_")):
+                raise RecordError(name, "not a valid journald field name")
+        elif not _field_name_ok(name):
             raise RecordError(name, "not a valid journald field name")
-        if isinstance(raw, bool) or not isinstance(raw, str | int):
+        if type(raw) is str:
+            value = raw
+        elif isinstance(raw, int) and not isinstance(raw, bool):
+            value = str(raw)
+        else:
             raise RecordError(name, f"value must be a string or integer, not {type(raw).__name__}")
-        value = str(raw)
         if len(value) > _MAX_VALUE:
             raise RecordError(name, f"value longer than {_MAX_VALUE} characters")
-        if name in INT_FIELDS:
-            try:
-                number = int(value, 10)
-            except ValueError:
-                raise RecordError(name, f"not an integer: {value!r}") from None
-            if number < -1:
-                raise RecordError(name, f"negative: {value!r}")
-            if name == F_PORT and not 0 <= number <= 65535:
-                raise RecordError(name, f"port out of range: {value!r}")
-            value = str(number)
-        elif name in ADDR_FIELDS:
-            try:
-                value = canonical_address(value)
-            except ValueError:
-                raise RecordError(name, f"not an IP address: {value!r}") from None
-        elif name == F_EVENT and value not in {e.value for e in Event}:
-            raise RecordError(name, f"unknown event {value!r}")
-        elif name == F_SCAN and value not in SCAN_KINDS:
-            raise RecordError(name, f"unknown scan kind {value!r}")
-        elif name == F_MODE and value not in MODES:
-            raise RecordError(name, f"unknown mode {value!r}")
-        elif name == F_PROTO and value not in PROTOS:
-            raise RecordError(name, f"unknown protocol {value!r}")
-        elif name == F_VERIFIED and value not in ("0", "1"):
-            raise RecordError(name, f"must be 0 or 1, not {value!r}")
-        out[name] = value
+        check = _CHECKS.get(name)
+        out[name] = value if check is None else check(name, value)
     if F_MESSAGE not in out:
         raise RecordError(F_MESSAGE, "missing")
     return Record(out)

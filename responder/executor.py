@@ -17,6 +17,7 @@ from typing import Any
 import psrecord as R
 
 from .actions import Action, load_action
+from .adapters.libnft import NftRunner
 from .adapters.nftbatch import NftBatch
 from .adapters.runner import Result, Runner, SubprocessRunner
 from .bans import FOREVER, Ban
@@ -60,6 +61,8 @@ class Executor:
         self.actions_dir = actions_dir
         self.report = report
         self.runner: Runner = runner or SubprocessRunner()
+        #: nft batches: in-process libnftables for the real runner (no process start per batch).
+        self.nft_runner: Runner = NftRunner(self.runner) if runner is None else self.runner
         self.actions: dict[str, list[Action]] = {}
         self.started: set[tuple[str, str]] = set()
         self._retries: list[_Retry] = []
@@ -195,7 +198,7 @@ class Executor:
                     table = str(action.params.get("table", "portsentinel"))
                     nb = batches.get(table)
                     if nb is None:
-                        nb = batches[table] = NftBatch(self.runner, table=table)
+                        nb = batches[table] = NftBatch(self.nft_runner, table=table)
                     nb.add(set_name, ban.ip, None if ban.expires == FOREVER else int(vars_["bantime"]))  # type: ignore[call-overload]
                     batched.setdefault(table, []).append((ban, action))
                     continue

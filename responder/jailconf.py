@@ -216,6 +216,25 @@ def _uids(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _trap_problem(config_dir: Path, jail: JailConfig) -> str | None:
+    """A kernel-trap action's settings that cannot be used (responder.trap), as ``file:line: key: reason``."""
+    from .actions import load_action
+    from .trap import MARKER, TrapError, settings_from
+
+    for ref in jail.actions:
+        try:
+            action = load_action(config_dir / "actions.d", (ref.name, ref.args), jail.name)
+        except ValueError:
+            continue  # the action's own errors are reported where actions are loaded
+        if action.options.get(MARKER, "").strip().lower() not in ("yes", "1", "true"):
+            continue
+        try:
+            settings_from(action.params, jail.name, jail.ignoreip)
+        except TrapError as exc:
+            return f"{ref.where}: {jail.name}: action {ref.name}: {exc}"
+    return None
+
+
 def load(config_dir: Path) -> ResponderConfig:
     """Every jail of ``config_dir/jail.conf`` with its layers. Raises IniError only if jail.conf is unreadable."""
     ini = read_layered(config_dir / "jail.conf")
@@ -229,6 +248,10 @@ def load(config_dir: Path) -> ResponderConfig:
             errors.append(str(exc))
             continue
         if jail.enabled:
+            problem = _trap_problem(config_dir, jail)
+            if problem:
+                errors.append(problem)
+                continue
             jails.append(jail)
         else:
             disabled.append(name)

@@ -65,6 +65,9 @@ class Responder:
         self.use_journal = journal_readable() if opts.backend == "auto" else opts.backend == "systemd"
         self.decisions = DecisionLog(opts.decisions_jsonl, use_journal=self._journal_socket())
         self.executor = Executor(opts.config_dir / "actions.d", self.report)
+        from .adapters.trapkernel import KernelTraps  # kernel trap (docs/kernel-trap.md)
+
+        self.traps = KernelTraps(self.executor.runner, self.report)
         self.engine: Engine = Engine([], NeverBan(), self.book, self.store)
         self.config: ResponderConfig | None = None
         usec = os.environ.get("WATCHDOG_USEC", "")
@@ -133,6 +136,8 @@ class Responder:
             source, journal = self._source_for(jc, filt)
             runtimes.append(JailRuntime(jc, filt, Jail(jc), PerMinuteCap(jc.maxbans_per_minute), source, journal))
         self.engine = Engine(runtimes, self._never_ban(), self.book, self.store)
+        self.errors += self.traps.configure({j: a for j, a in self.executor.actions.items() if j in self.engine.jails},
+                                            {rt.cfg.name: rt.cfg.ignoreip for rt in runtimes}, self.sel)
         self._open_sources(runtimes)
 
     def _open_sources(self, runtimes: list[JailRuntime]) -> None:
@@ -268,6 +273,35 @@ class Responder:
         for b in due:
             self.executor.unban(b, reason="expired")
 
+    # ------------------------------------------------------------------ kernel trap (docs/kernel-trap.md)
+    def trap_events(self, group: int) -> None:
+        """Kernel bans reported by NFLOG: each one logged, then counted by its jail (which may escalate)."""
+        from .trap import escalate
+
+        bans: list[Ban] = []
+        for jail, hit in self.traps.read(group):
+            tarpit = self.traps.traps[jail].settings.tarpit if jail in self.traps.traps else 0
+            self.report(R.Event.BAN, f"jail {jail}: kernel trap banned {hit.ip} for {tarpit}s ({hit.proto} port "
+                                     f"{hit.port})", PS_JAIL=jail, PS_SRC=hit.ip, PS_ACTION="kernel-trap",
+                        PS_BANTIME=str(tarpit), PS_PROTO=hit.proto, PS_PORT=str(hit.port),
+                        PS_DETAIL=f"kernel_time={hit.time:.6f}")
+            d = escalate(self.engine, jail, hit, time.time())
+            if d is not None and d.kind == "ban" and d.ban is not None:
+                bans.append(d.ban)
+            elif d is not None:
+                self._decision(d)
+        if bans:
+            self.store.commit(added=bans)
+            self.executor.ban_many(bans)
+
+    def trap_tick(self) -> None:
+        """Listening ports and never-ban facts into the trap's sets; tarpits that ran out, logged."""
+        self.traps.tick()
+        for jail, hit in self.traps.expired(time.time()):
+            if self.book.get(jail, hit.ip) is None:
+                self.report(R.Event.UNBAN, f"jail {jail}: kernel trap tarpit of {hit.ip} expired",
+                            PS_JAIL=jail, PS_SRC=hit.ip, PS_ACTION="kernel-trap", PS_DETAIL="expired")
+
     def timeout(self) -> float:
         nxt = self.book.next_expiry()
         t = 5.0 if nxt is None else max(0.0, min(5.0, nxt - time.time()))
@@ -276,6 +310,11 @@ class Responder:
         r = self.executor.next_retry()
         if r is not None:
             t = min(t, max(0.0, r - time.monotonic()))
+        sync, tarpit = self.traps.next_due(), self.traps.tarpit.next_expiry()  # kernel trap timers
+        if sync is not None:
+            t = min(t, max(0.0, sync - time.monotonic()))
+        if tarpit is not None:
+            t = min(t, max(0.0, tarpit - time.time()))
         return t
 
     def run(self) -> None:
@@ -288,6 +327,8 @@ class Responder:
                     self.wake.drain()
                     for sname in list(self.sources):
                         self.pump(sname, settle=0.02 if sname == "journal" else 0.0)
+                elif kind == "trap":
+                    self.trap_events(int(name))
                 elif kind == "control":
                     self.control.serve_one()
                 else:
@@ -300,6 +341,7 @@ class Responder:
                 self.reload()
             self.expire()
             self.executor.retry_due()
+            self.trap_tick()
             if self._watchdog and time.monotonic() >= self._next_ping:
                 from .adapters.sdnotify import notify
 
@@ -330,6 +372,7 @@ class Responder:
         notify("STOPPING=1")
         for jail in list(self.engine.jails):
             self.executor.stop(jail)
+        self.traps.stop()
         self.report(R.Event.STOP,
                     f"portsentinel-responder stopping: {len(self.book)} ban(s) kept in {self.store.path}")
         for src in self.sources.values():
@@ -349,6 +392,9 @@ class Responder:
                            "failures": rt.jail.failures_total, "tracked": rt.jail.tracked(),
                            "banned": len(self.book.in_jail(name)), "bans_total": rt.bans_total,
                            "ignored_total": rt.ignored_total, "cap_refused": rt.cap.refused}
+        for name in jails:
+            if name in self.traps.traps:
+                jails[name]["kernel_trap"] = self.traps.counters(name)
         if jail and jail not in jails:
             return {"ok": False, "error": f"no such jail: {jail}"}
         return {"ok": True, "uptime": round(now - self.started, 1), "jails": jails, "errors": self.errors,
@@ -358,6 +404,7 @@ class Responder:
         now = time.time()
         rows = [{"jail": b.jail, "ip": b.ip, "since": b.banned_at, "remaining": round(b.remaining(now), 1),
                  "count": b.count, **b.info} for b in sorted(self.book.active.values(), key=lambda b: b.banned_at)]
+        rows += [r for r in self.traps.banned(now) if self.book.get(str(r["jail"]), str(r["ip"])) is None]
         return {"ok": True, "bans": rows}
 
     def control_request(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -381,7 +428,13 @@ class Responder:
                 self.store.commit(removed=[(b.jail, b.ip) for b in lifted])
                 for b in lifted:
                     self.executor.unban(b, reason="manual")
-                return {"ok": True, "unbanned": [{"jail": b.jail, "ip": b.ip} for b in lifted]}
+                done = [{"jail": b.jail, "ip": b.ip} for b in lifted]
+                for jail, addr in self.traps.unban(None if ip is None else R.canonical_address(ip)):
+                    if {"jail": jail, "ip": addr} not in done:
+                        done.append({"jail": jail, "ip": addr})
+                        self.report(R.Event.UNBAN, f"jail {jail}: kernel trap tarpit of {addr} lifted (manual)",
+                                    PS_JAIL=jail, PS_SRC=addr, PS_ACTION="kernel-trap", PS_DETAIL="manual")
+                return {"ok": True, "unbanned": done}
             if cmd == "reload":
                 self.reload()
                 return {"ok": True, "errors": self.errors}

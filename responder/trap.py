@@ -1,0 +1,410 @@
+"""The kernel trap: an nftables ruleset in which the first probe to a trap port bans its source in the kernel.
+
+Pure: typed settings in, ``nft -f`` script text out; no I/O (responder.adapters.trapkernel runs the scripts,
+responder.adapters.nflog reads the kernel's notifications, responder.adapters.listening reads /proc/net).
+
+One trap per jail whose actions include ``kernel-trap`` (actions.d/kernel-trap.conf), in the responder's table
+(``inet portsentinel``), all names prefixed with the jail's ``name``::
+
+    chain N_trap (input hook)                      chain N_catch (reached only by a trap probe)
+      iif lo, ct established/related   return        socket exists (a listener)        return
+      fib saddr type local             return        limit rate over R   counter N_ratelimited drop
+      saddr in N_never4 / N_never6     return        add @N_t4 { ip saddr } log group G  counter N_trapped drop
+      saddr in N_t4 / N_t6 (tarpit)    drop          add @N_t6 { ip6 saddr } log group G counter N_trapped drop
+      saddr in N_b4 / N_b6 (bans)      drop          (the add failed: set full)          counter N_full drop
+      tcp dport @N_tcp, != @N_tcp_l    goto N_catch
+      udp dport @N_udp, != @N_udp_l    goto N_catch
+
+The never-ban sets, the own-address lookup and connection tracking come before anything can ban; the tarpit
+sets have a default timeout and a size cap, and additions pass a global rate limit, so a flood of spoofed
+sources costs at most ``size`` elements per family and ``rate`` additions a second; what is refused is counted.
+A trap probe is always dropped (the port has no listener, so it would only have told the scanner "closed").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .engine import Decision, Engine
+from .jail import Failure
+from .jailconf import parse_duration
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: [Definition] option that marks an action as the kernel trap.
+MARKER = "kerneltrap"
+ACTION = "kernel-trap"
+SHAPES = ("advanced", "list")
+PROTOCOLS = ("tcp", "udp")
+LOG_PREFIX = "pstrap:"
+COUNTERS = ("trapped", "ratelimited", "full", "dropped")
+_IDENT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,47}\Z")
+_RATE_RE = re.compile(r"\s*(\d{1,9})\s*/\s*(second|minute|hour)\s*\Z")
+
+
+class TrapError(ValueError):
+    """A trap setting that cannot be used; ``key`` names it."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class TrapSettings:
+    """Everything the ruleset depends on apart from the host's listeners and never-ban addresses."""
+
+    name: str
+    jail: str
+    table: str = "portsentinel"
+    shape: str = "advanced"
+    protocols: tuple[str, ...] = PROTOCOLS
+    tcp_ports: tuple[int, ...] = ()
+    udp_ports: tuple[int, ...] = ()
+    tcp_bound: int = 1024
+    udp_bound: int = 1024
+    tcp_exclude: tuple[int, ...] = (113, 139)
+    udp_exclude: tuple[int, ...] = (520, 138, 137, 67)
+    tarpit: int = 60
+    size: int = 65536
+    rate: str = "100/second"
+    burst: int = 200
+    group: int = 27
+    priority: int = -5
+    #: Seconds between two reads of /proc/net for the listening-port sets (0: never; the socket match remains).
+    listener_sync: float = 1.0
+    #: Seconds between two reads of the never-ban facts (addresses, gateways, resolvers).
+    facts_sync: float = 10.0
+    #: Exempt a probe whose port has a socket, looked up by the kernel per packet (no lag at all).
+    socket_match: bool = True
+    never: tuple[IPNetwork, ...] = ()
+
+    def trap_ports(self, proto: str) -> frozenset[int]:
+        """The trap ports of ``proto`` before listeners are taken out (PortSentry's stcp/sudp or atcp/audp)."""
+        if proto not in self.protocols:
+            return frozenset()
+        if self.shape == "list":
+            return frozenset(self.tcp_ports if proto == "tcp" else self.udp_ports)
+        bound, excl = (self.tcp_bound, self.tcp_exclude) if proto == "tcp" else (self.udp_bound, self.udp_exclude)
+        return frozenset(range(1, bound + 1)) - set(excl)
+
+    def obj(self, suffix: str) -> str:
+        return f"{self.name}_{suffix}"
+
+    @property
+    def chain(self) -> str:
+        return self.obj("trap")
+
+    @property
+    def sets(self) -> tuple[str, ...]:
+        return tuple(self.obj(s) for s in ("t4", "t6", "b4", "b6", "never4", "never6", "tcp", "udp", "tcp_l", "udp_l"))
+
+    @property
+    def counters(self) -> tuple[str, ...]:
+        return tuple(self.obj(c) for c in COUNTERS)
+
+    @property
+    def prefix(self) -> str:
+        return f"{LOG_PREFIX}{self.name}"
+
+
+# -- settings ----------------------------------------------------------------------------------------------
+def _ports(key: str, text: str) -> tuple[int, ...]:
+    out: set[int] = set()
+    for tok in re.split(r"[\s,]+", text.strip()):
+        if not tok:
+            continue
+        lo, sep, hi = tok.partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise TrapError(key, f"not a port or range: {tok!r}") from None
+        if not 1 <= a <= b <= 65535:
+            raise TrapError(key, f"port out of range 1..65535: {tok!r}")
+        out.update(range(a, b + 1))
+    return tuple(sorted(out))
+
+
+def _int(key: str, text: str, lo: int, hi: int) -> int:
+    try:
+        n = int(text.strip())
+    except ValueError:
+        raise TrapError(key, f"not an integer: {text.strip()!r}") from None
+    if not lo <= n <= hi:
+        raise TrapError(key, f"{n} out of range {lo}..{hi}")
+    return n
+
+
+def _seconds(key: str, text: str, lo: float, hi: float) -> float:
+    try:
+        n = parse_duration(text)
+    except ValueError as exc:
+        raise TrapError(key, str(exc)) from None
+    if not lo <= n <= hi:
+        raise TrapError(key, f"{n:g}s out of range {lo:g}..{hi:g}")
+    return n
+
+
+def _bool(key: str, text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "yes", "true", "on"):
+        return True
+    if t in ("0", "no", "false", "off"):
+        return False
+    raise TrapError(key, f"expected yes or no, got {text!r}")
+
+
+def settings_from(params: Mapping[str, object], jail: str, ignoreip: Iterable[IPNetwork] = ()) -> TrapSettings:
+    """Typed settings from the kernel-trap action's variables (``[Init]`` + the jail's arguments)."""
+
+    def get(key: str, default: str) -> str:
+        return str(params.get(key, default))
+
+    name = get("name", jail)
+    table = get("table", "portsentinel")
+    for key, val in (("name", name), ("table", table)):
+        if not _IDENT_RE.match(val):
+            raise TrapError(key, f"must be a letter then letters, digits, '_' or '-' (at most 48), got {val!r}")
+    shape = get("shape", "advanced").strip()
+    if shape not in SHAPES:
+        raise TrapError("shape", f"expected advanced or list, got {shape!r}")
+    protocols = tuple(p for p in re.split(r"[\s,]+", get("protocol", "tcp, udp").strip()) if p)
+    if not protocols or set(protocols) - set(PROTOCOLS):
+        raise TrapError("protocol", f"expected tcp and/or udp, got {get('protocol', '')!r}")
+    rate = get("rate", "100/second")
+    if not _RATE_RE.match(rate) or int(_RATE_RE.match(rate).group(1)) < 1:  # type: ignore[union-attr]
+        raise TrapError("rate", f"expected N/second, N/minute or N/hour with N >= 1, got {rate!r}")
+    never: list[IPNetwork] = list(ignoreip)
+    for tok in re.split(r"[\s,]+", get("never", "").strip()):
+        if tok:
+            try:
+                never.append(ipaddress.ip_network(tok, strict=False))
+            except ValueError:
+                raise TrapError("never", f"not an address or CIDR: {tok!r}") from None
+    s = TrapSettings(
+        name=name, jail=jail, table=table, shape=shape, protocols=protocols,
+        tcp_ports=_ports("tcp_ports", get("tcp_ports", "")), udp_ports=_ports("udp_ports", get("udp_ports", "")),
+        tcp_bound=_int("tcp_bound", get("tcp_bound", "1024"), 1, 65535),
+        udp_bound=_int("udp_bound", get("udp_bound", "1024"), 1, 65535),
+        tcp_exclude=_ports("tcp_exclude", get("tcp_exclude", "113, 139")),
+        udp_exclude=_ports("udp_exclude", get("udp_exclude", "520, 138, 137, 67")),
+        tarpit=int(_seconds("tarpit", get("tarpit", "60"), 1, 86400)),
+        size=_int("size", get("size", "65536"), 1, 16_777_216),
+        rate=" ".join(rate.split()).replace(" / ", "/"), burst=_int("burst", get("burst", "200"), 1, 1_000_000),
+        group=_int("nflog_group", get("nflog_group", "27"), 1, 65535),
+        priority=_int("priority", get("priority", "-5"), -400, 400),
+        listener_sync=_seconds("listener_sync", get("listener_sync", "1"), 0, 3600),
+        facts_sync=_seconds("facts_sync", get("facts_sync", "10"), 1, 86400),
+        socket_match=_bool("socket_match", get("socket_match", "yes")),
+        never=tuple(never),
+    )
+    if shape == "list" and not any(s.trap_ports(p) for p in protocols):
+        raise TrapError("tcp_ports", "shape = list needs tcp_ports and/or udp_ports")
+    return s
+
+
+# -- ruleset -----------------------------------------------------------------------------------------------
+def _ranges(ports: Iterable[int]) -> list[str]:
+    """Sorted ports as nft interval elements: ``1-112, 114``."""
+    out: list[str] = []
+    start = prev = -2
+    for p in sorted(set(ports)):
+        if p == prev + 1:
+            prev = p
+            continue
+        if start >= 0:
+            out.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = p
+    if start >= 0:
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+    return out
+
+
+def never_networks(addrs: Iterable[str | IPNetwork]) -> tuple[list[str], list[str]]:
+    """Never-ban addresses and networks, parsed and merged, as (IPv4, IPv6) nft elements."""
+    v4: list[ipaddress.IPv4Network] = []
+    v6: list[ipaddress.IPv6Network] = []
+    for a in addrs:
+        try:
+            net = a if isinstance(a, ipaddress.IPv4Network | ipaddress.IPv6Network) else \
+                ipaddress.ip_network(str(a).split("%")[0], strict=False)
+        except ValueError:
+            continue
+        if isinstance(net, ipaddress.IPv6Network) and net.prefixlen == 128 and net.network_address.ipv4_mapped:
+            net = ipaddress.IPv4Network(net.network_address.ipv4_mapped)
+        (v4 if isinstance(net, ipaddress.IPv4Network) else v6).append(net)  # type: ignore[arg-type]
+
+    def fmt(nets: Iterable[IPNetwork]) -> list[str]:
+        return [str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n) for n in nets]
+
+    return fmt(ipaddress.collapse_addresses(v4)), fmt(ipaddress.collapse_addresses(v6))
+
+
+def _elements(verb: str, where: str, elems: list[str]) -> list[str]:
+    return [f"{verb} element {where} {{ {', '.join(elems[i:i + 4000])} }}" for i in range(0, len(elems), 4000)]
+
+
+def sync_script(s: TrapSettings, *, listening: Mapping[str, Iterable[int]] | None = None,
+                never: Iterable[str | IPNetwork] | None = None) -> str:
+    """Replace the listening-port sets and/or the never-ban sets' contents, atomically (one transaction)."""
+    t = f"inet {s.table}"
+    lines: list[str] = []
+    if listening is not None:
+        for proto in PROTOCOLS:
+            ports = sorted(set(listening.get(proto, ())))
+            lines.append(f"flush set {t} {s.obj(proto + '_l')}")
+            lines += _elements("add", f"{t} {s.obj(proto + '_l')}", [str(p) for p in ports])
+    if never is not None:
+        v4, v6 = never_networks([*s.never, *never])
+        for fam, elems in (("4", v4), ("6", v6)):
+            lines.append(f"flush set {t} {s.obj('never' + fam)}")
+            lines += _elements("add", f"{t} {s.obj('never' + fam)}", elems)
+    return "".join(line + "\n" for line in lines)
+
+
+def install_script(s: TrapSettings, listening: Mapping[str, Iterable[int]], never: Iterable[str | IPNetwork]) -> str:
+    """The whole trap, idempotent: objects are added (kept when they exist: tarpit and ban elements survive a
+    reload), the chains flushed and refilled, the port, listening and never-ban sets replaced."""
+    t = f"inet {s.table}"
+    n = s.obj
+    lines = [f"add table {t}"]
+    lines += [f"add counter {t} {c}" for c in s.counters]
+    for fam, typ in (("4", "ipv4_addr"), ("6", "ipv6_addr")):
+        lines.append(f"add set {t} {n('t' + fam)} {{ type {typ}; flags dynamic,timeout; timeout {s.tarpit}s; "
+                     f"size {s.size}; }}")
+        lines.append(f"add set {t} {n('b' + fam)} {{ type {typ}; flags timeout; }}")
+        lines.append(f"add set {t} {n('never' + fam)} {{ type {typ}; flags interval; }}")
+    for proto in PROTOCOLS:
+        lines.append(f"add set {t} {n(proto)} {{ type inet_service; flags interval; }}")
+        lines.append(f"add set {t} {n(proto + '_l')} {{ type inet_service; }}")
+        lines.append(f"flush set {t} {n(proto)}")
+        lines += _elements("add", f"{t} {n(proto)}", _ranges(s.trap_ports(proto)))
+    lines.append(f"add chain {t} {n('catch')}")
+    lines.append(f"add chain {t} {s.chain} {{ type filter hook input priority {s.priority}; policy accept; }}")
+    lines.append(f"flush chain {t} {s.chain}")
+    lines.append(f"flush chain {t} {n('catch')}")
+    r = f"add rule {t} {s.chain}"
+    lines += [
+        f'{r} iif "lo" return',
+        f"{r} ct state established,related return",
+        f"{r} fib saddr type local return",
+        f"{r} ip saddr @{n('never4')} return",
+        f"{r} ip6 saddr @{n('never6')} return",
+        f"{r} ip saddr @{n('t4')} counter name \"{n('dropped')}\" drop",
+        f"{r} ip6 saddr @{n('t6')} counter name \"{n('dropped')}\" drop",
+        f"{r} ip saddr @{n('b4')} drop",
+        f"{r} ip6 saddr @{n('b6')} drop",
+    ]
+    for proto in s.protocols:
+        lines.append(f"{r} {proto} dport @{n(proto)} {proto} dport != @{n(proto + '_l')} goto {n('catch')}")
+    c = f"add rule {t} {n('catch')}"
+    log = f'log prefix "{s.prefix}" group {s.group} snaplen 80 queue-threshold 1'
+    if s.socket_match:
+        lines.append(f"{c} socket transparent {{ 0, 1 }} return")
+    lines += [
+        f"{c} limit rate over {s.rate} burst {s.burst} packets counter name \"{n('ratelimited')}\" drop",
+        f"{c} meta nfproto ipv4 add @{n('t4')} {{ ip saddr }} counter name \"{n('trapped')}\" {log} drop",
+        f"{c} meta nfproto ipv6 add @{n('t6')} {{ ip6 saddr }} counter name \"{n('trapped')}\" {log} drop",
+        f"{c} counter name \"{n('full')}\" drop",
+    ]
+    text = "".join(line + "\n" for line in lines)
+    return text + sync_script(s, listening=listening, never=never)
+
+
+def remove_statements(s: TrapSettings) -> list[str]:
+    """Statements that remove the trap (base chain first, then what it referenced), one per object."""
+    t = f"inet {s.table}"
+    return ([f"delete chain {t} {s.chain}", f"delete chain {t} {s.obj('catch')}"]
+            + [f"delete set {t} {name}" for name in s.sets] + [f"delete counter {t} {c}" for c in s.counters])
+
+
+def unban_script(s: TrapSettings, ip: str) -> str:
+    """Remove ``ip`` from its tarpit set (fails harmlessly when the kernel has already expired it)."""
+    addr = ipaddress.ip_address(ip)
+    set_name = s.obj("t6" if addr.version == 6 else "t4")
+    return f"delete element inet {s.table} {set_name} {{ {addr} }}\n"
+
+
+# -- kernel notifications and what follows them -------------------------------------------------------------
+@dataclass(frozen=True)
+class TrapHit:
+    """One addition to a tarpit set, as the kernel reported it (the first probe of a source)."""
+
+    name: str  # trap name (the log prefix after "pstrap:")
+    ip: str
+    proto: str = ""
+    port: int = 0
+    time: float = 0.0
+
+
+def parse_payload(name: str, payload: bytes, when: float) -> TrapHit | None:
+    """The probe's source, protocol and destination port from the logged network header (IPv4 or IPv6)."""
+    if len(payload) < 20:
+        return None
+    version = payload[0] >> 4
+    if version == 4:
+        ihl = (payload[0] & 0x0F) * 4
+        proto_num, src, l4 = payload[9], ipaddress.ip_address(payload[12:16]), ihl
+    elif version == 6 and len(payload) >= 40:
+        proto_num, src, l4 = payload[6], ipaddress.ip_address(payload[8:24]), 40
+    else:
+        return None
+    proto = {6: "tcp", 17: "udp"}.get(proto_num, "")
+    port = int.from_bytes(payload[l4 + 2:l4 + 4], "big") if proto and len(payload) >= l4 + 4 else 0
+    return TrapHit(name, str(src), proto, port, when)
+
+
+@dataclass
+class Tarpit:
+    """Sources in the kernel's tarpit sets, as far as the responder knows (for status and expiry records)."""
+
+    entries: dict[tuple[str, str], tuple[float, float, TrapHit]] = field(default_factory=dict)  # → (since, until)
+
+    def add(self, jail: str, hit: TrapHit, seconds: float) -> None:
+        self.entries[(jail, hit.ip)] = (hit.time, hit.time + seconds, hit)
+
+    def expired(self, now: float) -> list[tuple[str, TrapHit]]:
+        gone = [(k, v) for k, v in self.entries.items() if v[1] <= now]
+        for k, _ in gone:
+            del self.entries[k]
+        return [(k[0], v[2]) for k, v in gone]
+
+    def next_expiry(self) -> float | None:
+        return min((v[1] for v in self.entries.values()), default=None)
+
+    def remove(self, ip: str | None) -> list[tuple[str, str]]:
+        keys = [k for k in self.entries if ip is None or k[1] == ip]
+        for k in keys:
+            del self.entries[k]
+        return keys
+
+    def rows(self, now: float) -> list[dict[str, object]]:
+        return [{"jail": j, "ip": ip, "since": since, "remaining": round(max(0.0, until - now), 1), "count": 1,
+                 "via": ACTION, "port": str(hit.port), "proto": hit.proto}
+                for (j, ip), (since, until, hit) in sorted(self.entries.items(), key=lambda kv: kv[1][0])]
+
+
+def escalate(engine: Engine, jail: str, hit: TrapHit, now: float) -> Decision | None:
+    """Count a kernel-trap hit as one failure in the jail; a ban Decision when the jail's rules say so
+    (maxretry within findtime; never when verified_only, since a trapped probe proved no handshake),
+    through the same never-ban check, cap and repeat-offender bantime as every other ban."""
+    rt = engine.jails.get(jail)
+    if rt is None or engine.book.get(jail, hit.ip) is not None:
+        return None
+    f = Failure(hit.ip, now, verified=False, port=hit.port, proto=hit.proto, scan="other",
+                match=f"kernel-trap: {hit.proto} port {hit.port} from {hit.ip}")
+    decision = rt.jail.add(f)
+    if decision is None:
+        return None
+    d = engine._ban(rt, hit.ip, now, decision.failures, f)  # noqa: SLF001 - the engine's one ban path
+    if d.ban is not None:
+        d.ban.info["via"] = ACTION
+    return d
+
+
+__all__ = ["ACTION", "MARKER", "Tarpit", "TrapError", "TrapHit", "TrapSettings", "escalate",
+           "install_script", "never_networks", "parse_payload", "remove_statements", "settings_from",
+           "sync_script", "unban_script"]

@@ -85,7 +85,12 @@ class Responder:
         rec = {R.F_MESSAGE: message, R.F_MSGID: R.MESSAGE_IDS[event], R.F_PRIORITY: str(prio),
                R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: event.value,
                R.F_TIME: f"{time.time():.6f}", **{k: v for k, v in fields.items() if v != ""}}
-        log.log(logging.WARNING if prio <= R.PRIORITY_WARNING else logging.INFO, "%s", message)
+        if event in (R.Event.BAN, R.Event.UNBAN, R.Event.IGNORED) and self.decisions.name == "journal":
+            level = logging.DEBUG  # the record itself is in the journal: no second copy on stderr
+        else:
+            level = logging.WARNING if prio <= R.PRIORITY_WARNING else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "%s", message)
         try:
             self.decisions.write(R.validate(rec))
         except (OSError, R.RecordError) as exc:

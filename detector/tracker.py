@@ -86,6 +86,25 @@ class Tracker:
         st.dst, st.proto, st.port, st.scan, st.mode, st.ifindex = dst, proto, port, scan, mode, ifindex
         return st
 
+    def hit_again(self, st: SourceState, code: int, now: float) -> None:
+        """:meth:`hit` for the flood case, without the lookup: one more probe from ``st``, which must be the
+        state of the key the previous ``hit`` or ``hit_again`` counted (so it is already the most recently
+        seen source: nothing to reorder) and already triggered (so no window reset and nothing to return).
+
+        ``code`` is the port, plus 65536 for UDP. The caller keeps the state between calls and must forget it
+        whenever anything else may have touched the tracker (another source's hit, :meth:`due`, a reload).
+        """
+        st.last = now
+        st.hits += 1
+        bm = st.bitmap
+        if bm is not None:  # _add_port's bitmap case, inline: a flood with more than 64 ports ends up here
+            byte, bit = code >> 3, 1 << (code & 7)
+            if not bm[byte] & bit:
+                bm[byte] |= bit
+                st.nports += 1
+        else:
+            self._add_port(st, code)
+
     def mark_reported(self, st: SourceState, now: float) -> None:
         """The caller wrote the scan record: further probes fold into summaries."""
         st.triggered = True

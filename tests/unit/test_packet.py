@@ -20,7 +20,7 @@ from scapy.layers.inet6 import (
 )
 from scapy.packet import Packet
 
-from detector.packet import Bad, Probe, parse
+from detector.packet import Bad, Probe, parse, parse_tuple
 
 S4, D4 = "198.51.100.7", "203.0.113.1"
 S6, D6 = "2001:db8::7", "2001:db8::1"
@@ -243,3 +243,76 @@ def test_mutated_packets_never_raise(base: bytes, edits: list[tuple[int, int]], 
             data[pos] = value
     _check(bytes(data[:cut]))
     _check(data)
+
+
+# ----------------------------------------------------------------------------- parse_tuple (the hot path's)
+
+def _same(data: bytes | bytearray | memoryview | mmap.mmap, start: int = 0, length: int | None = None) -> None:
+    """parse_tuple gives parse's answer, a probe as a plain tuple."""
+    want = parse(data, start, length)
+    got = parse_tuple(data, start, length)
+    if isinstance(want, Bad):
+        assert got is want
+    else:
+        assert type(got) is tuple and got == tuple(want)
+
+
+FAST_CASES = [
+    raw(IP(src=S4, dst=D4) / TCP(sport=40000, dport=143, flags="S")),  # exactly 40 bytes
+    raw(IP(src=S4, dst=D4) / TCP(dport=1, flags="FPU") / (b"p" * 30)),
+    raw(IP(src=S4, dst=D4) / UDP(dport=69) / (b"x" * 12)),  # 40 bytes: the one-struct path
+    raw(IP(src=S4, dst=D4) / UDP(dport=69) / (b"x" * 11)),  # 39 bytes: the general parser
+    raw(IP(src=S4, dst=D4) / UDP(dport=53)),
+    raw(IP(src=S4, dst=D4, flags="MF") / TCP(dport=80, flags="S") / (b"y" * 20)),  # first fragment
+    raw(IP(src=S4, dst=D4, frag=3) / (b"\x00" * 40)),  # later fragment
+    raw(IP(src=S4, dst=D4) / ICMP() / (b"z" * 40)),
+]
+
+
+@pytest.mark.parametrize("data", FAST_CASES + list(TRUNCATION_CASES.values()))
+def test_parse_tuple_is_parse(data: bytes) -> None:
+    _same(data)
+    buf = b"\xaa" * 13 + data + b"\x45" * 64
+    _same(buf, 13, len(data))
+    _same(buf, 13)
+    for n in range(len(data) + 1):
+        _same(data[:n])
+        _same(buf, 13, n)
+
+
+@pytest.mark.parametrize("doff", [0, 1, 4, 5, 15])
+def test_parse_tuple_tcp_data_offset(doff: int) -> None:
+    data = bytearray(FAST_CASES[0])
+    data[20 + 12] = doff << 4
+    _same(bytes(data))
+    assert (parse_tuple(bytes(data)) == Bad.BAD_HEADER) == (doff < 5)
+
+
+def test_parse_tuple_from_mmap_returns_copies() -> None:
+    full = FAST_CASES[0]
+    with mmap.mmap(-1, 4096) as ring:
+        ring[100:100 + len(full)] = full
+        got = parse_tuple(ring, 100, len(full))
+        ring[100:100 + len(full)] = b"\x00" * len(full)  # the ring frame is reused: the probe must not change
+        assert got == (a(S4), a(D4), 6, 143, 0x02)
+        _same(ring, 4096 - 20, 40)  # a frame cut short by the end of the buffer
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=120), st.integers(0, 40), st.one_of(st.none(), st.integers(-5, 160)))
+def test_parse_tuple_random_bytes(data: bytes, start: int, length: int | None) -> None:
+    _same(b"\x45" + data, start, length)
+    _same(data, start, length)
+
+
+@settings(max_examples=3000)
+@given(st.sampled_from(FAST_CASES + MUTATION_BASES),
+       st.lists(st.tuples(st.integers(0, 63), st.integers(0, 255)), min_size=1, max_size=8),
+       st.integers(0, 100))
+def test_parse_tuple_mutated_packets(base: bytes, edits: list[tuple[int, int]], cut: int) -> None:
+    data = bytearray(base)
+    for pos, value in edits:
+        if pos < len(data):
+            data[pos] = value
+    _same(bytes(data[:cut]))
+    _same(data)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detector.tracker import SourceState, Tracker
 
@@ -254,3 +258,60 @@ def test_bitmap_budget() -> None:
         hit(t, key(3), p, 1000.0)
     three = t.get(key(3))
     assert three is not None and three.ports_exact and three.nports == 100 and t.bitmaps == 1
+
+
+# ----------------------------------------------------------------------------- hit_again (the flood fast path)
+
+def _snapshot(t: Tracker) -> tuple[object, ...]:
+    states = [dataclasses.astuple(s) for s in t._sources.values()]  # in LRU order
+    return (list(t._sources), states, sorted(t._triggered), t.bitmaps, t.evictions, len(t._finished))
+
+
+def _two_trackers(trigger: int, bitmaps: int, others: int) -> tuple[Tracker, Tracker]:
+    """Two identical trackers, key(1) triggered, reported and the most recently seen."""
+    pair = []
+    for _ in range(2):
+        t = make(trigger=trigger, cap=8, bitmaps=bitmaps)
+        for n in range(2, 2 + others):
+            hit(t, key(n), 9, 0.0)
+        for p in range(trigger):
+            hit(t, key(1), 1000 + p, 0.0)
+        crossed = hit(t, key(1), 7, 0.0)
+        assert crossed is not None
+        t.mark_reported(crossed, 0.0)
+        pair.append(t)
+    return pair[0], pair[1]
+
+
+@settings(max_examples=400)
+@given(st.integers(0, 3), st.sampled_from([0, 1, 2048]), st.integers(0, 7),
+       st.lists(st.tuples(st.integers(0, 65535), st.floats(0, 100)), max_size=300))
+def test_hit_again_is_hit_for_the_same_triggered_source(trigger: int, bitmaps: int, others: int,
+                                                        probes: list[tuple[int, float]]) -> None:
+    """What hit() does to a triggered source that is already the most recent, hit_again does: hits, last,
+    ports (set, then bitmap, then a lower bound when the bitmap budget is spent), order, nothing returned."""
+    slow, fast = _two_trackers(trigger, bitmaps, others)
+    assert _snapshot(slow) == _snapshot(fast)
+    st1 = fast.get(key(1))
+    assert st1 is not None and st1.triggered
+    now = 0.0
+    for port, dt in probes:
+        now += dt  # past the window too: a triggered source keeps its window
+        assert hit(slow, key(1), port, now) is None
+        fast.hit_again(st1, port, now)
+        assert _snapshot(slow) == _snapshot(fast)
+
+
+def test_hit_again_udp_port_code() -> None:
+    slow, fast = make(trigger=0), make(trigger=0)
+    for t in (slow, fast):
+        crossed = hit(t, key(1, 17), 53, 0.0, proto=17)
+        assert crossed is not None
+        t.mark_reported(crossed, 0.0)
+    st1 = fast.get(key(1, 17))
+    assert st1 is not None
+    for p in list(range(0, 200)) + [65535, 53, 0]:
+        hit(slow, key(1, 17), p, 1.0, proto=17)
+        fast.hit_again(st1, p + 65536, 1.0)
+        assert _snapshot(slow) == _snapshot(fast)
+    assert st1.bitmap is not None and st1.nports == 201 and st1.hits == 204

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from detector.bpf import filter_expression  # noqa: E402
 from tests.lab.detector import VENV_BIN, DetectorProcess  # noqa: E402
+from tests.lab.machine import cpu_model  # noqa: E402
 from tests.lab.netns import Host, Lab, lab_problem, sweep_stale  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -316,12 +317,7 @@ class Bench:
 # ----------------------------------------------------------------------------- report
 
 def machine() -> str:
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     return (f"{time.strftime('%Y-%m-%d %H:%M %Z')}; nproc {NCPU}; {model}; kernel {platform.release()}; "
             f"python {platform.python_version()}")
 

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.lab.detector import VENV_BIN  # noqa: E402
+from tests.lab.machine import cpu_model  # noqa: E402
 from tests.lab.netns import Host, Lab, lab_problem, sweep_stale  # noqa: E402
 from tests.lab.pipeline import ResponderProcess, detector_for, make_config  # noqa: E402
 
@@ -554,12 +555,7 @@ class Bench:
 
 
 def machine() -> str:
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     nft = subprocess.run(["nft", "--version"], capture_output=True, text=True).stdout.strip()
     return (f"{platform.node()}: {os.cpu_count()} CPU ({model}), kernel {platform.release()}, {nft}, "
             f"python {platform.python_version()}")

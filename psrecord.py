@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -103,9 +104,16 @@ class RecordError(ValueError):
         self.reason = reason
 
 
+#: A dotted quad in canonical form (no leading zeros, each part ≤ 255): already what canonical_address returns.
+_V4_CANONICAL = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+                           r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
+
+
 @functools.lru_cache(maxsize=4096)
 def canonical_address(text: str) -> str:
-    """Return the canonical text of an IPv4 or IPv6 address (v4-mapped v6 becomes v4)."""
+    """Return the canonical text of an IPv4 or IPv6 address (v4-mapped v6 becomes v4); ValueError otherwise."""
+    if _V4_CANONICAL.fullmatch(text):
+        return text
     addr = ipaddress.ip_address(text.strip())
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return str(addr.ipv4_mapped)

@@ -30,7 +30,6 @@ replaced by its canonical text, numbers must be integers, names must match ``[A-
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -40,6 +39,8 @@ from typing import Any
 from jinja2 import StrictUndefined, meta
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
+
+from psrecord import canonical_address
 
 SHELL = ("/bin/sh", "-c")
 SHELL_MARK = "!shell"
@@ -140,12 +141,9 @@ def validate_vars(values: Mapping[str, object]) -> dict[str, object]:
             raise VarError(name, "not a valid variable name")
         if name == "ip":
             try:
-                addr = ipaddress.ip_address(str(value).strip())
+                out["ip"] = canonical_address(str(value))
             except ValueError:
                 raise VarError("ip", f"not an IP address: {str(value)[:60]!r}") from None
-            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-                addr = addr.ipv4_mapped
-            out["ip"] = str(addr)
         elif name == "family":
             continue  # derived below
         elif name == "port":

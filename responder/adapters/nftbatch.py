@@ -6,16 +6,16 @@ delete), writes one script (one ``add element`` / ``delete element`` statement p
 it through the runner as a single atomic transaction. A delete is preceded by an add of the same element in the
 same transaction, so removing an element the kernel has already expired is not an error. When the batch
 fails, every element is retried on its own, so one bad element costs itself only.
-Addresses are parsed with ``ipaddress`` and set/table names checked, so the script text cannot be steered.
+Addresses are parsed (psrecord.canonical_address) and set/table names checked, so the script text cannot be steered.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from psrecord import canonical_address
 from responder.adapters.runner import Result, Runner
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
@@ -29,10 +29,7 @@ def _ident(kind: str, name: str) -> str:
 
 
 def _addr(ip: str) -> str:
-    addr = ipaddress.ip_address(ip.strip())
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return str(addr)
+    return canonical_address(ip)
 
 
 @dataclass

@@ -184,3 +184,17 @@ def test_alert_message_wording() -> None:
     assert R.alert_message("syn", "198.51.100.7", "tcp", 1, "a;rm -rf") == \
         "attackalert: TCP SYN/Normal scan from host: 198.51.100.7/198.51.100.7 to TCP port: 1"
     assert "Unknown Type" in R.alert_message("bogus", "198.51.100.7", "tcp", 1)
+
+
+@pytest.mark.parametrize("text", ["01.2.3.4", "256.1.1.1", "1.2.3", "\u0661.2.3.4", "1.2.3.4.5", "1.2.3.-4"])
+def test_canonical_address_refuses_non_canonical_quads(text: str) -> None:
+    with pytest.raises(ValueError):
+        R.canonical_address(text)
+
+
+def test_canonical_address_fast_path_agrees_with_ipaddress() -> None:
+    import ipaddress
+
+    for i in range(0, 2**32, 2**32 // 5000 + 7):
+        text = str(ipaddress.IPv4Address(i))
+        assert R.canonical_address(text) == text

@@ -11,6 +11,7 @@ This module imports nothing from the project, so the sender can be used standalo
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import socket
@@ -34,6 +35,7 @@ def send_wake(path: str) -> None:
     try:
         if _sender is None:
             _sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+            atexit.register(_sender.close)
         _sender.sendto(b"", path)
     except OSError:
         pass

@@ -27,7 +27,11 @@ fi
 stamp=.venv/.portsentinel-installed
 extra=""
 [ "$want_test" = 1 ] && extra="[test]"
-if [ ! -f "$stamp$extra" ] || [ pyproject.toml -nt "$stamp$extra" ]; then
+installed=""
+for candidate in "$stamp$extra" "$stamp[test]"; do  # a test install also has everything the runtime needs
+    if [ -f "$candidate" ] && [ ! pyproject.toml -nt "$candidate" ]; then installed=yes; break; fi
+done
+if [ -z "$installed" ]; then
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -e ".$extra"
     touch "$stamp$extra"

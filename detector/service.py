@@ -29,7 +29,7 @@ from .adapters.sinks import Sink, Waker, open_sink
 from .bpf import build as build_bpf
 from .bpf import port_ranges
 from .classify import classify
-from .decide import Decider, addr_text
+from .decide import Decider
 from .packet import V4_L4, Bad, Probe, parse, parse_tuple
 from .settings import DetectorConfig
 from .tracker import SourceState, Tracker
@@ -89,6 +89,7 @@ class Detector:
         self.local: frozenset[bytes] = frozenset()
         self._local_at = 0.0
         self._ignore_cache: dict[bytes, bool] = {}
+        self._ignore_int = self._ignore_ranges(cfg)
         self._stop = False
         self._hup = False
         self._last_overload = (0, 0)
@@ -158,13 +159,22 @@ class Detector:
         self._local_at = now
         self._ignore_cache.clear()
 
+    @staticmethod
+    def _ignore_ranges(cfg: DetectorConfig) -> tuple[tuple[int, int, int], ...]:
+        """The ignore list as (address length, first, last) integer ranges: no ipaddress object per source."""
+        return tuple((4 if net.version == 4 else 16, int(net.network_address), int(net.broadcast_address))
+                     for net in cfg.ignore)
+
     def ignored(self, src: bytes) -> bool:
         hit = self._ignore_cache.get(src)
         if hit is None:
             if len(self._ignore_cache) > 100_000:
                 self._ignore_cache.clear()
-            addr = ipaddress.ip_address(addr_text(src))
-            hit = (self.cfg.ignore_self and src in self.local) or any(addr in net for net in self.cfg.ignore)
+            if self.cfg.ignore_self and src in self.local:
+                hit = True
+            else:
+                n, size = int.from_bytes(src, "big"), len(src)
+                hit = any(size == length and lo <= n <= hi for length, lo, hi in self._ignore_int)
             self._ignore_cache[src] = hit
         return hit
 
@@ -513,6 +523,7 @@ class Detector:
         self.decider.resolve = self._resolver(new)
         self._banner = new.port_banner.encode("utf-8", "replace")
         self._ignore_cache.clear()
+        self._ignore_int = self._ignore_ranges(new)
         self._open_sentries()
         self.lifecycle(R.Event.START, f"configuration reloaded: modes {','.join(new.modes)}",
                        PS_DETAIL="reloaded")

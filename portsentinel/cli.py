@@ -205,14 +205,11 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
     """Run a filter over a log file, a JSON-lines file, or journal entries, like fail2ban-regex."""
     import psrecord as R
     from responder.filters import filter_from_ini, load_filter
-    from responder.inifile import read_layered
+    from responder.inifile import parse_args_spec, read_layered
     from responder.testfilter import format_summary, run_lines, run_records, to_json
 
-    name, _, spec = args.filter.partition("[")
-    from responder.inifile import parse_args_spec
-
-    fname, fargs = parse_args_spec(args.filter) if spec else (name, {})
     try:
+        fname, fargs = parse_args_spec(args.filter)
         if fname.endswith(".conf") or "/" in fname:
             flt = filter_from_ini(read_layered(Path(fname)), Path(fname).stem, fargs)
         else:

@@ -128,15 +128,19 @@ class Executor:
                 self._failed(jail, action, phase, ban, res, 0)
         return done
 
+    def _start_one(self, jail: str, action: Action) -> Result | None:
+        """Run the action's actionstart once (remembered on success); the failing Result, else None."""
+        res = self._run(jail, action, "actionstart", None, now=time.time())
+        if res is None:
+            self.started.add((jail, action.name))
+        return res
+
     def start(self, jail: str) -> None:
         for action in self.actions.get(jail, []):
-            key = (jail, action.name)
-            if action.start_on_demand or key in self.started or not action.has("actionstart"):
+            if action.start_on_demand or (jail, action.name) in self.started or not action.has("actionstart"):
                 continue
-            res = self._run(jail, action, "actionstart", None, now=time.time())
-            if res is None:
-                self.started.add(key)
-            else:
+            res = self._start_one(jail, action)
+            if res is not None:
                 self._failed(jail, action, "actionstart", None, res, 0)
 
     def stop(self, jail: str) -> None:
@@ -150,10 +154,9 @@ class Executor:
             self.started.discard((jail, action.name))
 
     def _ensure_started(self, jail: str, action: Action) -> None:
+        """Start an on-demand (or failed) action before its first ban; a failure shows in the ban itself."""
         if action.has("actionstart") and (jail, action.name) not in self.started:
-            res = self._run(jail, action, "actionstart", None, now=time.time())
-            if res is None:
-                self.started.add((jail, action.name))
+            self._start_one(jail, action)
 
     @staticmethod
     def _batch_set(action: Action, vars_: dict[str, object], family: object,

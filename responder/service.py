@@ -45,8 +45,6 @@ class Options:
     wake: str = "/run/portsentinel/wake.sock"
     control_group: str = ""
     decisions_jsonl: str = "/var/log/portsentinel/responder.jsonl"
-    #: Argument vector prefix for every action command (tests: none; kept for symmetry with the CLI).
-    read_old: bool = False
 
 
 class Responder:
@@ -112,10 +110,11 @@ class Responder:
     def _never_ban(self) -> NeverBan:
         return NeverBan(own=facts.own_addresses(), gateways=facts.gateways(), resolvers=facts.resolvers())
 
-    def _source_for(self, jail: JailConfig, filt: Any) -> tuple[str, bool]:
-        backend = jail.backend if jail.backend != "auto" else ("systemd" if self.use_journal else "pyinotify")
-        if self.opts.backend != "auto":
-            backend = self.opts.backend
+    def _source_for(self, jail: JailConfig) -> tuple[str, bool]:
+        """The source a jail reads ("journal" or "file:PATH") and whether it is the journal."""
+        backend = self.opts.backend if self.opts.backend != "auto" else jail.backend
+        if backend == "auto":
+            backend = "systemd" if self.use_journal else "pyinotify"
         if backend == "systemd":
             return "journal", True
         path = jail.logpath or DETECTOR_JSONL
@@ -138,7 +137,7 @@ class Responder:
                 self.errors.append(str(exc))
                 log.error("jail %s disabled: %s", jc.name, exc)
                 continue
-            source, journal = self._source_for(jc, filt)
+            source, journal = self._source_for(jc)
             runtimes.append(JailRuntime(jc, filt, Jail(jc), PerMinuteCap(jc.maxbans_per_minute), source, journal))
         self.engine = Engine(runtimes, self._never_ban(), self.book, self.store)
         self.errors += self.traps.configure({j: a for j, a in self.executor.actions.items() if j in self.engine.jails},

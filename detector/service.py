@@ -180,11 +180,8 @@ class Detector:
 
     # ----------------------------------------------------------------- sentries
     def start(self) -> None:
-        now = time.monotonic()
-        self.refresh_local(now)
-        for proto in (TCP, UDP):
-            self.refresh_in_use(proto, now)
-        self._open_sentries()
+        self.refresh_local(time.monotonic())
+        self._open_sentries()  # reads the ports in use once its own listeners are bound
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_signal)

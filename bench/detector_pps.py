@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from portsentinel.detector.bpf import filter_expression
+from tests.lab.detector import VENV_BIN, DetectorProcess
+from tests.lab.machine import cpu_model
+from tests.lab.netns import Host, Lab, lab_problem, sweep_stale
 
-from detector.bpf import filter_expression  # noqa: E402
-from tests.lab.detector import VENV_BIN, DetectorProcess  # noqa: E402
-from tests.lab.machine import cpu_model  # noqa: E402
-from tests.lab.netns import Host, Lab, lab_problem, sweep_stale  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1

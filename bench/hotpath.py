@@ -3,8 +3,8 @@
 by the real RingCapture.drain into the real Detector.on_packet, and by the real Detector.on_ring (what the
 detector's loop runs: the same per batch). No root needed.
 
-  .venv/bin/python bench/hotpath.py            ns per packet, split by stage
-  .venv/bin/python bench/hotpath.py --profile  plus cProfile of the drain loop
+  .venv/bin/python -m bench.hotpath            ns per packet, split by stage
+  .venv/bin/python -m bench.hotpath --profile  plus cProfile of the drain loop
 """
 
 from __future__ import annotations
@@ -20,17 +20,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from scapy.layers.inet import IP, TCP
+
+from portsentinel import record as R
+from portsentinel.detector.adapters.capture import RingCapture
+from portsentinel.detector.classify import classify
+from portsentinel.detector.packet import parse, parse_tuple
+from portsentinel.detector.service import Detector
+from portsentinel.detector.settings import DetectorConfig
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from scapy.layers.inet import IP, TCP  # noqa: E402
-
-import psrecord as R  # noqa: E402
-from detector.adapters.capture import RingCapture  # noqa: E402
-from detector.classify import classify  # noqa: E402
-from detector.packet import parse, parse_tuple  # noqa: E402
-from detector.service import Detector  # noqa: E402
-from detector.settings import DetectorConfig  # noqa: E402
 
 FRAME = 512
 NFRAMES = 16384

@@ -8,7 +8,7 @@ Side by side in one run, records interleaved so the machine's noise hits both al
 
 Run in the private journald (design.md §4), as root:
   unshare --mount --propagation private --fork -- bash scripts/with-journald.sh \\
-      .venv/bin/python bench/journal_latency.py [--count 60]
+      .venv/bin/python -m bench.journal_latency [--count 60]
 """
 
 from __future__ import annotations
@@ -23,19 +23,16 @@ import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from responder.adapters.journal_source import JournalSource  # noqa: E402
-from responder.adapters.wake import WakeSocket  # noqa: E402
+from portsentinel.responder.adapters.journal_source import JournalSource
+from portsentinel.responder.adapters.wake import WakeSocket
 
 WRITER = """
 import sys, time
 from systemd import journal
-from responder.adapters.wake import send_wake
+from portsentinel.responder.adapters.wake import send_wake
+
+ROOT = Path(__file__).resolve().parent.parent
 tag, wake = sys.argv[1], sys.argv[2]
 for line in sys.stdin:
     mode, seq = line.split()
@@ -117,7 +114,7 @@ def main() -> None:
         wake_path = os.path.join(tmp, "wake.sock")
         wake = WakeSocket(wake_path)
         src = JournalSource([{"PS_BENCH": tag}])
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = dict(os.environ)
         writer = subprocess.Popen([sys.executable, "-c", WRITER, tag, wake_path], stdin=subprocess.PIPE,
                                   text=True, env=env)
         assert writer.stdin is not None

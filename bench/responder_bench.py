@@ -34,13 +34,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.lab.detector import VENV_BIN
+from tests.lab.machine import cpu_model
+from tests.lab.netns import Host, Lab, lab_problem, sweep_stale
+from tests.lab.pipeline import ResponderProcess, detector_for, make_config
 
-from tests.lab.detector import VENV_BIN  # noqa: E402
-from tests.lab.machine import cpu_model  # noqa: E402
-from tests.lab.netns import Host, Lab, lab_problem, sweep_stale  # noqa: E402
-from tests.lab.pipeline import ResponderProcess, detector_for, make_config  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PY = str(VENV_BIN / "python")
@@ -399,7 +398,7 @@ class Bench:
 
     # ------------------------------------------------------------------ 3. restart
     def fill_store(self, state: Path, ips: list[str]) -> None:
-        from responder.adapters.store import Store
+        from portsentinel.responder.adapters.store import Store
 
         Store(str(state / "responder.sqlite3")).close()  # the responder's own schema
         db = sqlite3.connect(str(state / "responder.sqlite3"))

@@ -11,4 +11,4 @@ fi
 if ! command -v trafgen >/dev/null || ! command -v hping3 >/dev/null || [ ! -x .venv/bin/python ]; then
     bash scripts/setup.sh --test
 fi
-exec .venv/bin/python bench/detector_pps.py "$@"
+exec .venv/bin/python -m bench.detector_pps "$@"

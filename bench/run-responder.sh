@@ -13,4 +13,4 @@ if ! command -v trafgen >/dev/null || [ ! -x .venv/bin/python ]; then
     bash scripts/setup.sh --test
 fi
 exec unshare --mount --propagation private --fork -- \
-    bash scripts/with-journald.sh .venv/bin/python bench/responder_bench.py "$@"
+    bash scripts/with-journald.sh .venv/bin/python -m bench.responder_bench "$@"

@@ -16,7 +16,7 @@ probe that is no longer answered (≤ 0: the probe right after the scan SYN was 
 
 Run as root (the lab), every generator under ``timeout``:
   unshare --mount --propagation private --fork -- bash scripts/with-journald.sh \\
-      .venv/bin/python bench/trap_bench.py [--scans 3] [--probes 5]
+      .venv/bin/python -m bench.trap_bench [--scans 3] [--probes 5]
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -36,12 +35,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.lab.detector import VENV_BIN
+from tests.lab.netns import Lab, lab_problem, sweep_stale
+from tests.lab.pipeline import ResponderProcess, detector_for, make_config
 
-from tests.lab.detector import VENV_BIN  # noqa: E402
-from tests.lab.netns import Lab, lab_problem, sweep_stale  # noqa: E402
-from tests.lab.pipeline import ResponderProcess, detector_for, make_config  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PY = str(VENV_BIN / "python")
 OPEN_PORT = 8080

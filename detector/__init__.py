@@ -1,3 +1,1 @@
 """portsentinel's detector: PortSentry's six sentries, structured records out."""
-
-__version__ = "0.1.0"

@@ -7,9 +7,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import psrecord as R
+from portsentinel import __version__
+from portsentinel import record as R
 
-from . import __version__
 from .settings import ConfigError, DetectorConfig
 
 log = logging.getLogger("portsentinel.detector")

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from detector.settings import ConfigError, DetectorConfig, IPNetwork
+from portsentinel.detector.settings import ConfigError, DetectorConfig, IPNetwork
 
 FORMAT_OWN = "portsentinel"
 FORMAT_PORTSENTRY = "portsentry"
@@ -442,7 +442,7 @@ def detect_format(text: str) -> str:
 def parse_any(text: str, path: str) -> Parsed:
     """Detect the format and parse (no I/O)."""
     if detect_format(text) == FORMAT_PORTSENTRY:
-        from detector.portsentry_conf import parse_portsentry  # late: that module imports this one
+        from portsentinel.detector.portsentry_conf import parse_portsentry  # late: that module imports this one
 
         return parse_portsentry(text, path)
     return parse_own(text, path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-import psrecord as R
+from portsentinel import record as R
 
 from .tracker import SourceState, Tracker
 

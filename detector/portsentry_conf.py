@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from detector.config import (
+from portsentinel.detector.config import (
     FORMAT_PORTSENTRY,
     Parsed,
     Value,
@@ -30,7 +30,7 @@ from detector.config import (
     parse_ports,
     parse_text,
 )
-from detector.settings import ConfigError, DetectorConfig
+from portsentinel.detector.settings import ConfigError, DetectorConfig
 
 
 def parse_block(value: Value) -> int:

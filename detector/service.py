@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psrecord as R
+from portsentinel import __version__
+from portsentinel import record as R
 
-from . import __version__
 from .adapters import listeners as L
 from .adapters import procnet
 from .adapters.capture import FRAME, TP_STATUS_USER, CaptureError, RingCapture, ifindex_at

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from responder.inifile import Ini, IniError, Value, parse_args_spec, read_layered
-from responder.render import (
+from portsentinel.responder.inifile import Ini, IniError, Value, parse_args_spec, read_layered
+from portsentinel.responder.render import (
     BAN_VARS,
     NAME_RE,
     Command,

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from portsentinel import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import psrecord as R
+from portsentinel import record as R
 
 from .bans import FOREVER, Ban, BanBook, bantime_for
 from .guard import NeverBan, PerMinuteCap

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psrecord as R
+from portsentinel import record as R
 
 from .actions import Action, load_action
 from .adapters.libnft import NftRunner

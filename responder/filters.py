@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import psrecord as R
+from portsentinel import record as R
 
 from .inifile import KNOWN_PREFIX, Ini, IniError, Value, read_layered
 
@@ -47,7 +47,7 @@ class FilterError(IniError):
 # -- results ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Failure:
-    """A matched record or line: ``host`` is a canonical address (psrecord.canonical_address)."""
+    """A matched record or line: ``host`` is a canonical address (portsentinel.record.canonical_address)."""
 
     host: str
     time: float | None

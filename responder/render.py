@@ -40,7 +40,7 @@ from jinja2 import StrictUndefined, meta
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from psrecord import canonical_address
+from portsentinel.record import canonical_address
 
 SHELL = ("/bin/sh", "-c")
 SHELL_MARK = "!shell"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psrecord as R
+from portsentinel import record as R
 
 from .adapters import facts
 from .adapters.control import ControlServer

@@ -27,10 +27,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n 1)
+version=$(sed -n 's/^__version__ *= *"\(.*\)"/\1/p' portsentinel/__init__.py | head -n 1)
 changelog=$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)
 if [ "$version" != "$changelog" ]; then
-    echo "build-deb: pyproject.toml says $version but packaging/debian/changelog says $changelog;" \
+    echo "build-deb: portsentinel/__init__.py says $version but packaging/debian/changelog says $changelog;" \
          "add a changelog entry (dch -v $version)" >&2
     exit 1
 fi

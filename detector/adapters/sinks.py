@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-import psrecord as R
+from portsentinel import record as R
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 

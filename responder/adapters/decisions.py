@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-import psrecord as R
+from portsentinel import record as R
 
 
 class DecisionLog:

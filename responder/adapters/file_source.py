@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import pyinotify
 
-import psrecord
+from portsentinel import record as psrecord
 
 from ..sources import Entry
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
-from responder.adapters import hostsdeny, mailer
+from portsentinel.responder.adapters import hostsdeny, mailer
 
 Outcome = tuple[int, str, str]
 
@@ -130,7 +130,7 @@ def dispatch(name: str, words: Sequence[str]) -> Outcome:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        sys.stderr.write("usage: python -m responder.adapters.internal NAME WORD...\n")
+        sys.stderr.write("usage: python -m portsentinel.responder.adapters.internal NAME WORD...\n")
         return 2
     status, out, err = dispatch(args[0], args[1:])
     sys.stdout.write(out)

@@ -3,7 +3,7 @@
 The responder runs inside the namespace it protects, so there is no namespace logic here; tests pass a
 ``prefix`` (``ip netns exec NS``) so every command lands in a namespace they created. An argv whose first
 word is ``@name`` is an internal command (responder.adapters.internal): run in-process without a prefix, or as
-``python -m responder.adapters.internal`` under the prefix, so it too runs inside the test's namespace.
+``python -m portsentinel.responder.adapters.internal`` under the prefix, so it too runs inside the test's namespace.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from responder.adapters import internal
+from portsentinel.responder.adapters import internal
 
 MINIMAL_ENV: Mapping[str, str] = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 MAX_OUTPUT = 4096
@@ -75,9 +75,9 @@ class SubprocessRunner:
         full = list(argv)
         env = self.env
         if argv[0].startswith("@"):
-            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-            full = [self.python, "-m", "responder.adapters.internal", argv[0][1:], *argv[1:]]
-            env = {**self.env, "PYTHONPATH": root}
+            full = [self.python, "-m", "portsentinel.responder.adapters.internal", argv[0][1:], *argv[1:]]
+            # The child finds portsentinel where this process found it (a venv, or the .deb's private directory).
+            env = {**self.env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         start = time.monotonic()
         try:
             proc = subprocess.run(

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import psrecord as R
-from responder import trap as T
-from responder.actions import Action
-from responder.adapters import facts
-from responder.adapters.listening import listening_ports
-from responder.adapters.nflog import NflogSocket
-from responder.adapters.runner import Result, Runner
+from portsentinel import record as R
+from portsentinel.responder import trap as T
+from portsentinel.responder.actions import Action
+from portsentinel.responder.adapters import facts
+from portsentinel.responder.adapters.listening import listening_ports
+from portsentinel.responder.adapters.nflog import NflogSocket
+from portsentinel.responder.adapters.runner import Result, Runner
 
 log = logging.getLogger("portsentinel.responder")
 

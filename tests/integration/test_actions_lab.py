@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from responder.actions import Action, load_action
-from responder.adapters.nftbatch import NftBatch
-from responder.adapters.runner import SubprocessRunner
+from portsentinel.responder.actions import Action, load_action
+from portsentinel.responder.adapters.nftbatch import NftBatch
+from portsentinel.responder.adapters.runner import SubprocessRunner
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]

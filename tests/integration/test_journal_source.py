@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from systemd import journal
 
-from responder.adapters.journal_source import JournalSource, JournalUnavailable, journal_readable
-from responder.adapters.wake import WakeSocket, send_wake
-from responder.sources import Entry
+from portsentinel.responder.adapters.journal_source import JournalSource, JournalUnavailable, journal_readable
+from portsentinel.responder.adapters.wake import WakeSocket, send_wake
+from portsentinel.responder.sources import Entry
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NOBODY = 65534
@@ -271,7 +271,7 @@ def test_journal_readable_in_an_empty_directory(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from systemd import journal
-from responder.adapters.wake import send_wake
+from portsentinel.responder.adapters.wake import send_wake
 journal.send("wake test", PS_TEST=sys.argv[1], PS_SEQ="1")
 send_wake(sys.argv[2])
 """
@@ -284,7 +284,7 @@ def test_wake_socket_makes_the_record_readable_at_once(journald: str, tmp_path: 
     src = JournalSource([{"PS_TEST": t}])
     try:
         assert os.stat(path).st_mode & 0o777 == 0o660
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = dict(os.environ)
         subprocess.run([sys.executable, "-c", WRITER, t, path], check=True, env=env, timeout=20)
         ready = select.select([wake], [], [], 5)[0]
         assert ready == [wake]
@@ -328,7 +328,7 @@ def test_wake_socket_replaces_a_stale_file_and_refuses_a_live_one(tmp_path: Path
 BURST = """
 import sys
 from systemd import journal
-from responder.adapters.wake import send_wake
+from portsentinel.responder.adapters.wake import send_wake
 for i in range(int(sys.argv[3])):
     journal.send("burst record", PS_TEST=sys.argv[1], PS_SEQ=str(i))
     send_wake(sys.argv[2])
@@ -345,7 +345,7 @@ def test_concurrent_writer_every_record_once_in_order(journald: str, tmp_path: P
     path = str(tmp_path / "wake.sock")
     wake = WakeSocket(path)
     src = JournalSource([{"PS_TEST": t}])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     writer = subprocess.Popen([sys.executable, "-c", BURST, t, path, str(count)], env=env)
     got: list[Entry] = []
     try:
@@ -372,7 +372,7 @@ def test_concurrent_writer_every_record_once_in_order(journald: str, tmp_path: P
 PINGPONG = """
 import sys
 from systemd import journal
-from responder.adapters.wake import send_wake
+from portsentinel.responder.adapters.wake import send_wake
 for line in sys.stdin:
     journal.send("ping record", PS_TEST=sys.argv[1], PS_SEQ=line.strip())
     send_wake(sys.argv[2])
@@ -389,7 +389,7 @@ def test_each_record_is_readable_as_soon_as_it_is_stored(journald: str, tmp_path
     path = str(tmp_path / "wake.sock")
     wake = WakeSocket(path)
     src = JournalSource([{"PS_TEST": t}])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     writer = subprocess.Popen([sys.executable, "-c", PINGPONG, t, path], stdin=subprocess.PIPE, text=True, env=env)
     assert writer.stdin is not None
     late: list[int] = []

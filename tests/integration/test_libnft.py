@@ -10,10 +10,8 @@ from tests.lab.netns import Lab
 pytestmark = pytest.mark.lab
 
 CODE = """
-import sys
-sys.path.insert(0, {root!r})
-from responder.adapters.libnft import NftRunner
-from responder.adapters.runner import SubprocessRunner
+from portsentinel.responder.adapters.libnft import NftRunner
+from portsentinel.responder.adapters.runner import SubprocessRunner
 r = NftRunner(SubprocessRunner())
 assert r.lib is not None
 ok = r.run(["nft", "-f", "-"], input="add table inet t1\\nadd set inet t1 s {{ type ipv4_addr; flags timeout; }}\\n"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-import psrecord as R
+from portsentinel import record as R
 from tests.lab.netns import Lab
 
 pytestmark = pytest.mark.lab
@@ -72,7 +72,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def deb(dist: Path) -> Path:
     debs = list(dist.glob(f"{PKG}_*_all.deb"))
     assert len(debs) == 1, debs
-    version = re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    version = re.search(r'^__version__ = "(.*)"', (ROOT / "portsentinel" / "__init__.py").read_text(), re.M)
     assert version and debs[0].name == f"{PKG}_{version.group(1)}_all.deb"
     return debs[0]
 
@@ -118,8 +118,9 @@ def test_lintian_clean(dist: Path, deb: Path) -> None:
 
 def test_layout(tree: Path) -> None:
     for path in ("usr/sbin/portsentinel-detector", "usr/sbin/portsentinel-responder", "usr/bin/portsentinel",
-                 "usr/share/portsentinel/psrecord.py", "usr/share/portsentinel/detector/cli.py",
-                 "usr/share/portsentinel/responder/cli.py", "usr/share/portsentinel/portsentinel/cli.py",
+                 "usr/share/portsentinel/portsentinel/record.py", "usr/share/portsentinel/portsentinel/detector/cli.py",
+                 "usr/share/portsentinel/portsentinel/responder/cli.py",
+                 "usr/share/portsentinel/portsentinel/client/cli.py",
                  "etc/portsentinel/detector.conf", "etc/portsentinel/jail.conf",
                  "etc/portsentinel/jail.d/00-debian.conf", "etc/logrotate.d/portsentinel",
                  "usr/lib/systemd/catalog/portsentinel.catalog", "usr/lib/sysusers.d/portsentinel.conf",

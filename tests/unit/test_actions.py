@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from responder.actions import ActionError, load_action
-from responder.adapters.nftbatch import NftBatch
-from responder.adapters.runner import Result
+from portsentinel.responder.actions import ActionError, load_action
+from portsentinel.responder.adapters.nftbatch import NftBatch
+from portsentinel.responder.adapters.runner import Result
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "actions.d"

@@ -16,7 +16,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 from scapy.packet import Packet
 
-from detector.bpf import FilterError, Insn, build, compile_expression, filter_expression, port_ranges
+from portsentinel.detector.bpf import FilterError, Insn, build, compile_expression, filter_expression, port_ranges
 
 # ----------------------------------------------------------------------------- a classic BPF interpreter
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from detector.classify import classify, classify_tcp
+from portsentinel.detector.classify import classify, classify_tcp
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.config import (
+from portsentinel.detector.config import (
     FORMAT_OWN,
     FORMAT_PORTSENTRY,
     KEYS,
@@ -22,7 +22,7 @@ from detector.config import (
     parse_config_text,
     read_ignore_file,
 )
-from detector.settings import ConfigError, DetectorConfig
+from portsentinel.detector.settings import ConfigError, DetectorConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 NET = ipaddress.ip_network

@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
-import psrecord as R
-from detector.decide import Decider, RateLimit, addr_text
-from detector.tracker import Tracker
+from portsentinel import record as R
+from portsentinel.detector.decide import Decider, RateLimit, addr_text
+from portsentinel.detector.tracker import Tracker
 
 V4, V6 = "198.51.100.7", "2001:db8::7"
 DST4, DST6 = "203.0.113.1", "2001:db8::1"

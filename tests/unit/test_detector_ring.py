@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import psrecord as R
-from detector.adapters import procnet
-from detector.adapters.capture import RingCapture
-from detector.service import Detector
-from detector.settings import DetectorConfig
+from portsentinel import record as R
+from portsentinel.detector.adapters import procnet
+from portsentinel.detector.adapters.capture import RingCapture
+from portsentinel.detector.service import Detector
+from portsentinel.detector.settings import DetectorConfig
 
 FRAME, NFRAMES, NET_OFF = 512, 16, 80
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import psrecord as R
-from responder.bans import BanBook
-from responder.engine import Engine, JailRuntime
-from responder.guard import NeverBan, PerMinuteCap
-from responder.jail import Jail
-from responder.jailconf import JailConfig
-from responder.sources import Entry
+from portsentinel import record as R
+from portsentinel.responder.bans import BanBook
+from portsentinel.responder.engine import Engine, JailRuntime
+from portsentinel.responder.guard import NeverBan, PerMinuteCap
+from portsentinel.responder.jail import Jail
+from portsentinel.responder.jailconf import JailConfig
+from portsentinel.responder.sources import Entry
 
 
 @dataclass

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import psrecord as R
-from responder.adapters.runner import Result
-from responder.bans import Ban
-from responder.executor import Executor
-from responder.jailconf import ActionRef, JailConfig
+from portsentinel import record as R
+from portsentinel.responder.adapters.runner import Result
+from portsentinel.responder.bans import Ban
+from portsentinel.responder.executor import Executor
+from portsentinel.responder.jailconf import ActionRef, JailConfig
 from tests.conftest import ROOT
 
 

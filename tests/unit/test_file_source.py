@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import psrecord as R
-from responder.adapters.file_source import MAX_LINE, FileSource
-from responder.sources import Entry
+from portsentinel import record as R
+from portsentinel.responder.adapters.file_source import MAX_LINE, FileSource
+from portsentinel.responder.sources import Entry
 
 
 def rec(src: str, port: int = 143) -> str:

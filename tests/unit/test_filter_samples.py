@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from responder.filters import Filter, Verdict, load_filter
-from responder.inifile import read_layered
+from portsentinel.responder.filters import Filter, Verdict, load_filter
+from portsentinel.responder.inifile import read_layered
 
 ROOT = Path(__file__).resolve().parents[2]
 FILTER_DIR = ROOT / "filter.d"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from responder.filters import (
+from portsentinel.responder.filters import (
     DateRule,
     FilterError,
     journal_line,
@@ -20,8 +20,8 @@ from responder.filters import (
     parse_journalmatch,
     translate_tags,
 )
-from responder.inifile import IniError
-from responder.testfilter import format_summary, run_lines, run_records, to_json
+from portsentinel.responder.inifile import IniError
+from portsentinel.responder.testfilter import format_summary, run_lines, run_records, to_json
 from tests.conftest import CACHE, stock_file
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from responder.inifile import Ini, IniError, Value, parse_args_spec, parse_text, read_files, read_layered
+from portsentinel.responder.inifile import Ini, IniError, Value, parse_args_spec, parse_text, read_files, read_layered
 from tests.conftest import stock_file
 
 

@@ -20,7 +20,7 @@ from scapy.layers.inet6 import (
 )
 from scapy.packet import Packet
 
-from detector.packet import Bad, Probe, parse, parse_tuple
+from portsentinel.detector.packet import Bad, Probe, parse, parse_tuple
 
 S4, D4 = "198.51.100.7", "203.0.113.1"
 S6, D6 = "2001:db8::7", "2001:db8::1"

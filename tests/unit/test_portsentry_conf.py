@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.config import FORMAT_PORTSENTRY, KEYS, format_config, load_config, parse_config_text
-from detector.portsentry_conf import parse_portsentry_text
-from detector.settings import DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, ConfigError, DetectorConfig
+from portsentinel.detector.config import FORMAT_PORTSENTRY, KEYS, format_config, load_config, parse_config_text
+from portsentinel.detector.portsentry_conf import parse_portsentry_text
+from portsentinel.detector.settings import DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, ConfigError, DetectorConfig
 from tests.conftest import stock_file
 
 
@@ -49,7 +49,7 @@ def test_debian_stock_file_loads() -> None:
 
 
 def test_debian_stock_ignore_file_reads() -> None:
-    from detector.config import read_ignore_file
+    from portsentinel.detector.config import read_ignore_file
 
     path = str(stock_file("portsentry", "etc/portsentry/portsentry.ignore.static"))
     networks, warnings = read_ignore_file(path)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from responder.actions import load_action
-from responder.jailconf import load
-from responder.portsentry import PortsentryImportError, convert
+from portsentinel.responder.actions import load_action
+from portsentinel.responder.jailconf import load
+from portsentinel.responder.portsentry import PortsentryImportError, convert
 from tests.conftest import ROOT, stock_file
 
 CLASSIC = '''# a PortSentry 1.2 set-up

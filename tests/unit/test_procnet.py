@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from detector.adapters import procnet
+from portsentinel.detector.adapters import procnet
 
 
 def test_listeners_and_connected_ports() -> None:

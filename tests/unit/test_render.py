@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from responder.render import (
+from portsentinel.responder.render import (
     RenderError,
     TemplateError,
     VarError,

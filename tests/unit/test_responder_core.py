@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from responder.bans import FOREVER, Ban, BanBook, bantime_for
-from responder.guard import NeverBan, PerMinuteCap
-from responder.jail import Failure, Jail
-from responder.jailconf import JailConfig, load, parse_duration, split_actions
-from responder.trust import journal_trusted
+from portsentinel.responder.bans import FOREVER, Ban, BanBook, bantime_for
+from portsentinel.responder.guard import NeverBan, PerMinuteCap
+from portsentinel.responder.jail import Failure, Jail
+from portsentinel.responder.jailconf import JailConfig, load, parse_duration, split_actions
+from portsentinel.responder.trust import journal_trusted
 
 
 def _conf(tmp_path: Path, text: str, local: str = "") -> Path:

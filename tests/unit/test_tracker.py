@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.tracker import SourceState, Tracker
+from portsentinel.detector.tracker import SourceState, Tracker
 
 DST = bytes([203, 0, 113, 1])
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from responder import trap as T
-from responder.actions import load_action
-from responder.adapters import nflog
-from responder.adapters.listening import listening_ports
-from responder.bans import BanBook
-from responder.engine import Engine, JailRuntime
-from responder.guard import NeverBan, PerMinuteCap
-from responder.jail import Jail
-from responder.jailconf import JailConfig, load
+from portsentinel.responder import trap as T
+from portsentinel.responder.actions import load_action
+from portsentinel.responder.adapters import nflog
+from portsentinel.responder.adapters.listening import listening_ports
+from portsentinel.responder.bans import BanBook
+from portsentinel.responder.engine import Engine, JailRuntime
+from portsentinel.responder.guard import NeverBan, PerMinuteCap
+from portsentinel.responder.jail import Jail
+from portsentinel.responder.jailconf import JailConfig, load
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,15 +1,16 @@
 #!/usr/bin/python3
-"""Build portsentinel.catalog from portsentinel.catalog.in and psrecord.MESSAGE_IDS (run from the source root).
+"""Build portsentinel.catalog from portsentinel.catalog.in and portsentinel.record.MESSAGE_IDS.
 
-Every event kind in psrecord.py must be explained, and nothing else: the build fails otherwise, so a new
+Run from the source root with PYTHONPATH set to the build tree.
+
+Every event kind in portsentinel/record.py must be explained, and nothing else: the build fails otherwise, so a new
 MESSAGE_ID cannot ship without its catalog entry.
 """
 
 import re
 import sys
 
-sys.path.insert(0, ".")
-import psrecord  # noqa: E402
+from portsentinel import record as psrecord
 
 template, output = sys.argv[1], sys.argv[2]
 ids = {event.value: msgid for event, msgid in psrecord.MESSAGE_IDS.items()}
@@ -31,7 +32,7 @@ with open(template, encoding="utf-8") as fh:
         out.append(line)
 missing = sorted(set(ids) - seen)
 if missing:
-    sys.exit(f"{template}: no catalog entry for event(s) {', '.join(missing)} (MESSAGE_IDS in psrecord.py)")
+    sys.exit(f"{template}: no catalog entry for event(s) {', '.join(missing)} (MESSAGE_IDS in portsentinel/record.py)")
 text = "".join(out).lstrip("\n")
 with open(output, "w", encoding="utf-8") as fh:
     fh.write(text)

@@ -1,11 +1,9 @@
 #!/usr/bin/python3
-"""bash completion for `portsentinel`, generated from its argparse definition (run from the source root)."""
+"""bash completion for `portsentinel`, generated from its argparse definition (PYTHONPATH: the build tree)."""
 
 import argparse
-import sys
 
-sys.path.insert(0, ".")
-from portsentinel.cli import build_parser  # noqa: E402
+from portsentinel.client.cli import build_parser
 
 
 def options(p: argparse.ArgumentParser) -> tuple[list[str], list[str], list[str]]:

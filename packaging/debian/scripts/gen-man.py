@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Man pages for the three commands, generated from their argparse definitions (run from the source root).
+"""Man pages for the three commands, generated from their argparse definitions (PYTHONPATH: build tree).
 
 argparse-manpage (Debian's python3-argparse-manpage) renders the parser; this script gives the page its
 section, a whatis line, a date and version, and appends the hand-written sections in man/<name>.extra.
@@ -10,24 +10,25 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
+
+import portsentinel
 
 PAGES = [
     # name, section, module, whatis
-    ("portsentinel-detector", "8", "detector.cli", "watch ports and report scans as structured records"),
-    ("portsentinel-responder", "8", "responder.cli", "ban the sources of portsentinel's records, per jail"),
-    ("portsentinel", "1", "portsentinel.cli", "control the portsentinel responder and run the pipeline"),
+    ("portsentinel-detector", "8", "portsentinel.detector.cli", "watch ports and report scans as structured records"),
+    ("portsentinel-responder", "8", "portsentinel.responder.cli",
+     "ban the sources of portsentinel's records, per jail"),
+    ("portsentinel", "1", "portsentinel.client.cli", "control the portsentinel responder and run the pipeline"),
 ]
 
 MACROS = "TH|SH|SS|TP|IP|HP|PP|LP|P|B|I|BR|IR|RB|RI|BI|IB|br|nf|fi|RS|RE|UR|UE"
 
 extra_dir, out_dir = sys.argv[1], sys.argv[2]
-with open("pyproject.toml", "rb") as fh:
-    version = tomllib.load(fh)["project"]["version"]
+version = portsentinel.__version__
 epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0")) or None
 when = datetime.datetime.fromtimestamp(epoch or 0, datetime.UTC) if epoch else datetime.datetime.now(datetime.UTC)
 date = when.strftime("%Y-%m-%d")
-env = dict(os.environ, PYTHONPATH=os.getcwd())
+env = dict(os.environ)
 os.makedirs(out_dir, exist_ok=True)
 for name, section, module, whatis in PAGES:
     roff = subprocess.run(["argparse-manpage", "--module", module, "--function", "build_parser",

@@ -1,4 +1,4 @@
-"""psrecord: the shared record schema — validation, canonical addresses, JSON lines, hostile names."""
+"""portsentinel.record: the shared record schema — validation, canonical addresses, JSON lines, hostile names."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import psrecord as R
+from portsentinel import record as R
 
 
 def base(**extra: object) -> dict[str, object]:

@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace, req: dict[str, Any]) -> dict[str, Any] | None:
-    from responder.adapters.control import request
+    from portsentinel.responder.adapters.control import request
 
     try:
         answer = request(args.socket, req)
@@ -144,19 +144,19 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def _config_dir(args: argparse.Namespace) -> Path:
     if args.config_dir:
         return Path(args.config_dir)
-    from responder.cli import default_config_dir
+    from portsentinel.responder.cli import default_config_dir
 
     return default_config_dir()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Every error of the detector's config and of every jail, filter and action, with file:line:key."""
-    from detector.config import load_config
-    from detector.settings import ConfigError, DetectorConfig
-    from responder.actions import load_action
-    from responder.filters import load_filter
-    from responder.inifile import IniError
-    from responder.jailconf import load
+    from portsentinel.detector.config import load_config
+    from portsentinel.detector.settings import ConfigError, DetectorConfig
+    from portsentinel.responder.actions import load_action
+    from portsentinel.responder.filters import load_filter
+    from portsentinel.responder.inifile import IniError
+    from portsentinel.responder.jailconf import load
 
     errors: list[str] = []
     if args.config:
@@ -203,10 +203,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_test_filter(args: argparse.Namespace) -> int:
     """Run a filter over a log file, a JSON-lines file, or journal entries, like fail2ban-regex."""
-    import psrecord as R
-    from responder.filters import filter_from_ini, load_filter
-    from responder.inifile import parse_args_spec, read_layered
-    from responder.testfilter import format_summary, run_lines, run_records, to_json
+    from portsentinel import record as R
+    from portsentinel.responder.filters import filter_from_ini, load_filter
+    from portsentinel.responder.inifile import parse_args_spec, read_layered
+    from portsentinel.responder.testfilter import format_summary, run_lines, run_records, to_json
 
     try:
         fname, fargs = parse_args_spec(args.filter)
@@ -255,7 +255,7 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
 
 def cmd_import_portsentry(args: argparse.Namespace) -> int:
     """Print jails equivalent to a classic portsentry.conf's KILL_* and BLOCK_* keys."""
-    from responder.portsentry import PortsentryImportError, convert
+    from portsentinel.responder.portsentry import PortsentryImportError, convert
 
     try:
         text = Path(args.file).read_text(encoding="utf-8", errors="replace")

@@ -181,7 +181,7 @@ def test_install(install: str) -> None:
         assert (pwd.getpwuid(st.st_uid).pw_name, st.st_mode & 0o7777) == (owner, mode), path
     assert not list(Path("/usr/lib/python3/dist-packages").glob("detector*"))
     # Byte-compiled at install (the units' file system is read-only).
-    assert list(Path("/usr/share/portsentinel/detector").glob("__pycache__/*.pyc"))
+    assert list(Path("/usr/share/portsentinel/portsentinel/detector").glob("__pycache__/*.pyc"))
 
 
 def test_units_verify(install: str) -> None:

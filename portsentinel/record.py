@@ -109,14 +109,28 @@ _V4_CANONICAL = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\
                            r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
 
 
+#: The only characters a plain address may hold: no zone id (``%eth0``), blank, bracket or control character.
+_ADDRESS_CHARS = frozenset("0123456789abcdefABCDEF.:")
+
+
 @functools.lru_cache(maxsize=4096)
 def canonical_address(text: str) -> str:
-    """Return the canonical text of an IPv4 or IPv6 address (v4-mapped v6 becomes v4); ValueError otherwise."""
+    """The canonical text of a plain IPv4 or IPv6 address; ValueError for anything else.
+
+    IPv4-mapped IPv6 (``::ffff:127.0.0.1``) becomes the IPv4 address, so every check (loopback, own address,
+    ignoreip) and every action sees one form. An IPv6 zone id (``fe80::1%eth0``), surrounding blanks, brackets
+    or any other character are refused: the result is only digits, hex letters, ``.`` and ``:``.
+    """
     if _V4_CANONICAL.fullmatch(text):
         return text
-    addr = ipaddress.ip_address(text.strip())
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
+    if not text or len(text) > 45 or not _ADDRESS_CHARS.issuperset(text):
+        raise ValueError(f"not a plain IPv4 or IPv6 address: {text[:60]!r}")
+    addr = ipaddress.ip_address(text)
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.scope_id is not None:  # unreachable with the character check; kept as the contract
+            raise ValueError(f"an IPv6 zone id is not part of an address: {text[:60]!r}")
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
     return str(addr)
 
 

@@ -5,7 +5,6 @@ The service feeds entries and the time in, and carries out what comes back (acti
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -130,7 +129,7 @@ class Engine:
         rt = self.jails.get(jail)
         if rt is None:
             raise KeyError(f"no such jail: {jail}")
-        ip = str(ipaddress.ip_address(ip.strip()))
+        ip = R.canonical_address(ip.strip())
         if self.book.get(jail, ip) is not None:
             return Decision("ignored", jail, ip, "already banned")
         return self._ban(rt, ip, now, 0, None, manual=True)
@@ -140,7 +139,7 @@ class Engine:
         if ip is None:
             bans = list(self.book.active.values())
         else:
-            bans = self.book.by_ip(str(ipaddress.ip_address(ip.strip())))
+            bans = self.book.by_ip(R.canonical_address(ip.strip()))
         for b in bans:
             self.book.remove(b.jail, b.ip)
             rt = self.jails.get(b.jail)

@@ -6,6 +6,8 @@ import ipaddress
 from collections import deque
 from collections.abc import Iterable
 
+from psrecord import canonical_address
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -17,13 +19,13 @@ class NeverBan:
         for kind, addrs in (("own address", own), ("default gateway", gateways), ("resolver", resolvers)):
             for a in addrs:
                 try:
-                    self.reasons.setdefault(str(ipaddress.ip_address(a)), kind)
+                    self.reasons.setdefault(canonical_address(a.split("%")[0]), kind)
                 except ValueError:
                     continue
 
     def why(self, ip: str, ignoreip: Iterable[IPNetwork] = (), ignoreself: bool = True) -> str | None:
         """The reason ``ip`` must not be banned, or None."""
-        addr = ipaddress.ip_address(ip)
+        addr = ipaddress.ip_address(canonical_address(ip))  # v4-mapped → v4; a zone id is refused
         if addr.is_loopback or addr.is_unspecified or addr.is_multicast:
             return "loopback, unspecified or multicast address"
         if ignoreself:

@@ -83,7 +83,8 @@ def accept_one(lst: Listener, banner: bytes) -> tuple[str, str] | None:
     except OSError as exc:
         log.debug("listener %s/%d: %s", lst.proto, lst.port, exc)
         return None
-    return str(peer[0]), str(local)
+    # The kernel names a link-local IPv6 peer with its zone (fe80::1%eth0); the address alone is the source.
+    return str(peer[0]).split("%", 1)[0], str(local).split("%", 1)[0]
 
 
 def close_all(listeners: list[Listener]) -> None:

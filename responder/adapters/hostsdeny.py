@@ -9,22 +9,20 @@ present, or removing one that is absent, changes nothing (idempotent). Only cano
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
 import tempfile
 from pathlib import Path
+
+from psrecord import canonical_address
 
 DEFAULT_FILE = "/etc/hosts.deny"
 DEFAULT_DAEMON = "ALL"
 
 
 def _canonical(ip: str) -> str:
-    addr = ipaddress.ip_address(ip.strip())
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return f"[{addr}]"  # hosts_access(5): IPv6 addresses in brackets
-    return str(addr)
+    """A plain address only (psrecord.canonical_address: no zone id, no blank, no control character)."""
+    addr = canonical_address(ip)
+    return f"[{addr}]" if ":" in addr else addr  # hosts_access(5): IPv6 addresses in brackets
 
 
 def _line(daemon: str, ip: str) -> str:

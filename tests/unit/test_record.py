@@ -114,7 +114,6 @@ def test_unknown_ps_fields_are_kept() -> None:
 
 @pytest.mark.parametrize("text,canon", [
     ("198.51.100.7", "198.51.100.7"),
-    (" 198.51.100.7\n", "198.51.100.7"),
     ("::ffff:198.51.100.7", "198.51.100.7"),
     ("::FFFF:C633:6407", "198.51.100.7"),
     ("2001:DB8:0:0::7", "2001:db8::7"),
@@ -190,6 +189,29 @@ def test_alert_message_wording() -> None:
 def test_canonical_address_refuses_non_canonical_quads(text: str) -> None:
     with pytest.raises(ValueError):
         R.canonical_address(text)
+
+
+HOSTILE_ADDRESSES = [
+    "fe80::1%x]\nALL: ALL\n#",  # a zone id carrying a hosts.deny line
+    "fe80::1%eth0", "fe80::1%1", "::1%lo",  # zone ids: not part of a ban address
+    " 198.51.100.7\n", "198.51.100.7\n", "\t::1", "198.51.100.7\x00", "198.51.100.7\r\nALL: ALL",
+    "[2001:db8::7]", "2001:db8::7]", "198.51.100.7/32 ", "198.51.100.7 ALL", "", "\x1b[31m1.2.3.4",
+    "::ffff:127.0.0.1%eth0", "1.2.3.4:80", "0x7f.1", "2001:db8::7\u200b",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_ADDRESSES)
+def test_canonical_address_refuses_anything_but_a_plain_address(text: str) -> None:
+    with pytest.raises(ValueError):
+        R.canonical_address(text)
+    with pytest.raises(R.RecordError, match="PS_SRC"):
+        R.validate(base(PS_SRC=text))
+
+
+@pytest.mark.parametrize("text,canon", [("::ffff:127.0.0.1", "127.0.0.1"), ("::FFFF:7F00:1", "127.0.0.1"),
+                                        ("0:0:0:0:0:ffff:a00:1", "10.0.0.1")])
+def test_mapped_addresses_become_ipv4_before_any_check(text: str, canon: str) -> None:
+    assert R.canonical_address(text) == canon
 
 
 def test_canonical_address_fast_path_agrees_with_ipaddress() -> None:

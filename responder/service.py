@@ -26,10 +26,12 @@ from .adapters.store import Store
 from .bans import FOREVER, Ban, BanBook
 from .engine import Decision, Engine, JailRuntime
 from .executor import Executor
+from .forgery import ForgeryTally, Report, writer_of
 from .guard import NeverBan, PerMinuteCap
 from .jail import Jail
 from .jailconf import JailConfig, ResponderConfig, load
 from .sources import Source
+from .trust import pushed_down
 
 log = logging.getLogger("portsentinel.responder")
 
@@ -68,6 +70,7 @@ class Responder:
         self.traps = KernelTraps(self.executor.runner, self.report)
         self.engine: Engine = Engine([], NeverBan(), self.book, self.store)
         self.config: ResponderConfig | None = None
+        self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (responder.forgery)
         usec = os.environ.get("WATCHDOG_USEC", "")
         self._watchdog = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else 0.0
         self._next_ping = 0.0
@@ -98,13 +101,31 @@ class Responder:
         if d.kind == "ban":
             return
         if d.kind == "forged":
-            self.report(R.Event.IGNORED, f"forged record ignored ({d.reason}) in jail {d.jail} for {d.ip}",
-                        PS_JAIL=d.jail, PS_SRC=d.ip, PS_DETAIL=d.reason)
+            first = self.forgeries.add(writer_of(d.fields, f"jail {d.jail}: {d.reason}"), d.jail, d.ip, d.reason,
+                                       time.time())
+            if first is not None:
+                self._forgery_report(first)
         elif d.kind == "invalid":
             self.report(R.Event.IGNORED, f"jail {d.jail}: {d.reason}", PS_JAIL=d.jail, PS_DETAIL=d.reason)
         else:
             self.report(R.Event.IGNORED, f"jail {d.jail}: {d.ip} not banned: {d.reason}", PS_JAIL=d.jail,
                         PS_SRC=d.ip, PS_DETAIL=d.reason)
+
+    def _forgery_report(self, r: Report) -> None:
+        every = f"{self.forgeries.interval:g}"
+        if r.first:
+            self.report(R.Event.IGNORED, f"forged record ignored ({r.reason}) in jail {r.jail} for {r.ip}; more "
+                                         f"from {r.writer} are counted and reported once every {every} s",
+                        PS_JAIL=r.jail, PS_SRC=r.ip, PS_DETAIL=f"forged=1 writer={r.writer}")
+        else:
+            self.report(R.Event.IGNORED, f"{r.count} more forged record(s) ignored from {r.writer} in "
+                                         f"{r.until - r.since:.0f} s (first: jail {r.jail}, {r.ip}: {r.reason})",
+                        PS_JAIL=r.jail, PS_DETAIL=f"forged={r.count} writer={r.writer}")
+
+    def forgeries_due(self, *, flush: bool = False) -> None:
+        now = time.time()
+        for r in self.forgeries.flush(now) if flush else self.forgeries.due(now):
+            self._forgery_report(r)
 
     # ------------------------------------------------------------------ setup
     def _never_ban(self) -> NeverBan:
@@ -158,10 +179,11 @@ class Responder:
             if name == "journal":
                 from .adapters.journal_source import JournalSource
 
-                matches: list[dict[str, str]] = []
+                matches: list[dict[str, str | tuple[str, ...]]] = []
                 for rt in rts:
                     # A jail without journalmatch needs every entry: an empty group matches all.
-                    matches.extend(getattr(rt.matcher, "journalmatch", []) or [{}])
+                    # …and the jail's trusted _UIDs pushed down: journald never hands over other users' forgeries.
+                    matches.extend(pushed_down(getattr(rt.matcher, "journalmatch", []) or [{}], rt.cfg))
                 src: Source = JournalSource(matches, name=name)
             else:
                 from .adapters.file_source import FileSource
@@ -319,6 +341,9 @@ class Responder:
             t = min(t, max(0.0, sync - time.monotonic()))
         if tarpit is not None:
             t = min(t, max(0.0, tarpit - time.time()))
+        forged = self.forgeries.next_due()
+        if forged is not None:
+            t = min(t, max(0.0, forged - time.time()))
         return t
 
     def run(self) -> None:
@@ -344,6 +369,7 @@ class Responder:
             if self._hup:
                 self.reload()
             self.expire()
+            self.forgeries_due()
             self.executor.retry_due()
             self.trap_tick()
             if self._watchdog and time.monotonic() >= self._next_ping:
@@ -377,6 +403,7 @@ class Responder:
         for jail in list(self.engine.jails):
             self.executor.stop(jail)
         self.traps.stop()
+        self.forgeries_due(flush=True)
         self.report(R.Event.STOP,
                     f"portsentinel-responder stopping: {len(self.book)} ban(s) kept in {self.store.path}")
         for src in self.sources.values():
@@ -402,7 +429,7 @@ class Responder:
         if jail and jail not in jails:
             return {"ok": False, "error": f"no such jail: {jail}"}
         return {"ok": True, "uptime": round(now - self.started, 1), "jails": jails, "errors": self.errors,
-                "banned": len(self.book)}
+                "banned": len(self.book), "forged": self.forgeries.total}
 
     def banned(self) -> dict[str, Any]:
         now = time.time()

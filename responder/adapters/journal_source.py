@@ -3,7 +3,9 @@
 This is the only module in ``responder/`` that imports ``systemd.journal``.
 
 - Matches are pushed down to sd-journal: a list of OR-ed groups, each group AND-ed ``FIELD=value`` terms
-  (fail2ban's ``journalmatch`` with ``+``). An empty list, or an empty group, matches everything.
+  (fail2ban's ``journalmatch`` with ``+``). An empty list, or an empty group, matches everything. A field
+  may carry several values (a tuple): sd-journal ORs them (the service passes a jail's trusted ``_UID``
+  values this way, so journald never hands over what other users forged).
 - Fields come back as journald's plain text: the raw ``bytes`` are decoded (UTF-8, invalid bytes replaced) and
   nothing is converted to ``datetime``/``UUID``/``int``; ``__REALTIME_TIMESTAMP`` and ``__MONOTONIC_TIMESTAMP``
   are decimal microseconds as ``journalctl -o export`` prints them; ``__CURSOR`` becomes ``Entry.cursor``.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from systemd import journal as _journal
@@ -77,17 +79,22 @@ def journal_readable(path: str | None = None) -> bool:
     return journal_problem(path) is None
 
 
-def _check_matches(matches: list[dict[str, str]]) -> list[list[str]]:
+#: One match group: FIELD → value, or FIELD → several values (OR-ed by sd-journal, e.g. trusted _UIDs).
+MatchGroup = Mapping[str, str | tuple[str, ...]]
+
+
+def _check_matches(matches: Sequence[MatchGroup]) -> list[list[str]]:
     groups: list[list[str]] = []
     for group in matches:
         terms: list[str] = []
-        for name, value in group.items():
+        for name, values in group.items():
             bare = name.lstrip("_")
             if not bare or len(name) > 64 or bare[0].isdigit() or not set(bare) <= _FIELD_CHARS:
                 raise ValueError(f"journal match: {name!r} is not a journal field name")
-            if "\n" in value:
-                raise ValueError(f"journal match: the value of {name} contains a newline")
-            terms.append(f"{name}={value}")
+            for value in (values,) if isinstance(values, str) else values:
+                if "\n" in value:
+                    raise ValueError(f"journal match: the value of {name} contains a newline")
+                terms.append(f"{name}={value}")
         if not terms:
             return []  # an empty group matches every entry, so the whole disjunction does
         groups.append(terms)
@@ -103,7 +110,7 @@ def _text(value: object) -> str:
 class JournalSource:
     """Follows the journal, filtered by ``matches``; entries carry journald's fields as text."""
 
-    def __init__(self, matches: list[dict[str, str]], *, path: str | None = None, name: str = "journal") -> None:
+    def __init__(self, matches: Sequence[MatchGroup], *, path: str | None = None, name: str = "journal") -> None:
         self.name = name
         self.path = path
         self._groups = _check_matches(matches)

@@ -127,15 +127,21 @@ def test_hostile_and_never_ban_records(lab: Lab, tmp_path: Path) -> None:
 
 
 def test_forged_records_ban_nothing(lab: Lab, tmp_path: Path, journald: str) -> None:
-    cfg = make_config(tmp_path, _jail(tmp_path, "nftables[name=scan]", "60"))
+    cfg = make_config(tmp_path, _jail(tmp_path, "nftables[name=scan]", "60")
+                      + "trusted_unit = portsentinel-detector.service\n")
     with ResponderProcess(lab.victim, tmp_path, cfg, backend="systemd") as resp:
         code = ("from systemd import journal; journal.send('attackalert: forged', SYSLOG_IDENTIFIER="
                 "'portsentinel-detector', PS_EVENT='scan', PS_SRC='198.51.100.66', PS_PROTO='tcp', PS_PORT='1')")
         subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", tool("python"), "-c",
                         code], check=True, timeout=30, cwd="/")
+        # trusted_uid (root) is pushed down into the journal match: the other user's record is never read.
+        # Root's record outside trusted_unit is read, refused as forged and reported (responder.forgery).
+        code2 = code.replace("198.51.100.66", "198.51.100.65")
+        subprocess.run([tool("python"), "-c", code2], check=True, timeout=30, cwd="/")
         forged = resp.wait_for(lambda r: r.get("PS_EVENT") == "ignored" and "forged" in r.get("MESSAGE", ""))
-        assert forged and forged[0]["PS_SRC"] == "198.51.100.66"
+        assert forged and forged[0]["PS_SRC"] == "198.51.100.65"
         assert resp.ask("banned")["bans"] == []
+        assert not [r for r in resp.records() if r.get("PS_SRC") == "198.51.100.66"]
         assert resp.stop() == 0
     # A JSON-lines file others may write is not trusted either.
     alerts = tmp_path / "alerts.jsonl"

@@ -130,3 +130,11 @@ def test_nftbatch_dedups_keeps_longest_and_falls_back() -> None:
         b2.add("s_v4 } ; flush ruleset", "10.0.0.1")
     with pytest.raises(ValueError):
         b2.add("s_v4", "10.0.0.1 } ; flush ruleset")
+
+
+def test_nftables_chain_exempts_loopback_and_own_addresses_before_its_drop_rules() -> None:
+    start = [" ".join(argv) for argv in load_action(SHIPPED, "nftables[name=web]", "webjail").argv("actionstart")]
+    rules = [s for s in start if s.startswith("nft add rule inet portsentinel web ")]
+    assert rules[:2] == ["nft add rule inet portsentinel web iif lo accept",
+                         "nft add rule inet portsentinel web fib saddr type local accept"]
+    assert [r.rsplit(" ", 1)[1] for r in rules[2:]] == ["drop", "drop"]

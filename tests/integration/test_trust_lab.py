@@ -110,8 +110,9 @@ def test_sshd_jail_trusts_only_root(mlab: Lab, tmp_path: Path, journald: str, bi
     with ResponderProcess(mlab.victim, tmp_path, cfg, backend="systemd") as resp:
         _as_sshd(bindir, line.format("198.51.100.31"), NOBODY)  # _COMM=sshd, _UID=65534
         _as_sshd(bindir, line.format("198.51.100.32"), [])  # _COMM=sshd, _UID=0
-        assert resp.wait_for(lambda r: r.get("PS_EVENT") == "ban" and r.get("PS_SRC") == "198.51.100.32"), \
-            resp.stderr()
+        banned = resp.wait_for(lambda r: r.get("PS_EVENT") == "ban" and r.get("PS_SRC") == "198.51.100.32", 20)
+        assert banned, (resp.stderr(), subprocess.run(["journalctl", "--no-pager", "-n", "15", "-o", "export"],
+                                                      capture_output=True, text=True).stdout[-6000:])
         bans = resp.ask("banned")["bans"]
         assert [(b["jail"], b["ip"]) for b in bans] == [("sshd", "198.51.100.32")]
         elements = mlab.victim.run(["nft", "list", "set", "inet", "portsentinel", "ssh_v4"]).stdout

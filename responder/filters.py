@@ -7,37 +7,41 @@ A filter is ``filter.d/NAME.conf`` read with :func:`responder.inifile.read_layer
 - ``journalmatch``: ``FIELD=value`` terms AND-ed, ``+`` starts an alternative (as ``journalctl``); checked
   on records only. A field named twice in one group is an OR of the values, as in journalctl.
 - ``hostfield``: (ours) the record field that holds the address, e.g. ``PS_SRC``; no regex needed.
-- ``prefregex`` (with ``<F-CONTENT>…</F-CONTENT>``), ``failregex`` (one per line), ``ignoreregex``.
-- ``datepattern``: ``{^LN-BEG}``, ``{NONE}``, ``{DEFAULT}`` or strptime-like patterns (``%Y %m %d %H %M %S
-  %b %a %f %z %y %e %k %ExY``); default: syslog and ISO dates anywhere in the line.
-- Tags: ``<HOST>`` (address or name; a name is never resolved: it is a miss), ``<ADDR>``, ``<IP4>``,
-  ``<IP6>``, ``<DNS>``, ``<F-NAME>…</F-NAME>`` groups, ``<F-ID/>``, ``<F-PORT/>``; ``<F-NOFAIL>`` and
-  ``<F-MLFGAINED>`` mark a match that is not a failure. Unsupported, rejected: ``<SKIPLINES>``,
-  ``maxlines`` > 1. ``<F-MLFID>``/``<F-MLFFORGET>`` are accepted as plain groups (no multi-line state).
+- ``prefregex`` (with ``<F-CONTENT>…</F-CONTENT>``), ``failregex`` (one per line), ``ignoreregex``, written
+  as fail2ban writes them (:mod:`responder.regexes`).
+- ``datepattern``: fail2ban's date detection (:mod:`responder.datedetect`).
+- ``maxlines``, ``<F-MLFID>``, ``<F-NOFAIL>``, ``<F-MLFGAINED>``, ``<F-MLFFORGET>``: state across lines
+  (:mod:`responder.multiline`), kept in the Filter object.
 
 Pure: no I/O except reading the filter's files; clocks are passed in.
 """
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from portsentinel import record as R
 
+from .datedetect import DateDetector
 from .inifile import KNOWN_PREFIX, Ini, IniError, Value, read_layered
+from .multiline import Hit, MatchState, Rules, TupleLine, find_failures
+from .regexes import compile_regex, has_failure_id
 
 DEFINITION = "Definition"
 INIT = "Init"
 #: Longest text a regex is run on; longer lines are a miss (bounds the cost of a hostile line).
 MAX_LINE = 8192
-MAX_TAG_REPLACEMENTS = 1000
+#: Tag expansion: at most this many nested levels, and this many characters.
+MAX_TAG_PASSES = 25
+MAX_EXPANDED = 1 << 20
+_CONF_TAG = re.compile(r"<([^ <>]+)>")
+#: A line without a date of its own inherits the last date seen this recently (seconds), as in fail2ban.
+LAST_DATE_AGE = 60.0
 
 
 class FilterError(IniError):
@@ -51,176 +55,31 @@ class Failure:
 
     host: str
     time: float | None
-    fields: Mapping[str, str]
+    fields: Mapping[str, Any]
     matched: str
     regex: int = -1  # index of the failregex that matched; -1 when the host came from ``hostfield``
 
 
-Kind = Literal["match", "ignored", "missed"]
+Kind = Literal["matched", "ignored", "missed"]
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a filter made of one entry: a failure, an ignored match, or a miss with its reason."""
+    """What a filter made of one entry: a failure, an ignored match, or a miss with its reason.
+
+    ``host``: the text captured as host (also for misses); ``time``: the entry's parsed time; ``user``: the
+    ``<F-USER>`` capture; ``regex``: index of the failregex (-1: none); ``fields``: every capture.
+    """
 
     kind: Kind
     reason: str = ""
     failure: Failure | None = None
-    host: str = ""  # the text captured as host, when there was one (also for misses)
+    host: str = ""
     regex: int = -1
-
-
-# -- regex tags ------------------------------------------------------------------------------------------
-_IP4 = r"(?:\d{1,3}\.){3}\d{1,3}"
-# Two to eight colon-separated hex groups with one optional "::"; validated by ipaddress afterwards.
-_IP6 = r"(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}(?<=[0-9a-fA-F:])"
-_DNS = r"[\w\-.^_]*\w"
-_IP4_G = rf"(?:::[fF]{{4,6}}:)?(?P<ip4>{_IP4})"
-_IP6_G = rf"(?P<ip6>{_IP6})"
-_ADDR_G = rf"\[?(?:{_IP4_G}|{_IP6_G})\]?"
-_DNS_G = rf"(?P<dns>{_DNS})"
-_HOST_G = rf"(?:{_ADDR_G}|{_DNS_G})"
-
-_SIMPLE_TAGS = {
-    "HOST": _HOST_G,
-    "ADDR": _ADDR_G,
-    "F-ADDR/": _ADDR_G,
-    "IP4": _IP4_G,
-    "F-IP4/": _IP4_G,
-    "IP6": _IP6_G,
-    "F-IP6/": _IP6_G,
-    "DNS": _DNS_G,
-    "F-DNS/": _DNS_G,
-    "F-ID/": r"(?P<fid>\S+)",
-    "F-PORT/": r"(?P<fport>\w+)",
-}
-_GROUP_ALIASES = {"id": "fid", "port": "fport"}
-_HOST_GROUPS = ("ip4", "ip6", "dns")
-_REGEX_TAG = re.compile(r"</?[\w\-]+/?>")
-_FTAG = re.compile(r"^(/?)F-([A-Z0-9_\-]+)$")
-_CONF_TAG = re.compile(r"<([^ <>]+)>")
-
-
-def translate_tags(regex: str) -> str:
-    """Replace fail2ban's regex tags with Python regex; unknown tags stay literal (as in fail2ban)."""
-    open_groups: set[str] = set()
-
-    def subst(m: re.Match[str]) -> str:
-        tag = m.group()
-        name = tag[1:-1]
-        if name == "SKIPLINES":
-            raise ValueError("<SKIPLINES> (multi-line matching) is not supported")
-        if name in _SIMPLE_TAGS:
-            return _SIMPLE_TAGS[name]
-        fm = _FTAG.match(name)
-        if fm is None:
-            return tag
-        closing, gname = fm.groups()
-        if closing:
-            return ")" if gname in open_groups else tag
-        open_groups.add(gname)
-        low = gname.lower().replace("-", "_")
-        return f"(?P<{_GROUP_ALIASES.get(low, low)}>"
-
-    return _REGEX_TAG.sub(subst, regex)
-
-
-# -- dates -----------------------------------------------------------------------------------------------
-_MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
-_DIRECTIVES = {
-    "%ExY": r"(?P<Y>20\d\d)",
-    "%Y": r"(?P<Y>\d{4})",
-    "%y": r"(?P<y>\d\d)",
-    "%m": r"(?P<m>1[0-2]|0?[1-9])",
-    "%d": r"(?P<d>3[01]|[12]\d|0?[1-9])",
-    "%e": r"(?P<d>3[01]|[12]\d| ?[1-9])",
-    "%H": r"(?P<H>2[0-3]|[01]?\d)",
-    "%k": r"(?P<H>2[0-3]|[01]?\d| \d)",
-    "%M": r"(?P<M>[0-5]\d)",
-    "%S": r"(?P<S>[0-5]\d|60)",
-    "%f": r"(?P<f>\d{1,6})",
-    "%b": r"(?P<b>(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))",
-    "%a": r"(?:(?i:mon|tue|wed|thu|fri|sat|sun))",
-    "%z": r"(?P<z>Z|[+-]\d\d:?\d\d)",
-    "%%": "%",
-}
-_DIRECTIVE_RE = re.compile("|".join(re.escape(k) for k in sorted(_DIRECTIVES, key=len, reverse=True)))
-_SYSLOG = "(?:%a )?%b %e %k:%M:%S(?:\\.%f)?(?: %ExY)?"
-_ISO = "%ExY-%m-%d(?:T| {1,2})%H:%M:%S(?:[.,]%f)?(?:\\s*%z)?"
-_LN_BEG = "{^LN-BEG}"
-
-
-def _date_regex(pattern: str) -> re.Pattern[str]:
-    anchored = pattern.startswith(_LN_BEG)
-    body = pattern[len(_LN_BEG) :] if anchored else pattern
-    rx = _DIRECTIVE_RE.sub(lambda m: _DIRECTIVES[m.group()], body)
-    if anchored:
-        rx = r"^\s*" + rx
-    elif not rx.startswith("^"):
-        rx = r"(?<![\w])" + rx
-    return re.compile(rx + r"(?![\w])")
-
-
-@dataclass(frozen=True)
-class DateRule:
-    """Finds, parses and strips the date of a plain log line. No patterns: no date (``{NONE}``)."""
-
-    patterns: tuple[re.Pattern[str], ...]
-
-    @classmethod
-    def parse(cls, text: str) -> DateRule:
-        pats: list[re.Pattern[str]] = []
-        for raw in (t.strip() for t in text.split("\n")):
-            if not raw:
-                continue
-            if raw == "{NONE}":
-                return cls(())
-            if raw in ("{^LN-BEG}", "{DEFAULT}"):
-                prefix = _LN_BEG if raw == "{^LN-BEG}" else ""
-                pats += [_date_regex(prefix + _SYSLOG), _date_regex(prefix + _ISO)]
-            elif "{DATE}" in raw or raw.upper() in ("EPOCH", "LEPOCH", "TAI64N"):
-                raise ValueError(f"datepattern {raw!r} is not supported (use %-directives)")
-            else:
-                pats.append(_date_regex(raw))
-        if not pats:
-            pats = [_date_regex(_SYSLOG), _date_regex(_ISO)]
-        return cls(tuple(pats))
-
-    def strip(self, line: str, now: float) -> tuple[str, float | None]:
-        """The line without its date (text before and after it joined) and the date's epoch time."""
-        for pat in self.patterns:
-            m = pat.search(line)
-            if m is None:
-                continue
-            stamp = _to_epoch(m.groupdict(), now)
-            if stamp is None:
-                continue
-            return line[: m.start()] + line[m.end() :], stamp
-        return line, None
-
-
-def _to_epoch(g: Mapping[str, str | None], now: float) -> float | None:
-    try:
-        num_month = g.get("m")
-        month = int(num_month) if num_month else _MONTHS[(g.get("b") or "").lower()]
-        day = int((g.get("d") or "").strip())
-        hour, minute = int((g.get("H") or "0").strip()), int(g.get("M") or 0)
-        second = min(int(g.get("S") or 0), 59)
-        frac = int((g.get("f") or "0").ljust(6, "0"))
-        short = g.get("y")
-        year_txt = g.get("Y") or (("20" + short) if short else None)
-        year = int(year_txt) if year_txt else time.localtime(now).tm_year
-        stamp = dt.datetime(year, month, day, hour, minute, second, frac)
-    except (KeyError, ValueError):
-        return None
-    z = g.get("z")
-    if z:
-        offset = 0 if z == "Z" else (int(z[1:3]) * 60 + int(z[-2:])) * (1 if z[0] == "+" else -1)
-        return calendar.timegm(stamp.timetuple()) - offset * 60 + frac / 1e6
-    epoch = time.mktime(stamp.timetuple()) + frac / 1e6
-    if not year_txt and epoch > now + 86400:  # a year-less date in the future is last year's (as fail2ban)
-        epoch = time.mktime(stamp.replace(year=year - 1).timetuple()) + frac / 1e6
-    return epoch
+    time: float | None = None
+    user: str = ""
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    also: tuple[int, ...] = ()  # other failregexes that found a failure too (only in check_all mode)
 
 
 _FIELD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
@@ -288,15 +147,16 @@ def record_time(fields: Mapping[str, str]) -> float | None:
 # -- compiled rules --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Rules:
-    prefregex: re.Pattern[str] | None
-    failregex: tuple[re.Pattern[str], ...]
-    ignoreregex: tuple[re.Pattern[str], ...]
-    dates: DateRule
+    match: Rules
+    dates: DateDetector | None  # None: {NONE}
 
 
 @dataclass
 class Filter:
-    """A loaded filter. Use :meth:`examine_record` / :meth:`examine_line` for the reason of a miss."""
+    """A loaded filter with its multi-line state. :meth:`examine_record` / :meth:`examine_line` say why.
+
+    ``check_all`` is fail2ban's test mode (every failregex is tried; used by the sample suite).
+    """
 
     name: str
     path: str
@@ -304,6 +164,9 @@ class Filter:
     hostfield: str
     line_rules: _Rules
     record_rules: _Rules
+    check_all: bool = False
+    line_state: MatchState = field(default_factory=MatchState)
+    record_state: MatchState = field(default_factory=MatchState)
 
     # --- records (journal or JSON lines) ---
     def match_record(self, record: Mapping[str, str], now: float | None = None) -> Failure | None:
@@ -315,13 +178,19 @@ class Filter:
         ):
             return Verdict("missed", "journalmatch not satisfied")
         stamp = record_time(record)
+        text = journal_line(record)
         if self.hostfield and self.hostfield in record:
-            text = journal_line(record)
-            if _search_any(self.record_rules.ignoreregex, text[:MAX_LINE] + "\n") is not None:
-                return Verdict("ignored", "ignoreregex matched")
-            raw = record[self.hostfield]
-            return _failure(raw, stamp, dict(record), record.get(R.F_MESSAGE, ""), -1)
-        return self._examine_text(self.record_rules, journal_line(record), stamp, dict(record))
+            if any(p.search(text[:MAX_LINE] + "\n") for p in self.record_rules.match.ignoreregex):
+                return Verdict("ignored", "ignoreregex matched", time=stamp)
+            return _verdict(record[self.hostfield], stamp, dict(record), record.get(R.F_MESSAGE, ""), -1)
+        return self.examine_entry(text, stamp, now)
+
+    def examine_entry(self, text: str, stamp: float | None, now: float | None = None) -> Verdict:
+        """A journal entry already formatted as one line, whose time is known (no date detection)."""
+        if len(text) > MAX_LINE:
+            return Verdict("missed", f"text longer than {MAX_LINE} characters", time=stamp)
+        clock = time.time() if now is None else now
+        return self._examine(self.record_rules, self.record_state, ("", "", text), stamp, clock)
 
     # --- plain log lines ---
     def match_line(self, line: str, now: float | None = None) -> Failure | None:
@@ -331,53 +200,71 @@ class Filter:
         line = line.rstrip("\r\n")
         if len(line) > MAX_LINE:
             return Verdict("missed", f"line longer than {MAX_LINE} characters")
-        text, stamp = self.line_rules.dates.strip(line, time.time() if now is None else now)
-        return self._examine_text(self.line_rules, text, stamp, {})
+        clock = time.time() if now is None else now
+        tup, stamp = self._split_date(line, clock)
+        return self._examine(self.line_rules, self.line_state, tup, stamp, clock)
 
-    def _examine_text(self, rules: _Rules, text: str, stamp: float | None, base: dict[str, str]) -> Verdict:
-        if not rules.failregex:
-            return Verdict("missed", "filter has no failregex")
-        if len(text) > MAX_LINE:
-            return Verdict("missed", f"text longer than {MAX_LINE} characters")
-        buf = text + "\n"
-        groups: dict[str, str] = {}
-        if rules.prefregex is not None:
-            pm = rules.prefregex.search(buf)
-            if pm is None:
-                return Verdict("missed", "prefregex did not match")
-            groups = {k: v for k, v in pm.groupdict().items() if v is not None}
-            buf = groups.pop("content", "") + "\n"
-        found = _search_any(rules.failregex, buf)
+    def _split_date(self, line: str, now: float) -> tuple[TupleLine, float | None]:
+        """fail2ban's processLine: cut the date out; a line without one may inherit the last date."""
+        st = self.line_state
+        dates = self.line_rules.dates
+        found = dates.find(line, now) if dates is not None else (0, 0, None)
+        recent = st.last_date is not None and st.last_date > now - LAST_DATE_AGE
         if found is None:
-            return Verdict("missed", "no failregex matched")
-        index, m = found
-        groups.update({k: v for k, v in m.groupdict().items() if v is not None})
-        if _search_any(rules.ignoreregex, buf) is not None:
-            return Verdict("ignored", "ignoreregex matched", regex=index)
-        host = next((groups[g] for g in _HOST_GROUPS if g in groups), "")
-        if groups.get("nofail") or groups.get("mlfgained"):
-            return Verdict("ignored", "matched a no-failure pattern (F-NOFAIL / F-MLFGAINED)", host=host,
-                           regex=index)
-        if not host:
-            return Verdict("missed", f"failregex {index} matched but captured no host", regex=index)
-        return _failure(host, stamp, {**base, **groups}, m.group(0).rstrip("\n"), index)
+            tup: TupleLine = ("", "", line)
+            stamp = None
+        else:
+            start, end, stamp = found
+            tup = (line[:start], line[start:end], line[end:])
+            if start < end:
+                if stamp is not None:
+                    st.last_date, st.last_date_text = stamp, tup[1]
+                return tup, stamp
+            if recent:
+                return ("", st.last_date_text, line), st.last_date
+            return tup, now
+        if recent:
+            return ("", st.last_date_text, line), st.last_date
+        return tup, stamp
+
+    def _examine(self, rules: _Rules, state: MatchState, tup: TupleLine, stamp: float | None,
+                 now: float) -> Verdict:
+        if not rules.match.failregex:
+            return Verdict("missed", "filter has no failregex", time=stamp)
+        hits, reason = find_failures(rules.match, state, tup, stamp, now=now, check_all=self.check_all)
+        real = [h for h in hits if h.fid is not None and not h.nofail]
+        if not real:
+            if reason.startswith("no failregex") or reason.startswith("prefregex"):
+                return Verdict("missed", reason, time=stamp)
+            some = hits[0] if hits else None
+            return Verdict("ignored", reason or "matched a no-failure or pending pattern", time=stamp,
+                           regex=some.regex if some else -1, user=_user(some.fail) if some else "",
+                           fields=some.fail if some else {})
+        hit = real[0]
+        text = "\n".join(hit.fail.get("matches", [])[-1:]) or (tup[0] + tup[2])
+        v = _verdict(_host_of(hit), stamp, hit.fail, text, hit.regex)
+        return replace(v, also=tuple(h.regex for h in real[1:])) if len(real) > 1 else v
 
 
-def _search_any(patterns: tuple[re.Pattern[str], ...], buf: str) -> tuple[int, re.Match[str]] | None:
-    for i, pat in enumerate(patterns):
-        m = pat.search(buf)
-        if m is not None:
-            return i, m
-    return None
+def _host_of(hit: Hit) -> str:
+    ip = hit.fail.get("ip")
+    return str(ip) if ip is not None else str(hit.fid)
 
 
-def _failure(raw: str, stamp: float | None, fields: dict[str, str], matched: str, index: int) -> Verdict:
+def _user(fail: Mapping[str, Any]) -> str:
+    user = fail.get("user")
+    return user if isinstance(user, str) else ""
+
+
+def _verdict(raw: str, stamp: float | None, fields: Mapping[str, Any], matched: str, index: int) -> Verdict:
+    user = _user(fields)
     try:
         host = R.canonical_address(raw)
     except ValueError:
         return Verdict("missed", f"host {raw[:80]!r} is not an IP address (names are never resolved)",
-                       host=raw, regex=index)
-    return Verdict("match", failure=Failure(host, stamp, fields, matched, index), host=host, regex=index)
+                       host=raw, regex=index, time=stamp, user=user, fields=fields)
+    return Verdict("matched", failure=Failure(host, stamp, fields, matched, index), host=host, regex=index,
+                   time=stamp, user=user, fields=fields)
 
 
 # -- loading ---------------------------------------------------------------------------------------------
@@ -428,64 +315,72 @@ class _Options:
         return None if text is None else self.expand(key, text)
 
     def expand(self, key: str, text: str) -> str:
-        count: dict[str, int] = {}
-        pos = 0
-        while True:
-            m = _CONF_TAG.search(text, pos)
-            if m is None:
+        """Replace ``<name>`` tags pass by pass (innermost first, so ``<rules-<mode>>`` works)."""
+        for _ in range(MAX_TAG_PASSES):
+            changed = False
+
+            def subst(m: re.Match[str]) -> str:
+                nonlocal changed
+                name = m.group(1)
+                repl = self.raw(name)
+                if repl is None:
+                    return m.group()
+                if name == key.lower():
+                    raise self.error(key, f"tag <{name}> refers to itself")
+                changed = True
+                return repl
+
+            text = _CONF_TAG.sub(subst, text)
+            if not changed:
                 return text
-            name = m.group(1)
-            repl = None if name == key.lower() else self.raw(name)
-            if name == key.lower() and self.raw(name) is not None:
-                raise self.error(key, f"tag <{name}> refers to itself")
-            if repl is None:
-                pos = m.end()
-                continue
-            count[name] = count.get(name, 0) + 1
-            if count[name] > 25 or sum(count.values()) > MAX_TAG_REPLACEMENTS:
-                raise self.error(key, f"tag <{name}> expands recursively")
-            text = text[: m.start()] + repl + text[m.end() :]
-            pos = 0
+            if len(text) > MAX_EXPANDED:
+                break
+        raise self.error(key, "tags expand recursively (or beyond 1 MB)")
 
 
-def _compile(opts: _Options, key: str, text: str, index: int) -> re.Pattern[str]:
+def _compile(opts: _Options, key: str, text: str, index: int, multiline: bool = False) -> Any:
     v = opts.where(key)
     raw_lines = [t.strip() for t in v.text.split("\n")]
     line = v.line_of(raw_lines.index(text)) if text in raw_lines else v.line
     try:
-        return re.compile(translate_tags(text))
-    except (re.error, ValueError) as exc:
+        return compile_regex(text, multiline=multiline)
+    except (re.error, ValueError, OverflowError, RecursionError) as exc:
         raise opts.error(key, f"regex {index + 1} does not compile: {exc}: {text[:120]!r}", line) from None
 
 
-def _regex_list(opts: _Options, key: str) -> tuple[re.Pattern[str], ...]:
+def _regex_list(opts: _Options, key: str, multiline: bool) -> tuple[Any, ...]:
     text = opts.get(key) or ""
     lines = [t for t in (s.strip() for s in text.split("\n"))]
-    return tuple(_compile(opts, key, t, i) for i, t in enumerate(lines) if t)
+    return tuple(_compile(opts, key, t, i, multiline) for i, t in enumerate(lines) if t)
 
 
-def _has_host(pat: re.Pattern[str]) -> bool:
-    # F-MLFID lets fail2ban take the host from an earlier line of the same session; we accept such a
-    # regex (stock sshd.conf has some), and a match that captures no host is a miss.
-    return any(g in pat.groupindex for g in (*_HOST_GROUPS, "fid", "mlfid"))
+def _maxlines(opts: _Options) -> int:
+    text = (opts.get("maxlines") or "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or not 0 < int(text) <= 1000:
+        raise opts.error("maxlines", f"maxlines = {text}: a number from 1 to 1000")
+    return int(text)
 
 
 def _rules(opts: _Options, hostfield: str) -> _Rules:
+    maxlines = _maxlines(opts)
+    multi = maxlines > 1
     pref_text = opts.get("prefregex")
-    pref = _compile(opts, "prefregex", pref_text, 0) if pref_text and pref_text.strip() else None
+    pref = _compile(opts, "prefregex", pref_text, 0, multi) if pref_text and pref_text.strip() else None
     if pref is not None and "content" not in pref.groupindex:
         raise opts.error("prefregex", "prefregex needs <F-CONTENT>...</F-CONTENT>")
-    fails = _regex_list(opts, "failregex")
+    fails = _regex_list(opts, "failregex", multi)
     for i, pat in enumerate(fails):
-        if not _has_host(pat) and not (pref is not None and _has_host(pref)):
-            raise opts.error("failregex", f"regex {i + 1} has no <HOST>, <ADDR>, <IP4>, <IP6> or <F-ID/>")
+        if not has_failure_id(pat) and not (pref is not None and has_failure_id(pref)):
+            raise opts.error("failregex", f"regex {i + 1} has no <HOST>, <ADDR>, <IP4>, <IP6>, <F-ID> or <F-MLFID>")
     if not fails and not hostfield:
         raise opts.error("failregex", "a filter needs a failregex or a hostfield")
     try:
-        dates = DateRule.parse(opts.get("datepattern") or "")
+        dates = DateDetector.parse(opts.get("datepattern") or "")
     except ValueError as exc:
         raise opts.error("datepattern", str(exc)) from None
-    return _Rules(pref, fails, _regex_list(opts, "ignoreregex"), dates)
+    return _Rules(Rules(pref, fails, _regex_list(opts, "ignoreregex", multi), maxlines), dates)
 
 
 def filter_path(filter_dir: Path, name: str) -> Path:
@@ -509,9 +404,6 @@ def filter_from_ini(ini: Ini, name: str, args: Mapping[str, str]) -> Filter:
     fixed = {k.lower() for k in args} & {"logtype"}
     line_opts = _Options(ini, args, None if fixed else "file")
     rec_opts = _Options(ini, args, None if fixed else "journal")
-    maxlines = line_opts.get("maxlines")
-    if maxlines and maxlines.strip() not in ("", "1"):
-        raise line_opts.error("maxlines", f"maxlines = {maxlines.strip()}: multi-line matching is not supported")
     hostfield = (line_opts.get("hostfield") or "").strip()
     if hostfield and not _field_name(hostfield):
         raise line_opts.error("hostfield", f"{hostfield!r} is not a journal field name")

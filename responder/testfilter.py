@@ -14,13 +14,14 @@ from .filters import Filter, Verdict
 
 #: Bumped only when the JSON document changes incompatibly.
 JSON_VERSION = 1
-#: How many lines of each kind the result keeps (counts are always complete).
+#: How many entries the result keeps (counts are always complete); ``None`` keeps every entry.
 DEFAULT_KEEP = 1000
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One examined entry: 1-based number in the input, verdict kind, host, reason, text (for lines)."""
+    """One examined entry: 1-based number in the input, verdict kind (matched, ignored, missed), host,
+    reason, text, failregex index (-1: none), the entry's parsed time (None: none) and ``<F-USER>``."""
 
     number: int
     kind: str
@@ -28,6 +29,8 @@ class Entry:
     reason: str
     text: str
     regex: int
+    time: float | None = None
+    user: str = ""
 
 
 @dataclass
@@ -44,9 +47,9 @@ class FilterRun:
     entries: list[Entry] = field(default_factory=list)
     truncated: bool = False
 
-    def add(self, number: int, verdict: Verdict, text: str, keep: int) -> None:
+    def add(self, number: int, verdict: Verdict, text: str, keep: int | None) -> None:
         self.lines += 1
-        if verdict.kind == "match":
+        if verdict.kind == "matched":
             self.matched += 1
             assert verdict.failure is not None
             self.hosts[verdict.failure.host] = self.hosts.get(verdict.failure.host, 0) + 1
@@ -54,16 +57,17 @@ class FilterRun:
             self.ignored += 1
         else:
             self.missed += 1
-        if verdict.kind == "match" and verdict.regex >= 0:
+        if verdict.kind == "matched" and verdict.regex >= 0:
             self.regex_hits[verdict.regex] = self.regex_hits.get(verdict.regex, 0) + 1
-        if len(self.entries) < keep:
-            self.entries.append(Entry(number, verdict.kind, verdict.host, verdict.reason, text, verdict.regex))
+        if keep is None or len(self.entries) < keep:
+            self.entries.append(Entry(number, verdict.kind, verdict.host, verdict.reason, text, verdict.regex,
+                                      verdict.time, verdict.user))
         else:
             self.truncated = True
 
 
 def run_lines(flt: Filter, lines: Iterable[str], *, now: float, source: str = "-",
-               keep: int = DEFAULT_KEEP) -> FilterRun:
+              keep: int | None = DEFAULT_KEEP) -> FilterRun:
     """Plain log lines (blank lines and lines starting with ``#`` are skipped, as fail2ban-regex does)."""
     result = FilterRun(flt.name, source)
     for number, raw in enumerate(lines, start=1):
@@ -76,7 +80,7 @@ def run_lines(flt: Filter, lines: Iterable[str], *, now: float, source: str = "-
 
 
 def run_records(flt: Filter, records: Iterable[Mapping[str, str]], *, source: str = "journal",
-                 keep: int = DEFAULT_KEEP) -> FilterRun:
+                 keep: int | None = DEFAULT_KEEP) -> FilterRun:
     """Journal entries or JSON-lines records (field name → text)."""
     result = FilterRun(flt.name, source)
     for number, rec in enumerate(records, start=1):
@@ -128,7 +132,7 @@ def to_json(result: FilterRun) -> str:
         "truncated": result.truncated,
         "entries": [
             {"n": e.number, "kind": e.kind, "host": e.host, "reason": e.reason, "regex": e.regex + 1,
-             "text": e.text}
+             "text": e.text, "time": e.time, "user": e.user}
             for e in result.entries
         ],
     }

@@ -1,0 +1,129 @@
+"""fail2ban's regular expressions as it writes them → compiled Python patterns.
+
+Before compiling, fail2ban rewrites a failregex / ignoreregex / prefregex in three ways, and so do we:
+
+- tags: ``<HOST>``, ``<ADDR>``, ``<IP4>``, ``<IP6>``, ``<DNS>``, ``<CIDR>``, ``<SUBNET>`` (and their
+  ``<F-…/>`` forms), ``<F-ID/>``, ``<F-PORT/>``, ``<SKIPLINES>`` (multi-line), and ``<F-NAME>…</F-NAME>``
+  named groups (``<F-USER>`` → group ``user``; ``<F-ID>`` → ``fid``; ``<F-PORT>`` → ``fport``). A closing
+  tag that was never opened, and any other ``<word>``, stay literal.
+- inline flags inside a group: ``((?i)a|b)`` and ``(?:(?i)a|b)`` become the scoped ``(?i:a|b)``, which Python
+  accepts in the middle of a pattern (a global flag there is an error since Python 3.11).
+- groups named ``alt_NAME[_N]`` fill ``NAME`` when it is empty; ``tuple_NAME[_N]`` join into a tuple with
+  ``NAME`` (see :func:`match_groups`).
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+
+# An IPv4 or IPv6 address as fail2ban spells it; ipaddress validates it afterwards.
+IP4 = r"(?:\d{1,3}\.){3}\d{1,3}"
+IP6 = r"(?:[0-9a-fA-F]{1,4}::?|::){1,7}(?:[0-9a-fA-F]{1,4}|(?<=:):)"
+_IP4_G = rf"(?:::f{{4,6}}:)?(?P<ip4>{IP4})"
+_IP6_G = rf"(?P<ip6>{IP6})"
+_DNS_G = r"(?P<dns>[\w\-.^_]*\w)"
+_CIDR_G = r"(?P<cidr>\d+)"
+ADDR_G = rf"\[?(?:{_IP4_G}|{_IP6_G})\]?"
+HOST_G = rf"(?:{ADDR_G}|{_DNS_G})"
+_SUBNET_G = rf"\[?(?:{_IP4_G}|{_IP6_G})(?:/{_CIDR_G})?\]?"
+
+_SIMPLE_TAGS = {
+    "HOST": HOST_G,
+    "ADDR": ADDR_G, "F-ADDR/": ADDR_G,
+    "IP4": _IP4_G, "F-IP4/": _IP4_G,
+    "IP6": _IP6_G, "F-IP6/": _IP6_G,
+    "DNS": _DNS_G, "F-DNS/": _DNS_G,
+    "CIDR": _CIDR_G, "F-CIDR/": _CIDR_G,
+    "SUBNET": _SUBNET_G, "F-SUBNET/": _SUBNET_G,
+    "F-ID/": r"(?P<fid>\S+)",
+    "F-PORT/": r"(?P<fport>\w+)",
+}
+_GROUP_ALIASES = {"id": "fid", "port": "fport"}
+#: Groups that identify a failure (the host groups, ``fid``), in fail2ban's order of preference.
+FAILURE_ID_GROUPS = ("fid", "ip4", "ip6", "dns")
+HOST_GROUPS = ("ip4", "ip6", "dns")
+_REGEX_TAG = re.compile(r"</?[\w\-]+/?>")
+_FTAG = re.compile(r"^(/?)F-([A-Z0-9_\-]+)$")
+# "(" or "(?:" directly followed by a flags-only group such as "(?i)": the flags then scope that group.
+_INNER_FLAGS = re.compile(r"(?<!\\)\((?:\?:)?(\(\?[a-z]+)\)")
+_COMPOSED = re.compile(r"^(alt_|tuple_)(.*?)(?:_\d+)?$")
+
+
+def group_name(tag: str) -> str:
+    """``USER`` → ``user``, ``ALT_USER`` → ``alt_user``, ``ID`` → ``fid``."""
+    low = tag.lower()
+    return _GROUP_ALIASES.get(low, low)
+
+
+def translate(regex: str) -> str:
+    """A fail2ban regex → a Python regex (tags replaced, inline flags scoped)."""
+    open_tags: set[str] = set()
+    skiplines = [0]
+
+    def subst(m: re.Match[str]) -> str:
+        tag = m.group()
+        name = tag[1:-1]
+        if name == "SKIPLINES":
+            n = skiplines[0]
+            skiplines[0] += 1
+            return rf"\n(?P<skiplines{n}>(?:(?:.*\n)*?))"
+        simple = _SIMPLE_TAGS.get(name)
+        if simple is not None:
+            return simple
+        fm = _FTAG.match(name)
+        if fm is None:
+            return tag
+        closing, gname = fm.groups()
+        if closing:
+            return ")" if gname in open_tags else tag
+        open_tags.add(gname)
+        return f"(?P<{group_name(gname)}>"
+
+    out = _REGEX_TAG.sub(subst, regex)
+    return _INNER_FLAGS.sub(r"\1:", out)
+
+
+def compile_regex(regex: str, *, multiline: bool = False) -> re.Pattern[str]:
+    """Translate and compile; raises ``re.error`` (or ValueError for an empty regex)."""
+    if not regex.strip():
+        raise ValueError("empty regex")
+    return re.compile(translate(regex), re.MULTILINE if multiline else 0)
+
+
+def match_groups(m: re.Match[str]) -> dict[str, str | tuple[str | None, ...]]:
+    """The match's named groups that matched, with ``alt_``/``tuple_`` groups folded into their target."""
+    raw = m.groupdict()
+    out: dict[str, str | tuple[str | None, ...]] = {k: v for k, v in raw.items() if v is not None}
+    composed = sorted(k for k in raw if k.startswith(("alt_", "tuple_")))
+    for key in composed:
+        cm = _COMPOSED.match(key)
+        if cm is None:
+            continue
+        kind, target = cm.group(1), group_name(cm.group(2))
+        value = raw[key]
+        if kind == "alt_":
+            if value and not out.get(target):
+                out[target] = value
+        else:
+            cur = out.get(target)
+            out[target] = (*cur, value) if isinstance(cur, tuple) else (cur, value)
+    return out
+
+
+def has_failure_id(pat: re.Pattern[str]) -> bool:
+    """A failregex must capture a host, an ``<F-ID>`` or an ``<F-MLFID>`` (fail2ban's rule)."""
+    return any(g in pat.groupindex for g in (*FAILURE_ID_GROUPS, "mlfid"))
+
+
+def skipped_lines(m: re.Match[str]) -> list[str]:
+    """The lines a ``<SKIPLINES>`` tag consumed in this match."""
+    text = ""
+    n = 0
+    while f"skiplines{n}" in m.re.groupindex:
+        part = m.group(f"skiplines{n}")
+        if part is not None:
+            text += part
+        n += 1
+    return text.splitlines()

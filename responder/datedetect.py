@@ -190,7 +190,7 @@ def pattern_template(pattern: str) -> Template:
     if epoch:
         long_form = bool(epoch.group(1))
         inner = _LEPOCH_RE if long_form else _EPOCH_RE
-        regex, anchored = _bounded("(" + _EPOCH_TAG.sub(f"({inner})", body) + ")", begin_mode, end)
+        regex, anchored = _bounded("(" + _EPOCH_TAG.sub(_replacer(f"({inner})"), body) + ")", begin_mode, end)
         return Template(pattern, _compile(regex, pattern), "lepoch" if long_form else "epoch", 2, anchored)
 
     def directive(m: re.Match[str]) -> str:
@@ -323,7 +323,7 @@ class DateDetector:
         tpl.hits += 1
         tpl.distance = m.start()
         self._last_distance = m.start()
-        start, end = m.start(tpl.group), m.end(tpl.group)
+        start, end = m.start(1), m.end(1)
         if start < 0:
             return None
         if start == end:

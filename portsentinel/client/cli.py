@@ -232,9 +232,9 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
                         records.append(dict(R.from_json_line(line).fields))
                     except R.RecordError as exc:
                         print(f"warning: {path}:{number}: {exc}", file=sys.stderr)
-                result = run_records(flt, records, source=str(path))
+                result = run_records(flt, records, source=str(path), keep=args.keep)
             else:
-                result = run_lines(flt, fh, now=time.time(), source=str(path))
+                result = run_lines(flt, fh, now=time.time(), source=str(path), keep=args.keep)
     elif "=" in source:
         proc = subprocess.run(["journalctl", "--no-pager", "-o", "json", *source.split()],
                               capture_output=True, text=True)
@@ -245,7 +245,7 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
         for line in proc.stdout.splitlines():
             obj = json.loads(line)
             recs.append({k: v for k, v in obj.items() if isinstance(v, str)})
-        result = run_records(flt, recs, source=f"journal {source}")
+        result = run_records(flt, recs, source=f"journal {source}", keep=args.keep)
     else:
         print(f"portsentinel: {source}: no such file, and not a journal match (FIELD=value)", file=sys.stderr)
         return 2
@@ -304,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     tf.add_argument("--config-dir", metavar="DIR", help="where filter.d is")
     tf.add_argument("--show", action="append", default=[], choices=("matched", "ignored", "missed"),
                     help="also print these entries (repeatable)")
+    tf.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                    help="print one JSON document (docs/filters.md)")
+    tf.add_argument("--keep", type=int, default=1000, metavar="N",
+                    help="keep at most N entries in the output (default 1000; counts are always complete)")
+    tf.add_argument("--all", dest="keep", action="store_const", const=None,
+                    help="keep every entry in the output")
     tf.set_defaults(func=cmd_test_filter)
     ip = sub.add_parser("import-portsentry",
                         help="print jails equivalent to a classic portsentry.conf (KILL_ROUTE, KILL_HOSTS_DENY, "

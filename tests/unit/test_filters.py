@@ -284,3 +284,25 @@ def test_stock_sshd_matches_fail2ban_regex(mode: str, monkeypatch: pytest.Monkey
     assert names == ["bad.example.org"]
     assert sorted(ours) == sorted(theirs_addresses)
     assert len(ours) >= 15
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["test-filter", "--json", "sshd", str(SSHD_LOG)],
+        ["test-filter", "sshd", "--json", str(SSHD_LOG)],
+        ["test-filter", "sshd", str(SSHD_LOG), "--json"],
+        ["--json", "test-filter", "sshd", str(SSHD_LOG)],
+    ],
+)
+def test_cli_test_filter_options_anywhere(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from portsentinel.cli import main
+
+    assert main([*argv, "--config-dir", str(ROOT), "--all"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["lines"] == len(doc["entries"]) == 40 and not doc["truncated"]
+    kinds = {e["kind"] for e in doc["entries"]}
+    assert kinds == {"matched", "missed"}
+    hit = next(e for e in doc["entries"] if e["kind"] == "matched")
+    assert hit["host"] and hit["regex"] >= 1 and isinstance(hit["time"], float)
+    assert any(e["user"] for e in doc["entries"] if e["kind"] == "matched")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from responder.datedetect import DateDetector
+from portsentinel.responder.datedetect import DateDetector
 
 
 @pytest.fixture(autouse=True)

@@ -296,7 +296,7 @@ def test_stock_sshd_matches_fail2ban_regex(mode: str, monkeypatch: pytest.Monkey
     ],
 )
 def test_cli_test_filter_options_anywhere(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    from portsentinel.cli import main
+    from portsentinel.client.cli import main
 
     assert main([*argv, "--config-dir", str(ROOT), "--all"]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from responder.filters import load_filter
+from portsentinel.responder.filters import load_filter
 from tests.conftest import stock_file
 
 NOW = 1_900_000_000.0

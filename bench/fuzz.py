@@ -1,16 +1,16 @@
 """Coverage-guided fuzzing of every parser that reads outside input (issue 10 item 10). Not a test: run by hand.
 
-    .venv/bin/python bench/fuzz.py all --runs 1000000            # every target, one process each, a table
-    .venv/bin/python bench/fuzz.py packet -runs=100000            # one target, libFuzzer flags passed on
+    .venv/bin/python -m bench.fuzz all --runs 1000000            # every target, one process each, a table
+    .venv/bin/python -m bench.fuzz packet -runs=100000           # one target, libFuzzer flags passed on
 
 Targets (each takes the fuzzer's bytes; anything but the documented error is a crash):
 
-    record     psrecord.from_json_line and psrecord.validate (the record validator)
-    address    psrecord.canonical_address (ban addresses: plain IPv4/IPv6, nothing else)
-    inifile    responder.inifile.parse_text + merge + interpolation of every key (the layered INI reader)
-    portsentry detector.portsentry_conf.parse_portsentry_text (a classic portsentry.conf)
-    packet     detector.packet.parse and parse_tuple (IPv4/IPv6, extension headers, fragments)
-    render     the shipped actions.d/*.conf rendered with hostile ban variables (responder.render)
+    record     portsentinel.record.from_json_line and validate (the record validator)
+    address    portsentinel.record.canonical_address (ban addresses: plain IPv4/IPv6, nothing else)
+    inifile    portsentinel.responder.inifile.parse_text + merge + interpolation of every key (the layered INI reader)
+    portsentry portsentinel.detector.portsentry_conf.parse_portsentry_text (a classic portsentry.conf)
+    packet     portsentinel.detector.packet.parse and parse_tuple (IPv4/IPv6, extension headers, fragments)
+    render     the shipped actions.d/*.conf rendered with hostile ban variables (portsentinel.responder.render)
 
 Besides "no exception but the documented one", each target checks an invariant: a canonical address is
 plain text that parses back to itself; a rendered action has as many words as with a benign address and no
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 TARGETS = ("record", "address", "inifile", "portsentry", "packet", "render")
 
@@ -57,7 +56,7 @@ def _check_canonical(out: str) -> None:
 
 
 def target_address(data: bytes) -> None:
-    import psrecord
+    from portsentinel import record as psrecord
 
     text = data.decode("utf-8", "surrogateescape")
     try:
@@ -69,7 +68,7 @@ def target_address(data: bytes) -> None:
 
 
 def target_record(data: bytes, fdp_cls: object = None) -> None:
-    import psrecord
+    from portsentinel import record as psrecord
 
     text = data.decode("utf-8", "replace")
     try:
@@ -95,7 +94,7 @@ def target_record(data: bytes, fdp_cls: object = None) -> None:
 def target_inifile(data: bytes) -> None:
     from pathlib import Path as P
 
-    from responder.inifile import IniError, merge, parse_text
+    from portsentinel.responder.inifile import IniError, merge, parse_text
 
     text = data.decode("utf-8", "replace")
     halves = text.split("\x00", 1)
@@ -115,8 +114,8 @@ def target_inifile(data: bytes) -> None:
 
 
 def target_portsentry(data: bytes) -> None:
-    from detector.portsentry_conf import parse_portsentry_text
-    from detector.settings import ConfigError
+    from portsentinel.detector.portsentry_conf import parse_portsentry_text
+    from portsentinel.detector.settings import ConfigError
 
     try:
         parse_portsentry_text(data.decode("utf-8", "replace"), "portsentry.conf")
@@ -125,7 +124,7 @@ def target_portsentry(data: bytes) -> None:
 
 
 def target_packet(data: bytes) -> None:
-    from detector.packet import Bad, Probe, parse, parse_tuple
+    from portsentinel.detector.packet import Bad, Probe, parse, parse_tuple
 
     out = parse(data)
     assert isinstance(out, (Probe, Bad))
@@ -143,7 +142,7 @@ _BENIGN: dict[str, int] = {}
 
 def _actions() -> list[object]:
     if not _ACTIONS:
-        from responder.actions import load_action
+        from portsentinel.responder.actions import load_action
 
         for path in sorted((ROOT / "actions.d").glob("*.conf")):
             args = {"file": "/tmp/hosts.deny.fuzz"} if path.stem == "hosts-deny" else {}
@@ -155,8 +154,8 @@ def _actions() -> list[object]:
 
 
 def target_render(data: bytes) -> None:
-    from responder.actions import ActionError
-    from responder.render import RenderError
+    from portsentinel.responder.actions import ActionError
+    from portsentinel.responder.render import RenderError
 
     text = data.decode("utf-8", "surrogateescape")
     parts = (text.split("\x01") + ["", "", "", ""])[:5]
@@ -201,12 +200,12 @@ def run_one(name: str, argv: list[str]) -> None:
     atheris = _atheris()
     func = FUNCS[name]
     with atheris.instrument_imports():
-        import detector.packet  # noqa: F401
-        import detector.portsentry_conf  # noqa: F401
-        import psrecord  # noqa: F401
-        import responder.actions  # noqa: F401
-        import responder.inifile  # noqa: F401
-        import responder.render  # noqa: F401
+        import portsentinel.detector.packet  # noqa: F401
+        import portsentinel.detector.portsentry_conf  # noqa: F401
+        import portsentinel.record  # noqa: F401
+        import portsentinel.responder.actions  # noqa: F401
+        import portsentinel.responder.inifile  # noqa: F401
+        import portsentinel.responder.render  # noqa: F401
     corpus = Path(os.environ.get("FUZZ_CORPUS", "/tmp/portsentinel-fuzz")) / name
     corpus.mkdir(parents=True, exist_ok=True)
     for i, seed in enumerate(SEEDS.get(name, [])):
@@ -226,9 +225,10 @@ def run_all(runs: int, only: list[str]) -> int:
         crashdir = Path(os.environ.get("FUZZ_CORPUS", "/tmp/portsentinel-fuzz")) / f"crashes-{name}"
         crashdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, __file__, name, f"-runs={runs}", f"-artifact_prefix={crashdir}/",
-                               "-print_final_stats=1", "-max_len=4096", "-rss_limit_mb=4096"],
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "bench.fuzz", name, f"-runs={runs}",
+                               f"-artifact_prefix={crashdir}/", "-print_final_stats=1", "-max_len=4096",
+                               "-rss_limit_mb=4096"],
+                              capture_output=True, text=True, cwd=ROOT)
         secs = time.monotonic() - t0
         done = re.search(r"Done (\d+) runs", proc.stderr)
         execs = int(done.group(1)) if done else 0

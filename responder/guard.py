@@ -6,7 +6,7 @@ import ipaddress
 from collections import deque
 from collections.abc import Iterable
 
-from psrecord import canonical_address
+from portsentinel.record import canonical_address
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -13,14 +13,14 @@ import os
 import tempfile
 from pathlib import Path
 
-from psrecord import canonical_address
+from portsentinel.record import canonical_address
 
 DEFAULT_FILE = "/etc/hosts.deny"
 DEFAULT_DAEMON = "ALL"
 
 
 def _canonical(ip: str) -> str:
-    """A plain address only (psrecord.canonical_address: no zone id, no blank, no control character)."""
+    """A plain address only (portsentinel.record.canonical_address: no zone id, no blank, no control character)."""
     addr = canonical_address(ip)
     return f"[{addr}]" if ":" in addr else addr  # hosts_access(5): IPv6 addresses in brackets
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from responder.adapters.journal_source import _check_matches
-from responder.forgery import OTHER, ForgeryTally, writer_of
-from responder.jailconf import JailConfig
-from responder.trust import pushed_down
+from portsentinel.responder.adapters.journal_source import _check_matches
+from portsentinel.responder.forgery import OTHER, ForgeryTally, writer_of
+from portsentinel.responder.jailconf import JailConfig
+from portsentinel.responder.trust import pushed_down
 
 
 def _jail(uids: tuple[int, ...]) -> JailConfig:

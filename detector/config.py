@@ -17,14 +17,13 @@ naming ``file:line: key: reason``, and every warning is a string of the same sha
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import math
 import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from portsentinel.common import values
 from portsentinel.detector.settings import ConfigError, DetectorConfig, IPNetwork
 
 FORMAT_OWN = "portsentinel"
@@ -32,10 +31,6 @@ FORMAT_PORTSENTRY = "portsentry"
 SECTION = "detector"
 MODES = ("tcp", "udp", "stcp", "sudp", "atcp", "audp")
 OUTPUTS = ("journal", "jsonl", "auto")
-_TRUE = ("yes", "true", "on", "1")
-_FALSE = ("no", "false", "off", "0")
-_DURATION = re.compile(r"([0-9]{1,12})(\.[0-9]{1,9})?([smh]?)", re.ASCII)
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 _INTEGER = re.compile(r"[0-9]{1,12}", re.ASCII)
 _SPLIT = re.compile(r"[,\s]+")
 _INTERFACE = re.compile(r"[^\s/]{1,15}")
@@ -84,16 +79,6 @@ class Parsed:
 # --- value parsers, shared with portsentry_conf.py -------------------------------------------------------
 
 
-def parse_port(value: Value, token: str, line: int) -> int:
-    """One port number, 1..65535."""
-    if not _INTEGER.fullmatch(token):
-        raise value.error(f"bad port {token!r}: not a number", line)
-    port = int(token)
-    if not 1 <= port <= 65535:
-        raise value.error(f"bad port {port}: ports are 1..65535", line)
-    return port
-
-
 def parse_ports(value: Value) -> tuple[int, ...]:
     """A port list: numbers and ranges (``1-1024``), comma and/or whitespace separated; order kept,
     duplicates dropped with a warning."""
@@ -101,16 +86,10 @@ def parse_ports(value: Value) -> tuple[int, ...]:
     duplicates: list[int] = []
     first_line = 0
     for line, token in value.tokens():
-        start, dash, end = token.partition("-")
-        if dash:
-            if not (_INTEGER.fullmatch(start) and _INTEGER.fullmatch(end)):
-                raise value.error(f"bad port range {token!r}: expected FIRST-LAST, e.g. 1-1024", line)
-            low, high = parse_port(value, start, line), parse_port(value, end, line)
-            if low > high:
-                raise value.error(f"bad port range {token!r}: {low} is above {high}", line)
-            span: Iterable[int] = range(low, high + 1)
-        else:
-            span = (parse_port(value, token, line),)
+        try:
+            span = values.port_span(token)
+        except ValueError as err:
+            raise value.error(str(err), line) from None
         for port in span:
             if port in ports:
                 duplicates.append(port)
@@ -147,26 +126,18 @@ def parse_int(value: Value, minimum: int = 0) -> int:
 
 
 def parse_duration(value: Value) -> float:
-    """Seconds, as a number with an optional suffix s, m or h (``60``, ``1m``, ``1.5h``); above zero."""
-    token = value.text.strip()
-    match = _DURATION.fullmatch(token.removeprefix("-"))
-    if match is None:
-        raise value.error(f"{token!r} is not a duration: seconds, or a number with s, m or h (60, 1m)")
-    if token.startswith("-"):
-        raise value.error(f"{token} is negative: a duration must be above zero")
-    seconds = float(match[1] + (match[2] or "")) * _UNITS[match[3]]
-    if not seconds > 0 or not math.isfinite(seconds):
-        raise value.error(f"{token} is not a usable duration: must be above zero")
-    return seconds
+    """Seconds, as a number with an optional unit s, m, h, d or w (``60``, ``1m``, ``1.5h``); above zero."""
+    try:
+        return values.duration(value.text)
+    except ValueError as err:
+        raise value.error(str(err)) from None
 
 
 def parse_bool(value: Value) -> bool:
-    token = value.text.strip().lower()
-    if token in _TRUE:
-        return True
-    if token in _FALSE:
-        return False
-    raise value.error(f"{value.text.strip()!r} is not a boolean: use yes/no, true/false, on/off or 1/0")
+    try:
+        return values.boolean(value.text)
+    except ValueError as err:
+        raise value.error(str(err)) from None
 
 
 def parse_modes(value: Value) -> tuple[str, ...]:
@@ -214,25 +185,8 @@ def parse_text(value: Value) -> str:
 
 
 def parse_network(token: str, strict: bool = True) -> IPNetwork:
-    """An IPv4 or IPv6 address or network (``10.0.0.0/8``, ``2001:db8::/32``, ``192.0.2.7``).
-
-    With ``strict`` a network with host bits set is refused; otherwise it is masked. Raises ValueError
-    with a reason fit for a ConfigError.
-    """
-    if "%" in token:
-        raise ValueError(f"{token!r}: scoped IPv6 addresses (%zone) are not supported here")
-    try:
-        return ipaddress.ip_network(token, strict=True)
-    except ValueError:
-        pass
-    try:
-        masked = ipaddress.ip_network(token, strict=False)
-    except ValueError:
-        raise ValueError(f"{token!r} is not an IPv4 or IPv6 address or network") from None
-    if strict:
-        raise ValueError(f"{token} has host bits set: write {masked} for the network, "
-                         f"or the address alone for one host")
-    return masked
+    """An IPv4 or IPv6 address or network (the shared grammar); raises ValueError with a reason."""
+    return values.network(token, strict=strict)
 
 
 def parse_networks(value: Value) -> tuple[IPNetwork, ...]:

@@ -1,10 +1,9 @@
 """A classic PortSentry 1.2 ``portsentry.conf`` read into the detector's :class:`DetectorConfig`.
 
-Lines are ``KEY="value"`` (Debian's stock file also has ``RESOLVE_HOST = "0"``), ``#`` comments and blank
-lines; an unquoted value is tolerated. Where PortSentry was loose we are explicit:
+The lines are read by :mod:`portsentinel.common.portsentry_keys` (the same reader as the responder's
+``import-portsentry``: quoting, comments and errors alike). Where PortSentry was loose we are explicit:
 
 - a duplicated key keeps the first value, as PortSentry's lookup does, with a warning;
-- text after the closing quote is an error (PortSentry silently cut the value at the next quote);
 - port lists take the own format's syntax, a superset of PortSentry's (spaces and ranges ``1-1024`` allowed).
 
 The responder's keys (KILL_*, BLOCKED_FILE) are kept verbatim in ``responder_keys`` with a warning. The
@@ -14,10 +13,10 @@ its default. No I/O here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
+from portsentinel.common.portsentry_keys import KeyLineError, read_entries
 from portsentinel.detector.config import (
     FORMAT_PORTSENTRY,
     Parsed,
@@ -60,22 +59,6 @@ DETECTOR_KEYS: dict[str, tuple[str, Callable[[Value], Any]]] = {
 #: Keys the responder reads; the detector keeps them verbatim in ``responder_keys``.
 RESPONDER_KEYS = ("KILL_ROUTE", "KILL_HOSTS_DENY", "KILL_RUN_CMD", "KILL_RUN_CMD_FIRST", "BLOCKED_FILE")
 
-_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)")
-
-
-def _value_text(rest: str, path: str, line: int, key: str) -> str:
-    """The text of ``"value"`` (or of an unquoted value); only a ``#`` comment may follow the quote."""
-    text = rest.strip()
-    if not text.startswith('"'):
-        return text
-    end = text.find('"', 1)
-    if end < 0:
-        raise ConfigError(path, line, key, "unterminated quote")
-    after = text[end + 1:].strip()
-    if after and not after.startswith("#"):
-        raise ConfigError(path, line, key, f"text after the closing quote: {after[:40]!r}")
-    return text[1:end]
-
 
 def parse_portsentry(text: str, path: str) -> Parsed:
     """A classic portsentry.conf, with where each field was set."""
@@ -84,18 +67,14 @@ def parse_portsentry(text: str, path: str) -> Parsed:
     where: dict[str, tuple[int, str]] = {}
     seen: dict[str, int] = {}
     responder: dict[str, str] = {}
-    for number, raw in enumerate(text.split("\n"), 1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        match = _LINE.fullmatch(stripped)
-        if match is None:
-            word = stripped.split()[0][:40]
-            raise ConfigError(path, number, word, 'expected KEY="value"')
-        key = match[1]
+    try:
+        entries = read_entries(text, path)
+    except KeyLineError as err:
+        raise ConfigError(err.path, err.line, err.key, err.reason) from None
+    for entry in entries:
+        number, key, text_value = entry.line, entry.key, entry.value
         if key not in DETECTOR_KEYS and key not in RESPONDER_KEYS:
             raise ConfigError(path, number, key, "unknown PortSentry key")
-        text_value = _value_text(match[2], path, number, key)
         if key in seen:
             warnings.append(f"{path}:{number}: {key}: set again; PortSentry uses the first value "
                             f"(line {seen[key]}), so does portsentinel")

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 from portsentinel import __version__
 from portsentinel import record as R
+from portsentinel.common.sdnotify import Notifier
 
 from .adapters import listeners as L
 from .adapters import procnet
 from .adapters.capture import FRAME, TP_STATUS_USER, CaptureError, RingCapture, ifindex_at
-from .adapters.sdnotify import Notifier
 from .adapters.sinks import Sink, Waker, open_sink
 from .bpf import build as build_bpf
 from .bpf import port_ranges

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from portsentinel.common import paths
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # PortSentry 1.2's stock lists (Debian's /etc/portsentry/portsentry.conf), the embedded default.
@@ -40,9 +42,9 @@ class DetectorConfig:
     interface: str = "any"
     #: journal, jsonl, or auto (journal when a journald socket exists, else jsonl).
     output: str = "auto"
-    jsonl_path: str = "/var/log/portsentinel/alerts.jsonl"
+    jsonl_path: str = paths.ALERTS_JSONL
     #: The responder's wake socket: a data-less datagram after each alert record cuts its reaction time.
-    wake_socket: str = "/run/portsentinel/wake.sock"
+    wake_socket: str = paths.WAKE_SOCKET
     tcp_ports: tuple[int, ...] = DEFAULT_TCP_PORTS
     udp_ports: tuple[int, ...] = DEFAULT_UDP_PORTS
     #: Advanced modes watch every port from 1 up to this bound (PortSentry's ADVANCED_PORTS_*).
@@ -70,8 +72,8 @@ class DetectorConfig:
     history_file: str = ""
     resolve_host: bool = False
     port_banner: str = ""
-    #: PortSentry's BLOCK_TCP / BLOCK_UDP (0 alert only, 1 block, 2 run KILL_RUN_CMD only); the responder's
-    #: conversion of a classic config reads them.
+    #: PortSentry's BLOCK_TCP / BLOCK_UDP (0 alert only, 1 block, 2 run KILL_RUN_CMD only), validated only:
+    #: `portsentinel import-portsentry` reads them from the file itself; the detector never blocks.
     block_tcp: int = 1
     block_udp: int = 1
     #: Keys that belong to the responder (KILL_*, BLOCKED_FILE), kept as read, for the report and the responder.

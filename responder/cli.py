@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from portsentinel import __version__
+from portsentinel.common import paths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,16 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", metavar="DIR", type=Path, default=None,
                    help="directory with jail.conf, filter.d/, actions.d/ (default: /etc/portsentinel, else the "
                         "project's own)")
-    p.add_argument("--state-dir", metavar="DIR", type=Path, default=Path("/var/lib/portsentinel"),
+    p.add_argument("--state-dir", metavar="DIR", type=Path, default=Path(paths.STATE_DIR),
                    help="where bans and cursors are kept (sqlite; default /var/lib/portsentinel)")
-    p.add_argument("--socket", metavar="PATH", default="/run/portsentinel/responder.sock",
+    p.add_argument("--socket", metavar="PATH", default=paths.CONTROL_SOCKET,
                    help="control socket for the portsentinel client (default /run/portsentinel/responder.sock)")
     p.add_argument("--backend", choices=("systemd", "pyinotify", "auto"), default="auto",
                    help="where records come from: the journal, files followed with inotify, or auto (the "
                         "journal when one is readable)")
-    p.add_argument("--wake", metavar="PATH", default="/run/portsentinel/wake.sock",
+    p.add_argument("--wake", metavar="PATH", default=paths.WAKE_SOCKET,
                    help="wake socket the detector nudges after each alert (default /run/portsentinel/wake.sock)")
-    p.add_argument("--decisions", metavar="PATH", default="/var/log/portsentinel/responder.jsonl",
+    p.add_argument("--decisions", metavar="PATH", default=paths.DECISIONS_JSONL,
                    help="JSON-lines file for decisions where no journald runs")
     p.add_argument("--group", metavar="GROUP", default="", help="group allowed on the control socket (besides root)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_config_dir() -> Path:
-    etc = Path("/etc/portsentinel")
+    etc = Path(paths.CONFIG_DIR)
     if (etc / "jail.conf").exists():
         return etc
     return Path(__file__).resolve().parent.parent

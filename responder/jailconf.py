@@ -10,12 +10,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from portsentinel.common import values
+
 from .inifile import Ini, IniError, Value, parse_args_spec, read_layered
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_DURATION_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 BACKENDS = ("auto", "systemd", "pyinotify")
 
@@ -64,14 +64,8 @@ class ResponderConfig:
 
 
 def parse_duration(text: str) -> float:
-    """``600``, ``10m``, ``1h``, ``1d``, ``1w``; ``-1`` means forever. Raises ValueError."""
-    m = _DURATION_RE.match(text)
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (seconds, or a number with s, m, h, d, w)")
-    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if value < 0 and value != -1:
-        raise ValueError(f"negative duration: {text!r} (only -1, forever)")
-    return value
+    """``600``, ``10m``, ``1h``, ``1d``, ``1w``, ``0``; ``-1`` means forever (the shared grammar). Raises ValueError."""
+    return values.duration(text, zero=True, forever=True)
 
 
 def parse_int(text: str) -> int:
@@ -82,24 +76,13 @@ def parse_int(text: str) -> int:
 
 
 def parse_bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("1", "yes", "true", "on", "enabled"):
-        return True
-    if t in ("0", "no", "false", "off", "disabled", ""):
-        return False
-    raise ValueError(f"not a boolean: {text!r} (yes/no, true/false, on/off, 1/0)")
+    """The shared boolean grammar; an empty value is false."""
+    return values.boolean(text, empty=False)
 
 
 def parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    out = []
-    for token in re.split(r"[\s,]+", text.strip()):
-        if not token:
-            continue
-        try:
-            out.append(ipaddress.ip_network(token, strict=False))
-        except ValueError:
-            raise ValueError(f"not an address or CIDR: {token!r}") from None
-    return tuple(out)
+    """Addresses and networks, comma and/or whitespace separated; host bits are masked (fail2ban's ignoreip)."""
+    return tuple(values.network(token, strict=False) for token in values.tokens(text))
 
 
 def split_actions(text: str) -> list[str]:

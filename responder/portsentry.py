@@ -18,7 +18,8 @@ import ipaddress
 import re
 import shlex
 
-_LINE_RE = re.compile(r'^\s*([A-Z_][A-Z0-9_]*)\s*=\s*(?:"([^"]*)"|(\S*))\s*(?:#.*)?$')
+from portsentinel.common.portsentry_keys import KeyLineError, first_values, read_entries
+
 _ROUTE_TYPES = ("blackhole", "unreachable", "prohibit", "reject")
 
 
@@ -27,17 +28,13 @@ class PortsentryImportError(ValueError):
 
 
 def read_keys(text: str, path: str) -> dict[str, tuple[str, int]]:
-    """KEY → (value, line) for PortSentry's ``KEY="value"`` lines (first one wins, as in PortSentry)."""
-    out: dict[str, tuple[str, int]] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = _LINE_RE.match(line)
-        if m is None:
-            raise PortsentryImportError(f"{path}:{number}: expected KEY=\"value\", got {line[:60]!r}")
-        out.setdefault(m.group(1), (m.group(2) if m.group(2) is not None else m.group(3), number))
-    return out
+    """KEY → (value, line) for PortSentry's ``KEY="value"`` lines (the shared reader; first one wins, as in
+    PortSentry)."""
+    try:
+        entries = first_values(read_entries(text, path))
+    except KeyLineError as err:
+        raise PortsentryImportError(str(err)) from None
+    return {key: (entry.value, entry.line) for key, entry in entries.items()}
 
 
 def _route_args(value: str, where: str) -> dict[str, str]:

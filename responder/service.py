@@ -8,7 +8,6 @@ idempotent), and the entry is never acted on twice.
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import signal
 import socket
@@ -18,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from portsentinel import record as R
+from portsentinel.common import paths
+from portsentinel.common.sdnotify import watchdog_interval
+from portsentinel.common.systemd import journal_available
 
 from .adapters import facts
 from .adapters.control import ControlServer
@@ -35,7 +37,7 @@ from .trust import pushed_down
 
 log = logging.getLogger("portsentinel.responder")
 
-DETECTOR_JSONL = "/var/log/portsentinel/alerts.jsonl"
+DETECTOR_JSONL = paths.ALERTS_JSONL
 
 
 @dataclass
@@ -44,9 +46,9 @@ class Options:
     state_dir: Path
     socket: str
     backend: str = "auto"
-    wake: str = "/run/portsentinel/wake.sock"
+    wake: str = paths.WAKE_SOCKET
     control_group: str = ""
-    decisions_jsonl: str = "/var/log/portsentinel/responder.jsonl"
+    decisions_jsonl: str = paths.DECISIONS_JSONL
 
 
 class Responder:
@@ -71,13 +73,12 @@ class Responder:
         self.engine: Engine = Engine([], NeverBan(), self.book, self.store)
         self.config: ResponderConfig | None = None
         self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (responder.forgery)
-        usec = os.environ.get("WATCHDOG_USEC", "")
-        self._watchdog = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else 0.0
+        self._watchdog = watchdog_interval()
         self._next_ping = 0.0
 
     @staticmethod
     def _journal_socket() -> bool:
-        return os.path.exists("/run/systemd/journal/socket")
+        return journal_available()
 
     # ------------------------------------------------------------------ records
     def report(self, event: R.Event, message: str, **fields: str) -> None:
@@ -243,7 +244,7 @@ class Responder:
         jails = ", ".join(f"{n} ({rt.source})" for n, rt in self.engine.jails.items()) or "none"
         self.report(R.Event.START, f"portsentinel-responder started: jails {jails}; decisions to "
                                    f"{self.decisions.name}", PS_DETAIL=f"errors={len(self.errors)}")
-        from .adapters.sdnotify import notify
+        from portsentinel.common.sdnotify import notify
 
         notify("READY=1", f"STATUS=jails: {jails}")
 
@@ -372,8 +373,9 @@ class Responder:
             self.forgeries_due()
             self.executor.retry_due()
             self.trap_tick()
+            self.decisions.flush()  # one fdatasync for what this turn decided (JSON lines only)
             if self._watchdog and time.monotonic() >= self._next_ping:
-                from .adapters.sdnotify import notify
+                from portsentinel.common.sdnotify import notify
 
                 notify("WATCHDOG=1")
                 self._next_ping = time.monotonic() + self._watchdog
@@ -397,7 +399,7 @@ class Responder:
                     PS_DETAIL="reloaded")
 
     def shutdown(self) -> None:
-        from .adapters.sdnotify import notify
+        from portsentinel.common.sdnotify import notify
 
         notify("STOPPING=1")
         for jail in list(self.engine.jails):
@@ -411,6 +413,7 @@ class Responder:
         self.control.close()
         self.wake.close()
         self.store.close()
+        self.decisions.close()
 
     # ------------------------------------------------------------------ control
     def status(self, jail: str | None = None) -> dict[str, Any]:

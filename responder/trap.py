@@ -28,6 +28,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from portsentinel.common import values
+
 from .engine import Decision, Engine
 from .jail import Failure
 from .jailconf import parse_duration
@@ -114,17 +116,11 @@ class TrapSettings:
 # -- settings ----------------------------------------------------------------------------------------------
 def _ports(key: str, text: str) -> tuple[int, ...]:
     out: set[int] = set()
-    for tok in re.split(r"[\s,]+", text.strip()):
-        if not tok:
-            continue
-        lo, sep, hi = tok.partition("-")
+    for token in values.tokens(text):
         try:
-            a, b = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise TrapError(key, f"not a port or range: {tok!r}") from None
-        if not 1 <= a <= b <= 65535:
-            raise TrapError(key, f"port out of range 1..65535: {tok!r}")
-        out.update(range(a, b + 1))
+            out.update(values.port_span(token))
+        except ValueError as exc:
+            raise TrapError(key, str(exc)) from None
     return tuple(sorted(out))
 
 
@@ -149,12 +145,10 @@ def _seconds(key: str, text: str, lo: float, hi: float) -> float:
 
 
 def _bool(key: str, text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("1", "yes", "true", "on"):
-        return True
-    if t in ("0", "no", "false", "off"):
-        return False
-    raise TrapError(key, f"expected yes or no, got {text!r}")
+    try:
+        return values.boolean(text)
+    except ValueError as exc:
+        raise TrapError(key, str(exc)) from None
 
 
 def settings_from(params: Mapping[str, object], jail: str, ignoreip: Iterable[IPNetwork] = ()) -> TrapSettings:

@@ -11,17 +11,23 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def _imports_of(path: Path, depth: int = 1) -> set[str]:
+    """The absolute imports of one module, cut to their first `depth` name parts."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(".".join(a.name.split(".")[:depth]) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(".".join(node.module.split(".")[:depth]))
+    return names
+
+
 def _imports(package: str, depth: int = 1) -> set[str]:
     """The absolute imports of a folder's modules, cut to their first `depth` name parts."""
     names: set[str] = set()
     for path in (ROOT / package).rglob("*.py"):
-        if ".cache" in path.parts:  # peer tools' sample data, not ours
-            continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names.update(".".join(a.name.split(".")[:depth]) for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(".".join(node.module.split(".")[:depth]))
+        if ".cache" not in path.parts:  # peer tools' sample data, not ours
+            names |= _imports_of(path, depth)
     return names
 
 
@@ -38,6 +44,25 @@ def test_mypy_strict_clean() -> None:
 def test_stages_do_not_import_each_other() -> None:
     assert "portsentinel.responder" not in _imports("detector", 2)
     assert "portsentinel.detector" not in _imports("responder", 2)
+
+
+def test_common_imports_neither_stage() -> None:
+    assert not {"portsentinel.detector", "portsentinel.responder", "portsentinel.client"} & _imports(
+        "portsentinel/common", 2)
+
+
+def test_systemd_has_two_doors() -> None:
+    """python-systemd is untyped: journald writing goes through portsentinel.common.systemd, reading through the
+    responder's journal source; nothing else imports it."""
+    importers = set()
+    for folder in ("detector", "responder", "portsentinel"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path.is_relative_to(ROOT / "portsentinel" / "detector") or path.is_relative_to(
+                    ROOT / "portsentinel" / "responder"):
+                continue  # the symlinks to the stages' folders
+            if "systemd" in _imports_of(path):
+                importers.add(str(path.relative_to(ROOT)))
+    assert importers == {"portsentinel/common/systemd.py", "responder/adapters/journal_source.py"}
 
 
 def test_one_import_namespace() -> None:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from portsentinel.common import paths
+
 
 def _script(name: str) -> str:
     """A sibling console script (same venv or prefix as this one), else the name for PATH lookup."""
@@ -268,7 +270,7 @@ def cmd_import_portsentry(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="portsentinel", description="Port-scan detection and response.")
-    p.add_argument("--socket", metavar="PATH", default="/run/portsentinel/responder.sock",
+    p.add_argument("--socket", metavar="PATH", default=paths.CONTROL_SOCKET,
                    help="the responder's control socket")
     p.add_argument("--json", action="store_true", help="print the responder's answer as JSON")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -49,7 +49,8 @@ def test_scan_is_banned_in_nft_and_expires(lab: Lab, tmp_path: Path, backend: st
             listed = lab.victim.run(["nft", "list", "set", "inet", "portsentinel", f"scan_{fam}"]).stdout
             assert src in listed and "timeout" in listed
             assert not can_connect(lab.attacker, target, 8080)  # the scanner's next connection fails
-        assert {b["ip"] for b in resp.ask("banned")["bans"]} == {lab.attacker.addr4, lab.attacker.addr6}
+            # (checked per source: on a loaded machine the first 4 s ban may expire during the second scan)
+            assert src in {b["ip"] for b in resp.ask("banned")["bans"]}
         # Expiry: the responder lifts both, and traffic flows again.
         unbans = resp.wait_for(lambda r: r.get("PS_EVENT") == "unban", timeout=15)
         deadline = time.monotonic() + 15

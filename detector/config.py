@@ -125,6 +125,14 @@ def parse_int(value: Value, minimum: int = 0) -> int:
     return number
 
 
+def parse_prefix(value: Value, bits: int) -> int:
+    """A prefix length from 1 to ``bits`` (32 for IPv4, 128 for IPv6); a leading '/' is allowed."""
+    token = value.text.strip().lstrip("/")
+    if not _INTEGER.fullmatch(token) or not 1 <= int(token) <= bits:
+        raise value.error(f"{value.text.strip()!r} is not a prefix length from 1 to {bits}")
+    return int(token)
+
+
 def parse_duration(value: Value) -> float:
     """Seconds, as a number with an optional unit s, m, h, d or w (``60``, ``1m``, ``1.5h``); above zero."""
     try:
@@ -228,6 +236,8 @@ _PARSERS: dict[str, Callable[[Value], Any]] = {
     "summary_interval": parse_duration,
     "max_sources": lambda value: parse_int(value, minimum=1),
     "max_records_per_second": lambda value: parse_int(value, minimum=1),
+    "ipv4_prefix": lambda value: parse_prefix(value, 32),
+    "ipv6_prefix": lambda value: parse_prefix(value, 128),
     "ignore": parse_networks,
     "ignore_file": parse_path,
     "ignore_self": parse_bool,

@@ -45,8 +45,11 @@ class Decider:
     """Turns tracker transitions into scan and summary records."""
 
     def __init__(self, tracker: Tracker, *, window: float, max_records_per_second: int,
-                 ifname: Callable[[int], str], resolve: Callable[[str], str] | None = None) -> None:
+                 ifname: Callable[[int], str], resolve: Callable[[str], str] | None = None,
+                 prefixes: tuple[int, int] = (32, 64)) -> None:
         self.tracker = tracker
+        #: (IPv4, IPv6) prefix lengths the tracker's keys are masked to (PS_SRC_NET).
+        self.prefixes = prefixes
         self.window = window
         self.limit = RateLimit(max_records_per_second)
         self.ifname = ifname
@@ -54,13 +57,20 @@ class Decider:
         self.suppressed = 0
 
     def _fields(self, st: SourceState, event: R.Event, wall: float) -> dict[str, str]:
-        src = addr_text(st.key[:-1])
+        net_raw = st.key[:-1]
+        src = addr_text(st.src or net_raw)
+        plen = self.prefixes[0 if len(net_raw) == 4 else 1]
+        net = ""
+        if plen < 8 * len(net_raw):
+            base = ipaddress.IPv4Address(net_raw) if len(net_raw) == 4 else ipaddress.IPv6Address(net_raw)
+            net = str(ipaddress.ip_network(f"{base}/{plen}", strict=False))
         proto = PROTO_NAMES.get(st.proto, "tcp")
         name = self.resolve(src) if self.resolve else ""
         if event is R.Event.SCAN:
             message = R.alert_message(st.scan, src, proto, st.port, name)
         else:
-            message = (f"attacksummary: host: {src} probes: {st.hits} ports: {st.nports}"
+            message = (f"attacksummary: host: {src}{f' (network {net})' if net else ''} probes: {st.hits} "
+                       f"ports: {st.nports}"
                        f"{'' if st.ports_exact else '+'} since first probe")
         fields = {
             R.F_MESSAGE: message,
@@ -69,6 +79,7 @@ class Decider:
             R.F_IDENT: R.DETECTOR_IDENTIFIER,
             R.F_EVENT: event.value,
             R.F_SRC: src,
+            R.F_SRC_NET: net,
             R.F_DST: addr_text(st.dst) if st.dst else "",
             R.F_IFACE: self.ifname(st.ifindex),
             R.F_PROTO: proto,

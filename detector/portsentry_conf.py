@@ -27,6 +27,7 @@ from portsentinel.detector.config import (
     parse_path,
     parse_port_bound,
     parse_ports,
+    parse_prefix,
     parse_text,
 )
 from portsentinel.detector.settings import ConfigError, DetectorConfig
@@ -53,6 +54,8 @@ DETECTOR_KEYS: dict[str, tuple[str, Callable[[Value], Any]]] = {
     "RESOLVE_HOST": ("resolve_host", parse_bool),
     "PORT_BANNER": ("port_banner", parse_text),
     "SCAN_TRIGGER": ("scan_trigger", parse_int),
+    "IPV4_PREFIX": ("ipv4_prefix", lambda value: parse_prefix(value, 32)),
+    "IPV6_PREFIX": ("ipv6_prefix", lambda value: parse_prefix(value, 128)),
     "BLOCK_TCP": ("block_tcp", parse_block),
     "BLOCK_UDP": ("block_udp", parse_block),
 }

@@ -32,7 +32,7 @@ from .classify import classify
 from .decide import Decider
 from .packet import V4_L4, Bad, Probe, parse, parse_tuple
 from .settings import DetectorConfig
-from .tracker import SourceState, Tracker
+from .tracker import SourceState, Tracker, masker
 
 log = logging.getLogger("portsentinel.detector")
 
@@ -98,7 +98,10 @@ class Detector:
                                summary_interval=cfg.summary_interval, max_sources=cfg.max_sources)
         self.decider = Decider(self.tracker, window=cfg.window,
                                max_records_per_second=cfg.max_records_per_second, ifname=procnet.ifname,
-                               resolve=self._resolver(cfg))
+                               resolve=self._resolver(cfg), prefixes=(cfg.ipv4_prefix, cfg.ipv6_prefix))
+        #: raw source address → raw address of the network it is tracked by (ipv4_prefix / ipv6_prefix).
+        self.netof = masker(cfg.ipv4_prefix, cfg.ipv6_prefix)
+        self._full4 = cfg.ipv4_prefix == 32
         self._banner = cfg.port_banner.encode("utf-8", "replace")
 
     # ----------------------------------------------------------------- records
@@ -305,9 +308,11 @@ class Detector:
             return
         c.probes += 1
         # Tracker.hit stores the interface index only on the probe that crosses the trigger: read it then.
-        st = self.tracker.hit(src + (b"\x06" if proto == TCP else b"\x11"), dst, proto, port, scan, mode,
+        net = src if self._full4 and len(src) == 4 else self.netof(src)
+        st = self.tracker.hit(net + (b"\x06" if proto == TCP else b"\x11"), dst, proto, port, scan, mode,
                               0, False, now)
         if st is not None:
+            st.src = src
             st.ifindex = ifindex_at(buf, ifoff)  # type: ignore[arg-type]
             rec = self.decider.on_trigger(st, now, time.time())
             if rec is not None:
@@ -339,6 +344,7 @@ class Detector:
         kinds = _TCP_KINDS
         tracker = self.tracker
         hit, hit_again, tracker_get = tracker.hit, tracker.hit_again, tracker.get
+        netof, full4 = self.netof, self._full4
         local = self.local
         now = time.monotonic()
         # The source the previous hit counted: (address, protocol) and its state.
@@ -418,9 +424,11 @@ class Detector:
                 if prev_st is not None and src == prev_src and proto == prev_proto and prev_st.triggered:
                     hit_again(prev_st, port + 65536 if proto == UDP else port, now)
                     continue
-                key = src + (b"\x06" if proto == TCP else b"\x11")
+                # The key is the source's network (its IPv6 /64 by default), the record names the address.
+                key = (src if full4 and len(src) == 4 else netof(src)) + (b"\x06" if proto == TCP else b"\x11")
                 st = hit(key, dst, proto, port, scan, mode, 0, False, now)
                 if st is not None:  # hit stores the interface index only on the probe that crosses the trigger
+                    st.src = src
                     st.ifindex = ifindex
                     rec = self.decider.on_trigger(st, now, time.time())
                     if rec is not None:
@@ -456,9 +464,10 @@ class Detector:
             self.counters.probes += 1
             now = time.monotonic()
             tcp = lst.proto == "tcp"
-            st = self.tracker.hit(src + (b"\x06" if tcp else b"\x11"), dst, TCP if tcp else UDP, lst.port,
-                                  "connect" if tcp else "udp", lst.proto, 0, tcp, now)
+            st = self.tracker.hit(self.netof(src) + (b"\x06" if tcp else b"\x11"), dst, TCP if tcp else UDP,
+                                  lst.port, "connect" if tcp else "udp", lst.proto, 0, tcp, now)
             if st is not None:
+                st.src = src
                 rec = self.decider.on_trigger(st, now, time.time())
                 if rec is not None:
                     self.emit(rec)
@@ -516,6 +525,12 @@ class Detector:
         t.trigger, t.window, t.summary_interval, t.max_sources = (new.scan_trigger, new.window,
                                                                   new.summary_interval, new.max_sources)
         self.decider.window = new.window
+        if (new.ipv4_prefix, new.ipv6_prefix) != self.decider.prefixes:  # keys of another shape: start afresh
+            self.decider.prefixes = (new.ipv4_prefix, new.ipv6_prefix)
+            self.netof, self._full4 = masker(new.ipv4_prefix, new.ipv6_prefix), new.ipv4_prefix == 32
+            self.tracker = self.decider.tracker = Tracker(trigger=new.scan_trigger, window=new.window,
+                                                          summary_interval=new.summary_interval,
+                                                          max_sources=new.max_sources)
         self.waker.path = new.wake_socket
         self.decider.resolve = self._resolver(new)
         self._banner = new.port_banner.encode("utf-8", "replace")

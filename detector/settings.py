@@ -62,6 +62,11 @@ class DetectorConfig:
     max_sources: int = 65536
     #: Cap on scan records per second (journald drops a noisy service's messages; a spoofed flood must not).
     max_records_per_second: int = 50
+    #: Sources are counted per network of this many bits (32: per IPv4 address). PS_SRC stays the address;
+    #: PS_SRC_NET names the network when it is wider than one address.
+    ipv4_prefix: int = 32
+    #: IPv6 sources are counted per /64 by default: one host owns a /64 and can rotate through it.
+    ipv6_prefix: int = 64
     ignore: tuple[IPNetwork, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1/128"),

@@ -1,7 +1,9 @@
 """Per-source probe tracking: a time window, SCAN_TRIGGER, distinct ports, bounded memory.
 
-A source is an address and a protocol (the key is the raw address plus one protocol byte): a TCP scan and a
-UDP scan from one host are two scans, as under PortSentry's separate TCP and UDP sentries.
+A source is a network and a protocol (the key is the raw address, masked to the configured prefix — an IPv6
+/64 by default, an IPv4 address — plus one protocol byte): a TCP scan and a UDP scan from one host are two
+scans, as under PortSentry's separate TCP and UDP sentries, and a scanner rotating through the addresses of
+its /64 is one source. :func:`masker` builds the masking function.
 
 Pure: the caller passes the time (monotonic seconds). Sources are kept in least-recently-seen order and
 the oldest is evicted beyond ``max_sources``; evictions are counted.
@@ -10,10 +12,27 @@ the oldest is evicted beyond ``max_sources``; evictions are counted.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _EXACT_PORTS = 64  # distinct ports kept in a set before switching to a bitmap
 _BITMAP_BYTES = (2 * 65536) // 8  # one bit per (proto, port)
+
+
+def masker(prefix4: int = 32, prefix6: int = 64) -> Callable[[bytes], bytes]:
+    """raw 4- or 16-byte address → the raw address of its network (``prefix4`` / ``prefix6`` bits)."""
+    masks = {4: (1 << 32) - (1 << (32 - prefix4)), 16: (1 << 128) - (1 << (128 - prefix6))}
+    cut6, pad6 = prefix6 // 8, bytes(16 - prefix6 // 8)
+
+    def net(raw: bytes) -> bytes:
+        n = len(raw)
+        if n == 16 and not prefix6 % 8:
+            return raw[:cut6] + pad6
+        if n == 4 and prefix4 == 32:
+            return raw
+        return (int.from_bytes(raw, "big") & masks.get(n, -1)).to_bytes(n, "big")
+
+    return net
 
 
 @dataclass(slots=True)
@@ -31,7 +50,9 @@ class SourceState:
     triggered: bool = False
     reported_hits: int = 0
     last_report: float = 0.0
-    # The probe that crossed the trigger (what the scan record names).
+    # The probe that crossed the trigger (what the scan record names): its source address (the key holds the
+    # network), destination, protocol, port...
+    src: bytes = b""
     dst: bytes = b""
     proto: int = 0
     port: int = 0

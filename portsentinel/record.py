@@ -73,6 +73,8 @@ F_HITS = "PS_HITS"
 F_PORTS = "PS_PORTS"
 F_WINDOW = "PS_WINDOW"
 F_SRC_NAME = "PS_SRC_NAME"
+#: The network a source is tracked and banned by (IPv6 /64 by default), only when it is wider than the address.
+F_SRC_NET = "PS_SRC_NET"
 F_TIME = "PS_TIME"
 F_JAIL = "PS_JAIL"
 F_ACTION = "PS_ACTION"
@@ -134,6 +136,30 @@ def canonical_address(text: str) -> str:
     return str(addr)
 
 
+def canonical_network(text: str) -> str:
+    """Canonical text of an address or a network (``2001:db8:1:2::/64``): an address is canonical_address's
+    text, a network must have no host bits set, and a full-length network (/32, /128) is its address.
+    ValueError otherwise. Used where a ban may name a network (nft elements, templates), never for PS_SRC."""
+    if "/" not in text:
+        return canonical_address(text)
+    net = ipaddress.ip_network(text.strip(), strict=True)
+    if net.prefixlen == net.max_prefixlen:
+        return canonical_address(str(net.network_address))
+    return str(net)
+
+
+def source_network(addr: str, prefix4: int = 32, prefix6: int = 64) -> str:
+    """The network of ``prefix4`` / ``prefix6`` bits that holds the canonical address ``addr``, as canonical
+    text; the address itself when the prefix is the full length. ValueError for a bad address or prefix."""
+    ip = ipaddress.ip_address(canonical_address(addr))
+    plen = prefix4 if ip.version == 4 else prefix6
+    if not 0 < plen <= ip.max_prefixlen:
+        raise ValueError(f"prefix /{plen} out of range for IPv{ip.version}")
+    if plen == ip.max_prefixlen:
+        return str(ip)
+    return str(ipaddress.ip_network(f"{ip}/{plen}", strict=False))
+
+
 @dataclass(frozen=True)
 class Record:
     """A validated record: field name → string value."""
@@ -180,6 +206,15 @@ def _addr_field(name: str, value: str) -> str:
         raise RecordError(name, f"not an IP address: {value!r}") from None
 
 
+def _net_field(name: str, value: str) -> str:
+    try:
+        if "/" not in value:
+            raise ValueError
+        return canonical_network(value)
+    except ValueError:
+        raise RecordError(name, f"not a network (ADDRESS/PREFIX, no host bits): {value!r}") from None
+
+
 def _one_of(allowed: frozenset[str] | tuple[str, ...], what: str) -> Callable[[str, str], str]:
     def check(name: str, value: str) -> str:
         if value not in allowed:
@@ -193,6 +228,7 @@ def _one_of(allowed: frozenset[str] | tuple[str, ...], what: str) -> Callable[[s
 _CHECKS: dict[str, Callable[[str, str], str]] = {
     **{f: _int_field for f in INT_FIELDS},
     **{f: _addr_field for f in ADDR_FIELDS},
+    F_SRC_NET: _net_field,
     F_EVENT: _one_of(_EVENT_VALUES, "unknown event"),
     F_SCAN: _one_of(SCAN_KINDS, "unknown scan kind"),
     F_MODE: _one_of(MODES, "unknown mode"),

@@ -138,13 +138,17 @@ def canonical_address(text: str) -> str:
 
 def canonical_network(text: str) -> str:
     """Canonical text of an address or a network (``2001:db8:1:2::/64``): an address is canonical_address's
-    text, a network must have no host bits set, and a full-length network (/32, /128) is its address.
-    ValueError otherwise. Used where a ban may name a network (nft elements, templates), never for PS_SRC."""
+    text, a network is such an address, ``/`` and a decimal prefix length, with no host bits set; a full-length
+    network (/32, /128) is its address. ValueError otherwise. Used where a ban may name a network (nft elements,
+    templates), never for PS_SRC."""
     if "/" not in text:
         return canonical_address(text)
-    net = ipaddress.ip_network(text.strip(), strict=True)
+    base, _, plen = text.partition("/")
+    if not plen.isdigit() or len(plen) > 3 or not plen.isascii():
+        raise ValueError(f"not an address or network: {text[:60]!r}")
+    net = ipaddress.ip_network(f"{canonical_address(base)}/{int(plen)}", strict=True)
     if net.prefixlen == net.max_prefixlen:
-        return canonical_address(str(net.network_address))
+        return str(net.network_address)
     return str(net)
 
 

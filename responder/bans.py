@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import heapq
+import ipaddress
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .jailconf import JailConfig
@@ -28,6 +30,14 @@ class Ban:
         return FOREVER if self.expires == FOREVER else max(0.0, self.expires - now)
 
 
+def src_fields(ip: str, info: dict[str, str] | None = None) -> dict[str, str]:
+    """PS_SRC (always an address) and PS_SRC_NET (when the ban is a network) of a ban target ``ip``."""
+    if "/" not in ip:
+        return {"PS_SRC": ip}
+    src = (info or {}).get("src") or str(ipaddress.ip_network(ip).network_address)
+    return {"PS_SRC": src, "PS_SRC_NET": ip}
+
+
 def bantime_for(cfg: JailConfig, offence: int) -> float:
     """The jail's bantime, multiplied by ``factor`` per earlier offence when ``bantime.increment`` is on."""
     if cfg.bantime == FOREVER:
@@ -43,6 +53,8 @@ class BanBook:
     def __init__(self) -> None:
         self.active: dict[tuple[str, str], Ban] = {}
         self._heap: list[tuple[float, str, str]] = []
+        #: (jail, IP version) → how many network bans of each prefix length are in force (for covering()).
+        self._plens: dict[tuple[str, int], Counter[int]] = {}
 
     def __len__(self) -> int:
         return len(self.active)
@@ -50,16 +62,56 @@ class BanBook:
     def get(self, jail: str, ip: str) -> Ban | None:
         return self.active.get((jail, ip))
 
+    def _count(self, jail: str, ip: str, step: int) -> None:
+        if "/" in ip:
+            base, plen = ip.split("/")
+            c = self._plens.setdefault((jail, 6 if ":" in base else 4), Counter())
+            c[int(plen)] += step
+            if c[int(plen)] <= 0:
+                del c[int(plen)]
+
     def add(self, ban: Ban) -> None:
+        old = self.active.get((ban.jail, ban.ip))
+        if old is None:
+            self._count(ban.jail, ban.ip, 1)
         self.active[(ban.jail, ban.ip)] = ban
         if ban.expires != FOREVER:
             heapq.heappush(self._heap, (ban.expires, ban.jail, ban.ip))
 
     def remove(self, jail: str, ip: str) -> Ban | None:
-        return self.active.pop((jail, ip), None)
+        ban = self.active.pop((jail, ip), None)
+        if ban is not None:
+            self._count(jail, ip, -1)
+        return ban
+
+    def covering(self, jail: str, ip: str) -> Ban | None:
+        """The ban in ``jail`` on ``ip`` itself or on a network that holds it (``ip`` an address or network)."""
+        ban = self.active.get((jail, ip))
+        if ban is not None:
+            return ban
+        addr = ipaddress.ip_network(ip, strict=False)
+        for plen in self._plens.get((jail, addr.version), ()):
+            if plen <= addr.prefixlen:
+                ban = self.active.get((jail, str(addr.supernet(new_prefix=plen))))
+                if ban is not None:
+                    return ban
+        return None
+
+    def inside(self, jail: str, net: str) -> list[Ban]:
+        """Bans in ``jail`` on addresses or narrower networks inside the network ``net`` (not ``net`` itself)."""
+        outer = ipaddress.ip_network(net)
+        out = []
+        for (j, ip), ban in self.active.items():
+            if j == jail and ip != net:
+                inner = ipaddress.ip_network(ip)
+                if inner.version == outer.version and inner.subnet_of(outer):  # type: ignore[arg-type]
+                    out.append(ban)
+        return out
 
     def by_ip(self, ip: str) -> list[Ban]:
-        return [b for (_, i), b in self.active.items() if i == ip]
+        """Bans of ``ip`` (an address or network) in every jail, including those of networks that hold it."""
+        jails = {j for j, _ in self.active}
+        return [b for b in (self.covering(j, ip) for j in sorted(jails)) if b is not None]
 
     def in_jail(self, jail: str) -> list[Ban]:
         return [b for (j, _), b in self.active.items() if j == jail]
@@ -80,6 +132,6 @@ class BanBook:
             when, jail, ip = heapq.heappop(self._heap)
             ban = self.active.get((jail, ip))
             if ban is not None and ban.expires == when:
-                del self.active[(jail, ip)]
+                self.remove(jail, ip)
                 out.append(ban)
         return out

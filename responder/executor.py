@@ -20,7 +20,7 @@ from .actions import Action, load_action
 from .adapters.libnft import NftRunner
 from .adapters.nftbatch import NftBatch
 from .adapters.runner import Result, Runner, SubprocessRunner
-from .bans import FOREVER, Ban
+from .bans import FOREVER, Ban, src_fields
 from .jailconf import JailConfig
 from .render import VarError, validate_vars
 
@@ -224,10 +224,14 @@ class Executor:
         for ban in bans:
             names = done[(ban.jail, ban.ip)]
             bantime = "forever" if ban.expires == FOREVER else f"{int(round(ban.bantime))}s"
+            note = ban.info.get("note", "")
             self.report(R.Event.BAN,
                         f"jail {ban.jail}: banned {ban.ip} for {bantime} (offence {ban.count}, {ban.failures} "
-                        f"failure(s)) by {', '.join(names) or 'no action'}",
-                        PS_JAIL=ban.jail, PS_SRC=ban.ip, PS_ACTION=",".join(names),
+                        f"failure(s)) by {', '.join(names) or 'no action'}"
+                        + (f" (record from {ban.info['src']})" if ban.info.get("src") else "")
+                        + (f"; {note}" if note else ""),
+                        PS_JAIL=ban.jail, **src_fields(ban.ip, ban.info), PS_ACTION=",".join(names),
+                        PS_DETAIL=note,
                         PS_BANTIME=str(-1 if ban.expires == FOREVER else int(round(ban.bantime))),
                         PS_PORT=ban.info.get("port", ""), PS_PROTO=ban.info.get("proto", ""),
                         PS_SCAN=ban.info.get("scan", ""), PS_HITS=str(ban.failures))
@@ -236,7 +240,7 @@ class Executor:
         names = self._phase(ban.jail, "actionunban", ban, reverse=True)
         by = ", ".join(names) or "no action"
         self.report(R.Event.UNBAN, f"jail {ban.jail}: unbanned {ban.ip} ({reason}) by {by}",
-                    PS_JAIL=ban.jail, PS_SRC=ban.ip, PS_ACTION=",".join(names), PS_DETAIL=reason)
+                    PS_JAIL=ban.jail, **src_fields(ban.ip, ban.info), PS_ACTION=",".join(names), PS_DETAIL=reason)
 
     def unban_expired_offline(self, jail: str, ip: str) -> None:
         """A ban that ran out while the responder was stopped: undo what may still be in force."""

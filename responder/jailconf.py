@@ -53,6 +53,14 @@ class JailConfig:
     trusted_uids: tuple[int, ...] = (0,)
     #: …and, where the record carries _SYSTEMD_UNIT, that unit is one of these (empty: not checked).
     trusted_units: tuple[str, ...] = ()
+    #: Sources are counted and banned per network of this many bits (32: per IPv4 address; IPv6: per /64).
+    ban_prefix_v4: int = 32
+    ban_prefix_v6: int = 64
+    #: When ``ban_prefix_v6_escalate_after`` networks of one /``ban_prefix_v6_escalate`` are banned within
+    #: ``ban_prefix_v6_escalate_window``, the wider network is banned instead (0: never).
+    ban_prefix_v6_escalate: int = 0
+    ban_prefix_v6_escalate_after: int = 3
+    ban_prefix_v6_escalate_window: float = 3600.0
 
 
 @dataclass
@@ -179,7 +187,44 @@ def _jail(ini: Ini, name: str) -> JailConfig:
     j.verified_only = bool(r.conv("verified_only", "false", parse_bool))
     j.trusted_uids = r.conv("trusted_uid", "0", _uids)  # type: ignore[assignment]
     j.trusted_units = tuple(u for u in re.split(r"[\s,]+", r.text("trusted_unit", "")) if u)
+    j.ban_prefix_v4 = int(r.conv("ban_prefix_v4", "32", _prefix(1, 32)))  # type: ignore[call-overload]
+    j.ban_prefix_v6 = int(r.conv("ban_prefix_v6", "64", _prefix(1, 128)))  # type: ignore[call-overload]
+    j.ban_prefix_v6_escalate = int(r.conv("ban_prefix_v6_escalate", "", _prefix(0, 128)))  # type: ignore[call-overload]
+    if j.ban_prefix_v6_escalate and j.ban_prefix_v6_escalate >= j.ban_prefix_v6:
+        val = r.where("ban_prefix_v6_escalate")
+        raise IniError.at(val, name, "ban_prefix_v6_escalate", f"/{j.ban_prefix_v6_escalate} must be wider (a "
+                          f"smaller number) than ban_prefix_v6 /{j.ban_prefix_v6}") if val else \
+            IniError("(default)", 0, name, "ban_prefix_v6_escalate", "must be wider than ban_prefix_v6")
+    j.ban_prefix_v6_escalate_after = int(r.conv("ban_prefix_v6_escalate_after", "3",  # type: ignore[call-overload]
+                                                _at_least(2)))
+    j.ban_prefix_v6_escalate_window = float(r.conv("ban_prefix_v6_escalate_window", "1h",  # type: ignore[arg-type]
+                                                   parse_duration))
     return j
+
+
+def _at_least(lo: int) -> object:
+    def parse(text: str) -> int:
+        n = parse_int(text)
+        if n < lo:
+            raise ValueError(f"must be at least {lo}")
+        return n
+
+    return parse
+
+
+def _prefix(lo: int, hi: int) -> object:
+    """A prefix-length parser: an integer from ``lo`` to ``hi``, a leading '/' allowed; empty is 0."""
+
+    def parse(text: str) -> int:
+        t = text.strip().lstrip("/")
+        if not t:
+            return 0 if lo == 0 else hi
+        n = parse_int(t)
+        if not lo <= n <= hi:
+            raise ValueError(f"prefix length {n} out of range {lo}..{hi}")
+        return n
+
+    return parse
 
 
 def _uids(text: str) -> tuple[int, ...]:
@@ -212,7 +257,8 @@ def _trap_problem(config_dir: Path, jail: JailConfig) -> str | None:
         if action.options.get(MARKER, "").strip().lower() not in ("yes", "1", "true"):
             continue
         try:
-            settings_from(action.params, jail.name, jail.ignoreip)
+            settings_from(action.params, jail.name, jail.ignoreip, prefix4=jail.ban_prefix_v4,
+                          prefix6=jail.ban_prefix_v6)
         except TrapError as exc:
             return f"{ref.where}: {jail.name}: action {ref.name}: {exc}"
     return None

@@ -24,7 +24,8 @@ Rules (docs/actions.md has the long form):
   inside ``${…}`` or in a template with a here-document is refused at load time, since quoting would not
   hold there.
 
-Variables are validated before rendering (:func:`validate_vars`): ``ip`` must parse as an address and is
+Variables are validated before rendering (:func:`validate_vars`): ``ip`` must parse as an address (or, for a
+network ban, ADDRESS/PREFIX without host bits) and is
 replaced by its canonical text, numbers must be integers, names must match ``[A-Za-z0-9_][A-Za-z0-9_.-]*``.
 """
 
@@ -40,7 +41,7 @@ from jinja2 import StrictUndefined, meta
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from portsentinel.record import canonical_address
+from portsentinel.record import canonical_network
 
 SHELL = ("/bin/sh", "-c")
 SHELL_MARK = "!shell"
@@ -141,9 +142,9 @@ def validate_vars(values: Mapping[str, object]) -> dict[str, object]:
             raise VarError(name, "not a valid variable name")
         if name == "ip":
             try:
-                out["ip"] = canonical_address(str(value))
+                out["ip"] = canonical_network(str(value))  # an address, or a network ban (ADDRESS/PREFIX)
             except ValueError:
-                raise VarError("ip", f"not an IP address: {str(value)[:60]!r}") from None
+                raise VarError("ip", f"not an IP address or network: {str(value)[:60]!r}") from None
         elif name == "family":
             continue  # derived below
         elif name == "port":

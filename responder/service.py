@@ -25,7 +25,7 @@ from .adapters import facts
 from .adapters.control import ControlServer
 from .adapters.decisions import DecisionLog
 from .adapters.store import Store
-from .bans import FOREVER, Ban, BanBook
+from .bans import FOREVER, Ban, BanBook, src_fields
 from .engine import Decision, Engine, JailRuntime
 from .executor import Executor
 from .forgery import ForgeryTally, Report, writer_of
@@ -84,6 +84,9 @@ class Responder:
     def report(self, event: R.Event, message: str, **fields: str) -> None:
         prio = R.PRIORITY_WARNING if event in (R.Event.BAN, R.Event.FAILED) else (
             R.PRIORITY_NOTICE if event in (R.Event.UNBAN, R.Event.IGNORED) else R.PRIORITY_INFO)
+        src = fields.get(R.F_SRC, "")
+        if "/" in src:  # a network ban: PS_SRC stays an address, PS_SRC_NET names the network
+            fields = {**fields, **src_fields(src)}
         rec = {R.F_MESSAGE: message, R.F_MSGID: R.MESSAGE_IDS[event], R.F_PRIORITY: str(prio),
                R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: event.value,
                R.F_TIME: f"{time.time():.6f}", **{k: v for k, v in fields.items() if v != ""}}
@@ -163,7 +166,9 @@ class Responder:
             runtimes.append(JailRuntime(jc, filt, Jail(jc), PerMinuteCap(jc.maxbans_per_minute), source, journal))
         self.engine = Engine(runtimes, self._never_ban(), self.book, self.store)
         self.errors += self.traps.configure({j: a for j, a in self.executor.actions.items() if j in self.engine.jails},
-                                            {rt.cfg.name: rt.cfg.ignoreip for rt in runtimes}, self.sel)
+                                            {rt.cfg.name: rt.cfg.ignoreip for rt in runtimes}, self.sel,
+                                            {rt.cfg.name: (rt.cfg.ban_prefix_v4, rt.cfg.ban_prefix_v6)
+                                             for rt in runtimes})
         self._open_sources(runtimes)
 
     def _open_sources(self, runtimes: list[JailRuntime]) -> None:
@@ -285,12 +290,21 @@ class Responder:
                 continue
             for d in self.engine.entry(source, e, now):
                 if d.kind == "ban" and d.ban is not None:
+                    self._lift_covered(d)
                     bans.append(d.ban)
                 else:
                     self._decision(d)
         self.store.commit(added=bans, cursors={source: entries[-1].cursor})
         if bans:
             self.executor.ban_many(bans)
+
+    def _lift_covered(self, d: Decision) -> None:
+        """Before a network ban: lift the bans of the same jail inside it (it covers them; nft interval sets
+        refuse overlapping elements)."""
+        if d.replaces:
+            self.store.commit(removed=[(b.jail, b.ip) for b in d.replaces])
+            for b in d.replaces:
+                self.executor.unban(b, reason=f"covered by {d.ip}")
 
     def expire(self) -> None:
         due = self.book.due(time.time())
@@ -314,6 +328,7 @@ class Responder:
                         PS_DETAIL=f"kernel_time={hit.time:.6f}")
             d = escalate(self.engine, jail, hit, time.time())
             if d is not None and d.kind == "ban" and d.ban is not None:
+                self._lift_covered(d)
                 bans.append(d.ban)
             elif d is not None:
                 self._decision(d)
@@ -451,6 +466,7 @@ class Responder:
             if cmd == "ban":
                 d = self.engine.manual_ban(str(req.get("jail", "")), str(req.get("ip", "")), time.time())
                 if d.kind == "ban" and d.ban is not None:
+                    self._lift_covered(d)
                     self.store.commit(added=[d.ban])
                     self.executor.ban_many([d.ban])
                     return {"ok": True, "banned": d.ip, "jail": d.jail}

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from portsentinel.common import values
 
 from .engine import Decision, Engine
-from .jail import Failure
 from .jailconf import parse_duration
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -83,6 +82,19 @@ class TrapSettings:
     #: Exempt a probe whose port has a socket, looked up by the kernel per packet (no lag at all).
     socket_match: bool = True
     never: tuple[IPNetwork, ...] = ()
+    #: The tarpit holds a source's network of this many bits (the jail's ban_prefix_v4 / ban_prefix_v6): an IPv6
+    #: scanner rotating through its /64 is one element. A source whose network holds a never-ban address (the
+    #: sets N_near4 / N_near6) is held by its own address instead.
+    prefix4: int = 32
+    prefix6: int = 64
+
+    def mask(self, version: int) -> str:
+        """nft's bit mask for the tarpit's network of an IPv4 or IPv6 source ("" for whole addresses)."""
+        plen, bits = (self.prefix4, 32) if version == 4 else (self.prefix6, 128)
+        if plen >= bits:
+            return ""
+        net = ipaddress.ip_network(f"{'0.0.0.0' if version == 4 else '::'}/{plen}")
+        return str(net.netmask)
 
     def trap_ports(self, proto: str) -> frozenset[int]:
         """The trap ports of ``proto`` before listeners are taken out (PortSentry's stcp/sudp or atcp/audp)."""
@@ -102,7 +114,8 @@ class TrapSettings:
 
     @property
     def sets(self) -> tuple[str, ...]:
-        return tuple(self.obj(s) for s in ("t4", "t6", "b4", "b6", "never4", "never6", "tcp", "udp", "tcp_l", "udp_l"))
+        return tuple(self.obj(s) for s in ("t4", "t6", "b4", "b6", "never4", "never6", "near4", "near6", "tcp", "udp",
+                                           "tcp_l", "udp_l"))
 
     @property
     def counters(self) -> tuple[str, ...]:
@@ -151,8 +164,10 @@ def _bool(key: str, text: str) -> bool:
         raise TrapError(key, str(exc)) from None
 
 
-def settings_from(params: Mapping[str, object], jail: str, ignoreip: Iterable[IPNetwork] = ()) -> TrapSettings:
-    """Typed settings from the kernel-trap action's variables (``[Init]`` + the jail's arguments)."""
+def settings_from(params: Mapping[str, object], jail: str, ignoreip: Iterable[IPNetwork] = (), *,
+                  prefix4: int = 32, prefix6: int = 64) -> TrapSettings:
+    """Typed settings from the kernel-trap action's variables (``[Init]`` + the jail's arguments); ``prefix4`` /
+    ``prefix6`` are the jail's ban_prefix_v4 / ban_prefix_v6."""
 
     def get(key: str, default: str) -> str:
         return str(params.get(key, default))
@@ -193,7 +208,7 @@ def settings_from(params: Mapping[str, object], jail: str, ignoreip: Iterable[IP
         listener_sync=_seconds("listener_sync", get("listener_sync", "1"), 0, 3600),
         facts_sync=_seconds("facts_sync", get("facts_sync", "10"), 1, 86400),
         socket_match=_bool("socket_match", get("socket_match", "yes")),
-        never=tuple(never),
+        never=tuple(never), prefix4=prefix4, prefix6=prefix6,
     )
     if shape == "list" and not any(s.trap_ports(p) for p in protocols):
         raise TrapError("tcp_ports", "shape = list needs tcp_ports and/or udp_ports")
@@ -237,6 +252,24 @@ def never_networks(addrs: Iterable[str | IPNetwork]) -> tuple[list[str], list[st
     return fmt(ipaddress.collapse_addresses(v4)), fmt(ipaddress.collapse_addresses(v6))
 
 
+def near_networks(s: TrapSettings, never: Iterable[str | IPNetwork]) -> tuple[list[str], list[str]]:
+    """The tarpit-sized networks (prefix4 / prefix6) that hold a never-ban address: a source in one of them is
+    held by its own address, so the tarpit never covers a protected address. (A never-ban network wider than
+    the prefix needs nothing: its sources return before the trap.)"""
+    out: tuple[list[ipaddress.IPv4Network], list[ipaddress.IPv6Network]] = ([], [])
+    for text in (*never_networks(never)[0], *never_networks(never)[1]):
+        net = ipaddress.ip_network(text)
+        plen = s.prefix4 if net.version == 4 else s.prefix6
+        if plen < net.max_prefixlen and net.prefixlen > plen:
+            wide = net.supernet(new_prefix=plen)
+            if isinstance(wide, ipaddress.IPv4Network):
+                out[0].append(wide)
+            else:
+                out[1].append(wide)
+    return ([str(n) for n in ipaddress.collapse_addresses(out[0])],
+            [str(n) for n in ipaddress.collapse_addresses(out[1])])
+
+
 def _elements(verb: str, where: str, elems: list[str]) -> list[str]:
     return [f"{verb} element {where} {{ {', '.join(elems[i:i + 4000])} }}" for i in range(0, len(elems), 4000)]
 
@@ -253,9 +286,12 @@ def sync_script(s: TrapSettings, *, listening: Mapping[str, Iterable[int]] | Non
             lines += _elements("add", f"{t} {s.obj(proto + '_l')}", [str(p) for p in ports])
     if never is not None:
         v4, v6 = never_networks([*s.never, *never])
-        for fam, elems in (("4", v4), ("6", v6)):
+        n4, n6 = near_networks(s, [*v4, *v6])
+        for fam, elems, near in (("4", v4, n4), ("6", v6, n6)):
             lines.append(f"flush set {t} {s.obj('never' + fam)}")
             lines += _elements("add", f"{t} {s.obj('never' + fam)}", elems)
+            lines.append(f"flush set {t} {s.obj('near' + fam)}")
+            lines += _elements("add", f"{t} {s.obj('near' + fam)}", near)
     return "".join(line + "\n" for line in lines)
 
 
@@ -269,8 +305,9 @@ def install_script(s: TrapSettings, listening: Mapping[str, Iterable[int]], neve
     for fam, typ in (("4", "ipv4_addr"), ("6", "ipv6_addr")):
         lines.append(f"add set {t} {n('t' + fam)} {{ type {typ}; flags dynamic,timeout; timeout {s.tarpit}s; "
                      f"size {s.size}; }}")
-        lines.append(f"add set {t} {n('b' + fam)} {{ type {typ}; flags timeout; }}")
+        lines.append(f"add set {t} {n('b' + fam)} {{ type {typ}; flags interval,timeout; }}")
         lines.append(f"add set {t} {n('never' + fam)} {{ type {typ}; flags interval; }}")
+        lines.append(f"add set {t} {n('near' + fam)} {{ type {typ}; flags interval; }}")
     for proto in PROTOCOLS:
         lines.append(f"add set {t} {n(proto)} {{ type inet_service; flags interval; }}")
         lines.append(f"add set {t} {n(proto + '_l')} {{ type inet_service; }}")
@@ -287,8 +324,13 @@ def install_script(s: TrapSettings, listening: Mapping[str, Iterable[int]], neve
         f"{r} fib saddr type local return",
         f"{r} ip saddr @{n('never4')} return",
         f"{r} ip6 saddr @{n('never6')} return",
-        f"{r} ip saddr @{n('t4')} counter name \"{n('dropped')}\" drop",
-        f"{r} ip6 saddr @{n('t6')} counter name \"{n('dropped')}\" drop",
+    ]
+    for fam, ipx in (("4", "ip"), ("6", "ip6")):  # the tarpit: a trapped source's network, or its own address
+        mask = s.mask(int(fam))
+        if mask:
+            lines.append(f"{r} {ipx} saddr & {mask} @{n('t' + fam)} counter name \"{n('dropped')}\" drop")
+        lines.append(f"{r} {ipx} saddr @{n('t' + fam)} counter name \"{n('dropped')}\" drop")
+    lines += [
         f"{r} ip saddr @{n('b4')} drop",
         f"{r} ip6 saddr @{n('b6')} drop",
     ]
@@ -300,10 +342,16 @@ def install_script(s: TrapSettings, listening: Mapping[str, Iterable[int]], neve
         lines.append(f"{c} socket transparent {{ 0, 1 }} return")
     lines += [
         f"{c} limit rate over {s.rate} burst {s.burst} packets counter name \"{n('ratelimited')}\" drop",
-        f"{c} meta nfproto ipv4 add @{n('t4')} {{ ip saddr }} counter name \"{n('trapped')}\" {log} drop",
-        f"{c} meta nfproto ipv6 add @{n('t6')} {{ ip6 saddr }} counter name \"{n('trapped')}\" {log} drop",
-        f"{c} counter name \"{n('full')}\" drop",
     ]
+    for fam, ipx in (("4", "ip"), ("6", "ip6")):
+        mask = s.mask(int(fam))
+        add = f"counter name \"{n('trapped')}\" {log} drop"
+        if mask:  # near a never-ban address: the address alone; else its network
+            lines.append(f"{c} {ipx} saddr @{n('near' + fam)} add @{n('t' + fam)} {{ {ipx} saddr }} {add}")
+            lines.append(f"{c} meta nfproto ipv{fam} add @{n('t' + fam)} {{ {ipx} saddr & {mask} }} {add}")
+        else:
+            lines.append(f"{c} meta nfproto ipv{fam} add @{n('t' + fam)} {{ {ipx} saddr }} {add}")
+    lines.append(f"{c} counter name \"{n('full')}\" drop")
     text = "".join(line + "\n" for line in lines)
     return text + sync_script(s, listening=listening, never=never)
 
@@ -316,10 +364,14 @@ def remove_statements(s: TrapSettings) -> list[str]:
 
 
 def unban_script(s: TrapSettings, ip: str) -> str:
-    """Remove ``ip`` from its tarpit set (fails harmlessly when the kernel has already expired it)."""
-    addr = ipaddress.ip_address(ip)
-    set_name = s.obj("t6" if addr.version == 6 else "t4")
-    return f"delete element inet {s.table} {set_name} {{ {addr} }}\n"
+    """Remove ``ip`` (an address or a network) from its tarpit set: the element of the address and that of its
+    network (each added first, so one the kernel has already expired is no error)."""
+    net = ipaddress.ip_network(ip, strict=False)
+    set_name = s.obj("t6" if net.version == 6 else "t4")
+    plen = s.prefix6 if net.version == 6 else s.prefix4
+    elems = {str(net.network_address), str(net.supernet(new_prefix=min(plen, net.prefixlen)).network_address)}
+    where = f"inet {s.table} {set_name}"
+    return "".join(f"add element {where} {{ {e} }}\ndelete element {where} {{ {e} }}\n" for e in sorted(elems))
 
 
 # -- kernel notifications and what follows them -------------------------------------------------------------
@@ -384,21 +436,17 @@ class Tarpit:
 def escalate(engine: Engine, jail: str, hit: TrapHit, now: float) -> Decision | None:
     """Count a kernel-trap hit as one failure in the jail; a ban Decision when the jail's rules say so
     (maxretry within findtime; never when verified_only, since a trapped probe proved no handshake),
-    through the same never-ban check, cap and repeat-offender bantime as every other ban."""
+    through the same network counting, never-ban check, cap and repeat-offender bantime as every other ban."""
     rt = engine.jails.get(jail)
-    if rt is None or engine.book.get(jail, hit.ip) is not None:
+    if rt is None:
         return None
-    f = Failure(hit.ip, now, verified=False, port=hit.port, proto=hit.proto, scan="other",
-                match=f"kernel-trap: {hit.proto} port {hit.port} from {hit.ip}")
-    decision = rt.jail.add(f)
-    if decision is None:
-        return None
-    d = engine._ban(rt, hit.ip, now, decision.failures, f)  # noqa: SLF001 - the engine's one ban path
-    if d.ban is not None:
+    d = engine.fail(rt, hit.ip, now, verified=False, port=hit.port, proto=hit.proto, scan="other",
+                    match=f"kernel-trap: {hit.proto} port {hit.port} from {hit.ip}")
+    if d is not None and d.ban is not None:
         d.ban.info["via"] = ACTION
     return d
 
 
 __all__ = ["ACTION", "MARKER", "Tarpit", "TrapError", "TrapHit", "TrapSettings", "escalate",
-           "install_script", "never_networks", "parse_payload", "remove_statements", "settings_from",
+           "install_script", "near_networks", "never_networks", "parse_payload", "remove_statements", "settings_from",
            "sync_script", "unban_script"]

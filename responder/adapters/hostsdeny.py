@@ -9,18 +9,25 @@ present, or removing one that is absent, changes nothing (idempotent). Only cano
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import tempfile
 from pathlib import Path
 
-from portsentinel.record import canonical_address
+from portsentinel.record import canonical_address, canonical_network
 
 DEFAULT_FILE = "/etc/hosts.deny"
 DEFAULT_DAEMON = "ALL"
 
 
 def _canonical(ip: str) -> str:
-    """A plain address only (portsentinel.record.canonical_address: no zone id, no blank, no control character)."""
+    """A plain address (portsentinel.record.canonical_address: no zone id, no blank, no control character), or
+    a network ban: hosts_access(5) net/mask (IPv4) and [net]/prefixlen (IPv6)."""
+    if "/" in ip:
+        net = ipaddress.ip_network(canonical_network(ip))
+        if isinstance(net, ipaddress.IPv6Network):
+            return f"[{net.network_address}]/{net.prefixlen}"
+        return f"{net.network_address}/{net.netmask}"
     addr = canonical_address(ip)
     return f"[{addr}]" if ":" in addr else addr  # hosts_access(5): IPv6 addresses in brackets
 

@@ -6,8 +6,8 @@ delete), writes one script (one ``add element`` / ``delete element`` statement p
 it through the runner as a single atomic transaction. A delete is preceded by an add of the same element in the
 same transaction, so removing an element the kernel has already expired is not an error. When the batch
 fails, every element is retried on its own, so one bad element costs itself only.
-Addresses are parsed (portsentinel.record.canonical_address) and set/table names checked, so the script text
-cannot be steered.
+Addresses and networks are parsed (portsentinel.record.canonical_network) and set/table names checked, so
+the script text cannot be steered.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from portsentinel.record import canonical_address
+from portsentinel.record import canonical_network
 from portsentinel.responder.adapters.runner import Result, Runner
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
@@ -30,7 +30,7 @@ def _ident(kind: str, name: str) -> str:
 
 
 def _addr(ip: str) -> str:
-    return canonical_address(ip)
+    return canonical_network(ip)  # an address, or a network for a set with flags interval
 
 
 @dataclass

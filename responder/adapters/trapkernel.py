@@ -93,7 +93,7 @@ class KernelTraps:
 
     # ------------------------------------------------------------------ lifecycle
     def configure(self, actions: Mapping[str, list[Action]], ignoreip: Mapping[str, Iterable[T.IPNetwork]],
-                  sel: selectors.BaseSelector) -> list[str]:
+                  sel: selectors.BaseSelector, prefixes: Mapping[str, tuple[int, int]] | None = None) -> list[str]:
         """Install the traps of the jails whose actions include one marked ``kerneltrap = yes``; remove the
         others. Returns errors (a jail whose trap failed keeps its other actions)."""
         self.sel = sel
@@ -103,7 +103,9 @@ class KernelTraps:
             for a in acts:
                 if a.options.get(T.MARKER, "").strip().lower() in ("yes", "1", "true"):
                     try:
-                        wanted[jail] = T.settings_from(a.params, jail, ignoreip.get(jail, ()))
+                        p4, p6 = (prefixes or {}).get(jail, (32, 64))
+                        wanted[jail] = T.settings_from(a.params, jail, ignoreip.get(jail, ()), prefix4=p4,
+                                                       prefix6=p6)
                     except T.TrapError as exc:
                         errors.append(f"{a.path}: {exc}")
         for jail in list(self.traps):

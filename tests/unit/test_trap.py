@@ -119,8 +119,12 @@ def test_sync_and_remove_and_unban() -> None:
                     "flush set inet portsentinel trap_udp_l\n")
     assert "trap_never4" in T.sync_script(s, never=["192.0.2.1"])
     stmts = T.remove_statements(s)
-    assert stmts[0] == "delete chain inet portsentinel trap_trap" and len(stmts) == 2 + 10 + 4
-    assert T.unban_script(s, "2001:db8::7") == "delete element inet portsentinel trap_t6 { 2001:db8::7 }\n"
+    assert stmts[0] == "delete chain inet portsentinel trap_trap" and len(stmts) == 2 + 12 + 4
+    # The address's element and its /64's (the tarpit holds an IPv6 source's network), each added then deleted.
+    t6 = "inet portsentinel trap_t6"
+    assert T.unban_script(s, "2001:db8::7") == (
+        f"add element {t6} {{ 2001:db8:: }}\ndelete element {t6} {{ 2001:db8:: }}\n"
+        f"add element {t6} {{ 2001:db8::7 }}\ndelete element {t6} {{ 2001:db8::7 }}\n")
     with pytest.raises(ValueError):
         T.unban_script(s, "1.2.3.4 }; flush ruleset; {")
 

@@ -114,14 +114,16 @@ class Engine:
                          port=int(e.fields.get(R.F_PORT, "0") or 0), proto=e.fields.get(R.F_PROTO, ""),
                          scan=e.fields.get(R.F_SCAN, ""), match=(e.line or e.fields.get(R.F_MESSAGE, ""))[:300])
 
-    def fail(self, rt: JailRuntime, ip: str, now: float, **what: object) -> Decision | None:
+    def fail(self, rt: JailRuntime, ip: str, now: float, counter: Jail | None = None,
+             **what: object) -> Decision | None:
         """One failure of the canonical address ``ip`` in the jail, counted for its network (an IPv6 /64 by
-        default: a scanner rotating its address is one source); a ban Decision when the jail says so."""
+        default: a scanner rotating its address is one source); a ban Decision when the jail says so. ``counter``
+        counts instead of the jail's own (the kernel trap's maxretry)."""
         net = self.network(rt.cfg, ip)
         if self.book.covering(rt.cfg.name, ip) is not None:
             return None  # already banned here (the address, or a network that holds it): nothing runs again
         f = Failure(net, now, **what)  # type: ignore[arg-type]
-        decision = rt.jail.add(f)
+        decision = (counter or rt.jail).add(f)
         if decision is None:
             return None
         return self._ban(rt, ip, now, decision.failures, f, net=net)

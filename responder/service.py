@@ -169,6 +169,10 @@ class Responder:
                                             {rt.cfg.name: rt.cfg.ignoreip for rt in runtimes}, self.sel,
                                             {rt.cfg.name: (rt.cfg.ban_prefix_v4, rt.cfg.ban_prefix_v6)
                                              for rt in runtimes})
+        from .trap import strikes  # trap hits counted apart when the trap has its own maxretry
+
+        self.traps.strikes = {j: c for j, tr in self.traps.traps.items() if j in self.engine.jails
+                              and (c := strikes(tr.settings, self.engine.jails[j].cfg)) is not None}
         self._open_sources(runtimes)
 
     def _open_sources(self, runtimes: list[JailRuntime]) -> None:
@@ -326,7 +330,7 @@ class Responder:
                                      f"{hit.port})", PS_JAIL=jail, PS_SRC=hit.ip, PS_ACTION="kernel-trap",
                         PS_BANTIME=str(tarpit), PS_PROTO=hit.proto, PS_PORT=str(hit.port),
                         PS_DETAIL=f"kernel_time={hit.time:.6f}")
-            d = escalate(self.engine, jail, hit, time.time())
+            d = escalate(self.engine, jail, hit, time.time(), self.traps.strikes.get(jail))
             if d is not None and d.kind == "ban" and d.ban is not None:
                 self._lift_covered(d)
                 bans.append(d.ban)

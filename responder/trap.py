@@ -23,6 +23,7 @@ A trap probe is always dropped (the port has no listener, so it would only have 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -31,7 +32,8 @@ from dataclasses import dataclass, field
 from portsentinel.common import values
 
 from .engine import Decision, Engine
-from .jailconf import parse_duration
+from .jail import Jail
+from .jailconf import JailConfig, parse_duration
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -87,6 +89,8 @@ class TrapSettings:
     #: sets N_near4 / N_near6) is held by its own address instead.
     prefix4: int = 32
     prefix6: int = 64
+    #: Trap hits of one source (network) within the jail's findtime that make a ban; 0: the jail's maxretry.
+    maxretry: int = 0
 
     def mask(self, version: int) -> str:
         """nft's bit mask for the tarpit's network of an IPv4 or IPv6 source ("" for whole addresses)."""
@@ -209,10 +213,26 @@ def settings_from(params: Mapping[str, object], jail: str, ignoreip: Iterable[IP
         facts_sync=_seconds("facts_sync", get("facts_sync", "10"), 1, 86400),
         socket_match=_bool("socket_match", get("socket_match", "yes")),
         never=tuple(never), prefix4=prefix4, prefix6=prefix6,
+        maxretry=_int("maxretry", get("maxretry", "0") or "0", 0, 1000),
     )
     if shape == "list" and not any(s.trap_ports(p) for p in protocols):
         raise TrapError("tcp_ports", "shape = list needs tcp_ports and/or udp_ports")
     return s
+
+
+def describe(s: TrapSettings, jail_maxretry: int = 1) -> str:
+    """What the trap covers, in one line for ``portsentinel check-config``."""
+    parts = []
+    for proto in s.protocols:
+        ports = _ranges(s.trap_ports(proto))
+        shown = ",".join(ports[:12]) + (",…" if len(ports) > 12 else "")
+        parts.append(f"{proto} {shown} ({len(s.trap_ports(proto))} ports)")
+    who = f"its IPv6 /{s.prefix6}" if s.prefix6 < 128 else "it"
+    strikes = s.maxretry or jail_maxretry
+    return (f"kernel trap {s.name} ({s.shape}): the first probe to {'; '.join(parts)} without a listener puts "
+            f"its source ({who}) in the kernel's tarpit for {s.tarpit}s before any answer; {strikes} trap hit(s) "
+            f"within findtime: banned for the jail's bantime. Never touched: loopback, established traffic, this "
+            f"host's addresses, gateways and resolvers{', ' if s.never else ''}{' '.join(str(n) for n in s.never)}")
 
 
 # -- ruleset -----------------------------------------------------------------------------------------------
@@ -433,14 +453,20 @@ class Tarpit:
                 for (j, ip), (since, until, hit) in sorted(self.entries.items(), key=lambda kv: kv[1][0])]
 
 
-def escalate(engine: Engine, jail: str, hit: TrapHit, now: float) -> Decision | None:
-    """Count a kernel-trap hit as one failure in the jail; a ban Decision when the jail's rules say so
-    (maxretry within findtime; never when verified_only, since a trapped probe proved no handshake),
-    through the same network counting, never-ban check, cap and repeat-offender bantime as every other ban."""
+def strikes(s: TrapSettings, cfg: JailConfig) -> Jail | None:
+    """The counter of trap hits when the trap has its own ``maxretry`` (else the jail's counter counts them)."""
+    return Jail(dataclasses.replace(cfg, maxretry=s.maxretry)) if s.maxretry else None
+
+
+def escalate(engine: Engine, jail: str, hit: TrapHit, now: float, counter: Jail | None = None) -> Decision | None:
+    """Count a kernel-trap hit as one failure in the jail (or in ``counter``, see :func:`strikes`); a ban Decision
+    when the jail's rules say so (maxretry within findtime; never when verified_only, since a trapped probe
+    proved no handshake), through the same network counting, never-ban check, cap and repeat-offender bantime
+    as every other ban."""
     rt = engine.jails.get(jail)
     if rt is None:
         return None
-    d = engine.fail(rt, hit.ip, now, verified=False, port=hit.port, proto=hit.proto, scan="other",
+    d = engine.fail(rt, hit.ip, now, counter, verified=False, port=hit.port, proto=hit.proto, scan="other",
                     match=f"kernel-trap: {hit.proto} port {hit.port} from {hit.ip}")
     if d is not None and d.ban is not None:
         d.ban.info["via"] = ACTION
@@ -449,4 +475,4 @@ def escalate(engine: Engine, jail: str, hit: TrapHit, now: float) -> Decision | 
 
 __all__ = ["ACTION", "MARKER", "Tarpit", "TrapError", "TrapHit", "TrapSettings", "escalate",
            "install_script", "near_networks", "never_networks", "parse_payload", "remove_statements", "settings_from",
-           "sync_script", "unban_script"]
+           "strikes", "sync_script", "unban_script"]

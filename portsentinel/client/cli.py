@@ -155,23 +155,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Every error of the detector's config and of every jail, filter and action, with file:line:key."""
     from portsentinel.detector.config import load_config
     from portsentinel.detector.settings import ConfigError, DetectorConfig
+    from portsentinel.responder import trap as T
     from portsentinel.responder.actions import load_action
     from portsentinel.responder.filters import load_filter
     from portsentinel.responder.inifile import IniError
     from portsentinel.responder.jailconf import load
 
     errors: list[str] = []
+    det: DetectorConfig | None = None
     if args.config:
         try:
-            _, warnings = load_config(args.config)
+            det, warnings = load_config(args.config)
             for w in warnings:
                 print(f"warning: {w}")
             print(f"detector: {args.config}: OK")
         except (ConfigError, OSError) as exc:
             errors.append(f"detector: {exc}")
     else:
-        DetectorConfig()
+        det = DetectorConfig()
         print("detector: embedded default: OK")
+    if det is not None:
+        print(f"  modes {', '.join(det.modes)}; sources counted per /{det.ipv4_prefix} (IPv4) and "
+              f"/{det.ipv6_prefix} (IPv6)")
     cdir = _config_dir(args)
     try:
         cfg = load(cdir)
@@ -186,15 +191,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 load_filter(cdir / "filter.d", jail.filter, jail.filter_args)
             except ValueError as exc:
                 problems.append(str(exc))
+            traps: list[str] = []
             for ref in jail.actions:
                 try:
-                    load_action(cdir / "actions.d", (ref.name, ref.args), jail.name)
+                    action = load_action(cdir / "actions.d", (ref.name, ref.args), jail.name)
                 except ValueError as exc:
                     problems.append(str(exc))
+                    continue
+                if action.options.get(T.MARKER, "").strip().lower() in ("yes", "1", "true"):
+                    try:
+                        traps.append(T.describe(T.settings_from(action.params, jail.name, jail.ignoreip,
+                                                                prefix4=jail.ban_prefix_v4,
+                                                                prefix6=jail.ban_prefix_v6), jail.maxretry))
+                    except ValueError as exc:
+                        problems.append(f"{ref.where}: {jail.name}: action {ref.name}: {exc}")
             errors += problems
             state = "OK" if not problems else f"{len(problems)} error(s)"
             print(f"jail {jail.name}: filter {jail.filter}, actions "
                   f"{', '.join(a.name for a in jail.actions) or '(none)'}, backend {jail.backend}: {state}")
+            esc = (f"; {jail.ban_prefix_v6_escalate_after} of one /{jail.ban_prefix_v6_escalate} within "
+                   f"{int(jail.ban_prefix_v6_escalate_window)}s: the /{jail.ban_prefix_v6_escalate}"
+                   if jail.ban_prefix_v6_escalate else "")
+            print(f"  bans per /{jail.ban_prefix_v4} (IPv4) and /{jail.ban_prefix_v6} (IPv6){esc}")
+            for line in traps:
+                print(f"  {line}")
         if cfg.disabled:
             print(f"disabled jails: {', '.join(cfg.disabled)}")
     for err in errors:

@@ -25,6 +25,7 @@ from portsentinel.responder.adapters import facts
 from portsentinel.responder.adapters.listening import listening_ports
 from portsentinel.responder.adapters.nflog import NflogSocket
 from portsentinel.responder.adapters.runner import Result, Runner
+from portsentinel.responder.jail import Jail
 
 log = logging.getLogger("portsentinel.responder")
 
@@ -50,6 +51,8 @@ class KernelTraps:
         self.traps: dict[str, _Trap] = {}  # by jail
         self.sockets: dict[int, NflogSocket] = {}  # by NFLOG group
         self.tarpit = T.Tarpit()
+        #: Per jail, the counter of trap hits when the trap has its own maxretry (set by the service).
+        self.strikes: dict[str, Jail] = {}
         self.sel: selectors.BaseSelector | None = None
         self.hits_total = 0
         #: Seconds from a listener appearing in /proc/net to the set holding it, last measured (diagnostics).

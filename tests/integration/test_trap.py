@@ -1,7 +1,7 @@
 """The kernel trap in the lab: real kernel, real nmap/hping3/scapy, the real responder (docs/kernel-trap.md).
 
-Answers are counted by the protected namespace itself: a table ``inet pstest`` of its own counts, on its
-output path, every SYN-ACK, RST, ICMP/ICMPv6 destination-unreachable and UDP datagram it sends out of its veth.
+Answers are counted by the protected namespace itself (tests/lab/counting.py): a table ``inet pstest`` of its own
+counts, on its output path, every SYN-ACK, RST, ICMP/ICMPv6 destination-unreachable and UDP datagram it sends.
 Every scan comes from a fresh source address (an alias of the attacker), so no scan meets a source the trap
 already holds. Excluded ports are emptied for the scan tests: an excluded port without a listener answers
 (RST) until the source's first trap probe, as in PortSentry's advanced mode.
@@ -19,28 +19,12 @@ from typing import Any
 
 import pytest
 
+from tests.lab.counting import answers, install_counters
 from tests.lab.detector import python_in, tool
 from tests.lab.netns import Host, Lab
 from tests.lab.pipeline import ResponderProcess, can_connect, make_config
 
 pytestmark = pytest.mark.lab
-
-COUNT_TABLE = """
-table inet pstest {
-  counter synack {}
-  counter rstout {}
-  counter unreach {}
-  counter udpout {}
-  chain out { type filter hook output priority 0; policy accept;
-    oifname "lo" return
-    tcp flags & (syn|ack) == syn|ack counter name "synack"
-    tcp flags & rst == rst counter name "rstout"
-    icmp type destination-unreachable counter name "unreach"
-    icmpv6 type destination-unreachable counter name "unreach"
-    meta l4proto udp counter name "udpout"
-  }
-}
-"""
 
 LISTENER = ("import socket,sys,time\nkind=socket.SOCK_STREAM if sys.argv[1]=='tcp' else socket.SOCK_DGRAM\n"
             "s=socket.socket(socket.AF_INET6,kind)\ns.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)\n"
@@ -57,20 +41,6 @@ def trap_config(base: Path, trap_args: str, *, maxretry: int = 2, bantime: str =
     base.chmod(0o755)
     (base / "alerts.jsonl").touch(mode=0o640)
     return cfg
-
-
-def install_counters(host: Host) -> None:
-    host.run(["nft", "-f", "-"], input=COUNT_TABLE)
-
-
-def answers(host: Host, *, reset: bool = False) -> dict[str, int]:
-    """Packets the host sent out per kind since the last reset (and reset them when asked)."""
-    out = host.run(["nft", "-j", "reset" if reset else "list", "counters", "table", "inet", "pstest"]).stdout
-    got = {}
-    for item in json.loads(out)["nftables"]:
-        if "counter" in item:
-            got[item["counter"]["name"]] = int(item["counter"]["packets"])
-    return got
 
 
 def listen(host: Host, proto: str, port: int) -> subprocess.Popen[bytes]:

@@ -2,7 +2,8 @@
 
 The capture socket is cooked (AF_PACKET, SOCK_DGRAM), so the program is compiled for raw IP (DLT_RAW) and
 serves every interface type. IPv6 packets whose next header is an extension header are passed up too, so
-user space can walk the chain instead of a probe slipping past the filter.
+user space can walk the chain instead of a probe slipping past the filter, and so is every IPv4 fragment
+(an offset or MF): later fragments carry no ports, and the detector reassembles what the host will see.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def filter_expression(tcp_ports: Iterable[int], udp_ports: Iterable[int]) -> str
     # IPv6 with an extension header first: libpcap's "tcp" does not look past it.
     # (libpcap's "ip6 proto 6" also matches TCP behind a fragment header, so test the next-header byte itself.)
     parts.append("(ip6 and ip6[6] != 6 and ip6[6] != 17 and ip6[6] != 58)")
+    # Every IPv4 fragment (offset or MF): libpcap's port tests pass only first fragments, by their own ports.
+    parts.append("(ip and ip[6:2] & 0x3fff != 0)")
     return " or ".join(parts)
 
 

@@ -1,8 +1,9 @@
 """Network-layer bytes → probe. The per-packet hot path: no objects beyond one small tuple.
 
 Input starts at the IP header (AF_PACKET SOCK_DGRAM, "cooked" capture), so the same code serves every
-interface type. Anything that is not a well-formed first fragment of a TCP or UDP packet is reported as a
-``Bad`` reason, which the caller counts.
+interface type. Anything that is not a well-formed, unfragmented TCP or UDP packet is reported as a
+``Bad`` reason, which the caller counts; ``Bad.FRAGMENT`` (any IPv4 fragment, or an IPv6 fragment header with an
+offset or the M flag) goes to ``reassembly.Reassembler``, whose completed datagrams come back through here.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def parse(buf: bytes | bytearray | memoryview | mmap.mmap, start: int = 0, lengt
         if n < ihl:
             return Bad.TRUNCATED
         _, frag, proto, src, dst = _V4.unpack_from(buf, start)
-        if frag & 0x1FFF:
-            return Bad.FRAGMENT  # not the first fragment: no ports to read
+        if frag & 0x3FFF:
+            return Bad.FRAGMENT  # an offset or MF: the host judges the reassembled datagram, not this
         l4 = start + ihl
     elif version == 6:
         if n < 40:
@@ -82,7 +83,7 @@ def parse(buf: bytes | bytearray | memoryview | mmap.mmap, start: int = 0, lengt
             if l4 + 8 > end:
                 return Bad.TRUNCATED
             if proto == _FRAGMENT:
-                if ((buf[l4 + 2] << 8) | buf[l4 + 3]) & 0xFFF8:
+                if ((buf[l4 + 2] << 8) | buf[l4 + 3]) & 0xFFF9:  # an offset or M; else an atomic fragment
                     return Bad.FRAGMENT
                 proto = buf[l4]
                 l4 += 8
@@ -119,7 +120,7 @@ def parse_tuple(buf: bytes | bytearray | memoryview | mmap.mmap, start: int = 0,
     end = len(buf) if length is None else min(len(buf), start + length)
     if end - start >= 40 and start >= 0:
         vi, frag, proto, src, dst, port, offset, flags = V4_L4.unpack_from(buf, start)
-        if vi == 0x45 and not frag & 0x1FFF:
+        if vi == 0x45 and not frag & 0x3FFF:  # no offset, no MF: not a fragment
             if proto == TCP and offset >= 0x50:  # data offset (high nibble) of at least 5 words
                 return (src, dst, TCP, port, flags)
             if proto == UDP:

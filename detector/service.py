@@ -30,7 +30,8 @@ from .bpf import build as build_bpf
 from .bpf import port_ranges
 from .classify import classify
 from .decide import Decider
-from .packet import V4_L4, Bad, Probe, parse, parse_tuple
+from .packet import V4_L4, Bad, Probe, ProbeTuple, parse, parse_tuple
+from .reassembly import Reassembler
 from .settings import DetectorConfig
 from .tracker import SourceState, Tracker, masker
 
@@ -92,10 +93,11 @@ class Detector:
         self._ignore_int = self._ignore_ranges(cfg)
         self._stop = False
         self._hup = False
-        self._last_overload = (0, 0)
+        self._last_overload = (0, 0, 0)
         self._last_overload_at = 0.0
         self.tracker = Tracker(trigger=cfg.scan_trigger, window=cfg.window,
                                summary_interval=cfg.summary_interval, max_sources=cfg.max_sources)
+        self.frags = Reassembler(**procnet.fragment_sysctls())
         self.decider = Decider(self.tracker, window=cfg.window,
                                max_records_per_second=cfg.max_records_per_second, ifname=procnet.ifname,
                                resolve=self._resolver(cfg), prefixes=(cfg.ipv4_prefix, cfg.ipv6_prefix))
@@ -266,6 +268,11 @@ class Detector:
         c = self.counters
         c.packets += 1
         res = parse(buf, start, length)  # type: ignore[arg-type]
+        if res is Bad.FRAGMENT:
+            whole = self.frags.feed(buf, start, length, time.monotonic())  # type: ignore[arg-type]
+            if whole is None:
+                return
+            res = parse(whole)
         if not isinstance(res, Probe):
             c.bad[res.name.lower()] += 1
             return
@@ -337,6 +344,7 @@ class Detector:
         the interface index is read with the frame header, so a slow step does not hold ring space.
         """
         ring, status, fs, nframes = cap.ring, cap.status, cap.frame_size, cap.nframes
+        frag_feed = self.frags.feed
         frame, v4_l4, size = FRAME.unpack_from, V4_L4.unpack_from, len(ring)
         watch_tcp, watch_udp = self.watch[TCP], self.watch[UDP]
         in_use, in_use_at = self.in_use, self._in_use_at
@@ -364,15 +372,20 @@ class Detector:
                 fast = False
                 if length >= 40 and start + 40 <= size:
                     vi, frag, proto, src, dst, port, doff, flags = v4_l4(ring, start)  # flags: junk for UDP
-                    fast = vi == 0x45 and not frag & 0x1FFF and (proto == TCP and doff >= 0x50 or proto == UDP)
-                if not fast:
-                    res = parse_tuple(ring, start, length)
+                    fast = vi == 0x45 and not frag & 0x3FFF and (proto == TCP and doff >= 0x50 or proto == UDP)
+                if not fast:  # (an IPv4 fragment has an offset or MF in 0x3FFF: one bit test above)
+                    res: ProbeTuple | Bad | None = parse_tuple(ring, start, length)
+                    if res is Bad.FRAGMENT:  # copied out of the ring by the reassembler
+                        whole = frag_feed(ring, start, length, now)
+                        res = None if whole is None else parse_tuple(whole)
                 status[off >> 2] = 0  # give the frame back to the kernel: what is needed is copied out
                 i += 1
                 if i == nframes:
                     i = 0
                 n += 1
                 if not fast:
+                    if res is None:  # a fragment held for its datagram, or dropped as the host drops it
+                        continue
                     if isinstance(res, Bad):
                         self.counters.bad[res.name.lower()] += 1
                         continue
@@ -490,14 +503,16 @@ class Detector:
                 self.refresh_in_use(proto, now)
         if now - self._local_at > 10.0:
             self.refresh_local(now)
-        over = (self.tracker.evictions, self.decider.suppressed)
+        self.frags.expire(now)
+        over = (self.tracker.evictions, self.decider.suppressed, self.frags.counters.evicted)
         if over != self._last_overload and now - self._last_overload_at >= self.cfg.summary_interval:
             self.lifecycle(R.Event.OVERLOAD,
                            f"overload: {over[0]} sources evicted from the tracker (cap {self.cfg.max_sources}), "
                            f"{over[1]} scan records deferred by the record cap "
                            f"({self.cfg.max_records_per_second}/s), {self.counters.drops} packets dropped "
-                           "by the kernel",
-                           PS_DETAIL=f"evicted={over[0]} deferred={over[1]} drops={self.counters.drops}")
+                           f"by the kernel, {over[2]} fragment queues evicted (cap {self.frags.max_entries})",
+                           PS_DETAIL=f"evicted={over[0]} deferred={over[1]} drops={self.counters.drops} "
+                           f"frag_evicted={over[2]}")
             self._last_overload = over
             self._last_overload_at = now
         if self.notifier.watchdog:
@@ -586,7 +601,7 @@ class Detector:
                        PS_DETAIL=" ".join([f"packets={c.packets} probes={c.probes} records={c.records} "
                                            f"drops={c.drops} not_local={c.not_local} in_use={c.in_use} "
                                            f"ignored={c.ignored} evicted={self.tracker.evictions} "
-                                           f"deferred={self.decider.suppressed}"]
+                                           f"deferred={self.decider.suppressed}", self.frags.counters.detail()]
                                           + [f"bad_{k}={v}" for k, v in sorted(c.bad.items())]))
         self._close_sentries()
         self.sink.close()

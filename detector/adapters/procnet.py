@@ -126,3 +126,17 @@ def ifname(index: int) -> str:
         return socket.if_indextoname(index)
     except OSError:
         return ""
+
+
+def fragment_sysctls(root: str = "/proc/sys/net") -> dict[str, int]:
+    """The host's own reassembly timeouts and IPv4 ``ipfrag_max_dist`` (this network namespace), as keyword
+    arguments for ``reassembly.Reassembler``; a value that cannot be read keeps Linux's default."""
+    out: dict[str, int] = {}
+    for key, path in (("timeout4", "ipv4/ipfrag_time"), ("timeout6", "ipv6/ip6frag_time"),
+                      ("max_dist", "ipv4/ipfrag_max_dist")):
+        try:
+            with open(f"{root}/{path}", encoding="ascii") as fh:
+                out[key] = max(0, int(fh.read().strip()))
+        except (OSError, ValueError):
+            continue
+    return out

@@ -150,7 +150,7 @@ def test_filter_expression() -> None:
     assert filter_expression([], []) == ""
     expr = filter_expression([1, 2, 3, 143], [69])
     assert expr == ("(tcp and (dst portrange 1-3 or dst port 143)) or (udp and (dst port 69)) or "
-                    "(ip6 and ip6[6] != 6 and ip6[6] != 17 and ip6[6] != 58)")
+                    "(ip6 and ip6[6] != 6 and ip6[6] != 17 and ip6[6] != 58) or (ip and ip[6:2] & 0x3fff != 0)")
 
 
 def test_empty_watch_list_accepts_nothing() -> None:
@@ -211,7 +211,6 @@ def test_stealth_accepts(pkt: Packet) -> None:
     v4(TCP(dport=69)),  # UDP list port over TCP
     v4(UDP(sport=69, dport=5353)),
     v4(ICMP()),
-    v4(b"\x00" * 20, frag=10, proto=6),  # later fragment: no ports
     v6(TCP(dport=144)),
     v6(UDP(dport=1)),
     v6(ICMPv6EchoRequest()),
@@ -227,6 +226,16 @@ def test_stealth_rejects(pkt: Packet) -> None:
 ], ids=lambda p: p.summary())
 def test_stealth_accepts_ipv6_first_fragments(pkt: Packet) -> None:
     assert accepts(STEALTH, pkt)
+
+
+@pytest.mark.parametrize("pkt", [
+    v4(b"\x00" * 20, frag=10, proto=6),  # later fragment: no ports, the reassembler needs it
+    v4(b"\x00" * 8, frag=1, proto=17, flags="MF"),
+    v4(TCP(dport=144, flags="S"), flags="MF"),  # first fragment to an unwatched port: the host may drop it
+    v4(bytes(TCP(dport=144, flags="S"))[:8], proto=6, flags="MF"),  # nmap -f: 8 bytes of TCP
+], ids=lambda p: p.summary())
+def test_every_ipv4_fragment_goes_to_user_space(pkt: Packet) -> None:
+    assert accepts(STEALTH, pkt) and accepts(ADVANCED, pkt)
 
 
 @pytest.mark.parametrize("port,tcp_ok,udp_ok", [

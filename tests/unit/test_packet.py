@@ -78,11 +78,11 @@ def test_ipv4_mapped_source_kept_raw() -> None:
     [IPv6ExtHdrHopByHop()],
     [IPv6ExtHdrDestOpt()],
     [IPv6ExtHdrRouting()],
-    [IPv6ExtHdrFragment(offset=0, m=1)],
-    [IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(), IPv6ExtHdrRouting(), IPv6ExtHdrFragment(offset=0, m=1),
+    [IPv6ExtHdrFragment(offset=0, m=0)],  # an atomic fragment (RFC 6946): a whole packet
+    [IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(), IPv6ExtHdrRouting(), IPv6ExtHdrFragment(offset=0, m=0),
      IPv6ExtHdrDestOpt()],
     [IPv6ExtHdrHopByHop(options=[PadN(optdata=b"\x00" * 12)])],  # a longer header (hdr ext len > 0)
-], ids=["hbh", "dstopt", "routing", "first-frag", "chain", "long-hbh"])
+], ids=["hbh", "dstopt", "routing", "atomic-frag", "chain", "long-hbh"])
 @pytest.mark.parametrize("l4,proto,port", [(TCP(dport=8080, flags="F"), 6, 8080), (UDP(dport=7), 17, 7)])
 def test_ipv6_extension_chains(chain: list[Packet], l4: Packet, proto: int, port: int) -> None:
     pkt: Packet = IPv6(src=S6, dst=D6)
@@ -119,9 +119,12 @@ def test_ipv4_later_fragment() -> None:
     assert parse(data) == Bad.FRAGMENT
 
 
-def test_ipv4_first_fragment_is_parsed() -> None:
+def test_first_fragments_go_to_reassembly() -> None:
+    """The host judges the reassembled datagram: a first fragment alone is no probe, even with whole ports."""
     data = raw(IP(src=S4, dst=D4, flags="MF") / TCP(dport=143, flags="S") / (b"\x00" * 100))
-    assert parse(data) == Probe(a(S4), a(D4), 6, 143, 2)
+    assert parse(data) == Bad.FRAGMENT
+    data = raw(IPv6(src=S6, dst=D6) / IPv6ExtHdrFragment(offset=0, m=1) / TCP(dport=143, flags="S"))
+    assert parse(data) == Bad.FRAGMENT
     data = raw(IP(src=S4, dst=D4, flags="DF") / UDP(dport=9))
     assert parse(data) == Probe(a(S4), a(D4), 17, 9, 0)
 
@@ -316,3 +319,62 @@ def test_parse_tuple_mutated_packets(base: bytes, edits: list[tuple[int, int]], 
             data[pos] = value
     _same(bytes(data[:cut]))
     _same(data)
+
+
+# ----------------------------------------------------------------------------- fragment sequences
+
+def _fragments(pkt: bytes, cuts: list[int], order: list[int], dups: list[int]) -> list[bytes]:
+    """``pkt`` (IPv4 without options, or IPv6 without extension headers) cut into fragments at the given
+    offsets into its payload (multiples of 8), sent in ``order``, with the fragments at ``dups`` sent twice."""
+    v6 = pkt[0] >> 4 == 6
+    hl = 40 if v6 else 20
+    payload = pkt[hl:]
+    bounds = sorted({c for c in cuts if 0 < c < len(payload)} | {0, len(payload)})
+    frags = []
+    for k, (o, e) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        more = k < len(bounds) - 2
+        if v6:
+            ip6 = IPv6(pkt[:40])
+            frags.append(raw(IPv6(src=ip6.src, dst=ip6.dst) / IPv6ExtHdrFragment(id=99, nh=ip6.nh, offset=o // 8,
+                                                                                  m=int(more)) / payload[o:e]))
+        else:
+            ip4 = IP(pkt[:20])
+            frags.append(raw(IP(src=ip4.src, dst=ip4.dst, id=99, proto=ip4.proto, frag=o // 8,
+                                flags="MF" if more else 0) / payload[o:e]))
+    seq = [frags[i % len(frags)] for i in order] + [frags[i % len(frags)] for i in range(len(frags))]
+    for d in dups:
+        seq.insert(d % (len(seq) + 1), frags[d % len(frags)])
+    return seq
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([4, 6]), st.sampled_from(["S", "F", "", "FPU", "A", "FA", "udp"]), st.integers(1, 65535),
+       st.integers(0, 60), st.lists(st.integers(1, 12), max_size=6), st.permutations(range(8)),
+       st.lists(st.integers(0, 40), max_size=3))
+def test_fragment_sequences_give_the_unfragmented_verdict(fam: int, flags: str, port: int, extra: int,
+                                                          cuts8: list[int], order: list[int],
+                                                          dups: list[int]) -> None:
+    """Any split of a probe (multiples of 8), in any order, with duplicates: the reassembled datagram parses
+    as the unfragmented probe, once; IPv6 only when its first fragment holds the whole transport header
+    (RFC 8200, as Linux enforces)."""
+    from detector.reassembly import Reassembler
+
+    l4 = UDP(sport=1, dport=port) if flags == "udp" else TCP(sport=1, dport=port, flags=flags)
+    ip: Packet = IPv6(src=S6, dst=D6) if fam == 6 else IP(src=S4, dst=D4)
+    pkt = raw(ip / l4 / (b"p" * extra))
+    cuts = [8 * c for c in cuts8]
+    seq = _fragments(pkt, cuts, [i for i in order if i < len(cuts) + 1], dups)
+    r = Reassembler()
+    got = []
+    for frag in seq:
+        whole = r.feed(frag, 0, len(frag), 0.0)
+        if whole is not None:
+            got.append(parse_tuple(whole))
+            break  # later copies would start a new datagram, as on the host
+    payload_len = len(pkt) - (40 if fam == 6 else 20)
+    first = min([c for c in cuts if 0 < c < payload_len] + [payload_len])
+    need = 8 if flags == "udp" else 20
+    if first == payload_len or (fam == 6 and first < need):  # not fragmented at all, or dropped by the host
+        assert got == []
+    else:
+        assert got == [parse_tuple(pkt)]

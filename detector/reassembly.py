@@ -32,6 +32,7 @@ from __future__ import annotations
 import mmap
 import struct
 from bisect import bisect_right
+from collections import OrderedDict
 from dataclasses import dataclass, fields
 
 #: Transport bytes kept per datagram: TCP's flags are at 13, its fixed header is 20; SCTP's first chunk
@@ -89,11 +90,12 @@ class _Queue:
         self.last_in = self.first_in = False
         self.meat = 0
         self.ecn = 0
-        self.head = bytearray(HEAD)  # IPv4: payload bytes [0, HEAD); IPv6: the transport header's first bytes
+        self.head = _NO_HEAD  # IPv4: payload bytes [0, HEAD); IPv6: the transport header's first bytes
         self.unfrag = 0  # the first fragment's IPv4 header length, or IPv6 extension headers before the fragment header
 
 
 _DUP, _OVERLAP, _OK = 0, 1, 2
+_NO_HEAD = bytearray()  # shared and never written: a queue gets its own when data for it arrives
 
 
 def _insert(q: _Queue, o: int, e: int) -> int:
@@ -138,21 +140,28 @@ class Reassembler:
         self.counters = FragCounters()
         self.bytes = 0
         # One table per family, each in expiry order (same timeout within a family; a restart moves to the end).
-        self._tables: tuple[dict[bytes, _Queue], dict[bytes, _Queue]] = ({}, {})
+        # OrderedDict: taking the oldest is O(1) (a plain dict skips every deleted slot at its front).
+        self._tables: tuple[OrderedDict[bytes, _Queue], OrderedDict[bytes, _Queue]] = (OrderedDict(), OrderedDict())
         self._peers: dict[bytes, list[int]] = {}  # IPv4 source → [fragments seen, live queues]
+        self._due = float("inf")  # no queue expires before this
 
     def __len__(self) -> int:
         return len(self._tables[0]) + len(self._tables[1])
 
     # ----------------------------------------------------------------- table upkeep
     def expire(self, now: float) -> None:
+        if now < self._due:
+            return
+        due = float("inf")
         for table in self._tables:
             while table:
                 q = next(iter(table.values()))
                 if q.expires > now:
+                    due = min(due, q.expires)
                     break
                 self._drop(q)
                 self.counters.timeouts += 1
+        self._due = due
 
     def _drop(self, q: _Queue) -> None:
         del self._tables[q.v6][q.key]
@@ -177,11 +186,15 @@ class Reassembler:
         table = self._tables[v6]
         q = table.get(key)
         if q is None:
-            while self._tables[0] or self._tables[1]:
-                if len(self) < self.max_entries and self.bytes + ENTRY_COST <= self.max_bytes:
+            t4, t6 = self._tables
+            while len(t4) + len(t6) >= self.max_entries or self.bytes + ENTRY_COST > self.max_bytes:
+                if not (t4 or t6):
                     break
                 self._evict_one()
-            q = _Queue(key, v6, src, dst, proto, now + (self.timeout6 if v6 else self.timeout4))
+            expires = now + (self.timeout6 if v6 else self.timeout4)
+            if expires < self._due:
+                self._due = expires
+            q = _Queue(key, v6, src, dst, proto, expires)
             table[key] = q
             self.bytes += q.cost
             if not v6:
@@ -240,8 +253,7 @@ class Reassembler:
                 self.bytes -= q.cost - ENTRY_COST
                 q.cost = ENTRY_COST
                 q.reset()
-                del self._tables[0][key]
-                self._tables[0][key] = q
+                self._tables[0].move_to_end(key)  # (its old expiry may stay in _due: expire() just looks early)
                 q.expires = now + self.timeout4
             q.rid = peer[0]
         if not mf:
@@ -265,6 +277,8 @@ class Reassembler:
         if o < HEAD:  # payload bytes for the transport header
             data_start = start + ihl
             n = max(0, min(e, HEAD, end - data_start + o) - o)
+            if q.head is _NO_HEAD:
+                q.head = bytearray(HEAD)
             q.head[o:o + n] = buf[data_start:data_start + n]
         if o == 0:
             q.first_in = True

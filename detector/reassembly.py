@@ -24,7 +24,10 @@ here and checked against the running kernel in tests/integration/test_fragments.
 What the detector gets for a completed datagram is a small *synthetic unfragmented packet*: the first
 fragment's addresses and protocol and the first :data:`HEAD` bytes of the transport payload, which
 ``packet.parse`` then reads like any other packet. A datagram Linux discards yields nothing (counted).
-Transport checksums are not verified (as for unfragmented packets).
+The TCP or UDP checksum of a reassembled datagram is verified when every fragment was captured whole (the
+capture ring keeps ~450 bytes of each packet: every fragmenting scanner's fragments fit) and a failing datagram
+is dropped, as the host drops it: a datagram the host discards gets no answer and tells the scanner nothing, so
+it is counted, not reported. The IPv4 header checksum of each fragment is verified too.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class FragCounters:
     duplicates: int = 0  # fragments wholly inside data already held: dropped, queue kept
     overlaps: int = 0  # datagrams discarded for overlapping fragments
     invalid: int = 0  # datagrams discarded (length, empty fragment, ECN, size) or fragments dropped
+    badsum: int = 0  # datagrams whose TCP/UDP checksum fails (fully captured ones): the host drops them too
     too_far: int = 0  # IPv4 queues restarted by ipfrag_max_dist
     timeouts: int = 0  # queues expired
     evicted: int = 0  # queues evicted by the entry, byte or run cap
@@ -74,7 +78,7 @@ class FragCounters:
 
 class _Queue:
     __slots__ = ("key", "v6", "src", "dst", "proto", "starts", "ends", "length", "last_in", "first_in", "meat",
-                 "ecn", "head", "unfrag", "expires", "rid", "cost")
+                 "ecn", "head", "unfrag", "l4off", "csum", "whole", "expires", "rid", "cost")
 
     def __init__(self, key: bytes, v6: bool, src: bytes, dst: bytes, proto: int, expires: float) -> None:
         self.key, self.v6, self.src, self.dst, self.proto = key, v6, src, dst, proto
@@ -92,6 +96,9 @@ class _Queue:
         self.ecn = 0
         self.head = _NO_HEAD  # IPv4: payload bytes [0, HEAD); IPv6: the transport header's first bytes
         self.unfrag = 0  # the first fragment's IPv4 header length, or IPv6 extension headers before the fragment header
+        self.l4off = 0  # IPv6: extension headers at the start of the fragmentable part (not in the checksum)
+        self.csum = 0  # the transport bytes' ones' complement sum so far (mod 0xFFFF)
+        self.whole = True  # every byte of every fragment was captured: the checksum can be checked
 
 
 _DUP, _OVERLAP, _OK = 0, 1, 2
@@ -123,6 +130,13 @@ def _insert(q: _Queue, o: int, e: int) -> int:
     starts.insert(i + 1, o)
     ends.insert(i + 1, e)
     return _OK
+
+
+def _sum(buf: Buffer, a: int, b: int) -> int:
+    """The ones' complement sum of ``buf[a:b]`` as 16-bit words from an even offset, modulo 0xFFFF (2**16 is 1
+    modulo 0xFFFF, so the big integer's remainder is the word sum's): one C call for any length."""
+    value = int.from_bytes(buf[a:b], "big")
+    return (value << 8 if (b - a) & 1 else value) % 0xFFFF
 
 
 def _ecn_bit(codepoint: int) -> int:
@@ -234,8 +248,8 @@ class Reassembler:
             return None
         vi, tos, total, ident, frag, _, proto, src, dst = _V4.unpack_from(buf, start)
         ihl = (vi & 0x0F) * 4
-        if ihl < 20 or total < ihl or end - start < ihl:
-            self.counters.invalid += 1
+        if ihl < 20 or total < ihl or end - start < ihl or _sum(buf, start, start + ihl):
+            self.counters.invalid += 1  # (Linux drops a bad IPv4 header checksum before reassembly)
             return None
         o = (frag & 0x1FFF) * 8
         e = o + total - ihl
@@ -274,8 +288,12 @@ class Reassembler:
         if not self._place(q, o, e):
             return None
         q.ecn |= _ecn_bit(tos)
+        data_start = start + ihl
+        if data_start + e - o <= end:
+            q.csum = (q.csum + _sum(buf, data_start, data_start + e - o)) % 0xFFFF
+        else:
+            q.whole = False
         if o < HEAD:  # payload bytes for the transport header
-            data_start = start + ihl
             n = max(0, min(e, HEAD, end - data_start + o) - o)
             if q.head is _NO_HEAD:
                 q.head = bytearray(HEAD)
@@ -308,8 +326,9 @@ class Reassembler:
             return None
         head: bytes | None = None
         proto = inner
+        data = p + 8
+        l4 = data
         if o == 0:  # RFC 8200 4.5: the first fragment holds every header through the transport header
-            data = p + 8
             frag_end = data + e  # where the fragment's data ends (may be past what was captured)
             q_nh, t = inner, data
             walked = True
@@ -325,7 +344,7 @@ class Reassembler:
                 if t + _V6_NEED.get(q_nh, 1) > frag_end:
                     self.counters.invalid += 1  # dropped with ICMPv6 parameter problem, code 3
                     return None
-                proto = q_nh
+                proto, l4 = q_nh, t
                 head = bytes(buf[t:min(t + HEAD, end)])
         key = src + dst + ident
         q = self._queue(key, True, src, dst, proto, now)
@@ -352,10 +371,15 @@ class Reassembler:
         if not self._place(q, o, e):
             return None
         q.ecn |= _ecn_bit((vcf >> 20) & 3)
+        if data + e - o <= end:
+            q.csum = (q.csum + _sum(buf, l4, data + e - o)) % 0xFFFF
+        else:
+            q.whole = False
         if o == 0:
             q.first_in = True
             q.proto = proto
             q.unfrag = unfrag
+            q.l4off = l4 - data
             q.head = bytearray(head) if head is not None else bytearray()
             if head is None:
                 q.proto = -1  # transport header not found in the first fragment: nothing to judge
@@ -391,6 +415,13 @@ class Reassembler:
             self._discard(q)
             return None
         self._drop(q)
+        if q.whole and q.proto in (6, 17) and not (q.proto == 17 and not q.v6 and q.head[6:8] == b"\0\0"):
+            n = q.length - q.l4off  # TCP or UDP length, for the pseudo-header
+            pseudo = (q.src + q.dst + (n.to_bytes(4, "big") + bytes((0, 0, 0, q.proto)) if q.v6
+                                       else bytes((0, q.proto)) + n.to_bytes(2, "big")))
+            if (int.from_bytes(pseudo, "big") + q.csum) % 0xFFFF:
+                self.counters.badsum += 1  # Linux drops it without an answer
+                return None
         self.counters.datagrams += 1
         if q.proto < 0:
             return None

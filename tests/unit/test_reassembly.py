@@ -300,3 +300,38 @@ def test_random_bytes_never_raise(data: bytes, start: int, length: int | None) -
     r = Reassembler()
     for lead in (b"", b"\x45", b"\x60"):
         r.feed(lead + data, start, length, 0.0)
+
+
+def test_transport_checksum_checked_when_captured_whole() -> None:
+    seg = bytearray(tcp4(payload=4))
+    seg[16] ^= 0xFF  # the checksum's first byte: the host drops the datagram without an answer
+    r = Reassembler()
+    assert feed_all(r, [f4(0, bytes(seg[:8]), True), f4(8, bytes(seg[8:]), False)]) == []
+    assert r.counters.badsum == 1 and r.counters.datagrams == 0
+    # Captured short (the ring keeps the first bytes of a packet): judged without the checksum.
+    frags = [f4(0, bytes(seg[:8]), True), f4(8, bytes(seg[8:]), False)]
+    r = Reassembler()
+    assert r.feed(frags[0], 0, None, 0.0) is None
+    whole = r.feed(frags[1], 0, len(frags[1]) - 2, 0.0)
+    assert whole is not None and parse_tuple(whole) == P4
+
+
+def test_udp_checksum_zero_means_none_in_ipv4_only() -> None:
+    seg = bytearray(bytes(IP(src=S4, dst=D4) / UDP(sport=5, dport=69) / Raw(b"x" * 8))[20:])
+    seg[6:8] = b"\0\0"
+    r = Reassembler()
+    assert len(feed_all(r, [f4(0, bytes(seg[:8]), True, proto=17), f4(8, bytes(seg[8:]), False, proto=17)])) == 1
+    seg6 = bytearray(bytes(IPv6(src=S6, dst=D6) / UDP(sport=5, dport=69) / Raw(b"x" * 8))[40:])
+    seg6[6:8] = b"\0\0"
+    r = Reassembler()
+    assert feed_all(r, [f6(0, bytes(seg6[:8]), True, nh=17), f6(8, bytes(seg6[8:]), False, nh=17)]) == []
+    assert r.counters.badsum == 1
+
+
+def test_bad_ipv4_header_checksum_is_not_a_fragment_the_host_keeps() -> None:
+    seg = tcp4(payload=4)
+    first = bytearray(f4(0, seg[:8], True))
+    first[10] ^= 0x01
+    r = Reassembler()
+    assert feed_all(r, [bytes(first), f4(8, seg[8:], False)]) == []
+    assert r.counters.invalid == 1 and len(r) == 1

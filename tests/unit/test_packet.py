@@ -357,7 +357,7 @@ def test_fragment_sequences_give_the_unfragmented_verdict(fam: int, flags: str, 
     """Any split of a probe (multiples of 8), in any order, with duplicates: the reassembled datagram parses
     as the unfragmented probe, once; IPv6 only when its first fragment holds the whole transport header
     (RFC 8200, as Linux enforces)."""
-    from detector.reassembly import Reassembler
+    from portsentinel.detector.reassembly import Reassembler
 
     l4 = UDP(sport=1, dport=port) if flags == "udp" else TCP(sport=1, dport=port, flags=flags)
     ip: Packet = IPv6(src=S6, dst=D6) if fam == 6 else IP(src=S4, dst=D4)

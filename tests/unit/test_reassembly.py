@@ -13,8 +13,8 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 from scapy.packet import Packet, Raw
 
-from detector.packet import parse_tuple
-from detector.reassembly import ENTRY_COST, HEAD, Reassembler
+from portsentinel.detector.packet import parse_tuple
+from portsentinel.detector.reassembly import ENTRY_COST, HEAD, Reassembler
 
 S4, D4 = "198.51.100.7", "203.0.113.1"
 S6, D6 = "2001:db8::7", "2001:db8::1"

@@ -85,3 +85,14 @@ class ForgeryTally:
         out = [Report(w, t.count, t.since, now, t.jail, t.ip, t.reason) for w, t in self._writers.items() if t.count]
         self._writers.clear()
         return out
+
+
+def describe(r: Report, interval: float) -> tuple[str, dict[str, str]]:
+    """The MESSAGE and PS_* fields of the record that reports ``r``."""
+    if r.first:
+        return (f"forged record ignored ({r.reason}) in jail {r.jail} for {r.ip}; more from {r.writer} are "
+                f"counted and reported once every {interval:g} s",
+                {"PS_JAIL": r.jail, "PS_SRC": r.ip, "PS_DETAIL": f"forged=1 writer={r.writer}"})
+    return (f"{r.count} more forged record(s) ignored from {r.writer} in {r.until - r.since:.0f} s "
+            f"(first: jail {r.jail}, {r.ip}: {r.reason})",
+            {"PS_JAIL": r.jail, "PS_DETAIL": f"forged={r.count} writer={r.writer}"})

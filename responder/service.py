@@ -24,11 +24,12 @@ from portsentinel.common.systemd import journal_available
 from .adapters import facts
 from .adapters.control import ControlServer
 from .adapters.decisions import DecisionLog
+from .adapters.hostwatch import HostWatch
 from .adapters.store import Store
 from .bans import FOREVER, Ban, BanBook, src_fields
 from .engine import Decision, Engine, JailRuntime
 from .executor import Executor
-from .forgery import ForgeryTally, Report, writer_of
+from .forgery import ForgeryTally, Report, describe, writer_of
 from .guard import NeverBan, PerMinuteCap
 from .jail import Jail
 from .jailconf import JailConfig, ResponderConfig, load
@@ -72,6 +73,7 @@ class Responder:
         self.traps = KernelTraps(self.executor.runner, self.report)
         self.engine: Engine = Engine([], NeverBan(), self.book, self.store)
         self.config: ResponderConfig | None = None
+        self.host = HostWatch(self.sel, follow=False)  # start() follows the host (netlink, resolver files)
         self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (responder.forgery)
         self._watchdog = watchdog_interval()
         self._next_ping = 0.0
@@ -116,15 +118,8 @@ class Responder:
                         PS_SRC=d.ip, PS_DETAIL=d.reason)
 
     def _forgery_report(self, r: Report) -> None:
-        every = f"{self.forgeries.interval:g}"
-        if r.first:
-            self.report(R.Event.IGNORED, f"forged record ignored ({r.reason}) in jail {r.jail} for {r.ip}; more "
-                                         f"from {r.writer} are counted and reported once every {every} s",
-                        PS_JAIL=r.jail, PS_SRC=r.ip, PS_DETAIL=f"forged=1 writer={r.writer}")
-        else:
-            self.report(R.Event.IGNORED, f"{r.count} more forged record(s) ignored from {r.writer} in "
-                                         f"{r.until - r.since:.0f} s (first: jail {r.jail}, {r.ip}: {r.reason})",
-                        PS_JAIL=r.jail, PS_DETAIL=f"forged={r.count} writer={r.writer}")
+        message, fields = describe(r, self.forgeries.interval)
+        self.report(R.Event.IGNORED, message, **fields)
 
     def forgeries_due(self, *, flush: bool = False) -> None:
         now = time.time()
@@ -134,6 +129,14 @@ class Responder:
     # ------------------------------------------------------------------ setup
     def _never_ban(self) -> NeverBan:
         return NeverBan(own=facts.own_addresses(), gateways=facts.gateways(), resolvers=facts.resolvers())
+
+    def refresh_never_ban(self) -> None:
+        """Own addresses, gateways and resolvers read again (after a netlink or resolver-file event)."""
+        never = self._never_ban()
+        if never.reasons != self.engine.never.reasons:
+            log.info("never-ban facts changed: %s", ", ".join(f"{a} ({r})" for a, r in sorted(never.reasons.items())))
+            self.engine.never = never
+            self.traps.facts_changed()
 
     def _source_for(self, jail: JailConfig) -> tuple[str, bool]:
         """The source a jail reads ("journal" or "file:PATH") and whether it is the journal."""
@@ -235,6 +238,8 @@ class Responder:
 
     def start(self) -> None:
         self.load()
+        self.host = HostWatch(self.sel)
+        self.refresh_never_ban()  # what changed between load() and the watches being set up
         self.control = ControlServer(self.opts.socket, self.control_request, self.opts.control_group)
         self.sel.register(self.control, selectors.EVENT_READ, ("control", ""))
         from .adapters.wake import WakeSocket
@@ -269,6 +274,8 @@ class Responder:
         src = self.sources.get(name)
         if src is None:
             return 0
+        if self.host.check():  # a change the kernel reported before these entries were read counts for them
+            self.refresh_never_ban()
         src.process()
         deadline = time.monotonic() + settle
         total = 0
@@ -380,6 +387,9 @@ class Responder:
                     self.trap_events(int(name))
                 elif kind == "control":
                     self.control.serve_one()
+                elif kind == "host":
+                    if self.host.check():
+                        self.refresh_never_ban()
                 else:
                     try:
                         while self._wake_r.recv(64):
@@ -431,6 +441,7 @@ class Responder:
             src.close()
         self.control.close()
         self.wake.close()
+        self.host.close()
         self.store.close()
         self.decisions.close()
 
@@ -451,7 +462,8 @@ class Responder:
         if jail and jail not in jails:
             return {"ok": False, "error": f"no such jail: {jail}"}
         return {"ok": True, "uptime": round(now - self.started, 1), "jails": jails, "errors": self.errors,
-                "banned": len(self.book), "forged": self.forgeries.total}
+                "banned": len(self.book), "forged": self.forgeries.total,
+                "never_ban": self.engine.never.reasons, "facts_updated": round(self.host.updated, 3)}
 
     def banned(self) -> dict[str, Any]:
         now = time.time()

@@ -155,6 +155,11 @@ class KernelTraps:
         self._open_sockets([])
 
     # ------------------------------------------------------------------ timers
+    def facts_changed(self) -> None:
+        """The host's addresses, gateways or resolvers changed: sync every trap's never-ban sets now."""
+        for tr in self.traps.values():
+            tr.next_facts = 0.0
+
     def next_due(self) -> float | None:
         """Monotonic time of the next sync (listeners, facts)."""
         dues = [min(tr.next_listen, tr.next_facts) for tr in self.traps.values()]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Detector throughput, drops, CPU and memory under floods, side by side with scapy's sniff (design.md §5).
+"""Detector throughput, drops, CPU and memory under floods, side by side with scapy's sniff (docs/performance.md).
 
 Run as root (``bash bench/run-detector.sh``). Everything happens in a fresh namespace lab (tests/lab/netns.py):
 generators run only in the attacker namespace and send only to the victim's address; every generator is

@@ -6,7 +6,7 @@ Side by side in one run, records interleaved so the machine's noise hits both al
       the reader then process() + read() at once, retrying in 0.5 ms sleeps for up to 20 ms while the entry is
       not visible yet; the Reader's descriptor is watched too, as in the responder.
 
-Run in the private journald (design.md §4), as root:
+Run in the private journald (docs/testing.md), as root:
   unshare --mount --propagation private --fork -- bash scripts/with-journald.sh \\
       .venv/bin/python -m bench.journal_latency [--count 60]
 """

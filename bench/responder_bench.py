@@ -5,7 +5,7 @@ Run as root inside the private journald (``bash bench/run-responder.sh``, which 
 ``scripts/with-journald.sh`` dance). Everything happens in fresh namespace labs (tests/lab/netns.py): traffic
 only from the attacker or third namespace to the victim's address; every nft/iptables command runs in the
 victim namespace; every generator is bounded by ``timeout`` and a packet count. It prints figures; it is a
-benchmark, not a test (design.md §5).
+benchmark, not a test (docs/performance.md).
 
 Parts (``--parts``, default all):
   latency     first probe on the wire -> ban in force in the kernel, file (pyinotify) and journald backends

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The responder benchmark (bench/responder_bench.py) as root, inside its own mount namespace with a private
-# journald (design.md §4), so the journald backend is measured without touching the host's journal.
+# journald (docs/testing.md), so the journald backend is measured without touching the host's journal.
 #   bash bench/run-responder.sh                              every part
 #   bash bench/run-responder.sh --parts latency --scans 40   some parts
 set -euo pipefail

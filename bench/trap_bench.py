@@ -1,6 +1,6 @@
 """Kernel trap vs. user-space pipeline vs. nothing: ports a scanner gets answered, and first probe → block.
 
-Side by side in one run, in one lab (design.md §5), each protection in turn on the same victim:
+Side by side in one run, in one lab (docs/performance.md), each protection in turn on the same victim:
 
   none            no rules at all
   pipeline-file   detector (stcp, JSON lines + wake socket) → responder (file backend) → nftables set

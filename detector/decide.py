@@ -1,4 +1,4 @@
-"""Tracker transitions → records (design.md §2), with a cap on records per second.
+"""Tracker transitions → records (docs/records.md), with a cap on records per second.
 
 Pure: time and name lookups come from the caller.
 """

@@ -1,6 +1,6 @@
 """The record schema shared by the detector and the responder, and nothing else.
 
-A record is a flat mapping of journald field names to string values (design.md §2). The same names are used
+A record is a flat mapping of journald field names to string values (docs/records.md). The same names are used
 in the JSON-lines transport: one JSON object per line. This module does no I/O.
 """
 
@@ -55,7 +55,7 @@ SCAN_KINDS = ("syn", "connect", "fin", "null", "xmas", "ack", "maimon", "udp", "
 MODES = ("tcp", "udp", "stcp", "sudp", "atcp", "audp")
 PROTOS = ("tcp", "udp")
 
-# Field names (design.md §2).
+# Field names (docs/records.md).
 F_IDENT = "SYSLOG_IDENTIFIER"
 F_MSGID = "MESSAGE_ID"
 F_PRIORITY = "PRIORITY"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run a command against a private journald (design.md §4). Call inside `unshare --mount --propagation private`.
+# Run a command against a private journald (docs/testing.md). Call inside `unshare --mount --propagation private`.
 set -euo pipefail
 mkdir -p /run/systemd/journal /run/log/journal
 mount -t tmpfs -o mode=0755 tmpfs /run/systemd/journal

@@ -49,7 +49,8 @@ def listen(host: Host, proto: str, port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def set_elements(host: Host, set_name: str) -> list[str]:
+def set_elements(host: Host, set_name: str) -> list[str | int]:
+    """A set's elements as nft's JSON gives them: addresses as strings, ports as numbers."""
     out = host.run(["nft", "-j", "list", "set", "inet", "portsentinel", set_name]).stdout
     elems = json.loads(out)["nftables"][1]["set"].get("elem", [])
     return [e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e for e in elems]

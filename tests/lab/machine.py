@@ -1,4 +1,4 @@
-"""What machine a benchmark ran on (printed beside its figures, design.md §5)."""
+"""What machine a benchmark ran on (printed beside its figures, docs/performance.md)."""
 
 from __future__ import annotations
 

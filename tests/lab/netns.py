@@ -1,4 +1,4 @@
-"""The namespace lab shared by tests and benchmarks (design.md §4).
+"""The namespace lab shared by tests and benchmarks (docs/testing.md).
 
 An attacker and a protected ("victim") network namespace joined by a veth pair, with IPv4 and IPv6 addresses
 from the documentation/benchmark ranges and no default route anywhere. Names carry this process's PID and a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,7 @@ class FakeRunner:
         self.calls: list[tuple[list[str], str | None]] = []
         self.fail_first = fail_first
 
-    def run(self, argv: list[str], *, input: str | None = None, timeout: float | None = None) -> Result:
+    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None) -> Result:
         self.calls.append((list(argv), input))
         bad = (self.fail_first and len(self.calls) == 1) or (input is not None and "10.0.0.9" in input)
         return Result(tuple(argv), 1 if bad else 0, stderr="boom" if bad else "")

@@ -192,7 +192,7 @@ def compare(clock: Clock, one: Detector, one_sink: ListSink, cap1: RingCapture, 
             frames.append((packet(kind, src, dst, port, flags), ifindex))
         fill(cap1, frames)
         fill(cap2, frames)
-        while cap1.drain(one.on_packet):  # type: ignore[arg-type]
+        while cap1.drain(one.on_packet):
             pass
         got = []
         while k := two.on_ring(cap2, budget):

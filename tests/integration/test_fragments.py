@@ -232,7 +232,7 @@ def test_fragment_shapes_judged_as_the_host_judges_them(mlab: Lab, det: Detector
     verdicts = []
     for (name, *_), (src, *_) in zip(SHAPES, cases, strict=True):
         host = sorted(set(answers.get(src, [])))
-        ours = sorted({int(r["PS_PORT"]) for r in _scans(det, src)})
+        ours = sorted({int(r["PS_PORT"]) for r in _scans(det, str(src))})
         verdicts.append((name, host, ours))
     assert all(host == ours for _, host, ours in verdicts), [v for v in verdicts if v[1] != v[2]]
     answered = [name for name, host, _ in verdicts if host]

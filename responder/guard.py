@@ -39,30 +39,25 @@ class NeverBan:
 
 
     def narrow(self, ip: str, net: str, ignoreip: Iterable[IPNetwork] = (), ignoreself: bool = True) -> tuple[str, str]:
-        """``net`` (a network that holds ``ip``, itself never banned) narrowed until it holds no protected
-        address: none of this host's own addresses, gateways or resolvers (with ``ignoreself``), no part of
-        ``ignoreip``, no loopback. Returns (the network or address to ban, "" or why it was narrowed)."""
+        """``net`` (a network that holds ``ip``, itself never banned), or ``ip`` alone when ``net`` holds a
+        protected address: one of this host's own addresses, gateways or resolvers (with ``ignoreself``), a part
+        of ``ignoreip``, loopback. Returns (the network or address to ban, "" or why it fell back).
+
+        The fallback is the address, not the widest network that would miss the protected one: a network near
+        a protected address is usually the host's own LAN, whose other hosts did nothing (the kernel trap holds
+        such a source by its address too)."""
         if "/" not in net:
             return net, ""
         addr = ipaddress.ip_address(ip)
         wide = ipaddress.ip_network(net)
-        bits = addr.max_prefixlen
-        need, why = wide.prefixlen, ""
         protected: list[tuple[IPNetwork, str]] = [(ipaddress.ip_network(a), k) for a, k in self.reasons.items()
                                                   if ignoreself] + [(n, f"ignoreip {n}") for n in ignoreip]
-        protected.append((ipaddress.ip_network("::1/128" if bits == 128 else "127.0.0.0/8"), "loopback"))
+        protected.append((ipaddress.ip_network("::1/128" if addr.version == 6 else "127.0.0.0/8"), "loopback"))
         for pnet, kind in protected:
-            if pnet.version != addr.version or not wide.overlaps(pnet):
-                continue
-            # ``addr`` is outside ``pnet`` (else it would be never banned): the networks around ``addr`` that miss
-            # ``pnet`` are those longer than the bits ``addr`` shares with pnet's first address.
-            common = bits - (int(addr) ^ int(pnet.network_address)).bit_length()
-            if common + 1 > need:
-                need, why = common + 1, f"{pnet.network_address if pnet.prefixlen == bits else pnet} ({kind})"
-        if need == wide.prefixlen:
-            return net, ""
-        out = str(addr) if need >= bits else str(ipaddress.ip_network(f"{addr}/{need}", strict=False))
-        return out, f"/{wide.prefixlen} holds protected {why}: banned {out} instead"
+            if pnet.version == addr.version and wide.overlaps(pnet):
+                what = pnet.network_address if pnet.prefixlen == pnet.max_prefixlen else pnet
+                return str(addr), f"{net} holds protected {what} ({kind}): banned {addr} alone"
+        return net, ""
 
 
 class PerMinuteCap:

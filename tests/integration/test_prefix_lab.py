@@ -129,19 +129,18 @@ def test_several_64s_of_one_48_escalate_to_the_48(pipeline: tuple[Lab, Responder
 
 def test_a_prefix_holding_a_protected_address_is_not_banned(
         pipeline: tuple[Lab, ResponderProcess, DetectorProcess]) -> None:
-    """A scanner in the victim's own /64: the ban is narrowed so it never covers the victim's address, and the
-    ban record says so; a neighbour in the same /64 outside the narrowed network keeps working."""
+    """A scanner in the victim's own /64: the /64 holds the victim's address, so the scanner's address alone is
+    banned, and the ban record says so; a neighbour in the same /64 keeps working."""
     lab, resp, _ = pipeline
-    ((_, a6),) = lab.aliases(lab.attacker, 1)
+    ((_, a6), (_, friend)) = lab.aliases(lab.attacker, 2)
     rotate(lab, [a6], ports=(1,))
     got = resp.wait_for(lambda r: r.get("PS_EVENT") == "ban" and r.get("PS_SRC") == a6, timeout=5)
     assert got, resp.records()[-5:]
-    net = ipaddress.ip_network(got[0]["PS_SRC_NET"])
-    assert ipaddress.ip_address(a6) in net and ipaddress.ip_address(lab.victim.addr6) not in net
-    assert net.prefixlen > 64 and "holds protected" in got[0]["PS_DETAIL"], got[0]
-    assert str(net) in set_elements(lab.victim, "scan_v6")
-    friend = lab.attacker.addr6  # same /64, outside the narrowed network
-    assert ipaddress.ip_address(friend) not in net
+    assert "PS_SRC_NET" not in got[0] and "holds protected" in got[0]["PS_DETAIL"], got[0]
+    assert f"/64 holds protected {lab.victim.addr6} (own address)" in got[0]["PS_DETAIL"]
+    elems = set_elements(lab.victim, "scan_v6")
+    assert a6 in elems and not [e for e in elems if ipaddress.ip_address(lab.victim.addr6)
+                                in ipaddress.ip_network(e)], elems
     out = lab.attacker.run(["ping", "-6", "-c1", "-W2", "-I", friend, lab.victim.addr6], check=False)
     assert out.returncode == 0, out.stdout
 

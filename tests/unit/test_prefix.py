@@ -144,18 +144,18 @@ def test_rotating_ipv6_scanner_is_one_ban_and_one_against_the_cap() -> None:
     assert [b.ip for b in eng.unban("2001:db8:7:8::99")] == ["2001:db8:7:8::/64"]
 
 
-def test_prefix_with_a_protected_address_is_narrowed() -> None:
+def test_prefix_with_a_protected_address_falls_back_to_the_address() -> None:
     eng, _ = _engine()
     (d,) = eng.entry("journal", _scan("2001:db8:5::80"), 100.0)
-    assert d.kind == "ban" and d.ban is not None
-    net = ipaddress.ip_network(d.ip)
-    assert ipaddress.ip_address("2001:db8:5::80") in net and ipaddress.ip_address(OWN6) not in net
-    assert ipaddress.ip_address("2001:db8:5::fffe") not in net and net.prefixlen == 121
-    assert "holds protected 2001:db8:5::1 (own address)" in d.ban.info["note"]
+    assert d.kind == "ban" and d.ban is not None and d.ip == "2001:db8:5::80"
+    assert "2001:db8:5::/64 holds protected 2001:db8:5::1 (own address)" in d.ban.info["note"]
+    assert "src" not in d.ban.info
     # ignoreip counts too; the address itself stays never banned
     eng2, _ = _engine(ignoreip=(ipaddress.ip_network("2001:db8:9:0:8000::/65"),))
     (d2,) = eng2.entry("journal", _scan("2001:db8:9::7"), 100.0)
-    assert d2.ip == "2001:db8:9::/65"
+    assert d2.ip == "2001:db8:9::7" and "ignoreip 2001:db8:9:0:8000::/65" in d2.ban.info["note"]  # type: ignore[union-attr]
+    (d4,) = eng2.entry("journal", _scan("2001:db8:10::7"), 100.0)
+    assert d4.ip == "2001:db8:10::/64"
     (d3,) = eng2.entry("journal", _scan(OWN6), 100.0)
     assert d3.kind == "ignored" and "own address" in d3.reason
 

@@ -93,6 +93,82 @@ def watch(a: argparse.Namespace) -> int:
     return 0
 
 
+def rounds(a: argparse.Namespace) -> int:
+    """Re-ban mode (``--rounds N``, N ≥ 2): per source, a first scan and ban as in the default mode; then, while
+    banned, one more SYN to the scan port every ``--through`` seconds (nftables drops them, the detector's
+    capture sees them) and the open-port probes go on until one is answered again (the ban ended); then, after
+    ``--settle`` seconds, the rescan: a SYN to the scan port, measured like the first. N rounds in all.
+
+    Scan SYNs of round k leave from source port 60000 + k, the through-ban ones from 61000 and up, the probes
+    from 10000-59999: the bench's capture tells them apart. Bounded: ``--window`` seconds per block,
+    ``--ban-wait`` seconds per ban. Prints one JSON line per source.
+    """
+    tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    rx.setblocking(False)
+    victim = socket.inet_aton(a.victim)
+    for src in a.sources:
+        me = socket.inet_aton(src)
+        sent: dict[int, float] = {}
+        last_ok = 0.0  # send time of the latest probe answered
+        i = through = 0
+        rnd, phase = 0, "pre"
+        phase_at = blocked_at = next_through = time.monotonic()
+        rows: list[dict[str, float]] = []
+        out: dict[str, object] = {"src": src, "rounds": rows}
+        nxt = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= nxt:
+                sport = 10000 + i % 50000
+                sent.pop(sport, None)
+                tx.sendto(syn(src, a.victim, sport, a.open_port, 1000 + i), (a.victim, 0))
+                sent[sport] = time.monotonic()
+                i += 1
+                nxt += a.interval
+            while True:
+                try:
+                    pkt = rx.recv(256)
+                except BlockingIOError:
+                    break
+                ihl = (pkt[0] & 0x0F) * 4
+                if pkt[12:16] != victim or pkt[16:20] != me or len(pkt) < ihl + 14:
+                    continue
+                sp, dp = struct.unpack("!HH", pkt[ihl:ihl + 4])
+                if sp == a.open_port and pkt[ihl + 13] & (SYN | ACK) == SYN | ACK and dp in sent:
+                    last_ok = max(last_ok, sent[dp])
+            now = time.monotonic()
+            if phase == "pre" and i >= a.pre or phase == "ended" and now - phase_at >= a.settle:
+                rnd += 1
+                tx.sendto(syn(src, a.victim, 60000 + rnd, a.scan_port, rnd), (a.victim, 0))
+                phase, phase_at = "scan", time.monotonic()
+            elif phase == "scan":
+                if now - phase_at > a.quiet and now - max(last_ok, phase_at) > a.quiet:
+                    rows.append({"blocked_after": round(max(last_ok - phase_at, 0.0), 6)})
+                    if rnd >= a.rounds:
+                        break
+                    phase, phase_at, blocked_at, next_through = "banned", now, now, now + a.through
+                elif now - phase_at > a.window:
+                    out["error"] = f"round {rnd}: not blocked within {a.window} s"
+                    break
+            elif phase == "banned":
+                if last_ok > blocked_at:
+                    phase, phase_at = "ended", now
+                elif now - phase_at > a.ban_wait:
+                    out["error"] = f"round {rnd}: still banned after {a.ban_wait} s"
+                    break
+                elif now >= next_through:
+                    tx.sendto(syn(src, a.victim, 61000 + through % 4000, a.scan_port, through), (a.victim, 0))
+                    through += 1
+                    next_through += a.through
+            time.sleep(max(0.0, min(nxt - time.monotonic(), 0.0002)))
+        out["probes"] = i
+        print(json.dumps(out), flush=True)
+        time.sleep(a.gap)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--victim", required=True)
@@ -105,12 +181,22 @@ def main() -> int:
     p.add_argument("--gap", type=float, default=0.05)
     p.add_argument("--watch", type=float, default=0.0,
                    help="watch mode: no scan; probe from the one source until it is blocked, at most this long")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="re-ban mode: scan, ban, wait for its end (probing through it), rescan; this many rounds")
+    p.add_argument("--through", type=float, default=0.25, help="re-ban mode: scan-port SYN interval while banned")
+    p.add_argument("--ban-wait", type=float, default=10.0, help="re-ban mode: at most this long per ban")
+    p.add_argument("--settle", type=float, default=0.0,
+                   help="re-ban mode: wait this long after the ban ended before the rescan")
     p.add_argument("sources", nargs="+")
     a = p.parse_args()
     if a.window > 5 or a.interval < 0.0001 or a.watch > 120:
         raise SystemExit("bounds: --window at most 5 s, --watch at most 120 s, --interval at least 0.1 ms")
     if a.watch:
         return watch(a)
+    if a.rounds > 1:
+        if a.rounds > 10 or a.ban_wait > 60 or a.through < 0.01:
+            raise SystemExit("bounds: --rounds at most 10, --ban-wait at most 60 s, --through at least 10 ms")
+        return rounds(a)
 
     tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonl", metavar="PATH", help="the JSON-lines file")
     p.add_argument("--wake", metavar="PATH",
                    help="the responder's wake socket, nudged after each alert (default /run/portsentinel/wake.sock)")
+    p.add_argument("--rearm", metavar="PATH",
+                   help="the detector's re-arm socket, where the responder names sources whose ban ended "
+                        "(default /run/portsentinel-detector/rearm.sock; empty: off)")
     p.add_argument("--check", action="store_true", help="validate the configuration, print what would run, exit")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="level of the human-readable log on stderr (default: info)")
@@ -63,6 +66,8 @@ def load(args: argparse.Namespace) -> tuple[DetectorConfig, list[str]]:
         cfg.jsonl_path = args.jsonl
     if args.wake is not None:
         cfg.wake_socket = args.wake
+    if args.rearm is not None:
+        cfg.rearm_socket = args.rearm
     return cfg, warnings
 
 

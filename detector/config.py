@@ -225,6 +225,7 @@ _PARSERS: dict[str, Callable[[Value], Any]] = {
     "output": parse_output,
     "jsonl_path": parse_required_path,
     "wake_socket": parse_path,
+    "rearm_socket": parse_path,
     "tcp_ports": parse_ports,
     "udp_ports": parse_ports,
     "advanced_tcp": parse_port_bound,

@@ -110,3 +110,18 @@ class Decider:
     def tick(self, now: float, wall: float) -> list[R.Record]:
         """Summary records due now (not rate-limited: there is at most one per source per interval)."""
         return [R.validate(self._fields(st, R.Event.SUMMARY, wall)) for _, st in self.tracker.due(now)]
+
+    def rearmed(self, states: list[SourceState], now: float, wall: float) -> list[R.Record]:
+        """Final summaries of sources forgotten because their ban ended (:meth:`Tracker.rearm`) that hold probes
+        not yet reported (those seen while banned), written before the source's next probe makes a new scan."""
+        out = []
+        for st in states:
+            if st.hits <= st.reported_hits:
+                continue
+            fields = self._fields(st, R.Event.SUMMARY, wall)
+            fields[R.F_MESSAGE] += "; ban ended, the next probe is a new scan"
+            fields[R.F_DETAIL] = "rearmed"
+            st.reported_hits = st.hits
+            st.last_report = now
+            out.append(R.validate(fields))
+        return out

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 
 from portsentinel import __version__
 from portsentinel import record as R
+from portsentinel.common import rearm as rearm_msg
 from portsentinel.common.sdnotify import Notifier
 
 from .adapters import listeners as L
 from .adapters import procnet
 from .adapters.capture import FRAME, TP_STATUS_USER, CaptureError, RingCapture, ifindex_at
+from .adapters.rearm import RearmSocket
 from .adapters.sinks import Sink, Waker, open_sink
 from .bpf import build as build_bpf
 from .bpf import port_ranges
@@ -65,6 +67,9 @@ class Counters:
     in_use: int = 0
     ignored: int = 0
     drops: int = 0
+    rearm_msgs: int = 0  # valid re-arm messages from the responder
+    rearm_bad: int = 0  # refused ones
+    rearmed: int = 0  # sources forgotten because their ban ended
     bad: Counter[str] = field(default_factory=Counter)
 
 
@@ -105,6 +110,9 @@ class Detector:
         self.netof = masker(cfg.ipv4_prefix, cfg.ipv6_prefix)
         self._full4 = cfg.ipv4_prefix == 32
         self._banner = cfg.port_banner.encode("utf-8", "replace")
+        self.rearm_sock: RearmSocket | None = None
+        self._rearm_problem = ""  # why the re-arm socket is not open, or why the last message was refused
+        self._rearm_bad_logged = 0
 
     # ----------------------------------------------------------------- records
     def emit(self, record: R.Record) -> None:
@@ -195,10 +203,12 @@ class Detector:
         self._wake_w.setblocking(False)
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._open_rearm()
         self.lifecycle(R.Event.START,
                        f"portsentinel-detector {__version__} started: modes {','.join(self.cfg.modes)}, "
                        f"interface {self.cfg.interface}, output {self.sink.name}, "
-                       f"config {self.cfg.source or '(embedded default)'}",
+                       f"config {self.cfg.source or '(embedded default)'}"
+                       + (f"; re-arm socket not open: {self._rearm_problem}" if self._rearm_problem else ""),
                        PS_MODE=self.cfg.modes[0] if len(self.cfg.modes) == 1 else "",
                        PS_DETAIL=",".join(self.cfg.modes))
         self.notifier.ready(f"watching: {','.join(self.cfg.modes)}")
@@ -259,6 +269,57 @@ class Detector:
             self.sel.unregister(lst.sock)
         L.close_all(self.listeners)
         self.listeners.clear()
+
+    # ----------------------------------------------------------------- re-arm (docs/responder.md)
+    def _open_rearm(self) -> None:
+        """Bind the re-arm socket. Failing that, the detector runs without it (it still reports every new
+        source) and says so in its start record: a returning scanner is then reported only after a quiet window."""
+        self._rearm_problem = ""
+        if not self.cfg.rearm_socket:
+            return
+        try:
+            self.rearm_sock = RearmSocket(self.cfg.rearm_socket, max_size=rearm_msg.MAX_DATAGRAM)
+        except OSError as exc:
+            self._rearm_problem = f"{self.cfg.rearm_socket}: {exc.strerror or exc}"
+            log.error("re-arm socket %s", self._rearm_problem)
+            return
+        self.sel.register(self.rearm_sock, selectors.EVENT_READ, self.rearm_sock)
+
+    def _close_rearm(self) -> None:
+        if self.rearm_sock is not None:
+            self.sel.unregister(self.rearm_sock)
+            self.rearm_sock.close()
+            self.rearm_sock = None
+
+    def on_rearm(self, sock: RearmSocket) -> None:
+        """The responder says bans ended: forget those sources (their next probe is a new scan record) and
+        write the final summary of what they sent while banned. Refused messages are counted."""
+        c = self.counters
+        for data, why in sock.receive():
+            msg = None
+            if data is not None:
+                try:
+                    msg = rearm_msg.decode(data)
+                except rearm_msg.RearmError as exc:
+                    why = str(exc)
+            if msg is None:
+                c.rearm_bad += 1
+                self._rearm_problem = why
+                continue
+            c.rearm_msgs += 1
+            states: list[SourceState] = []
+            for addr in msg.addresses:  # the source is tracked by its network (ipv4_prefix, ipv6_prefix)
+                states += self.tracker.rearm(self.netof(addr))
+                if len(addr) == 4:  # the same host seen through IPv6 as a v4-mapped address
+                    states += self.tracker.rearm(self.netof(b"\0" * 10 + b"\xff\xff" + addr))
+            for size, lo, _hi in msg.networks:  # a network narrower than the one the detector counts by
+                states += self.tracker.rearm(self.netof(lo.to_bytes(size, "big")))
+            if msg.networks or msg.everything:
+                states += self.tracker.rearm_networks(msg.networks, everything=msg.everything)
+            c.rearmed += len(states)
+            if states:
+                for rec in self.decider.rearmed(states, time.monotonic(), time.time()):
+                    self.emit(rec)
 
     # ----------------------------------------------------------------- the hot path
     def on_packet(self, buf: bytes | bytearray | memoryview | object, start: int, length: int,
@@ -515,6 +576,10 @@ class Detector:
                            f"frag_evicted={over[2]}")
             self._last_overload = over
             self._last_overload_at = now
+        if self.counters.rearm_bad != self._rearm_bad_logged:
+            log.warning("%d re-arm message(s) refused in all; the last: %s", self.counters.rearm_bad,
+                        self._rearm_problem)
+            self._rearm_bad_logged = self.counters.rearm_bad
         if self.notifier.watchdog:
             self.notifier.ping()
 
@@ -547,6 +612,9 @@ class Detector:
                                                           summary_interval=new.summary_interval,
                                                           max_sources=new.max_sources)
         self.waker.path = new.wake_socket
+        if self.rearm_sock is None or self.rearm_sock.path != new.rearm_socket:
+            self._close_rearm()
+            self._open_rearm()
         self.decider.resolve = self._resolver(new)
         self._banner = new.port_banner.encode("utf-8", "replace")
         self._ignore_cache.clear()
@@ -574,6 +642,8 @@ class Detector:
                     while got == BATCH:  # a short batch emptied the ring: the next select says when to look
                         got = on_ring(obj)
                     short = short or 0 < got < COALESCE_BELOW
+                elif isinstance(obj, RearmSocket):
+                    self.on_rearm(obj)
                 else:
                     self.on_listener(obj)
             if self._hup:
@@ -601,7 +671,10 @@ class Detector:
                        PS_DETAIL=" ".join([f"packets={c.packets} probes={c.probes} records={c.records} "
                                            f"drops={c.drops} not_local={c.not_local} in_use={c.in_use} "
                                            f"ignored={c.ignored} evicted={self.tracker.evictions} "
-                                           f"deferred={self.decider.suppressed}", self.frags.counters.detail()]
+                                           f"deferred={self.decider.suppressed} rearm_msgs={c.rearm_msgs} "
+                                           f"rearmed={c.rearmed} rearm_refused={c.rearm_bad}",
+                                           self.frags.counters.detail()]
                                           + [f"bad_{k}={v}" for k, v in sorted(c.bad.items())]))
         self._close_sentries()
+        self._close_rearm()
         self.sink.close()

@@ -45,6 +45,9 @@ class DetectorConfig:
     jsonl_path: str = paths.ALERTS_JSONL
     #: The responder's wake socket: a data-less datagram after each alert record cuts its reaction time.
     wake_socket: str = paths.WAKE_SOCKET
+    #: The detector's own re-arm socket: the responder names the sources whose ban ended, and their next probe
+    #: is reported as a new scan (docs/responder.md). Empty: off.
+    rearm_socket: str = paths.REARM_SOCKET
     tcp_ports: tuple[int, ...] = DEFAULT_TCP_PORTS
     udp_ports: tuple[int, ...] = DEFAULT_UDP_PORTS
     #: Advanced modes watch every port from 1 up to this bound (PortSentry's ADVANCED_PORTS_*).

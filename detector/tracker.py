@@ -77,6 +77,8 @@ class Tracker:
         self._sources: OrderedDict[bytes, SourceState] = OrderedDict()
         self._triggered: dict[bytes, SourceState] = {}
         self._finished: list[SourceState] = []
+        #: Protocol bytes (a key's last byte) of every source ever reported, for :meth:`rearm`.
+        self._protos: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._sources)
@@ -132,6 +134,37 @@ class Tracker:
         st.reported_hits = st.hits
         st.last_report = now
         self._triggered[st.key] = st
+        self._protos.add(st.key[-1])
+
+    # ----------------------------------------------------------------- re-arm (the source's ban ended)
+    def rearm(self, addr: bytes) -> list[SourceState]:
+        """The ban of ``addr`` (a raw address) ended: forget the source under every protocol it was reported
+        for, so that its next probe counts from zero and, crossing the trigger, is a new decision (a fresh scan
+        record), exactly as on its first probe. A source not reported yet keeps counting.
+
+        Returns the forgotten states; those with probes not yet reported (``hits > reported_hits``) are owed
+        a final summary.
+        """
+        out = []
+        for proto in self._protos:
+            key = addr + bytes((proto,))
+            if key in self._triggered:
+                out.append(self._drop(key))
+        return out
+
+    def rearm_networks(self, networks: list[tuple[int, int, int]], *, everything: bool = False
+                       ) -> list[SourceState]:
+        """:meth:`rearm` for every reported source inside one of ``networks`` (address length, first, last as
+        integers), or for every reported source. One pass over the reported sources."""
+        keys = []
+        for key in self._triggered:
+            if everything:
+                keys.append(key)
+                continue
+            size, n = len(key) - 1, int.from_bytes(key[:-1], "big")
+            if any(length == size and lo <= n <= hi for length, lo, hi in networks):
+                keys.append(key)
+        return [self._drop(key) for key in keys]
 
     def due(self, now: float) -> list[tuple[str, SourceState]]:
         """Summaries due now and sources that went quiet, as ("summary", state) pairs.

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "journal when one is readable)")
     p.add_argument("--wake", metavar="PATH", default=paths.WAKE_SOCKET,
                    help="wake socket the detector nudges after each alert (default /run/portsentinel/wake.sock)")
+    p.add_argument("--rearm", metavar="PATH", default=paths.REARM_SOCKET,
+                   help="the detector's re-arm socket, told which bans ended so a returning scanner is reported "
+                        "anew (default /run/portsentinel-detector/rearm.sock; empty: off)")
     p.add_argument("--decisions", metavar="PATH", default=paths.DECISIONS_JSONL,
                    help="JSON-lines file for decisions where no journald runs")
     p.add_argument("--group", metavar="GROUP", default="", help="group allowed on the control socket (besides root)")
@@ -52,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     opts = Options(config_dir=args.config_dir or default_config_dir(), state_dir=args.state_dir,
                    socket=args.socket, backend=args.backend, wake=args.wake, control_group=args.group,
-                   decisions_jsonl=args.decisions)
+                   decisions_jsonl=args.decisions, rearm=args.rearm)
     try:
         r = Responder(opts)
         r.start()

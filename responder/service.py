@@ -25,6 +25,7 @@ from .adapters import facts
 from .adapters.control import ControlServer
 from .adapters.decisions import DecisionLog
 from .adapters.hostwatch import HostWatch
+from .adapters.rearm import RearmSender
 from .adapters.store import Store
 from .bans import FOREVER, Ban, BanBook, src_fields
 from .engine import Decision, Engine, JailRuntime
@@ -50,6 +51,7 @@ class Options:
     wake: str = paths.WAKE_SOCKET
     control_group: str = ""
     decisions_jsonl: str = paths.DECISIONS_JSONL
+    rearm: str = paths.REARM_SOCKET
 
 
 class Responder:
@@ -68,6 +70,8 @@ class Responder:
         self.use_journal = journal_readable() if opts.backend == "auto" else opts.backend == "systemd"
         self.decisions = DecisionLog(opts.decisions_jsonl, use_journal=self._journal_socket())
         self.executor = Executor(opts.config_dir / "actions.d", self.report)
+        #: Bans that end are told to the detector, so a returning scanner is a new scan (docs/responder.md).
+        self.rearm = RearmSender(opts.rearm)
         from .adapters.trapkernel import KernelTraps  # kernel trap (docs/kernel-trap.md)
 
         self.traps = KernelTraps(self.executor.runner, self.report)
@@ -84,6 +88,13 @@ class Responder:
 
     # ------------------------------------------------------------------ records
     def report(self, event: R.Event, message: str, **fields: str) -> None:
+        if event is R.Event.UNBAN and fields.get(R.F_SRC):
+            # Every ban that ends is written as an unban record, whatever ended it (expiry, unban, lost): the
+            # detector hears of each, so what it re-arms never differs from the audit trail. Sent at once (the
+            # actions have just run): a probe a moment later is already a new scan. What the detector's full
+            # queue refuses goes at the end of the loop turn (run()).
+            self.rearm.queue(fields.get(R.F_SRC_NET) or fields[R.F_SRC])  # a network ban: all of it
+            self.rearm.flush()
         prio = R.PRIORITY_WARNING if event in (R.Event.BAN, R.Event.FAILED) else (
             R.PRIORITY_NOTICE if event in (R.Event.UNBAN, R.Event.IGNORED) else R.PRIORITY_INFO)
         src = fields.get(R.F_SRC, "")
@@ -371,6 +382,8 @@ class Responder:
         forged = self.forgeries.next_due()
         if forged is not None:
             t = min(t, max(0.0, forged - time.time()))
+        if self.rearm.pending:  # the detector's queue was full: try again soon
+            t = min(t, 0.005)
         return t
 
     def run(self) -> None:
@@ -403,6 +416,7 @@ class Responder:
             self.executor.retry_due()
             self.trap_tick()
             self.decisions.flush()  # one fdatasync for what this turn decided (JSON lines only)
+            self.rearm.flush()
             if self._watchdog and time.monotonic() >= self._next_ping:
                 from portsentinel.common.sdnotify import notify
 
@@ -442,6 +456,8 @@ class Responder:
         self.control.close()
         self.wake.close()
         self.host.close()
+        self.rearm.flush()
+        self.rearm.close()
         self.store.close()
         self.decisions.close()
 

@@ -24,20 +24,27 @@ def _script(name: str) -> str:
     return name
 
 
+def run_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The responder's and the detector's command lines for ``portsentinel run``: every path either daemon
+    takes can be given, and a path both use (wake and re-arm sockets) goes to both, so that several pipelines
+    can run side by side."""
+    det = [_script("portsentinel-detector")]
+    for opt, value in (("--config", args.config), ("--mode", args.mode), ("--interface", args.interface),
+                       ("--output", args.output), ("--jsonl", args.jsonl), ("--wake", args.wake),
+                       ("--rearm", args.rearm)):
+        if value is not None:
+            det += [opt, value]
+    responder = [_script("portsentinel-responder"), "--backend", args.backend or "auto", "--socket", args.socket]
+    for opt, value in (("--config-dir", args.config_dir), ("--state-dir", args.state_dir), ("--wake", args.wake),
+                       ("--rearm", args.rearm), ("--decisions", args.decisions)):
+        if value is not None:
+            responder += [opt, value]
+    return responder, det
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Detector and responder in the foreground; Ctrl-C or SIGTERM stops both."""
-    det_argv = [_script("portsentinel-detector")]
-    if args.config:
-        det_argv += ["--config", args.config]
-    if args.jsonl:
-        det_argv += ["--jsonl", args.jsonl]
-    if args.output:
-        det_argv += ["--output", args.output]
-    responder = [_script("portsentinel-responder"), "--backend", "auto", "--socket", args.socket]
-    if args.config_dir:
-        responder += ["--config-dir", args.config_dir]
-    if args.state_dir:
-        responder += ["--state-dir", args.state_dir]
+    responder, det_argv = run_argv(args)
     procs = [subprocess.Popen(responder), subprocess.Popen(det_argv)]
 
     stop = False
@@ -309,11 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("reload", help="re-read jail.conf, filters and actions").set_defaults(func=cmd_reload)
     run = sub.add_parser("run", help="run detector and responder in the foreground (embedded default config)")
     run.add_argument("--config", metavar="FILE", help="detector configuration file")
+    run.add_argument("--mode", metavar="MODE[,MODE...]", help="the detector's sentries (overrides the file)")
+    run.add_argument("--interface", metavar="IFACE", help="interface the detector's stealth sentries watch")
     run.add_argument("--output", choices=("journal", "jsonl", "auto"), help="where the detector's records go")
     run.add_argument("--jsonl", metavar="PATH", help="the JSON-lines file")
     run.add_argument("--config-dir", metavar="DIR", help="responder configuration (default: /etc/portsentinel, "
                                                          "else the project's own)")
     run.add_argument("--state-dir", metavar="DIR", help="responder state (default /var/lib/portsentinel)")
+    run.add_argument("--backend", choices=("systemd", "pyinotify", "auto"),
+                     help="where the responder reads records (default auto)")
+    run.add_argument("--decisions", metavar="PATH", help="the responder's JSON-lines decisions file")
+    run.add_argument("--wake", metavar="PATH", help="the responder's wake socket (both daemons)")
+    run.add_argument("--rearm", metavar="PATH", help="the detector's re-arm socket (both daemons)")
+    run.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS,
+                     help="the responder's control socket (the same as portsentinel --socket)")
     run.set_defaults(func=cmd_run)
     chk = sub.add_parser("check-config", help="validate detector and responder configuration (file:line:key)")
     chk.add_argument("--config", metavar="FILE", help="detector configuration file")

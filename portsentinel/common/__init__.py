@@ -10,4 +10,5 @@ import ``portsentinel.record`` and ``portsentinel.common``; ``common`` imports n
 - :mod:`.systemd`         journald: is one there, send a record (the only module that imports ``systemd``
   for writing; the responder's journal reader lives in its own adapter)
 - :mod:`.sdnotify`        READY, STOPPING, STATUS and watchdog pings under systemd
+- :mod:`.rearm`           the re-arm message: the responder names the sources whose ban ended (pure)
 """

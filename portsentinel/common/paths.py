@@ -11,6 +11,9 @@ ALERTS_JSONL = "/var/log/portsentinel/alerts.jsonl"
 DECISIONS_JSONL = "/var/log/portsentinel/responder.jsonl"
 #: The responder's wake socket: the detector sends a data-less datagram after each alert record.
 WAKE_SOCKET = "/run/portsentinel/wake.sock"
+#: The detector's re-arm socket: the responder names the sources whose ban ended (portsentinel.common.rearm).
+#: In a directory of the detector's own (the Debian unit's RuntimeDirectory), group-writable for the responder.
+REARM_SOCKET = "/run/portsentinel-detector/rearm.sock"
 #: The responder's control socket (`portsentinel status`, `ban`, `unban`, `reload`).
 CONTROL_SOCKET = "/run/portsentinel/responder.sock"
 #: The responder's state: bans and journal cursors in sqlite.

@@ -83,7 +83,8 @@ class DetectorProcess(LabProcess):
         self.host = host
         self.jsonl = jsonl
         self.output = output
-        argv = [tool("portsentinel-detector"), "--output", output, "--jsonl", str(jsonl), "--log-level", "warning"]
+        argv = [tool("portsentinel-detector"), "--output", output, "--jsonl", str(jsonl), "--log-level", "warning",
+                "--rearm", str(jsonl.parent / "rearm.sock")]  # never the system's default path
         if modes:
             argv += ["--mode", modes]
         if config:

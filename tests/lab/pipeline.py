@@ -32,11 +32,12 @@ class ResponderProcess(LabProcess):
         self.base = base
         self.socket = str(base / "ctl.sock")
         self.wake = str(base / "wake.sock")
+        self.rearm = str(base / "rearm.sock")
         self.decisions = base / "decisions.jsonl"
         self.state = base / "state"
         self.argv = [tool("portsentinel-responder"), "--config-dir", str(config), "--state-dir", str(self.state),
                      "--socket", self.socket, "--backend", backend, "--wake", self.wake,
-                     "--decisions", str(self.decisions), "--log-level", "warning"]
+                     "--decisions", str(self.decisions), "--rearm", self.rearm, "--log-level", "warning"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.err_path = base / "responder.stderr"
 

@@ -268,6 +268,9 @@ class DateDetector:
 
     templates: list[Template] = field(default_factory=list)
     _last_distance: int = 1
+    _last: Template | None = None
+    # The last date text parsed, per template and second of ``now``: most lines of a busy log share it.
+    _memo: tuple[int, str, int, float | None] = (0, "", 0, None)
 
     @classmethod
     def parse(cls, text: str) -> DateDetector | None:
@@ -299,39 +302,54 @@ class DateDetector:
 
     def find(self, line: str, now: float) -> tuple[int, int, float | None] | None:
         """(start, end) of the date text in ``line`` and its epoch time (None when it does not parse)."""
-        best: tuple[re.Match[str], Template] | None = None
         chosen: tuple[re.Match[str], Template] | None = None
-        for i, tpl in enumerate(self.templates):
-            m = tpl.regex.search(line)
-            if m is None:
-                continue
-            distance = m.start()
-            last = i + 1 >= len(self.templates)
-            if last or tpl.anchored or (distance == 0 and tpl.hits and not self.templates[i + 1].hits):
-                chosen = (m, tpl)
-                break
-            if distance > tpl.distance or distance > self._last_distance:
-                if best is None or distance < best[0].start():
-                    best = (m, tpl)
-                continue
-            chosen = (m, tpl)
-            break
-        chosen = chosen or best
+        last = self._last
+        if last is not None:  # the template that matched last time, first (as fail2ban does)
+            m = last.regex.search(line)
+            if m is not None and (last.anchored or len(self.templates) == 1 or m.start() == self._last_distance):
+                chosen = (m, last)
         if chosen is None:
-            return None
+            chosen = self._search(line)
+            if chosen is None:
+                return None
         m, tpl = chosen
         tpl.hits += 1
         tpl.distance = m.start()
         self._last_distance = m.start()
+        self._last = tpl
         start, end = m.start(1), m.end(1)
         if start < 0:
             return None
         if start == end:
             return start, end, None
+        text = m.group(1)
+        memo = self._memo
+        if memo[0] == id(tpl) and memo[1] == text and memo[2] == int(now):
+            return start, end, memo[3]
         try:
-            return start, end, tpl.epoch(m, now)
+            stamp: float | None = tpl.epoch(m, now)
         except (ValueError, KeyError, OverflowError):
-            return start, end, None
+            stamp = None
+        self._memo = (id(tpl), text, int(now), stamp)
+        return start, end, stamp
+
+    def _search(self, line: str) -> tuple[re.Match[str], Template] | None:
+        """fail2ban's search: the first template matching at the usual distance, else the nearest match."""
+        best: tuple[re.Match[str], Template] | None = None
+        templates = self.templates
+        for i, tpl in enumerate(templates):
+            m = tpl.regex.search(line)
+            if m is None:
+                continue
+            distance = m.start()
+            if i + 1 >= len(templates) or tpl.anchored or (distance == 0 and tpl.hits and not templates[i + 1].hits):
+                return m, tpl
+            if distance > tpl.distance or distance > self._last_distance:
+                if best is None or distance < best[0].start():
+                    best = (m, tpl)
+                continue
+            return m, tpl
+        return best
 
 
 def _zone_offset(z: str) -> int:

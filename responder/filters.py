@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from portsentinel import record as R
 from .datedetect import DateDetector
 from .inifile import KNOWN_PREFIX, Ini, IniError, Value, read_layered
 from .multiline import Hit, MatchState, Rules, TupleLine, find_failures
-from .regexes import compile_regex, has_failure_id
+from .regexes import Dispatch, compile_regex, has_failure_id
 
 DEFINITION = "Definition"
 INIT = "Init"
@@ -49,7 +49,7 @@ class FilterError(IniError):
 
 
 # -- results ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Failure:
     """A matched record or line: ``host`` is a canonical address (portsentinel.record.canonical_address)."""
 
@@ -63,7 +63,7 @@ class Failure:
 Kind = Literal["matched", "ignored", "missed"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Verdict:
     """What a filter made of one entry: a failure, an ignored match, or a miss with its reason.
 
@@ -209,30 +209,27 @@ class Filter:
         st = self.line_state
         dates = self.line_rules.dates
         found = dates.find(line, now) if dates is not None else (0, 0, None)
-        recent = st.last_date is not None and st.last_date > now - LAST_DATE_AGE
+        tup: TupleLine
         if found is None:
-            tup: TupleLine = ("", "", line)
-            stamp = None
+            tup = ("", "", line)
         else:
             start, end, stamp = found
             tup = (line[:start], line[start:end], line[end:])
-            if start < end:
-                if stamp is not None:
-                    st.last_date, st.last_date_text = stamp, tup[1]
+            if stamp is not None:
+                st.last_date, st.last_date_text = stamp, tup[1]
                 return tup, stamp
-            if recent:
-                return ("", st.last_date_text, line), st.last_date
-            return tup, now
-        if recent:
+            if start == end and not (st.last_date is not None and st.last_date > now - LAST_DATE_AGE):
+                return tup, now  # an empty date (e.g. {NONE}): the time it is read
+        if st.last_date is not None and st.last_date > now - LAST_DATE_AGE:
             return ("", st.last_date_text, line), st.last_date
-        return tup, stamp
+        return tup, None
 
     def _examine(self, rules: _Rules, state: MatchState, tup: TupleLine, stamp: float | None,
                  now: float) -> Verdict:
         if not rules.match.failregex:
             return Verdict("missed", "filter has no failregex", time=stamp)
         hits, reason = find_failures(rules.match, state, tup, stamp, now=now, check_all=self.check_all)
-        real = [h for h in hits if h.fid is not None and not h.nofail]
+        real = [h for h in hits if h.fid is not None and not h.fail.get("nofail")] if hits else hits
         if not real:
             if reason.startswith("no failregex") or reason.startswith("prefregex"):
                 return Verdict("missed", reason, time=stamp)
@@ -241,9 +238,11 @@ class Filter:
                            regex=some.regex if some else -1, user=_user(some.fail) if some else "",
                            fields=some.fail if some else {})
         hit = real[0]
-        text = "\n".join(hit.fail.get("matches", [])[-1:]) or (tup[0] + tup[2])
+        text = tup[0] + tup[2] if rules.match.maxlines == 1 else "\n".join(hit.fail.get("matches", [])[-1:])
         v = _verdict(_host_of(hit), stamp, hit.fail, text, hit.regex)
-        return replace(v, also=tuple(h.regex for h in real[1:])) if len(real) > 1 else v
+        if len(real) > 1:
+            v.also = tuple(h.regex for h in real[1:])
+        return v
 
 
 def _host_of(hit: Hit) -> str:
@@ -380,7 +379,8 @@ def _rules(opts: _Options, hostfield: str) -> _Rules:
         dates = DateDetector.parse(opts.get("datepattern") or "")
     except ValueError as exc:
         raise opts.error("datepattern", str(exc)) from None
-    return _Rules(Rules(pref, fails, _regex_list(opts, "ignoreregex", multi), maxlines), dates)
+    dispatch = Dispatch.build(fails) if not multi else None
+    return _Rules(Rules(pref, fails, _regex_list(opts, "ignoreregex", multi), maxlines, dispatch), dates)
 
 
 def filter_path(filter_dir: Path, name: str) -> Path:

@@ -22,12 +22,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .regexes import match_groups, skipped_lines
+from .regexes import Dispatch, match_groups, skipped_lines
 
 TupleLine = tuple[str, str, str]
 Fail = dict[str, Any]
 MLFID_MAX = 100
 MLFID_TTL = 300.0
+#: Matched lines kept per session (a long session cannot grow without bound).
+MAX_MATCHES = 50
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,18 @@ class Rules:
     failregex: tuple[re.Pattern[str], ...]
     ignoreregex: tuple[re.Pattern[str], ...]
     maxlines: int = 1
+    #: Which failregexes can match, by the text's first character (regexes.Dispatch); None: try them all.
+    dispatch: Dispatch | None = None
+
+    #: fail2ban checks ignoreregex before the failregexes when there are far fewer of them (set below).
+    ignore_first: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        first = bool(self.ignoreregex) and len(self.ignoreregex) < len(self.failregex) - 2
+        object.__setattr__(self, "ignore_first", first)
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     """A failregex match. ``fid``: the host text (or ``<F-ID>``); None while the session's host is unknown."""
 
@@ -60,15 +71,6 @@ class MatchState:
     sessions: OrderedDict[str, tuple[Fail, float]] = field(default_factory=OrderedDict)
     last_date: float | None = None
     last_date_text: str = ""
-
-    def session(self, mlfid: str, now: float) -> Fail | None:
-        entry = self.sessions.get(mlfid)
-        if entry is None:
-            return None
-        if entry[1] > now:
-            return entry[0]
-        del self.sessions[mlfid]
-        return None
 
     def remember(self, mlfid: str, fail: Fail, now: float) -> None:
         while len(self.sessions) >= MLFID_MAX:
@@ -115,28 +117,30 @@ def _ignored(rules: Rules, state: MatchState, buf: str, org: list[TupleLine],
 
 def _merge(state: MatchState, mlfid: str, fail: Fail, used: list[TupleLine], now: float) -> Fail:
     """Fold this match into its session (fail2ban's rules for no-failure, gained, forget and users)."""
-    known = state.session(mlfid, now)
+    entry = state.sessions.get(mlfid)
+    known: Fail | None = None
+    if entry is not None:
+        if entry[1] > now:
+            known = entry[0]
+        else:
+            del state.sessions[mlfid]
+    gained = bool(fail.get("mlfgained"))
+    nofail = gained or bool(fail.get("nofail"))
+    if gained and not fail.get("nofail"):
+        fail["nofail"] = fail["mlfgained"]
+    forget = bool(fail.pop("mlfforget", None))
     users: set[str] | None = None
-    nofail = gained = forget = was_nofail = False
-    if fail.get("mlfgained"):
-        gained = nofail = True
-        if not fail.get("nofail"):
-            fail["nofail"] = fail["mlfgained"]
-    elif fail.get("nofail"):
-        nofail = True
-    if fail.pop("mlfforget", None):
-        forget = True
     if known is not None:
         users = _add_user(known, fail.get("user"))
-        if known.pop("nofail", None):
-            was_nofail = True
-        if known.pop("mlfgained", None):
-            was_nofail = True
+        was_nofail = bool(known.pop("nofail", None))
+        was_nofail = bool(known.pop("mlfgained", None)) or was_nofail
         if gained:
             known.pop("mlfpending", None)
         if not was_nofail and not known.get("mlfpending", 0):
             known.pop("matches", None)
-        known.update((k, v) for k, v in fail.items() if v is not None)
+        for k, v in fail.items():
+            if v is not None:
+                known[k] = v
         fail = known
         if forget:
             state.sessions.pop(mlfid, None)
@@ -147,14 +151,13 @@ def _merge(state: MatchState, mlfid: str, fail: Fail, used: list[TupleLine], now
         fail.pop("nofail", None)
         fail.pop("mlfgained", None)
         nofail = gained = False
-    texts = [t[0] + t[2] for t in used]
     if not nofail:
         matches = fail.pop("nofail-matches", []) + fail.get("matches", [])
         if not gained:
-            matches += texts
-        fail["matches"] = matches
+            matches += [t[0] + t[2] for t in used]
+        fail["matches"] = matches[-MAX_MATCHES:]
     elif not forget:
-        fail["nofail-matches"] = fail.get("nofail-matches", []) + texts
+        fail["nofail-matches"] = (fail.get("nofail-matches", []) + [t[0] + t[2] for t in used])[-MAX_MATCHES:]
     return fail
 
 
@@ -177,33 +180,35 @@ def find_failures(rules: Rules, state: MatchState, line: TupleLine, date: float 
     if rules.maxlines > 1:
         state.buffer.append(line)
         state.buffer = state.buffer[-rules.maxlines:]
+        buf: str | None = joined(state.buffer)
     else:
         state.buffer = [line]
+        buf = line[0] + line[2] + "\n"
     org = state.buffer
-    buf: str | None = joined(org)
     assert buf is not None
-    if rules.ignoreregex and len(rules.ignoreregex) < len(rules.failregex) - 2:
-        if _ignored(rules, state, buf, org, None, None, check_all):
-            return [], "ignoreregex matched"
+    if rules.ignore_first and _ignored(rules, state, buf, org, None, None, check_all):
+        return [], "ignoreregex matched"
     pre: Fail = {}
     if rules.prefregex is not None:
         pm = rules.prefregex.search(buf)
         if pm is None:
             return [], "prefregex did not match"
-        pre = dict(match_groups(pm))
+        pre = match_groups(pm)
         content = pre.pop("content", None)
         if content:
-            state.buffer, buf = [("", "", str(content))], None
+            state.buffer, buf = [("", "", content)], content + "\n"
     hits: list[Hit] = []
     reason = "no failregex matched"
-    for index, pat in enumerate(rules.failregex):
+    order = rules.dispatch.candidates(buf) if rules.dispatch is not None else range(len(rules.failregex))
+    for index in order:
+        pat = rules.failregex[index]
         if buf is None:
             buf = joined(state.buffer)
         m = pat.search(buf)
         if m is None:
             continue
-        fail: Fail = dict(match_groups(m))
-        used, rest = _split(m, org)
+        fail: Fail = match_groups(m)
+        used, rest = _split(m, org) if len(org) > 1 else (org, [])
         if rules.ignoreregex and _ignored(rules, state, buf, org, used, rest, check_all):
             buf, reason = None, "ignoreregex matched"
             if not check_all:
@@ -212,7 +217,9 @@ def find_failures(rules: Rules, state: MatchState, line: TupleLine, date: float 
         if not check_all or rules.maxlines > 1:
             state.buffer, buf = rest, None
         if pre:
-            fail = {**pre, **fail}
+            merged = dict(pre)
+            merged.update(fail)
+            fail = merged
         mlfid = fail.get("mlfid")
         if mlfid is not None:
             fail = _merge(state, str(mlfid), fail, used, now)

@@ -17,6 +17,8 @@ Pure: no I/O.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any
 
 # An IPv4 or IPv6 address as fail2ban spells it; ipaddress validates it afterwards.
 IP4 = r"(?:\d{1,3}\.){3}\d{1,3}"
@@ -92,16 +94,27 @@ def compile_regex(regex: str, *, multiline: bool = False) -> re.Pattern[str]:
     return re.compile(translate(regex), re.MULTILINE if multiline else 0)
 
 
-def match_groups(m: re.Match[str]) -> dict[str, str | tuple[str | None, ...]]:
+_COMPOSED_OF: dict[re.Pattern[str], tuple[tuple[str, str, str], ...]] = {}
+
+
+def _composed_groups(pat: re.Pattern[str]) -> tuple[tuple[str, str, str], ...]:
+    """(group, kind, target) of a pattern's ``alt_``/``tuple_`` groups, sorted; computed once per pattern."""
+    found = _COMPOSED_OF.get(pat)
+    if found is None:
+        out = []
+        for key in sorted(k for k in pat.groupindex if k.startswith(("alt_", "tuple_"))):
+            cm = _COMPOSED.match(key)
+            if cm is not None:
+                out.append((key, cm.group(1), group_name(cm.group(2))))
+        found = _COMPOSED_OF[pat] = tuple(out)
+    return found
+
+
+def match_groups(m: re.Match[str]) -> dict[str, Any]:
     """The match's named groups that matched, with ``alt_``/``tuple_`` groups folded into their target."""
     raw = m.groupdict()
-    out: dict[str, str | tuple[str | None, ...]] = {k: v for k, v in raw.items() if v is not None}
-    composed = sorted(k for k in raw if k.startswith(("alt_", "tuple_")))
-    for key in composed:
-        cm = _COMPOSED.match(key)
-        if cm is None:
-            continue
-        kind, target = cm.group(1), group_name(cm.group(2))
+    out: dict[str, Any] = {k: v for k, v in raw.items() if v is not None}
+    for key, kind, target in _composed_groups(m.re):
         value = raw[key]
         if kind == "alt_":
             if value and not out.get(target):
@@ -127,3 +140,102 @@ def skipped_lines(m: re.Match[str]) -> list[str]:
             text += part
         n += 1
     return text.splitlines()
+
+
+_NUMBERED = re.compile(r"(?<!\\)(?:\\[1-9]|\(\?\([0-9]+\))")
+_MAX_FIRST = 300  # a first-character set larger than this is not worth a table entry
+
+
+def _first_chars(items: Any, ignore_case: bool) -> tuple[set[str] | None, bool]:
+    """(characters a parsed sequence can start with, whether it can match the empty string); None: any."""
+    out: set[str] = set()
+    for op, arg in items:
+        name = str(op)
+        if name == "AT":
+            continue  # zero width
+        if name == "LITERAL":
+            out |= _cased(chr(arg), ignore_case)
+            return out, False
+        if name == "IN":
+            chars = _set_chars(arg, ignore_case)
+            if chars is None:
+                return None, False
+            return out | chars, False
+        if name == "SUBPATTERN":
+            _group, add, _del, sub = arg
+            first, empty = _first_chars(sub, ignore_case or bool(add & re.IGNORECASE))
+        elif name == "BRANCH":
+            first, empty = set(), False
+            for alt in arg[1]:
+                f, e = _first_chars(alt, ignore_case)
+                if f is None:
+                    return None, False
+                first |= f
+                empty = empty or e
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            lo, _hi, sub = arg
+            first, empty = _first_chars(sub, ignore_case)
+            empty = empty or lo == 0
+        else:  # lookarounds, conditionals, backreferences, ANY...: no table
+            return None, False
+        if first is None:
+            return None, False
+        out |= first
+        if not empty:
+            return out, False
+    return out, True
+
+
+def _cased(c: str, ignore_case: bool) -> set[str]:
+    return {c, c.lower(), c.upper()} if ignore_case else {c}
+
+
+def _set_chars(items: Any, ignore_case: bool) -> set[str] | None:
+    chars: set[str] = set()
+    for op, arg in items:
+        name = str(op)
+        if name == "LITERAL":
+            chars |= _cased(chr(arg), ignore_case)
+        elif name == "RANGE" and arg[1] - arg[0] < _MAX_FIRST:
+            for code in range(arg[0], arg[1] + 1):
+                chars |= _cased(chr(code), ignore_case)
+        else:  # NEGATE, CATEGORY (\\d, \\w ...), big ranges
+            return None
+    return chars if len(chars) <= _MAX_FIRST else None
+
+
+def anchored_first_chars(pat: re.Pattern[str]) -> set[str] | None:
+    """The characters a pattern anchored at the text's start (``^`` first, no MULTILINE) can begin with;
+    None when it is not anchored, may match the empty string, or no small set can be told."""
+    src = pat.pattern
+    if pat.flags & re.MULTILINE or not src.startswith("^") or _NUMBERED.search(src):
+        return None
+    try:
+        parsed = re._parser.parse(src, pat.flags)  # type: ignore[attr-defined]
+    except (re.error, RecursionError):
+        return None
+    items = list(parsed)
+    # "^a|b" parses as one top-level BRANCH: only a first item AT_BEGINNING anchors the whole pattern.
+    if not items or str(items[0][0]) != "AT" or str(items[0][1]) != "AT_BEGINNING":
+        return None
+    first, empty = _first_chars(items[1:], bool(pat.flags & re.IGNORECASE))
+    return None if empty or not first else first
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Which failregexes can match a text, by its first character (the others cannot: same order, same result)."""
+
+    table: dict[str, tuple[int, ...]]
+    always: tuple[int, ...]
+
+    @classmethod
+    def build(cls, patterns: tuple[re.Pattern[str], ...]) -> Dispatch:
+        firsts = [anchored_first_chars(p) for p in patterns]
+        always = tuple(i for i, f in enumerate(firsts) if f is None)
+        chars = set().union(*(f for f in firsts if f is not None))
+        table = {c: tuple(i for i, f in enumerate(firsts) if f is None or c in f) for c in chars}
+        return cls(table, always)
+
+    def candidates(self, text: str) -> tuple[int, ...]:
+        return self.table.get(text[:1], self.always)

@@ -1,0 +1,155 @@
+"""Lines per second through fail2ban's stock sshd filter: portsentinel's filters vs fail2ban-regex, one run.
+
+    .venv/bin/python -m bench.filter_bench [--lines 1000000] [--mode normal] [--log PATH] [--keep-log]
+
+Writes a deterministic auth.log (``--lines`` lines: sshd failures of every common kind, successful logins,
+preauth closes, and the cron/sudo/systemd-logind noise of a real auth.log), then runs the same filter
+(tests/.cache/fail2ban/etc/fail2ban/filter.d/sshd.conf, Debian's fail2ban package) over it twice:
+
+- ours: ``Filter.examine_line`` for every line (date detection, prefregex, failregexes, sessions);
+- fail2ban: ``fail2ban-regex -o ip LOG sshd`` (Debian's python3 with the unpacked package; the fail2ban
+  service is never started), which prints the failure id of every failure, as the server would count them.
+
+It prints lines per second and CPU seconds of both, and checks both found the same failures in the same order.
+Nothing here touches the network. Figures go into docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from portsentinel.responder.filters import load_filter
+from tests.lab.machine import cpu_model
+
+ROOT = Path(__file__).resolve().parents[1]
+F2B = ROOT / "tests" / ".cache" / "fail2ban"
+STOCK = F2B / "etc" / "fail2ban"
+
+
+def _addresses(rng: random.Random) -> list[str]:
+    v4 = [f"{rng.choice((198, 203))}.{rng.choice((51, 0))}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+          for _ in range(3000)]
+    v6 = [f"2001:db8:{rng.randrange(65536):x}::{rng.randrange(1, 65536):x}" for _ in range(300)]
+    return v4 + v6
+
+
+_SSHD = [
+    (20, "Failed password for {user} from {ip} port {port} ssh2"),
+    (14, "Failed password for invalid user {user} from {ip} port {port} ssh2"),
+    (14, "Invalid user {user} from {ip} port {port}"),
+    (10, "Connection closed by invalid user {user} {ip} port {port} [preauth]"),
+    (8, "Received disconnect from {ip} port {port}:11: Bye Bye [preauth]"),
+    (8, "Disconnected from invalid user {user} {ip} port {port} [preauth]"),
+    (5, "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={ip}  user={user}"),
+    (4, "Connection closed by {ip} port {port} [preauth]"),
+    (3, "Accepted publickey for {user} from {ip} port {port} ssh2: ED25519 SHA256:Yk3bq0sJ8tQe7e0m0dCkJg1mZ2Vn6wZ"),
+    (3, "pam_unix(sshd:session): session opened for user {user}(uid=1000) by (uid=0)"),
+    (3, "error: maximum authentication attempts exceeded for {user} from {ip} port {port} ssh2 [preauth]"),
+    (2, "Disconnecting authenticating user {user} {ip} port {port}: Too many authentication failures [preauth]"),
+    (2, "Did not receive identification string from {ip} port {port}"),
+    (2, "Unable to negotiate with {ip} port {port}: no matching key exchange method found. Their offer: "
+        "diffie-hellman-group1-sha1 [preauth]"),
+    (2, "User {user} from {ip} not allowed because not listed in AllowUsers"),
+]
+_OTHER = [
+    (6, "CRON[{pid}]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)"),
+    (6, "CRON[{pid}]: pam_unix(cron:session): session closed for user root"),
+    (2, "sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/apt update"),
+    (2, "systemd-logind[512]: New session {pid} of user alice."),
+    (1, "systemd-logind[512]: Removed session {pid}."),
+]
+_USERS = ["root", "admin", "test", "oracle", "ubuntu", "postgres", "git", "alice", "user1", "guest"]
+
+
+def write_log(path: Path, lines: int, seed: int = 11) -> None:
+    """A deterministic auth.log of ``lines`` lines, one second apart every ~20 lines, ending about now."""
+    rng = random.Random(seed)
+    ips = _addresses(rng)
+    sshd_w = [w for w, _ in _SSHD]
+    other_w = [w for w, _ in _OTHER]
+    start = time.time() - lines / 20 - 3600
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(lines):
+            stamp = time.strftime("%b %e %H:%M:%S", time.localtime(start + i / 20))
+            pid = 10000 + i // 4
+            if rng.random() < 0.75:
+                text = rng.choices(_SSHD, sshd_w)[0][1].format(
+                    user=rng.choice(_USERS), ip=rng.choice(ips), port=rng.randrange(1024, 65536))
+                out.write(f"{stamp} gw sshd[{pid}]: {text}\n")
+            else:
+                out.write(f"{stamp} gw {rng.choices(_OTHER, other_w)[0][1].format(pid=pid)}\n")
+
+
+def run_ours(log: Path, mode: str) -> tuple[float, float, list[str]]:
+    flt = load_filter(STOCK / "filter.d", "sshd", {} if mode == "normal" else {"mode": mode})
+    now = time.time()
+    hosts: list[str] = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    with open(log, encoding="utf-8") as fh:
+        examine = flt.examine_line
+        for line in fh:
+            v = examine(line, now)
+            if v.kind == "matched" or (v.host and "not an IP" in v.reason):
+                hosts.append(v.host)
+    return time.perf_counter() - t0, time.process_time() - c0, hosts
+
+
+def run_fail2ban(log: Path, mode: str) -> tuple[float, float, list[str]]:
+    python = "/usr/bin/python3"
+    spec = "sshd" if mode == "normal" else f"sshd[mode={mode}]"
+    env = {**os.environ, "PYTHONPATH": str(F2B / "usr/lib/python3/dist-packages")}
+    argv = [python, str(F2B / "usr/bin/fail2ban-regex"), "-c", str(STOCK), "-o", "ip", str(log), spec]
+    t0 = time.perf_counter()
+    before = os.times()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600, check=False)
+    wall = time.perf_counter() - t0
+    after = os.times()
+    if proc.returncode != 0:
+        sys.exit(f"fail2ban-regex failed: {proc.stderr[-2000:]}")
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return wall, cpu, [h for h in proc.stdout.splitlines() if h.strip()]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--mode", default="normal", choices=("normal", "ddos", "extra", "aggressive"))
+    ap.add_argument("--log", type=Path, help="use this auth.log instead of writing one")
+    ap.add_argument("--keep-log", action="store_true", help="keep the generated log (its path is printed)")
+    args = ap.parse_args()
+    if not (F2B / "usr/bin/fail2ban-regex").exists():
+        sys.exit("tests/.cache/fail2ban missing: run scripts/setup.sh --test")
+    tmpdir = tempfile.mkdtemp(prefix="portsentinel-filter-bench-")
+    log = args.log or Path(tmpdir) / "auth.log"
+    if args.log is None:
+        t0 = time.perf_counter()
+        write_log(log, args.lines)
+        print(f"wrote {log}: {args.lines} lines in {time.perf_counter() - t0:.1f} s")
+    n = sum(1 for _ in open(log, encoding="utf-8"))
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cpus; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"filter: fail2ban's stock sshd.conf, mode={args.mode}; {n} lines")
+    ow, oc, ours = run_ours(log, args.mode)
+    fw, fc, theirs = run_fail2ban(log, args.mode)
+    print(f"{'':14}{'wall s':>9}{'cpu s':>9}{'lines/s':>12}{'failures':>10}")
+    print(f"{'portsentinel':14}{ow:9.1f}{oc:9.1f}{n / ow:12,.0f}{len(ours):10}")
+    print(f"{'fail2ban-regex':14}{fw:9.1f}{fc:9.1f}{n / fw:12,.0f}{len(theirs):10}")
+    print(f"ratio (lines/s): {fw / ow:.2f}x; same failures in the same order: {ours == theirs}")
+    if ours != theirs:
+        diff = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), min(len(ours),
+                                                                                                  len(theirs)))
+        print(f"first difference at failure #{diff}: ours {ours[diff:diff + 3]} theirs {theirs[diff:diff + 3]}")
+    if args.log is None and not args.keep_log:
+        log.unlink()
+        os.rmdir(tmpdir)
+    return 0 if ours == theirs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,16 +17,20 @@ _KINDS: dict[int, str] = {
 def classify_tcp(flags: int) -> str | None:
     """The scan kind of a TCP packet sent to a port with no socket, or None when it is not a probe.
 
-    RST and SYN/ACK are answers, never probes. A packet carrying ACK with other flags (PSH, URG, …) is the
-    tail of some connection, not a scan; only a bare ACK (-sA, -sW) and FIN/ACK (Maimon, -sM) count.
+    RST and SYN/ACK are answers, never probes. ACK without SYN or RST is an ACK-class probe whatever else it
+    carries: the host answers a stray ACK, ACK/PSH or ACK/URG with a RST just as it answers -sA, so
+    ``--scanflags ACKPSH`` is an ACK scan ("ack"), and with FIN a Maimon-class one ("maimon"). Both kinds make
+    the detector look at every socket first, so the tail of a live connection is not taken for a probe.
     Any other combination without ACK (SYN/FIN, FIN/URG, …) is an "other" probe.
     """
     f = flags & 0x3F  # ECE/CWR do not change the kind
     kind = _KINDS.get(f)
     if kind is not None:
         return kind
-    if f & RST or f & ACK:
+    if f & RST or (f & SYN and f & ACK):
         return None
+    if f & ACK:
+        return "maimon" if f & FIN else "ack"
     return "other"
 
 

@@ -24,8 +24,10 @@ def expected(flags: int) -> str | None:
     f = flags & ~(ECE | CWR)
     if f in NMAP:
         return NMAP[f]
-    if f & (RST | ACK):
-        return None  # answers and connection traffic are not probes
+    if f & RST or f & (SYN | ACK) == SYN | ACK:
+        return None  # answers are not probes
+    if f & ACK:  # --scanflags ACKPSH & co.: the host answers them as it answers -sA / -sM
+        return "maimon" if f & FIN else "ack"
     return "other"
 
 
@@ -41,10 +43,15 @@ def test_nmap_probes(flags: int, kind: str) -> None:
     assert classify_tcp(flags) == kind
 
 
-@pytest.mark.parametrize("flags", [RST, RST | ACK, SYN | ACK, ACK | PSH, ACK | PSH | FIN, ACK | URG,
-                                   SYN | ACK | ECE, SYN | RST, FIN | RST])
+@pytest.mark.parametrize("flags", [RST, RST | ACK, SYN | ACK, SYN | ACK | ECE, SYN | RST, FIN | RST, SYN | ACK | PSH])
 def test_not_probes(flags: int) -> None:
     assert classify_tcp(flags) is None
+
+
+@pytest.mark.parametrize("flags,kind", [(ACK | PSH, "ack"), (ACK | URG, "ack"), (ACK | PSH | URG, "ack"),
+                                        (ACK | PSH | FIN, "maimon"), (ACK | FIN | URG | PSH, "maimon")])
+def test_ack_with_other_flags_is_an_ack_class_probe(flags: int, kind: str) -> None:
+    assert classify_tcp(flags) == kind
 
 
 @pytest.mark.parametrize("extra", [ECE, CWR, ECE | CWR])
@@ -62,7 +69,9 @@ def test_counts_over_all_bytes() -> None:
     kinds = [classify_tcp(f) for f in range(256)]
     # Each nmap kind matches 4 bytes (ECE/CWR free); 64 combinations of the six low bits, 32 without ACK/RST
     # … of which 16 (without ACK, RST) minus the 4 named ones without ACK (S, F, none, FPU) are "other".
-    for kind in NMAP.values():
+    # With ACK and without SYN/RST: 8 combinations of FIN/PSH/URG, half with FIN ("maimon"), half without ("ack").
+    for kind in ("syn", "fin", "null", "xmas"):
         assert kinds.count(kind) == 4
+    assert kinds.count("ack") == kinds.count("maimon") == 4 * 4
     assert kinds.count("other") == 4 * (16 - 4)
-    assert kinds.count(None) == 256 - 6 * 4 - 4 * 12
+    assert kinds.count(None) == 256 - 4 * 4 - 2 * 16 - 4 * 12

@@ -43,13 +43,23 @@ def _ports_expr(proto: str, ports: Iterable[int]) -> str:
     return f"({proto} and ({' or '.join(terms)}))" if terms else ""
 
 
-def filter_expression(tcp_ports: Iterable[int], udp_ports: Iterable[int]) -> str:
-    """A pcap-filter expression matching probes to the watched ports (empty lists watch nothing)."""
-    parts = [e for e in (_ports_expr("tcp", tcp_ports), _ports_expr("udp", udp_ports)) if e]
+def filter_expression(tcp_ports: Iterable[int], udp_ports: Iterable[int], sctp_ports: Iterable[int] = (),
+                      proto_skip4: Iterable[int] | None = None) -> str:
+    """A pcap-filter expression matching probes to the watched ports (empty lists watch nothing).
+
+    ``proto_skip4`` (the IP-protocol sentry runs): IPv4 packets of every protocol but these pass too; the caller
+    gives TCP, UDP and the protocols the host handles, so a busy tunnel or ICMP stays in the kernel.
+    """
+    parts = [e for e in (_ports_expr("tcp", tcp_ports), _ports_expr("udp", udp_ports),
+                         _ports_expr("sctp", sctp_ports)) if e]
+    if proto_skip4 is not None:
+        skip = sorted(set(proto_skip4) | {6, 17})
+        parts.append("(ip and " + " and ".join(f"ip[9] != {p}" for p in skip) + ")")
     if not parts:
         return ""
     # IPv6 with an extension header first: libpcap's "tcp" does not look past it.
     # (libpcap's "ip6 proto 6" also matches TCP behind a fragment header, so test the next-header byte itself.)
+    # This also passes every IPv6 packet of another protocol (SCTP, and what the IP-protocol sentry counts).
     parts.append("(ip6 and ip6[6] != 6 and ip6[6] != 17 and ip6[6] != 58)")
     # Every IPv4 fragment (offset or MF): libpcap's port tests pass only first fragments, by their own ports.
     parts.append("(ip and ip[6:2] & 0x3fff != 0)")
@@ -75,6 +85,7 @@ def compile_expression(expr: str) -> list[Insn]:
     return insns
 
 
-def build(tcp_ports: Iterable[int], udp_ports: Iterable[int]) -> list[Insn]:
-    """The filter program for the given watched ports."""
-    return compile_expression(filter_expression(tcp_ports, udp_ports))
+def build(tcp_ports: Iterable[int], udp_ports: Iterable[int], sctp_ports: Iterable[int] = (),
+          proto_skip4: Iterable[int] | None = None) -> list[Insn]:
+    """The filter program for the given watched ports (and protocols, see :func:`filter_expression`)."""
+    return compile_expression(filter_expression(tcp_ports, udp_ports, sctp_ports, proto_skip4))

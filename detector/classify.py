@@ -39,3 +39,24 @@ def classify(proto: int, flags: int) -> str | None:
     if proto == 17:
         return "udp"
     return classify_tcp(flags)
+
+
+#: SCTP chunk types that answer or close an association (INIT ACK, ABORT, SHUTDOWN ACK, ERROR, COOKIE ACK,
+#: SHUTDOWN COMPLETE): like a TCP RST or SYN/ACK they are never probes.
+_SCTP_ANSWERS = frozenset((2, 6, 8, 9, 11, 14))
+
+
+def classify_sctp(chunk: int) -> str | None:
+    """The scan kind of an SCTP packet sent to a port with no SCTP socket, from its first chunk's type.
+
+    INIT opens an association (nmap -sY), COOKIE ECHO is the third step of the handshake sent with no INIT
+    before it (nmap -sZ); answers are not probes; any other chunk (DATA, HEARTBEAT, SHUTDOWN, …) to a port with
+    no association is an "other" probe.
+    """
+    if chunk == 1:
+        return "init"
+    if chunk == 10:
+        return "cookie"
+    if chunk in _SCTP_ANSWERS or chunk < 0:
+        return None
+    return "other"

@@ -78,7 +78,12 @@ def describe(cfg: DetectorConfig) -> str:
              f"modes: {', '.join(cfg.modes)}; interface: {cfg.interface}; output: {cfg.output}"
              + (f" ({cfg.jsonl_path})" if cfg.output != "journal" else "")]
     for mode in cfg.modes:
-        proto = "udp" if mode.endswith("udp") else "tcp"
+        if mode == "aproto":
+            lines.append(f"  aproto: IP protocols without a handler on this host, reported at "
+                         f"{cfg.proto_trigger + 1} distinct ones"
+                         + (f"; never counted: {ranges_text(list(cfg.proto_exclude))}" if cfg.proto_exclude else ""))
+            continue
+        proto = "udp" if mode.endswith("udp") else "sctp" if mode.endswith("sctp") else "tcp"
         lines.append(f"  {mode}: {proto} ports {ranges_text(cfg.watched_ports(proto, mode))}")
     lines.append(f"scan_trigger {cfg.scan_trigger}, window {cfg.window:g}s, summary every "
                  f"{cfg.summary_interval:g}s, at most {cfg.max_sources} sources")

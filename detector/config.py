@@ -29,7 +29,7 @@ from portsentinel.detector.settings import ConfigError, DetectorConfig, IPNetwor
 FORMAT_OWN = "portsentinel"
 FORMAT_PORTSENTRY = "portsentry"
 SECTION = "detector"
-MODES = ("tcp", "udp", "stcp", "sudp", "atcp", "audp")
+MODES = ("tcp", "udp", "stcp", "sudp", "ssctp", "atcp", "audp", "asctp", "aproto")
 OUTPUTS = ("journal", "jsonl", "auto")
 _INTEGER = re.compile(r"[0-9]{1,12}", re.ASCII)
 _SPLIT = re.compile(r"[,\s]+")
@@ -110,6 +110,20 @@ def parse_port_bound(value: Value) -> int:
     if not 1 <= bound <= 65535:
         raise value.error(f"bad port bound {bound}: must be 1..65535")
     return bound
+
+
+def parse_protocols(value: Value) -> tuple[int, ...]:
+    """IP protocol numbers 0..255 and ranges (``50-51``), comma and/or whitespace separated."""
+    out: dict[int, None] = {}
+    for line, token in value.tokens():
+        low, dash, high = token.partition("-")
+        if not (_INTEGER.fullmatch(low) and (not dash or _INTEGER.fullmatch(high))):
+            raise value.error(f"bad protocol number {token!r}: IP protocols are 0..255", line)
+        first, last = int(low), int(high) if dash else int(low)
+        if not first <= last <= 255:
+            raise value.error(f"bad protocol number {token!r}: IP protocols are 0..255", line)
+        out.update(dict.fromkeys(range(first, last + 1)))
+    return tuple(out)
 
 
 def parse_int(value: Value, minimum: int = 0) -> int:
@@ -210,7 +224,7 @@ def parse_networks(value: Value) -> tuple[IPNetwork, ...]:
 
 def check_config(config: DetectorConfig, path: str, warnings: list[str]) -> None:
     """Warnings about combinations of options, for both formats."""
-    uses = {"tcp_ports": ("tcp", "stcp"), "udp_ports": ("udp", "sudp")}
+    uses = {"tcp_ports": ("tcp", "stcp"), "udp_ports": ("udp", "sudp"), "sctp_ports": ("ssctp",)}
     for name, modes in uses.items():
         running = [m for m in config.modes if m in modes]
         if running and not getattr(config, name):
@@ -232,7 +246,12 @@ _PARSERS: dict[str, Callable[[Value], Any]] = {
     "advanced_udp": parse_port_bound,
     "advanced_exclude_tcp": parse_ports,
     "advanced_exclude_udp": parse_ports,
+    "sctp_ports": parse_ports,
+    "advanced_sctp": parse_port_bound,
+    "advanced_exclude_sctp": parse_ports,
     "scan_trigger": parse_int,
+    "proto_trigger": parse_int,
+    "proto_exclude": parse_protocols,
     "window": parse_duration,
     "summary_interval": parse_duration,
     "max_sources": lambda value: parse_int(value, minimum=1),
@@ -370,7 +389,8 @@ def format_config(config: DetectorConfig) -> str:
     lines = [f"[{SECTION}]"]
     for key in KEYS:
         value = getattr(config, key)
-        if key in ("tcp_ports", "udp_ports", "advanced_exclude_tcp", "advanced_exclude_udp"):
+        if key in ("tcp_ports", "udp_ports", "advanced_exclude_tcp", "advanced_exclude_udp", "sctp_ports",
+                   "advanced_exclude_sctp", "proto_exclude"):
             text = _port_list(value)
         elif key == "modes":
             text = ", ".join(value)

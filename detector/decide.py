@@ -12,7 +12,7 @@ from portsentinel import record as R
 
 from .tracker import SourceState, Tracker
 
-PROTO_NAMES = {6: "tcp", 17: "udp"}
+PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 256: "ip"}  # 256: the IP-protocol sentry
 
 
 def addr_text(raw: bytes) -> str:

@@ -127,3 +127,60 @@ def parse_tuple(buf: bytes | bytearray | memoryview | mmap.mmap, start: int = 0,
                 return (src, dst, UDP, port, 0)
     res = parse(buf, start, length)
     return res if isinstance(res, Bad) else (res[0], res[1], res[2], res[3], res[4])
+
+
+SCTP = 132
+#: SCTP chunk types (RFC 9260) that an nmap scan starts with: INIT (-sY) and COOKIE ECHO (-sZ).
+SCTP_INIT, SCTP_COOKIE_ECHO = 1, 10
+#: What :func:`parse_other` returns: (src, dst, protocol number, SCTP destination port, first SCTP chunk type);
+#: port and chunk are -1 when the packet is not SCTP or its common header and first chunk are cut short.
+OtherTuple = tuple[bytes, bytes, int, int, int]
+
+
+def parse_other(buf: bytes | bytearray | memoryview | mmap.mmap, start: int = 0,
+                length: int | None = None) -> OtherTuple | Bad:
+    """A packet that is neither TCP nor UDP (``parse`` said ``Bad.OTHER_PROTO``, or ``Bad.TRUNCATED`` for an IPv6
+    extension chain cut short): its IP protocol number, and for SCTP the destination port and first chunk type.
+
+    Kept apart from :func:`parse` so the TCP/UDP hot path is untouched; the capture filter passes these packets
+    only when an SCTP or IP-protocol sentry runs. An IPv6 extension chain that ends inside a header (nmap -6 -sO
+    sends extension headers with nothing after the IPv6 header) is reported as that header's number: no stack
+    that means to be understood sends it. Never raises; fragments (offset above 0) are ``Bad.FRAGMENT``.
+    """
+    end = len(buf) if length is None else min(len(buf), start + length)
+    if end - start < 1:
+        return Bad.TRUNCATED
+    version = buf[start] >> 4
+    if version == 4:
+        if end - start < 20:
+            return Bad.TRUNCATED
+        ihl = (buf[start] & 0x0F) * 4
+        if ihl < 20:
+            return Bad.BAD_HEADER
+        _, frag, proto, src, dst = _V4.unpack_from(buf, start)
+        if frag & 0x1FFF:
+            return Bad.FRAGMENT
+        l4 = start + ihl
+    elif version == 6:
+        if end - start < 40:
+            return Bad.TRUNCATED
+        proto, src, dst = _V6.unpack_from(buf, start)
+        l4 = start + 40
+        hops = 0
+        while proto in _EXT_HEADERS:
+            hops += 1
+            if hops > _MAX_EXT_HEADERS:
+                return Bad.EXT_HEADERS
+            if l4 + 8 > end:
+                return (src, dst, proto, -1, -1)  # the chain is cut inside this header
+            if proto == _FRAGMENT:
+                if ((buf[l4 + 2] << 8) | buf[l4 + 3]) & 0xFFF8:
+                    return Bad.FRAGMENT
+                proto, l4 = buf[l4], l4 + 8
+            else:
+                proto, l4 = buf[l4], l4 + (buf[l4 + 1] + 1) * 8
+    else:
+        return Bad.NOT_IP
+    if proto == SCTP and l4 + 13 <= end:  # common header (12 bytes) and the first chunk's type
+        return (src, dst, SCTP, (buf[l4 + 2] << 8) | buf[l4 + 3], buf[l4 + 12])
+    return (src, dst, proto, -1, -1)

@@ -23,8 +23,8 @@ from portsentinel import record as R
 from portsentinel.common import rearm as rearm_msg
 from portsentinel.common.sdnotify import Notifier
 
+from .adapters import hostproto, procnet
 from .adapters import listeners as L
-from .adapters import procnet
 from .adapters.capture import FRAME, TP_STATUS_USER, CaptureError, RingCapture, ifindex_at
 from .adapters.rearm import RearmSocket
 from .adapters.sinks import Sink, Waker, open_sink
@@ -32,7 +32,8 @@ from .bpf import build as build_bpf
 from .bpf import port_ranges
 from .classify import classify
 from .decide import Decider
-from .packet import V4_L4, Bad, Probe, ProbeTuple, parse, parse_tuple
+from .other import OtherSentries
+from .packet import V4_L4, Bad, OtherTuple, Probe, ProbeTuple, parse, parse_other, parse_tuple
 from .reassembly import Reassembler
 from .settings import DetectorConfig
 from .tracker import SourceState, Tracker, masker
@@ -41,6 +42,8 @@ log = logging.getLogger("portsentinel.detector")
 
 TCP, UDP = 6, 17
 STEALTH = {"stcp": TCP, "atcp": TCP, "sudp": UDP, "audp": UDP}
+#: What parse says of a packet that parse_other may read (another protocol; an IPv6 extension chain cut short).
+OTHER_BADS = frozenset((Bad.OTHER_PROTO, Bad.TRUNCATED))
 #: classify(TCP, flags) for every flags byte, computed once: one tuple index on the hot path.
 _TCP_KINDS: tuple[str | None, ...] = tuple(classify(TCP, f) for f in range(256))
 #: Frames per on_ring call.
@@ -90,6 +93,9 @@ class Detector:
         self.watch: dict[int, dict[int, str]] = {TCP: {}, UDP: {}}
         self.in_use: dict[int, frozenset[int]] = {TCP: frozenset(), UDP: frozenset()}
         self._in_use_at: dict[int, float] = {TCP: 0.0, UDP: 0.0}
+        self.other = OtherSentries({})
+        self._other_bads: frozenset[Bad] = frozenset()
+        self._other_at = 0.0
         self._connected: frozenset[int] = frozenset()  # TCP ports with any socket at the last full read
         self._full_at = 0.0
         self.local: frozenset[bytes] = frozenset()
@@ -101,7 +107,8 @@ class Detector:
         self._last_overload = (0, 0, 0)
         self._last_overload_at = 0.0
         self.tracker = Tracker(trigger=cfg.scan_trigger, window=cfg.window,
-                               summary_interval=cfg.summary_interval, max_sources=cfg.max_sources)
+                               summary_interval=cfg.summary_interval, max_sources=cfg.max_sources,
+                               proto_trigger=cfg.proto_trigger)
         self.frags = Reassembler(**procnet.fragment_sysctls())
         self.decider = Decider(self.tracker, window=cfg.window,
                                max_records_per_second=cfg.max_records_per_second, ifname=procnet.ifname,
@@ -167,6 +174,15 @@ class Detector:
                 self._full_at = now
         self._in_use_at[proto] = now
 
+    def refresh_other(self, now: float) -> None:
+        """Re-read the SCTP ports in use and the protocols this host handles (the SCTP and IP-protocol sentries)."""
+        o = self.other
+        if o.sctp_watch:
+            o.sctp_in_use = procnet.ports_in_use("sctp")
+        if o.proto_mode:
+            o.handled4, o.handled6 = hostproto.handled_protocols()
+        self._other_at = now
+
     def refresh_local(self, now: float) -> None:
         self.local = procnet.local_addresses()
         self._local_at = now
@@ -221,6 +237,13 @@ class Detector:
                 proto = STEALTH[mode]
                 for port in cfg.watched_ports("tcp" if proto == TCP else "udp", mode):
                     self.watch[proto][port] = mode
+        sctp_watch: dict[int, str] = {}
+        for mode in ("asctp", "ssctp"):  # a listed port takes the list mode's name
+            if mode in cfg.modes:
+                sctp_watch.update(dict.fromkeys(cfg.watched_ports("sctp", mode), mode))
+        self.other = OtherSentries(sctp_watch, "aproto" if "aproto" in cfg.modes else "",
+                                   frozenset(cfg.proto_exclude))
+        self._other_bads = OTHER_BADS if self.other.active else frozenset()
         for mode in ("tcp", "udp"):
             if mode not in cfg.modes:
                 continue
@@ -235,8 +258,11 @@ class Detector:
         now = time.monotonic()
         for proto in (TCP, UDP):
             self.refresh_in_use(proto, now)
-        if self.watch[TCP] or self.watch[UDP]:
-            program = build_bpf(self.watch[TCP], self.watch[UDP])
+        self.refresh_other(now)
+        o = self.other
+        if self.watch[TCP] or self.watch[UDP] or o.active:
+            program = build_bpf(self.watch[TCP], self.watch[UDP], o.sctp_watch,
+                                (o.handled4 | o.exclude) if o.proto_mode else None)
             try:
                 cap = RingCapture(cfg.interface, program)
             except CaptureError as exc:
@@ -250,11 +276,25 @@ class Detector:
                     busy = sorted(set(ports) & self.in_use[proto])
                     self._listen_record(mode, "tcp" if proto == TCP else "udp", ports,
                                         [(p, "in use now") for p in busy])
+            for mode in ("ssctp", "asctp"):
+                if mode in cfg.modes:
+                    ports = [p for p, m in o.sctp_watch.items() if m == mode]
+                    self._listen_record(mode, "sctp", ports,
+                                        [(p, "in use now") for p in sorted(set(ports) & o.sctp_in_use)])
+            if o.proto_mode:
+                unhandled = sorted(set(range(256)) - o.handled4 - o.exclude)
+                self.lifecycle(R.Event.LISTEN,
+                               "Going into IP protocol stealth listen mode on protocols without a handler: "
+                               f"{ranges_text(unhandled)}; handled (IPv4): {ranges_text(sorted(o.handled4))}; "
+                               f"(IPv6): {ranges_text(sorted(o.handled6))}",
+                               PS_MODE="aproto", PS_PROTO="ip", PS_PORTS=str(len(unhandled)),
+                               PS_IFACE=self.cfg.interface)
 
     def _listen_record(self, mode: str, proto: str, ports: list[int],
                        skipped: list[tuple[int, str]]) -> None:
         kind = {"tcp": "listen", "udp": "listen", "stcp": "stealth listen", "sudp": "stealth listen",
-                "atcp": "advanced stealth listen", "audp": "advanced stealth listen"}[mode]
+                "ssctp": "stealth listen", "atcp": "advanced stealth listen", "audp": "advanced stealth listen",
+                "asctp": "advanced stealth listen"}[mode]
         msg = (f"Going into {kind} mode on {proto.upper()} ports: {ranges_text(ports) or '(none)'}"
                + (f"; not watched now: {ranges_text([p for p, _ in skipped])}" if skipped else ""))
         self.lifecycle(R.Event.LISTEN, msg, PS_MODE=mode, PS_PROTO=proto, PS_PORTS=str(len(ports)),
@@ -329,13 +369,21 @@ class Detector:
         c = self.counters
         c.packets += 1
         res = parse(buf, start, length)  # type: ignore[arg-type]
+        whole = None
         if res is Bad.FRAGMENT:
             whole = self.frags.feed(buf, start, length, time.monotonic())  # type: ignore[arg-type]
             if whole is None:
                 return
             res = parse(whole)
         if not isinstance(res, Probe):
-            c.bad[res.name.lower()] += 1
+            if res not in self._other_bads:
+                oth: OtherTuple | Bad = res
+            else:
+                oth = parse_other(buf, start, length) if whole is None else parse_other(whole)  # type: ignore[arg-type]
+            if isinstance(oth, Bad):
+                c.bad[res.name.lower()] += 1
+            else:
+                self.on_other(oth, ifindex_at(buf, ifoff), time.monotonic())  # type: ignore[arg-type]
             return
         src, dst, proto, port, flags = res
         mode = self.watch[proto].get(port)
@@ -410,6 +458,7 @@ class Detector:
         watch_tcp, watch_udp = self.watch[TCP], self.watch[UDP]
         in_use, in_use_at = self.in_use, self._in_use_at
         ignore_get = self._ignore_cache.get
+        other_bads = self._other_bads
         kinds = _TCP_KINDS
         tracker = self.tracker
         hit, hit_again, tracker_get = tracker.hit, tracker.hit_again, tracker.get
@@ -436,9 +485,13 @@ class Detector:
                     fast = vi == 0x45 and not frag & 0x3FFF and (proto == TCP and doff >= 0x50 or proto == UDP)
                 if not fast:  # (an IPv4 fragment has an offset or MF in 0x3FFF: one bit test above)
                     res: ProbeTuple | Bad | None = parse_tuple(ring, start, length)
+                    whole = None
                     if res is Bad.FRAGMENT:  # copied out of the ring by the reassembler
                         whole = frag_feed(ring, start, length, now)
                         res = None if whole is None else parse_tuple(whole)
+                    # SCTP or another IP protocol: read it before the frame goes back
+                    oth = ((parse_other(ring, start, length) if whole is None else parse_other(whole))
+                           if type(res) is Bad and res in other_bads else None)
                 status[off >> 2] = 0  # give the frame back to the kernel: what is needed is copied out
                 i += 1
                 if i == nframes:
@@ -448,7 +501,12 @@ class Detector:
                     if res is None:  # a fragment held for its datagram, or dropped as the host drops it
                         continue
                     if isinstance(res, Bad):
-                        self.counters.bad[res.name.lower()] += 1
+                        if oth is not None and not isinstance(oth, Bad):
+                            self.on_other(oth, ifindex, now)
+                            now = time.monotonic()
+                            prev_st = None  # the tracker may have changed: hit_again's shortcut is off
+                        else:
+                            self.counters.bad[res.name.lower()] += 1
                         continue
                     src, dst, proto, port, flags = res
                 if proto == TCP:
@@ -520,6 +578,36 @@ class Detector:
             c.ignored += ignored
         return n
 
+    def on_other(self, pkt: OtherTuple, ifindex: int, now: float) -> None:
+        """A packet that is neither TCP nor UDP, read by ``parse_other``: the SCTP and IP-protocol sentries."""
+        c = self.counters
+        if now - self._other_at > 1.0:  # a listener, a raw socket or a tunnel may have appeared
+            self.refresh_other(now)
+        probes = self.other.probes(pkt)
+        if not probes:
+            c.bad["other_proto"] += 1
+            return
+        src, dst = pkt[0], pkt[1]
+        if dst not in self.local:
+            if now - self._local_at >= 1.0:
+                self.refresh_local(now)
+            if dst not in self.local:
+                c.not_local += 1
+                return
+        if self.ignored(src):
+            c.ignored += 1
+            return
+        net = src if self._full4 and len(src) == 4 else self.netof(src)  # tracked by network, as TCP and UDP
+        for key_byte, proto, port, scan, mode in probes:
+            c.probes += 1
+            st = self.tracker.hit(net + key_byte, dst, proto, port, scan, mode, 0, False, now)
+            if st is not None:
+                st.src = src
+                st.ifindex = ifindex
+                rec = self.decider.on_trigger(st, now, time.time())
+                if rec is not None:
+                    self.emit(rec)
+
     def on_listener(self, lst: L.Listener) -> None:
         for _ in range(64):
             got = L.accept_one(lst, self._banner)
@@ -562,6 +650,8 @@ class Detector:
         for proto in (TCP, UDP):
             if now - self._in_use_at[proto] > 2.0:
                 self.refresh_in_use(proto, now)
+        if self.other.active and now - self._other_at > 2.0:
+            self.refresh_other(now)
         if now - self._local_at > 10.0:
             self.refresh_local(now)
         self.frags.expire(now)
@@ -604,13 +694,15 @@ class Detector:
         t = self.tracker
         t.trigger, t.window, t.summary_interval, t.max_sources = (new.scan_trigger, new.window,
                                                                   new.summary_interval, new.max_sources)
+        t.proto_trigger = new.proto_trigger
         self.decider.window = new.window
         if (new.ipv4_prefix, new.ipv6_prefix) != self.decider.prefixes:  # keys of another shape: start afresh
             self.decider.prefixes = (new.ipv4_prefix, new.ipv6_prefix)
             self.netof, self._full4 = masker(new.ipv4_prefix, new.ipv6_prefix), new.ipv4_prefix == 32
             self.tracker = self.decider.tracker = Tracker(trigger=new.scan_trigger, window=new.window,
                                                           summary_interval=new.summary_interval,
-                                                          max_sources=new.max_sources)
+                                                          max_sources=new.max_sources,
+                                                          proto_trigger=new.proto_trigger)
         self.waker.path = new.wake_socket
         if self.rearm_sock is None or self.rearm_sock.path != new.rearm_socket:
             self._close_rearm()

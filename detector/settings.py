@@ -18,6 +18,11 @@ DEFAULT_TCP_PORTS = (1, 11, 15, 79, 111, 119, 143, 540, 635, 1080, 1524, 2000, 5
                      20034, 27665, 31337, 32771, 32772, 32773, 32774, 40421, 49724, 54320)
 DEFAULT_UDP_PORTS = (1, 7, 9, 69, 161, 162, 513, 635, 640, 641, 700, 37444, 34555, 31335, 32770, 32771,
                      32772, 32773, 32774, 31337, 54321)
+# SCTP has no PortSentry list: the IANA-registered SCTP ports a scanner tries first (echo, discard, web, SSH,
+# BGP, SIP, the SS7-over-IP and Diameter ports of telephony cores, and the LTE/5G S1/X2/NG control ports).
+DEFAULT_SCTP_PORTS = (1, 7, 9, 20, 21, 22, 80, 179, 443, 1167, 1720, 2000, 2225, 2427, 2904, 2905, 2944, 2945,
+                      3097, 3565, 3863, 3864, 3868, 4739, 5060, 5061, 5090, 6704, 6705, 7626, 8282, 9899, 14001,
+                      20049, 29118, 29168, 36412, 36422, 36443, 38412, 38422)
 
 
 class ConfigError(ValueError):
@@ -36,8 +41,8 @@ class ConfigError(ValueError):
 class DetectorConfig:
     """Every detector option, with defaults that protect a host out of the box."""
 
-    #: Sentries to run, any of tcp, udp, stcp, sudp, atcp, audp.
-    modes: tuple[str, ...] = ("stcp", "sudp")
+    #: Sentries to run, any of tcp, udp, stcp, sudp, ssctp, atcp, audp, asctp, aproto.
+    modes: tuple[str, ...] = ("stcp", "sudp", "ssctp", "aproto")
     #: Interface the stealth and advanced sentries watch; "any" for all.
     interface: str = "any"
     #: journal, jsonl, or auto (journal when a journald socket exists, else jsonl).
@@ -55,6 +60,17 @@ class DetectorConfig:
     advanced_udp: int = 1024
     advanced_exclude_tcp: tuple[int, ...] = (113, 139)
     advanced_exclude_udp: tuple[int, ...] = (520, 138, 137, 67)
+    #: SCTP: the stealth list (ssctp), and the advanced bound and exclusions (asctp). SCTP services live above
+    #: 1024 (2905, 3868, 36412 …) and a host rarely has any, so the advanced sentry watches every port.
+    sctp_ports: tuple[int, ...] = DEFAULT_SCTP_PORTS
+    advanced_sctp: int = 65535
+    advanced_exclude_sctp: tuple[int, ...] = ()
+    #: The IP-protocol sentry (aproto, nmap -sO) reports a source on its (proto_trigger + 1)-th distinct protocol
+    #: number with no handler on this host, within the window (psad's PROTOCOL_SCAN_THRESHOLD is 5 too).
+    proto_trigger: int = 4
+    #: Protocol numbers the IP-protocol sentry never counts, on top of those the host handles (e.g. 50, 51 for
+    #: IPsec, 47 for a GRE peer).
+    proto_exclude: tuple[int, ...] = ()
     #: SCAN_TRIGGER: a source is reported on its (trigger + 1)-th probe within the window; 0 = first probe.
     scan_trigger: int = 0
     #: Seconds a source's probes are remembered.
@@ -100,4 +116,8 @@ class DetectorConfig:
             return frozenset(range(1, self.advanced_tcp + 1)) - set(self.advanced_exclude_tcp) - in_use
         if mode == "audp":
             return frozenset(range(1, self.advanced_udp + 1)) - set(self.advanced_exclude_udp) - in_use
+        if mode == "ssctp":
+            return frozenset(self.sctp_ports)
+        if mode == "asctp":
+            return frozenset(range(1, self.advanced_sctp + 1)) - set(self.advanced_exclude_sctp) - in_use
         raise ValueError(f"unknown mode {mode!r}")

@@ -66,8 +66,10 @@ class Tracker:
     """Counts probes per source and says when a source crosses the trigger or is due a summary."""
 
     def __init__(self, *, trigger: int, window: float, summary_interval: float, max_sources: int,
-                 max_bitmaps: int = 2048) -> None:
+                 max_bitmaps: int = 2048, proto_trigger: int = 4) -> None:
         self.trigger = trigger
+        #: The IP-protocol sentry's trigger (protocol code 256): on distinct protocol numbers, not on probes.
+        self.proto_trigger = proto_trigger
         self.window = window
         self.summary_interval = summary_interval
         self.max_sources = max_sources
@@ -104,7 +106,7 @@ class Tracker:
         self._add_port(st, port + 65536 if proto == 17 else port)
         if verified:
             st.verified = True
-        if st.triggered or st.hits <= self.trigger:
+        if st.triggered or (st.nports <= self.proto_trigger if proto == 256 else st.hits <= self.trigger):
             return None
         st.dst, st.proto, st.port, st.scan, st.mode, st.ifindex = dst, proto, port, scan, mode, ifindex
         return st

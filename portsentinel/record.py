@@ -51,9 +51,11 @@ PRIORITY_WARNING = 4
 PRIORITY_NOTICE = 5
 PRIORITY_INFO = 6
 
-SCAN_KINDS = ("syn", "connect", "fin", "null", "xmas", "ack", "maimon", "udp", "other")
-MODES = ("tcp", "udp", "stcp", "sudp", "atcp", "audp")
-PROTOS = ("tcp", "udp")
+SCAN_KINDS = ("syn", "connect", "fin", "null", "xmas", "ack", "maimon", "udp", "other",
+              "init", "cookie", "proto")
+MODES = ("tcp", "udp", "stcp", "sudp", "atcp", "audp", "ssctp", "asctp", "aproto")
+#: "ip" is the IP protocol sentry's (nmap -sO): its PS_PORT is the IP protocol number, 0..255.
+PROTOS = ("tcp", "udp", "sctp", "ip")
 
 # Field names (docs/records.md).
 F_IDENT = "SYSLOG_IDENTIFIER"
@@ -323,7 +325,12 @@ def alert_message(scan: str, src: str, proto: str, port: int, name: str = "") ->
         "maimon": "Maimon (FIN/ACK)",
         "udp": "UDP",
         "other": "Unknown Type",
+        "init": "INIT",
+        "cookie": "COOKIE-ECHO",
+        "proto": "IP protocol",
     }.get(scan, "Unknown Type")
     host = name if safe_hostname(name) else src
-    kind = f"TCP {label}" if proto == "tcp" else label
+    if proto == "ip":  # nmap -sO: the "port" is the IP protocol number
+        return f"attackalert: IP protocol scan from host: {host}/{src} to IP protocol: {port}"
+    kind = f"{proto.upper()} {label}" if proto in ("tcp", "sctp") else label
     return f"attackalert: {kind} scan from host: {host}/{src} to {proto.upper()} port: {port}"

@@ -59,7 +59,7 @@ def from_raw(text: str) -> set[int]:
                 proto = int(parts[1].rpartition(":")[2], 16)
             except ValueError:
                 continue
-            if 0 < proto < 256:  # 0 (IPPROTO_IP) and 255 (IPPROTO_RAW) sockets send only
+            if 0 < proto < 255:  # 0 (IPPROTO_IP) and 255 (IPPROTO_RAW) sockets send only
                 out.add(proto)
     return out
 

@@ -14,6 +14,8 @@ One trap per jail whose actions include ``kernel-trap`` (actions.d/kernel-trap.c
       saddr in N_b4 / N_b6 (bans)      drop          (the add failed: set full)          counter N_full drop
       tcp dport @N_tcp, != @N_tcp_l    goto N_catch
       udp dport @N_udp, != @N_udp_l    goto N_catch
+      sctp dport @N_sctp, != @N_sctp_l goto N_catch      (protocol sctp: nmap -sY, -sZ)
+      l4proto != @N_ph4 / @N_ph6, local  goto N_catch      (protocol ip: nmap -sO, protocols without a handler)
 
 The never-ban sets, the own-address lookup and connection tracking come before anything can ban; the tarpit
 sets have a default timeout and a size cap, and additions pass a global rate limit, so a flood of spoofed
@@ -41,7 +43,13 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MARKER = "kerneltrap"
 ACTION = "kernel-trap"
 SHAPES = ("advanced", "list")
-PROTOCOLS = ("tcp", "udp")
+#: "ip" traps IP protocols the host has no handler for (nmap -sO); the others trap ports.
+PROTOCOLS = ("tcp", "udp", "sctp", "ip")
+PORT_PROTOCOLS = ("tcp", "udp", "sctp")
+DEFAULT_PROTOCOLS = ("tcp", "udp", "sctp", "ip")
+#: Protocols every Linux stack handles, per family; always in the handled sets N_ph4 / N_ph6 (an empty set
+#: there would send TCP itself to the trap).
+CORE_HANDLED = {"ip4": frozenset((1, 2, 6, 17)), "ip6": frozenset((6, 17, 58, 59))}
 LOG_PREFIX = "pstrap:"
 COUNTERS = ("trapped", "ratelimited", "full", "dropped")
 _IDENT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,47}\Z")
@@ -64,9 +72,12 @@ class TrapSettings:
     jail: str
     table: str = "portsentinel"
     shape: str = "advanced"
-    protocols: tuple[str, ...] = PROTOCOLS
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
     tcp_ports: tuple[int, ...] = ()
     udp_ports: tuple[int, ...] = ()
+    sctp_ports: tuple[int, ...] = ()
+    sctp_bound: int = 65535
+    sctp_exclude: tuple[int, ...] = ()
     tcp_bound: int = 1024
     udp_bound: int = 1024
     tcp_exclude: tuple[int, ...] = (113, 139)
@@ -102,11 +113,12 @@ class TrapSettings:
 
     def trap_ports(self, proto: str) -> frozenset[int]:
         """The trap ports of ``proto`` before listeners are taken out (PortSentry's stcp/sudp or atcp/audp)."""
-        if proto not in self.protocols:
+        if proto not in self.protocols or proto not in PORT_PROTOCOLS:
             return frozenset()
         if self.shape == "list":
-            return frozenset(self.tcp_ports if proto == "tcp" else self.udp_ports)
-        bound, excl = (self.tcp_bound, self.tcp_exclude) if proto == "tcp" else (self.udp_bound, self.udp_exclude)
+            return frozenset({"tcp": self.tcp_ports, "udp": self.udp_ports, "sctp": self.sctp_ports}[proto])
+        bound, excl = {"tcp": (self.tcp_bound, self.tcp_exclude), "udp": (self.udp_bound, self.udp_exclude),
+                       "sctp": (self.sctp_bound, self.sctp_exclude)}[proto]
         return frozenset(range(1, bound + 1)) - set(excl)
 
     def obj(self, suffix: str) -> str:
@@ -119,7 +131,7 @@ class TrapSettings:
     @property
     def sets(self) -> tuple[str, ...]:
         return tuple(self.obj(s) for s in ("t4", "t6", "b4", "b6", "never4", "never6", "near4", "near6", "tcp", "udp",
-                                           "tcp_l", "udp_l"))
+                                           "tcp_l", "udp_l", "sctp", "sctp_l", "ph4", "ph6"))
 
     @property
     def counters(self) -> tuple[str, ...]:
@@ -184,9 +196,9 @@ def settings_from(params: Mapping[str, object], jail: str, ignoreip: Iterable[IP
     shape = get("shape", "advanced").strip()
     if shape not in SHAPES:
         raise TrapError("shape", f"expected advanced or list, got {shape!r}")
-    protocols = tuple(p for p in re.split(r"[\s,]+", get("protocol", "tcp, udp").strip()) if p)
+    protocols = tuple(p for p in re.split(r"[\s,]+", get("protocol", ", ".join(DEFAULT_PROTOCOLS)).strip()) if p)
     if not protocols or set(protocols) - set(PROTOCOLS):
-        raise TrapError("protocol", f"expected tcp and/or udp, got {get('protocol', '')!r}")
+        raise TrapError("protocol", f"expected some of tcp, udp, sctp, ip, got {get('protocol', '')!r}")
     rate = get("rate", "100/second")
     if not _RATE_RE.match(rate) or int(_RATE_RE.match(rate).group(1)) < 1:  # type: ignore[union-attr]
         raise TrapError("rate", f"expected N/second, N/minute or N/hour with N >= 1, got {rate!r}")
@@ -204,6 +216,9 @@ def settings_from(params: Mapping[str, object], jail: str, ignoreip: Iterable[IP
         udp_bound=_int("udp_bound", get("udp_bound", "1024"), 1, 65535),
         tcp_exclude=_ports("tcp_exclude", get("tcp_exclude", "113, 139")),
         udp_exclude=_ports("udp_exclude", get("udp_exclude", "520, 138, 137, 67")),
+        sctp_ports=_ports("sctp_ports", get("sctp_ports", "")),
+        sctp_bound=_int("sctp_bound", get("sctp_bound", "65535"), 1, 65535),
+        sctp_exclude=_ports("sctp_exclude", get("sctp_exclude", "")),
         tarpit=int(_seconds("tarpit", get("tarpit", "60"), 1, 86400)),
         size=_int("size", get("size", "65536"), 1, 16_777_216),
         rate=" ".join(rate.split()).replace(" / ", "/"), burst=_int("burst", get("burst", "200"), 1, 1_000_000),
@@ -215,8 +230,8 @@ def settings_from(params: Mapping[str, object], jail: str, ignoreip: Iterable[IP
         never=tuple(never), prefix4=prefix4, prefix6=prefix6,
         maxretry=_int("maxretry", get("maxretry", "0") or "0", 0, 1000),
     )
-    if shape == "list" and not any(s.trap_ports(p) for p in protocols):
-        raise TrapError("tcp_ports", "shape = list needs tcp_ports and/or udp_ports")
+    if shape == "list" and not any(s.trap_ports(p) for p in protocols) and "ip" not in protocols:
+        raise TrapError("tcp_ports", "shape = list needs tcp_ports, udp_ports and/or sctp_ports")
     return s
 
 
@@ -224,6 +239,9 @@ def describe(s: TrapSettings, jail_maxretry: int = 1) -> str:
     """What the trap covers, in one line for ``portsentinel check-config``."""
     parts = []
     for proto in s.protocols:
+        if proto == "ip":
+            parts.append("a packet of an IP protocol this host has no handler for (nmap -sO)")
+            continue
         ports = _ranges(s.trap_ports(proto))
         shown = ",".join(ports[:12]) + (",…" if len(ports) > 12 else "")
         parts.append(f"{proto} {shown} ({len(s.trap_ports(proto))} ports)")
@@ -300,10 +318,14 @@ def sync_script(s: TrapSettings, *, listening: Mapping[str, Iterable[int]] | Non
     t = f"inet {s.table}"
     lines: list[str] = []
     if listening is not None:
-        for proto in PROTOCOLS:
+        for proto in PORT_PROTOCOLS:
             ports = sorted(set(listening.get(proto, ())))
             lines.append(f"flush set {t} {s.obj(proto + '_l')}")
             lines += _elements("add", f"{t} {s.obj(proto + '_l')}", [str(p) for p in ports])
+        for fam in ("ip4", "ip6"):  # protocols with a handler (``listening["ip4"]``…), never fewer than the core
+            handled = sorted(CORE_HANDLED[fam] | {p for p in listening.get(fam, ()) if 0 <= p <= 255})
+            lines.append(f"flush set {t} {s.obj('ph' + fam[2])}")
+            lines += _elements("add", f"{t} {s.obj('ph' + fam[2])}", [str(p) for p in handled])
     if never is not None:
         v4, v6 = never_networks([*s.never, *never])
         n4, n6 = near_networks(s, [*v4, *v6])
@@ -328,7 +350,9 @@ def install_script(s: TrapSettings, listening: Mapping[str, Iterable[int]], neve
         lines.append(f"add set {t} {n('b' + fam)} {{ type {typ}; flags interval,timeout; }}")
         lines.append(f"add set {t} {n('never' + fam)} {{ type {typ}; flags interval; }}")
         lines.append(f"add set {t} {n('near' + fam)} {{ type {typ}; flags interval; }}")
-    for proto in PROTOCOLS:
+    for fam in ("4", "6"):
+        lines.append(f"add set {t} {n('ph' + fam)} {{ type inet_proto; }}")
+    for proto in PORT_PROTOCOLS:
         lines.append(f"add set {t} {n(proto)} {{ type inet_service; flags interval; }}")
         lines.append(f"add set {t} {n(proto + '_l')} {{ type inet_service; }}")
         lines.append(f"flush set {t} {n(proto)}")
@@ -355,7 +379,12 @@ def install_script(s: TrapSettings, listening: Mapping[str, Iterable[int]], neve
         f"{r} ip6 saddr @{n('b6')} drop",
     ]
     for proto in s.protocols:
-        lines.append(f"{r} {proto} dport @{n(proto)} {proto} dport != @{n(proto + '_l')} goto {n('catch')}")
+        if proto in PORT_PROTOCOLS:
+            lines.append(f"{r} {proto} dport @{n(proto)} {proto} dport != @{n(proto + '_l')} goto {n('catch')}")
+    if "ip" in s.protocols:  # nmap -sO: a protocol without a handler, to one of this host's own addresses
+        for fam, nfproto in (("4", "ipv4"), ("6", "ipv6")):
+            lines.append(f"{r} meta nfproto {nfproto} meta l4proto != @{n('ph' + fam)} fib daddr type local "
+                         f"goto {n('catch')}")
     c = f"add rule {t} {n('catch')}"
     log = f'log prefix "{s.prefix}" group {s.group} snaplen 80 queue-threshold 1'
     if s.socket_match:
@@ -418,8 +447,10 @@ def parse_payload(name: str, payload: bytes, when: float) -> TrapHit | None:
         proto_num, src, l4 = payload[6], ipaddress.ip_address(payload[8:24]), 40
     else:
         return None
-    proto = {6: "tcp", 17: "udp"}.get(proto_num, "")
+    proto = {6: "tcp", 17: "udp", 132: "sctp"}.get(proto_num, "")
     port = int.from_bytes(payload[l4 + 2:l4 + 4], "big") if proto and len(payload) >= l4 + 4 else 0
+    if not proto:  # trapped as a protocol without a handler (nmap -sO): the "port" is the protocol number
+        proto, port = "ip", proto_num
     return TrapHit(name, str(src), proto, port, when)
 
 

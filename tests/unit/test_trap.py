@@ -31,7 +31,7 @@ def _settings(args: str = "", jail: str = "trap") -> T.TrapSettings:
 def test_shipped_defaults_are_portsentry_advanced() -> None:
     s = _settings()
     assert (s.name, s.table, s.shape, s.protocols, s.tarpit, s.size) == ("trap", "portsentinel", "advanced",
-                                                                         ("tcp", "udp"), 60, 65536)
+                                                                         ("tcp", "udp", "sctp", "ip"), 60, 65536)
     assert s.trap_ports("tcp") == frozenset(range(1, 1025)) - {113, 139}
     assert s.trap_ports("udp") == frozenset(range(1, 1025)) - {520, 138, 137, 67}
     lst = _settings("shape=list, protocol=tcp")
@@ -43,7 +43,7 @@ def test_shipped_defaults_are_portsentry_advanced() -> None:
     ("tcp_exclude=0", "tcp_exclude"), ("tcp_exclude=abc", "tcp_exclude"), ("tarpit=soon", "tarpit"),
     ("tarpit=0", "tarpit"), ("size=0", "size"), ("rate=10/fortnight", "rate"), ("rate=0/second", "rate"),
     ("nflog_group=0", "nflog_group"), ("socket_match=maybe", "socket_match"), ("never=10.0.0.300", "never"),
-    ('shape=list, tcp_ports="", udp_ports=""', "tcp_ports"), ("table=1bad", "table"),
+    ('shape=list, protocol="tcp, udp", tcp_ports="", udp_ports=""', "tcp_ports"), ("table=1bad", "table"),
 ])
 def test_bad_settings_name_their_key(args: str, key: str) -> None:
     with pytest.raises(T.TrapError) as exc:
@@ -114,12 +114,15 @@ def test_ruleset_options() -> None:
 
 def test_sync_and_remove_and_unban() -> None:
     s = _settings()
-    sync = T.sync_script(s, listening={"tcp": [443]})
+    sync = T.sync_script(s, listening={"tcp": [443], "sctp": [2905], "ip4": [47, 300]})
     assert sync == ("flush set inet portsentinel trap_tcp_l\nadd element inet portsentinel trap_tcp_l { 443 }\n"
-                    "flush set inet portsentinel trap_udp_l\n")
+                    "flush set inet portsentinel trap_udp_l\n"
+                    "flush set inet portsentinel trap_sctp_l\nadd element inet portsentinel trap_sctp_l { 2905 }\n"
+                    "flush set inet portsentinel trap_ph4\nadd element inet portsentinel trap_ph4 { 1, 2, 6, 17, 47 }\n"
+                    "flush set inet portsentinel trap_ph6\nadd element inet portsentinel trap_ph6 { 6, 17, 58, 59 }\n")
     assert "trap_never4" in T.sync_script(s, never=["192.0.2.1"])
     stmts = T.remove_statements(s)
-    assert stmts[0] == "delete chain inet portsentinel trap_trap" and len(stmts) == 2 + 12 + 4
+    assert stmts[0] == "delete chain inet portsentinel trap_trap" and len(stmts) == 2 + 16 + 4
     # The address's element and its /64's (the tarpit holds an IPv6 source's network), each added then deleted.
     t6 = "inet portsentinel trap_t6"
     assert T.unban_script(s, "2001:db8::7") == (

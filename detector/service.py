@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 
 from portsentinel import __version__
 from portsentinel import record as R
+from portsentinel.common import hostproto
 from portsentinel.common import rearm as rearm_msg
 from portsentinel.common.sdnotify import Notifier
 
-from .adapters import hostproto, procnet
 from .adapters import listeners as L
+from .adapters import procnet
 from .adapters.capture import FRAME, TP_STATUS_USER, CaptureError, RingCapture, ifindex_at
 from .adapters.rearm import RearmSocket
 from .adapters.sinks import Sink, Waker, open_sink

@@ -6,6 +6,8 @@ import ipaddress
 import socket
 import struct
 
+from portsentinel.common import hostproto
+
 _PROC = "/proc/net"
 
 
@@ -69,27 +71,11 @@ def _diag_ports(proto: int, states: int = 0xFFFFFFFF) -> set[int]:
     return out
 
 
-def sctp_ports(root: str = _PROC) -> set[int]:
-    """Local ports of the SCTP endpoints in /proc/net/sctp/eps (LPORT, decimal, the sixth column): listening
-    sockets and those of associations alike. Empty when the sctp module is not loaded."""
-    out: set[int] = set()
-    try:
-        with open(f"{root}/sctp/eps", encoding="ascii", errors="replace") as fh:
-            next(fh, None)
-            for line in fh:
-                parts = line.split()
-                if len(parts) >= 6 and parts[5].isdigit():
-                    out.add(int(parts[5]))
-    except OSError:
-        pass
-    return out
-
-
 def ports_in_use(proto: str, root: str = _PROC, *, listening_only: bool = False) -> frozenset[int]:
     """Local ports with a socket of ``proto`` ("tcp", "udp" or "sctp"), IPv4 and IPv6, listening or connected
     (``listening_only``: TCP listeners only; UDP sockets are always all read, it is cheap)."""
     if proto == "sctp":
-        return frozenset(sctp_ports(root))
+        return hostproto.sctp_ports(root)
     if root == _PROC:
         try:
             states = TCP_LISTEN_ONLY if listening_only and proto == "tcp" else 0xFFFFFFFF

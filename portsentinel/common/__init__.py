@@ -11,4 +11,5 @@ import ``portsentinel.record`` and ``portsentinel.common``; ``common`` imports n
   for writing; the responder's journal reader lives in its own adapter)
 - :mod:`.sdnotify`        READY, STOPPING, STATUS and watchdog pings under systemd
 - :mod:`.rearm`           the re-arm message: the responder names the sources whose ban ended (pure)
+- :mod:`.hostproto`       which IP protocols this host handles, and its SCTP ports in use (read from /proc/net)
 """

@@ -14,15 +14,16 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6
 from scapy.layers.sctp import SCTP, SCTPChunkCookieEcho, SCTPChunkData, SCTPChunkInit, SCTPChunkInitAck
 from scapy.packet import Packet, Raw
 
-import psrecord as R
-from detector.adapters import hostproto, procnet
-from detector.bpf import build
-from detector.classify import classify_sctp
-from detector.config import parse_config_text
-from detector.other import KEY_BYTE, PROTO_IP, OtherSentries
-from detector.packet import Bad, parse, parse_other
-from detector.settings import ConfigError, DetectorConfig
-from detector.tracker import Tracker
+from portsentinel import record as R
+from portsentinel.common import hostproto
+from portsentinel.detector.adapters import procnet
+from portsentinel.detector.bpf import build
+from portsentinel.detector.classify import classify_sctp
+from portsentinel.detector.config import parse_config_text
+from portsentinel.detector.other import KEY_BYTE, PROTO_IP, OtherSentries
+from portsentinel.detector.packet import Bad, parse, parse_other
+from portsentinel.detector.settings import ConfigError, DetectorConfig
+from portsentinel.detector.tracker import Tracker
 from tests.unit.test_bpf import run_bpf
 
 S4, D4 = "198.51.100.7", "203.0.113.1"

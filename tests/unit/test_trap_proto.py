@@ -7,7 +7,7 @@ from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.sctp import SCTP, SCTPChunkInit
 
-from responder import trap as T
+from portsentinel.responder import trap as T
 
 
 def _settings(**params: str) -> T.TrapSettings:

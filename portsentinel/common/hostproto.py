@@ -1,4 +1,5 @@
-"""Which IP protocols this host handles, per family (the IP-protocol sentry and the kernel trap skip those).
+"""Which IP protocols this host handles, per family (the IP-protocol sentry and the kernel trap skip those), and
+which SCTP ports have a socket (the SCTP sentries and the trap skip those).
 
 A packet of a protocol with no handler gets "protocol unreachable" (IPv4) or "parameter problem: unrecognised
 next header" (IPv6) back, which is what ``nmap -sO`` reads. The kernel has no list of its protocol handlers in
@@ -90,3 +91,14 @@ def handled_protocols(root: str = "/proc/net") -> tuple[frozenset[int], frozense
     d4, d6 = from_devices(_read(f"{root}/dev"))
     return (frozenset(CORE4 | p4 | d4 | from_raw(_read(f"{root}/raw"))),
             frozenset(CORE6 | p6 | d6 | from_raw(_read(f"{root}/raw6"))))
+
+
+def sctp_ports(root: str = "/proc/net") -> frozenset[int]:
+    """Local ports of the SCTP endpoints in /proc/net/sctp/eps (LPORT, decimal, the sixth column): listening
+    sockets and those of associations alike. Empty when the sctp module is not loaded."""
+    out: set[int] = set()
+    for line in _read(f"{root}/sctp/eps").splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 6 and parts[5].isdigit():
+            out.add(int(parts[5]))
+    return frozenset(out)

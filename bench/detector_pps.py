@@ -44,7 +44,7 @@ GEN_CPU, DET_CPU = "0", ("1" if NCPU > 1 else "0")
 
 DETECTOR_CONF = """\
 [detector]
-modes = atcp
+modes = atcp{more}
 interface = {iface}
 output = jsonl
 jsonl_path = {jsonl}
@@ -186,11 +186,12 @@ class Bench:
         self.seconds = seconds
         self.n = 0
 
-    def detector(self) -> DetectorProcess:
+    def detector(self, more_modes: str = "") -> DetectorProcess:
         self.n += 1
         jsonl = self.work / f"run{self.n}.jsonl"
         conf = self.work / f"run{self.n}.conf"
-        conf.write_text(DETECTOR_CONF.format(iface=self.lab.victim.iface, jsonl=jsonl))
+        more = f", {more_modes}" if more_modes else ""
+        conf.write_text(DETECTOR_CONF.format(iface=self.lab.victim.iface, jsonl=jsonl, more=more))
         det = DetectorProcess(self.lab.victim, jsonl, config=conf)
         det.argv = ["taskset", "-c", DET_CPU, *det.argv]  # exec'd: the PID stays the detector's
         return det
@@ -199,9 +200,9 @@ class Bench:
         return link_packets(self.lab.attacker, self.lab.attacker.iface, "tx")
 
     def detector_run(self, name: str, gen_name: str, argv: list[str], seconds: float,
-                     rate: int | None = None) -> Row:
+                     rate: int | None = None, more_modes: str = "") -> Row:
         pace(self.lab, rate)
-        det = self.detector().start()
+        det = self.detector(more_modes).start()
         assert det.proc is not None
         pid = det.proc.pid
         try:
@@ -344,6 +345,8 @@ def main() -> int:
     ap.add_argument("--sources", type=int, default=1_000_000, help="distinct spoofed sources (default 1,000,000)")
     ap.add_argument("--sources-rate", type=int, default=100_000, help="pps for the sources run (default 100000)")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    ap.add_argument("--also-modes", default="", metavar="MODES",
+                    help="each paced flood again with these sentries beside atcp (e.g. 'asctp, aproto')")
     args = ap.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     args.rates = [int(r) for r in args.rates.split(",") if r.strip()] or [args.rate]
@@ -375,6 +378,11 @@ def main() -> int:
                 rows.append(bench.detector_run(f"detector, SYN flood paced {rate:,}", "trafgen+tbf",
                                                trafgen(lab, syn, flood_count, rate), args.seconds, rate))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
+                if args.also_modes:
+                    rows.append(bench.detector_run(f"  same, atcp + {args.also_modes}", "trafgen+tbf",
+                                                   trafgen(lab, syn, flood_count, rate), args.seconds, rate,
+                                                   args.also_modes))
+                    print(table(rows[-1:]).splitlines()[-1], flush=True)
         if "scapy" in parts:
             rows.append(bench.scapy_run(trafgen(lab, syn, flood_count), args.seconds))
             print(table(rows[-1:]).splitlines()[-1], flush=True)

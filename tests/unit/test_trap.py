@@ -165,7 +165,9 @@ def test_listening_ports_from_proc(tmp_path: Path) -> None:
     (tmp_path / "tcp6").write_text(head + "   0: 00000000000000000000000000000000:01BB 0000:0000 0A 0 0 0\n")
     (tmp_path / "udp").write_text(head + "   0: 00000000:0035 00000000:0000 07 0 0 0\n"
                                          "   1: 0100007F:A000 0200007F:0035 01 0 0 0\n")
-    assert listening_ports(str(tmp_path)) == {"tcp": frozenset({22, 443}), "udp": frozenset({53})}
+    got = listening_ports(str(tmp_path))
+    assert (got["tcp"], got["udp"], got["sctp"]) == (frozenset({22, 443}), frozenset({53}), frozenset())
+    assert (got["ip4"], got["ip6"]) == (frozenset({1, 2, 6, 17}), frozenset({6, 17, 58, 59}))  # the core only
 
 
 def _engine(**cfg: object) -> tuple[Engine, JailRuntime]:

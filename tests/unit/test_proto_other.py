@@ -172,14 +172,14 @@ def _other(**kw: object) -> OtherSentries:
 def test_sctp_init_on_a_host_without_sctp_is_two_probes() -> None:
     src = a(S4)
     got = _other().probes((src, a(D4), 132, 2905, 1))
-    assert got == [(src + b"\x84", 132, 2905, "init", "ssctp"), (src + b"\x00", PROTO_IP, 132, "proto", "aproto")]
+    assert got == [(b"\x84", 132, 2905, "init", "ssctp"), (b"\x00", PROTO_IP, 132, "proto", "aproto")]
 
 
 def test_sctp_with_a_handler_and_a_listener() -> None:
     src = a(S6)
     o = _other(handled6=hostproto.CORE6 | {132}, sctp_in_use=frozenset({2905}))
     assert o.probes((src, a(D6), 132, 2905, 10)) == []  # the listener's port; SCTP is handled
-    assert o.probes((src, a(D6), 132, 36412, 10)) == [(src + KEY_BYTE[132], 132, 36412, "cookie", "asctp")]
+    assert o.probes((src, a(D6), 132, 36412, 10)) == [(KEY_BYTE[132], 132, 36412, "cookie", "asctp")]
     assert o.probes((src, a(D6), 132, 1, 1)) == []  # not watched
     assert o.probes((src, a(D6), 132, 36412, 6)) == []  # ABORT is an answer
 
@@ -187,9 +187,9 @@ def test_sctp_with_a_handler_and_a_listener() -> None:
 def test_protocols_per_family_and_excluded() -> None:
     o = _other()
     s4, s6 = a(S4), a(S6)
-    assert o.probes((s4, a(D4), 58, -1, -1)) == [(s4 + b"\x00", PROTO_IP, 58, "proto", "aproto")]  # no ICMPv6 in v4
+    assert o.probes((s4, a(D4), 58, -1, -1)) == [(b"\x00", PROTO_IP, 58, "proto", "aproto")]  # no ICMPv6 in v4
     assert o.probes((s6, a(D6), 58, -1, -1)) == []
-    assert o.probes((s6, a(D6), 1, -1, -1)) == [(s6 + b"\x00", PROTO_IP, 1, "proto", "aproto")]  # no ICMP in v6
+    assert o.probes((s6, a(D6), 1, -1, -1)) == [(b"\x00", PROTO_IP, 1, "proto", "aproto")]  # no ICMP in v6
     assert o.probes((s4, a(D4), 50, -1, -1)) == []  # proto_exclude
     assert OtherSentries({}, "").probes((s4, a(D4), 99, -1, -1)) == [] and not OtherSentries({}).active
 

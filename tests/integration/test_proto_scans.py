@@ -1,11 +1,13 @@
 """IP-protocol scans (nmap -sO) and SCTP scans (nmap -sY, -sZ) against the detector, IPv4 and IPv6, real nmap.
 
-Each case uses a fresh source address. One detector runs every sentry under test at once (aproto, ssctp or
-asctp), so the lab time stays small.
+Each case uses a fresh source: a new IPv4 address, and an IPv6 address in a /64 of its own (sources are tracked
+and trapped per /64 by default; nothing needs to answer these probes, so the /64 need not be on-link). One
+detector runs the sentry under test, so the lab time stays small.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,19 @@ import pytest
 
 from tests.lab.detector import DetectorProcess, nmap, python_in
 from tests.lab.netns import Lab
+
+_NETS = iter(range(1, 0xFFFF))
+
+
+def sources(lab: Lab, count: int) -> list[tuple[str, str]]:
+    """``count`` fresh (IPv4, IPv6) sources of the attacker: IPv4 aliases, IPv6 addresses each in a new /64."""
+    out = []
+    base6 = lab.subnet6.split("::")[0]  # 2001:db8:N
+    for a4, _ in lab.aliases(lab.attacker, count):
+        a6 = f"{base6}:{next(_NETS):x}::2"
+        lab.attacker.run(["ip", "-6", "addr", "add", f"{a6}/64", "dev", lab.attacker.iface, "nodad"])
+        out.append((a4, a6))
+    return out
 
 pytestmark = pytest.mark.lab
 
@@ -36,7 +51,7 @@ def _one(det: DetectorProcess, src: str, proto: str) -> dict[str, Any]:
 
 def test_ip_protocol_scan(mlab: Lab, tmp_path: Path) -> None:
     """-sO over unhandled protocols is one `proto` record; handled protocols and a few stray ones are none."""
-    (s4, s6), (q4, q6) = mlab.aliases(mlab.attacker, 2)
+    (s4, s6), (q4, q6) = sources(mlab, 2)
     with DetectorProcess(mlab.victim, tmp_path / "alerts.jsonl", modes="aproto") as det:
         for src, target in ((s4, mlab.victim.addr4), (s6, mlab.victim.addr6)):
             nmap(mlab.attacker, "-sO", target, UNHANDLED, source=src, extra=FAST)
@@ -61,9 +76,9 @@ def test_ip_protocol_scan(mlab: Lab, tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode,ports", [("ssctp", "2905,3868,36412"), ("asctp", "40000-40003")])
 def test_sctp_scans(mlab: Lab, tmp_path: Path, mode: str, ports: str) -> None:
     """-sY and -sZ, IPv4 and IPv6: one `sctp` record each, `init` / `cookie`."""
-    sources = mlab.aliases(mlab.attacker, 2)
+    fresh = sources(mlab, 2)
     with DetectorProcess(mlab.victim, tmp_path / "alerts.jsonl", modes=mode) as det:
-        for (flag, kind), (s4, s6) in zip((("-sY", "init"), ("-sZ", "cookie")), sources, strict=True):
+        for (flag, kind), (s4, s6) in zip((("-sY", "init"), ("-sZ", "cookie")), fresh, strict=True):
             for src, target in ((s4, mlab.victim.addr4), (s6, mlab.victim.addr6)):
                 nmap(mlab.attacker, flag, target, ports, source=src, extra=FAST)
                 rec = _one(det, src, "sctp")
@@ -92,7 +107,7 @@ def test_asctp_skips_a_port_with_an_sctp_listener(mlab: Lab, tmp_path: Path) -> 
                     "the in-use check is covered by the unit tests only")
     from tests.lab.detector import tool
 
-    (s4, _), = mlab.aliases(mlab.attacker, 1)
+    (s4, _), = sources(mlab, 1)
     lst = mlab.victim.popen([tool("python"), "-c", SCTP_LISTENER, "40100"], stdout=-1)
     assert lst.stdout is not None and lst.stdout.readline().strip() == b"ready"
     with DetectorProcess(mlab.victim, tmp_path / "alerts.jsonl", modes="asctp") as det:
@@ -104,6 +119,10 @@ def test_asctp_skips_a_port_with_an_sctp_listener(mlab: Lab, tmp_path: Path) -> 
 
 
 
+def net64(addr: str) -> str:
+    return str(ipaddress.ip_network(f"{addr}/64", strict=False).network_address)
+
+
 def test_kernel_trap_bans_sctp_and_ip_protocol_scans(mlab: Lab, tmp_path: Path) -> None:
     """The trap's default protocols (tcp, udp, sctp, ip): -sY and -sO sources land in the tarpit sets at their
     first probe, IPv4 and IPv6; handled protocols (ICMP echo) from another source do not."""
@@ -111,7 +130,8 @@ def test_kernel_trap_bans_sctp_and_ip_protocol_scans(mlab: Lab, tmp_path: Path) 
     from tests.lab.pipeline import ResponderProcess
 
     cfg = trap_config(tmp_path, "rate=1000/second")
-    (y4, y6), (o4, o6), (p4, p6) = mlab.aliases(mlab.attacker, 3)
+    (y4, y6), (o4, o6) = sources(mlab, 2)
+    (p4, p6), = mlab.aliases(mlab.attacker, 1)  # on-link: the ping needs its answers
     with ResponderProcess(mlab.victim, tmp_path, cfg) as resp:
         for src, target in ((y4, mlab.victim.addr4), (y6, mlab.victim.addr6)):
             scan(mlab, ["-sY", "-p", "36412,2905", "-T5"], target, src)
@@ -120,9 +140,10 @@ def test_kernel_trap_bans_sctp_and_ip_protocol_scans(mlab: Lab, tmp_path: Path) 
             assert "closed" not in out, out  # no "protocol unreachable" left the victim
         for src, target in ((p4, mlab.victim.addr4), (p6, mlab.victim.addr6)):
             mlab.attacker.run(["ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", src, target])
-        for fam, srcs in (("trap_t4", (y4, o4)), ("trap_t6", (y6, o6))):
-            got = set_elements(mlab.victim, fam)
-            assert set(srcs) <= set(got) and not {p4, p6} & set(got), (fam, got)
+        # The tarpit holds an IPv6 source's /64 (the network address), an IPv4 source itself.
+        for fam, srcs in (("trap_t4", {y4, o4}), ("trap_t6", {net64(y6), net64(o6)})):
+            got = set(set_elements(mlab.victim, fam))
+            assert srcs <= got and not {p4, net64(p6)} & got, (fam, got)
         for src, proto in ((y4, "sctp"), (y6, "sctp"), (o4, "ip"), (o6, "ip")):
             assert resp.wait_for(lambda r, s=src, p=proto: r.get("PS_ACTION") == "kernel-trap"
                                  and r.get("PS_EVENT") == "ban" and r.get("PS_SRC") == s and r.get("PS_PROTO") == p,

@@ -5,6 +5,8 @@ detector's loop runs: the same per batch). No root needed.
 
   .venv/bin/python -m bench.hotpath            ns per packet, split by stage
   .venv/bin/python -m bench.hotpath --profile  plus cProfile of the drain loop
+  .venv/bin/python -m bench.hotpath --fragments   the ring holds random spoofed IPv4 fragments instead
+                                                 (each one a new reassembly queue: the flood's worst case)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import cProfile
 import ipaddress
 import mmap
 import pstats
+import random
 import struct
 import sys
 import time
@@ -25,7 +28,7 @@ from scapy.layers.inet import IP, TCP
 from portsentinel import record as R
 from portsentinel.detector.adapters.capture import RingCapture
 from portsentinel.detector.classify import classify
-from portsentinel.detector.packet import parse, parse_tuple
+from portsentinel.detector.packet import Bad, parse, parse_tuple
 from portsentinel.detector.service import Detector
 from portsentinel.detector.settings import DetectorConfig
 
@@ -50,11 +53,16 @@ class NullSink:
         pass
 
 
-def make_ring(sources: int = 1) -> RingCapture:
+def make_ring(sources: int = 1, fragments: bool = False) -> RingCapture:
     ring = mmap.mmap(-1, FRAME * NFRAMES)
+    rnd = random.Random(9)
     for i in range(NFRAMES):
         src = SRC if sources == 1 else str(ipaddress.IPv4Address(0x0A000000 + (i % sources) + 1))
-        pkt = bytes(IP(src=src, dst=DST) / TCP(sport=40000 + (i % 1000), dport=1 + i % 1024, flags="S"))
+        if fragments:  # refilled rounds repeat them: each round starts with an already full table
+            pkt = bytes(IP(src=str(ipaddress.IPv4Address(rnd.getrandbits(32))), dst=DST, id=rnd.getrandbits(16),
+                           flags="MF", frag=rnd.getrandbits(13), proto=6) / bytes(16))
+        else:
+            pkt = bytes(IP(src=src, dst=DST) / TCP(sport=40000 + (i % 1000), dport=1 + i % 1024, flags="S"))
         off = i * FRAME
         struct.pack_into("<IIIHH", ring, off, 1, len(pkt), len(pkt), NET_OFF, NET_OFF)
         struct.pack_into("<HHi", ring, off + 32, 17, 8, 3)  # sockaddr_ll: family, protocol, ifindex
@@ -105,8 +113,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--sources", type=int, default=1, help="distinct sources cycled through the ring")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--fragments", action="store_true", help="random spoofed IPv4 fragments instead of SYNs")
     args = ap.parse_args()
-    cap = make_ring(args.sources)
+    cap = make_ring(args.sources, args.fragments)
     det = make_detector()
 
     def nothing(buf: object, start: int, length: int, ifoff: int) -> None:
@@ -117,7 +126,8 @@ def main() -> int:
 
     def parse_classify(buf: object, start: int, length: int, ifoff: int) -> None:
         res = parse(buf, start, length)  # type: ignore[arg-type]
-        classify(res[2], res[4])  # type: ignore[index]
+        if not isinstance(res, Bad):
+            classify(res[2], res[4])
 
     def tuple_only(buf: object, start: int, length: int, ifoff: int) -> None:
         parse_tuple(buf, start, length)  # type: ignore[arg-type]
@@ -126,7 +136,7 @@ def main() -> int:
               ("+ parse_tuple (hot path's)", tuple_only),
               ("Detector.on_packet (whole)", det.on_packet)]
     print(f"python {sys.version.split()[0]}; {NFRAMES} frames per round, best of {args.rounds}; "
-          f"{args.sources} source(s)")
+          f"{'random fragments' if args.fragments else f'{args.sources} source(s)'}")
     for name, fn in stages:
         print(f"  {name:<30} {per_packet(fn, cap, args.rounds):7.0f} ns/packet")
     det = make_detector()  # a fresh tracker, as for on_packet

@@ -70,6 +70,7 @@ class FragCounters:
     too_far: int = 0  # IPv4 queues restarted by ipfrag_max_dist
     timeouts: int = 0  # queues expired
     evicted: int = 0  # queues evicted by the entry, byte or run cap
+    shed: int = 0  # fragments the capture loop did not feed in, its ring over half full (service.py)
 
     def detail(self) -> str:
         """``frag_NAME=value`` words for a lifecycle record's PS_DETAIL."""

@@ -470,6 +470,9 @@ class Detector:
         prev_src, prev_proto = b"", 0
         prev_st: SourceState | None = None
         i = cap.index
+        # Over half the ring waiting: fragments are shed (counted) until it drains, so that a fragment flood the
+        # loop cannot keep up with costs frames of itself, not the kernel dropping whole probes with it.
+        shed = status[((i + (nframes >> 1)) % nframes) * fs >> 2] & TP_STATUS_USER
         n = probes = not_local = busy = ignored = 0
         try:
             while n < budget:
@@ -488,8 +491,12 @@ class Detector:
                     res: ProbeTuple | Bad | None = parse_tuple(ring, start, length)
                     whole = None
                     if res is Bad.FRAGMENT:  # copied out of the ring by the reassembler
-                        whole = frag_feed(ring, start, length, now)
-                        res = None if whole is None else parse_tuple(whole)
+                        if shed:
+                            self.frags.counters.shed += 1
+                            res = None
+                        else:
+                            whole = frag_feed(ring, start, length, now)
+                            res = None if whole is None else parse_tuple(whole)
                     # SCTP or another IP protocol: read it before the frame goes back
                     oth = ((parse_other(ring, start, length) if whole is None else parse_other(whole))
                            if type(res) is Bad and res in other_bads else None)
@@ -656,15 +663,17 @@ class Detector:
         if now - self._local_at > 10.0:
             self.refresh_local(now)
         self.frags.expire(now)
-        over = (self.tracker.evictions, self.decider.suppressed, self.frags.counters.evicted)
+        fc = self.frags.counters
+        over = (self.tracker.evictions, self.decider.suppressed, fc.evicted + fc.shed)
         if over != self._last_overload and now - self._last_overload_at >= self.cfg.summary_interval:
             self.lifecycle(R.Event.OVERLOAD,
                            f"overload: {over[0]} sources evicted from the tracker (cap {self.cfg.max_sources}), "
                            f"{over[1]} scan records deferred by the record cap "
                            f"({self.cfg.max_records_per_second}/s), {self.counters.drops} packets dropped "
-                           f"by the kernel, {over[2]} fragment queues evicted (cap {self.frags.max_entries})",
+                           f"by the kernel, {fc.evicted} fragment queues evicted (cap {self.frags.max_entries}), "
+                           f"{fc.shed} fragments shed under load",
                            PS_DETAIL=f"evicted={over[0]} deferred={over[1]} drops={self.counters.drops} "
-                           f"frag_evicted={over[2]}")
+                           f"frag_evicted={fc.evicted} frag_shed={fc.shed}")
             self._last_overload = over
             self._last_overload_at = now
         if self.counters.rearm_bad != self._rearm_bad_logged:

@@ -222,3 +222,38 @@ def test_on_ring_counts_a_flood(clock: Clock) -> None:
     assert [r.get(R.F_EVENT) for r in sink.records] == ["scan"]
     assert sink.records[0].get(R.F_IFACE) == "if4" and sink.records[0].get(R.F_PORT) == "1000"
     close(det, cap)
+
+
+def _syn_fragments(src: str, port: int, ident: int) -> list[tuple[bytes, int]]:
+    """nmap -f's shape: a SYN cut into 8, 8 and 4 bytes of TCP."""
+    from scapy.layers.inet import IP, TCP
+
+    seg = bytes(IP(src=src, dst="203.0.113.1") / TCP(sport=40000, dport=port, flags="S"))[20:]
+    return [(bytes(IP(src=src, dst="203.0.113.1", id=ident, proto=6, frag=o // 8, flags="MF" if o < 16 else 0)
+                   / seg[o:o + 8]), 3) for o in (0, 8, 16)]
+
+
+def test_fragments_complete_into_a_probe(clock: Clock) -> None:
+    det, sink = make_detector(0, 65536, 50)
+    cap = make_ring()
+    fill(cap, _syn_fragments("198.51.100.1", 3, 1))
+    assert det.on_ring(cap) == 3
+    assert det.counters.probes == 1 and det.frags.counters.datagrams == 1 and not det.counters.bad
+    scan = [r for r in sink.records if r.event == "scan"]
+    assert scan and scan[0].get(R.F_PORT) == "3" and scan[0].get(R.F_SCAN) == "syn"
+    close(det, cap)
+
+
+def test_fragments_are_shed_while_the_ring_is_over_half_full(clock: Clock) -> None:
+    """A fragment flood the loop cannot keep up with costs fragments, not whole probes."""
+    det, sink = make_detector(0, 65536, 50)
+    cap = make_ring()
+    frames = _syn_fragments("198.51.100.1", 3, 1) * 4 + [(packet("tcp", SOURCES[1], LOCAL[0], 1, 2), 3)] * 4
+    fill(cap, frames)  # 16 of 16 frames waiting: the frame half a ring ahead is ready
+    assert det.on_ring(cap) == NFRAMES
+    assert det.frags.counters.shed == 12 and det.frags.counters.fragments == 0
+    assert det.counters.probes == 4
+    fill(cap, _syn_fragments("198.51.100.2", 1, 2))  # 3 waiting: fed to the reassembler again
+    det.on_ring(cap)
+    assert det.frags.counters.datagrams == 1 and det.counters.probes == 5
+    close(det, cap)

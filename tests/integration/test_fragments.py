@@ -24,6 +24,8 @@ interface = {iface}
 tcp_ports = 1, 11, 15, 4444, 4445
 udp_ports = 7, 9
 summary_interval = 300
+# one source per address: each case below comes from its own address, all in the lab's one /64
+ipv6_prefix = 128
 """
 
 
@@ -317,7 +319,8 @@ def test_fragment_flood_is_bounded_and_loses_no_probe(mlab: Lab, tmp_path: Path)
     stop = [r for r in det.records() if r.get("PS_EVENT") == "stop"][-1]
     counts = dict(item.split("=", 1) for item in stop["PS_DETAIL"].split())
     assert int(counts["drops"]) == 0, counts
-    assert int(counts["frag_fragments"]) >= FLOOD_FRAGMENTS * 0.95, counts
+    # (fed to the reassembler, or shed while the ring was over half full: a loaded machine's scheduler pauses)
+    assert int(counts["frag_fragments"]) + int(counts["frag_shed"]) >= FLOOD_FRAGMENTS * 0.95, counts
     assert int(counts["frag_evicted"]) > 0 and int(counts["frag_datagrams"]) < 100, counts
     hits = max(int(r.get("PS_HITS", 0)) for r in det.records() if r.get("PS_SRC") == src)
     ports = max(int(r.get("PS_PORTS", 0)) for r in det.records() if r.get("PS_SRC") == src)

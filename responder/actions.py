@@ -2,7 +2,8 @@
 
 ``[Definition]`` holds the command templates (``actionstart``, ``actionstop``, ``actioncheck``,
 ``actionban``, ``actionunban``, ``actionflush``; see responder.render for their syntax) and options
-(``actionstart_on_demand``, ``shell``, ``order``, ``batchset``). ``[Init]`` holds defaults that the jail's
+(``actionstart_on_demand``, ``shell``, ``order``, ``batchset``, ``names``: the objects it creates, checked
+against their tool's name grammar at load time, see responder.names). ``[Init]`` holds defaults that the jail's
 ``action = NAME[key=value, …]`` arguments override; both are visible to templates by name, next to the
 documented variables. Everything is checked at load time: a typo in a template, an undefined variable or a
 missing key is an :class:`ActionError` naming ``file:line: key``.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from portsentinel.responder.inifile import Ini, IniError, Value, parse_args_spec, read_layered
+from portsentinel.responder.names import problem
 from portsentinel.responder.render import (
     BAN_VARS,
     NAME_RE,
@@ -253,6 +255,7 @@ def _build(ini: Ini, name: str, args: dict[str, str], jail: str, path: str) -> A
     if bval is not None and btext.strip():
         batchset = compile_command(btext, _where(bval, path, "batchset"), program=False)
         _check_vars((batchset,), "actionban", params)
+    _check_names(ini, interp, params, path, jail)
     fams = frozenset(definition(ini, "families", interp, path, "inet inet6").replace(",", " ").split())
     if not fams or fams - {"inet", "inet6"}:
         fval = ini.value(DEFINITION, "families")
@@ -269,6 +272,21 @@ def _build(ini: Ini, name: str, args: dict[str, str], jail: str, path: str) -> A
         batchset=batchset,
         options={k: definition(ini, k, interp, path) for k in ini.options(DEFINITION) if k not in PHASES},
     )
+
+
+def _check_names(ini: Ini, interp: Mapping[str, str], params: Mapping[str, object], path: str, jail: str) -> None:
+    """``[Definition] names``: every ``KIND:NAME`` the action will create fits its tool's grammar (responder.names)."""
+    nval = ini.value(DEFINITION, "names")
+    if nval is None:
+        return
+    where = _where(nval, path, "names")
+    cmd = compile_command(definition(ini, "names", interp, path), where, program=False)
+    _check_vars((cmd,), "actionstart", params)
+    for word in cmd.render(params, validated=True):
+        kind, sep, name = word.partition(":")
+        why = problem(kind, name) if sep else f"expected KIND:NAME, got {word!r}"
+        if why is not None:
+            raise ActionError(f"{where}: jail {jail}: {why}")
 
 
 def _check_vars(cmds: tuple[Command, ...], phase: str, params: Mapping[str, object]) -> None:

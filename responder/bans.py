@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -39,12 +40,22 @@ def src_fields(ip: str, info: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def bantime_for(cfg: JailConfig, offence: int) -> float:
-    """The jail's bantime, multiplied by ``factor`` per earlier offence when ``bantime.increment`` is on."""
+    """The jail's bantime, multiplied by ``factor`` per earlier offence when ``bantime.increment`` is on,
+    never more than ``bantime.maxtime``. Bounded for any offence count: the exponent is compared in log space,
+    so no power is ever computed that could overflow (offence 1,025 with factor 2 used to raise OverflowError).
+    """
     if cfg.bantime == FOREVER:
         return FOREVER
-    if not cfg.bantime_increment or offence <= 1:
+    if not cfg.bantime_increment or offence <= 1 or cfg.bantime <= 0:
         return cfg.bantime
-    return float(min(cfg.bantime * cfg.bantime_factor ** (offence - 1), max(cfg.bantime_maxtime, cfg.bantime)))
+    cap = max(cfg.bantime_maxtime, cfg.bantime)
+    factor = cfg.bantime_factor
+    if not math.isfinite(factor) or factor <= 1.0:  # check-config refuses these; never grow, never fail
+        return cfg.bantime
+    steps = offence - 1
+    if steps * math.log(factor) >= math.log(cap / cfg.bantime):
+        return cap
+    return float(min(cfg.bantime * factor ** steps, cap))
 
 
 class BanBook:

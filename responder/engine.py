@@ -110,8 +110,11 @@ class Engine:
                 return Decision("forged", name, ip, f"record not trusted: {why}", fields=dict(e.fields))
         elif e.fields and not e.trusted:
             return Decision("forged", name, ip, "record from an untrusted file (owner or mode)")
+        port_text = e.fields.get(R.F_PORT, "") or "0"
+        if not (port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535):
+            return Decision("invalid", name, ip, f"{R.F_PORT} {port_text[:20]!r} is not a port number")
         return self.fail(rt, ip, now, verified=e.fields.get(R.F_VERIFIED) == "1",
-                         port=int(e.fields.get(R.F_PORT, "0") or 0), proto=e.fields.get(R.F_PROTO, ""),
+                         port=int(port_text), proto=e.fields.get(R.F_PROTO, ""),
                          scan=e.fields.get(R.F_SCAN, ""), match=(e.line or e.fields.get(R.F_MESSAGE, ""))[:300])
 
     def fail(self, rt: JailRuntime, ip: str, now: float, counter: Jail | None = None,

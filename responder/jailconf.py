@@ -18,6 +18,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 BACKENDS = ("auto", "systemd", "pyinotify")
+#: The longest duration a key may hold (about 31 years); longer is a typo, and -1 means forever anyway.
+MAX_DURATION = 1e9
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,23 @@ class ResponderConfig:
 
 
 def parse_duration(text: str) -> float:
-    """``600``, ``10m``, ``1h``, ``1d``, ``1w``, ``0``; ``-1`` means forever (the shared grammar). Raises ValueError."""
-    return values.duration(text, zero=True, forever=True)
+    """``600``, ``10m``, ``1h``, ``1d``, ``1w``, ``0``; ``-1`` means forever (the shared grammar), at most
+    MAX_DURATION. Raises ValueError."""
+    value = values.duration(text, zero=True, forever=True)
+    if value > MAX_DURATION:
+        raise ValueError(f"duration too long: {text!r} (at most {MAX_DURATION:.0f} seconds; -1 is forever)")
+    return value
+
+
+def parse_factor(text: str) -> float:
+    """``bantime.factor``: a finite number from 1 to 1000."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"not a number: {text.strip()!r}") from None
+    if not 1.0 <= value <= 1000.0:  # also refuses nan and inf
+        raise ValueError(f"must be a number from 1 to 1000, got {text.strip()!r}")
+    return value
 
 
 def parse_int(text: str) -> int:
@@ -179,7 +196,7 @@ def _jail(ini: Ini, name: str) -> JailConfig:
     j.findtime = float(r.conv("findtime", "10m", parse_duration))  # type: ignore[arg-type]
     j.bantime = float(r.conv("bantime", "1h", parse_duration))  # type: ignore[arg-type]
     j.bantime_increment = bool(r.conv("bantime.increment", "false", parse_bool))
-    j.bantime_factor = float(r.conv("bantime.factor", "2", float))  # type: ignore[arg-type]
+    j.bantime_factor = float(r.conv("bantime.factor", "2", parse_factor))  # type: ignore[arg-type]
     j.bantime_maxtime = float(r.conv("bantime.maxtime", "1w", parse_duration))  # type: ignore[arg-type]
     j.ignoreip = r.conv("ignoreip", "", parse_networks)  # type: ignore[assignment]
     j.ignoreself = bool(r.conv("ignoreself", "true", parse_bool))

@@ -12,21 +12,15 @@ the script text cannot be steered.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from portsentinel.record import canonical_network
 from portsentinel.responder.adapters.runner import Result, Runner
+from portsentinel.responder.names import nft_ident
 
-_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
 CHUNK = 5000
-
-
-def _ident(kind: str, name: str) -> str:
-    if not _IDENT_RE.match(name):
-        raise ValueError(f"bad nft {kind} name {name!r}")
-    return name
+_ident = nft_ident
 
 
 def _addr(ip: str) -> str:

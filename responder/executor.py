@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,10 +70,38 @@ class Executor:
         self.failures = 0
 
     # -------------------------------------------------------------- configuration
+    def load(self, jail: JailConfig) -> list[Action]:
+        """The jail's actions, loaded and checked but not installed (raises ActionError naming file:line:key)."""
+        loaded = [load_action(self.actions_dir, (ref.name, ref.args), jail.name) for ref in jail.actions]
+        return sorted(loaded, key=lambda a: a.order)
+
     def configure(self, jail: JailConfig) -> None:
         """Load the jail's actions (raises ActionError, a ValueError naming file:line:key)."""
-        loaded = [load_action(self.actions_dir, (ref.name, ref.args), jail.name) for ref in jail.actions]
-        self.actions[jail.name] = sorted(loaded, key=lambda a: a.order)
+        self.actions[jail.name] = self.load(jail)
+
+    def retire(self, jail: str, action: Action, bans: list[Ban]) -> None:
+        """Take one action out of a jail (reload): lift its bans where they are its own objects (routes, lines,
+        rules; an nft set goes with actionstop anyway), then run its actionstop."""
+        if action.batchset is None and action.has("actionunban"):
+            now = time.time()
+            for ban in bans:
+                if action.handles(ban.ip):
+                    res = self._run(jail, action, "actionunban", ban, now=now)
+                    if res is not None:
+                        self._report_failed(jail, action, "actionunban", ban, res, "(reload)")
+        if (jail, action.name) in self.started and action.has("actionstop"):
+            res = self._run(jail, action, "actionstop", None, now=time.time())
+            if res is not None:
+                self._report_failed(jail, action, "actionstop", None, res, "(reload)")
+        self.started.discard((jail, action.name))
+
+    def _report_failed(self, jail: str, action: Action, phase: str, ban: Ban | None, res: Result, note: str) -> None:
+        self.failures += 1
+        what = f"{phase} {ban.ip}" if ban else phase
+        self.report(R.Event.FAILED, f"jail {jail}: action {action.name} {what} failed {note} (exit {res.status}): "
+                                    f"{res.stderr.strip()[:300]}", PS_JAIL=jail, PS_ACTION=action.name,
+                    **(src_fields(ban.ip, ban.info) if ban else {}), PS_STATUS=str(max(res.status, 0)),
+                    PS_STDERR=res.stderr.strip()[:2000], PS_DETAIL=f"phase={phase}")
 
     def reset(self) -> None:
         """Before a reload: stop every jail's actions and forget them."""
@@ -113,20 +142,6 @@ class Executor:
         if not final:
             heapq.heappush(self._retries, _Retry(time.monotonic() + BACKOFF[attempt], attempt + 1, jail,
                                                  action.name, phase, ban))
-
-    def _phase(self, jail: str, phase: str, ban: Ban | None = None, *, reverse: bool = False) -> list[str]:
-        """Run ``phase`` of every action of the jail; returns the names of the actions that succeeded."""
-        done = []
-        now = time.time()
-        for action in reversed(self.actions.get(jail, [])) if reverse else self.actions.get(jail, []):
-            if not action.has(phase) or (ban is not None and not action.handles(ban.ip)):
-                continue
-            res = self._run(jail, action, phase, ban, now=now)
-            if res is None:
-                done.append(action.name)
-            else:
-                self._failed(jail, action, phase, ban, res, 0)
-        return done
 
     def _start_one(self, jail: str, action: Action) -> Result | None:
         """Run the action's actionstart once (remembered on success); the failing Result, else None."""
@@ -175,8 +190,9 @@ class Executor:
             cache[key] = action.batch_set(vars_)
         return cache[key]  # type: ignore[no-any-return]
 
-    def ban_many(self, bans: list[Ban], *, restoring: bool = False) -> None:
-        """Apply bans: nft-set actions in one batch per table, the others command by command."""
+    def ban_many(self, bans: list[Ban], *, restoring: bool = False, only: set[str] | None = None) -> None:
+        """Apply bans: nft-set actions in one batch per table, the others command by command (``only``: just these
+        actions). A ban that raises is reported with its address and skipped; it never stops the others."""
         if not bans:
             return
         now = time.time()
@@ -192,20 +208,25 @@ class Executor:
             except VarError:
                 family = None
             for action in self.actions.get(ban.jail, []):
-                if family not in action.families or not action.has("actionban"):
+                if family not in action.families or not action.has("actionban") or (only is not None
+                                                                                      and action.name not in only):
                     continue
-                self._ensure_started(ban.jail, action)
-                vars_ = ban_vars(ban, now, remaining=True)
-                set_name = self._batch_set(action, vars_, family, set_names)
-                if set_name is not None:
-                    table = str(action.params.get("table", "portsentinel"))
-                    nb = batches.get(table)
-                    if nb is None:
-                        nb = batches[table] = NftBatch(self.nft_runner, table=table)
-                    nb.add(set_name, ban.ip, None if ban.expires == FOREVER else int(vars_["bantime"]))  # type: ignore[call-overload]
-                    batched.setdefault(table, []).append((ban, action))
-                    continue
-                res = self._run(ban.jail, action, "actionban", ban, now=now, remaining=True)
+                try:
+                    self._ensure_started(ban.jail, action)
+                    vars_ = ban_vars(ban, now, remaining=True)
+                    set_name = self._batch_set(action, vars_, family, set_names)
+                    if set_name is not None:
+                        table = str(action.params.get("table", "portsentinel"))
+                        nb = batches.get(table)
+                        if nb is None:
+                            nb = batches[table] = NftBatch(self.nft_runner, table=table)
+                        nb.add(set_name, ban.ip, None if ban.expires == FOREVER else int(vars_["bantime"]))  # type: ignore[call-overload]
+                        batched.setdefault(table, []).append((ban, action))
+                        continue
+                    res = self._run(ban.jail, action, "actionban", ban, now=now, remaining=True)
+                except Exception as exc:  # noqa: BLE001 - one bad ban is logged and skipped, never a crash loop
+                    log.exception("jail %s: action %s: ban of %s skipped", ban.jail, action.name, ban.ip)
+                    res = Result((), 2, stderr=f"{type(exc).__name__}: {exc}")
                 if res is None:
                     done[(ban.jail, ban.ip)].append(action.name)
                 else:
@@ -223,6 +244,8 @@ class Executor:
             return
         for ban in bans:
             names = done[(ban.jail, ban.ip)]
+            if ban.expires != FOREVER and not math.isfinite(ban.bantime):
+                continue  # reported above as failed (its bantime cannot be rendered)
             bantime = "forever" if ban.expires == FOREVER else f"{int(round(ban.bantime))}s"
             note = ban.info.get("note", "")
             self.report(R.Event.BAN,
@@ -236,15 +259,42 @@ class Executor:
                         PS_PORT=ban.info.get("port", ""), PS_PROTO=ban.info.get("proto", ""),
                         PS_SCAN=ban.info.get("scan", ""), PS_HITS=str(ban.failures))
 
-    def unban(self, ban: Ban, *, reason: str) -> None:
-        names = self._phase(ban.jail, "actionunban", ban, reverse=True)
-        by = ", ".join(names) or "no action"
-        self.report(R.Event.UNBAN, f"jail {ban.jail}: unbanned {ban.ip} ({reason}) by {by}",
-                    PS_JAIL=ban.jail, **src_fields(ban.ip, ban.info), PS_ACTION=",".join(names), PS_DETAIL=reason)
+    def lift(self, ban: Ban, *, attempt: int = 0) -> tuple[list[str], list[str]]:
+        """Run actionunban of every action of the jail (reverse order), each failure reported and none retried
+        here (responder.unbans retries the whole unban). Returns the names that succeeded and that failed."""
+        done: list[str] = []
+        failed: list[str] = []
+        now = time.time()
+        for action in reversed(self.actions.get(ban.jail, [])):
+            if not action.has("actionunban") or not action.handles(ban.ip):
+                continue
+            try:
+                res = self._run(ban.jail, action, "actionunban", ban, now=now)
+            except Exception as exc:  # noqa: BLE001 - one bad unban is logged, kept pending, never a crash loop
+                log.exception("jail %s: action %s: unban of %s", ban.jail, action.name, ban.ip)
+                res = Result((), 2, stderr=f"{type(exc).__name__}: {exc}")
+            if res is None:
+                done.append(action.name)
+            else:
+                failed.append(action.name)
+                self._report_failed(ban.jail, action, "actionunban", ban, res,
+                                    f"(unban stays pending, attempt {attempt + 1})")
+        return done, failed
 
-    def unban_expired_offline(self, jail: str, ip: str) -> None:
-        """A ban that ran out while the responder was stopped: undo what may still be in force."""
-        self.unban(Ban(jail, ip, time.time(), FOREVER), reason="expired while stopped")
+    def check(self, jail: str) -> list[Action]:
+        """Run ``actioncheck`` of every started action of the jail; the actions whose check failed."""
+        broken = []
+        for action in self.actions.get(jail, []):
+            if (jail, action.name) not in self.started or not action.has("actioncheck"):
+                continue
+            try:
+                res = self._run(jail, action, "actioncheck", None, now=time.time())
+            except Exception:  # noqa: BLE001 - a check that cannot run counts as broken
+                log.exception("jail %s: action %s: actioncheck", jail, action.name)
+                res = Result((), 2)
+            if res is not None:
+                broken.append(action)
+        return broken
 
     # -------------------------------------------------------------- retries
     def next_retry(self) -> float | None:

@@ -2,7 +2,8 @@
 
 Order of effects for a ban: the ban and the source cursor are committed to sqlite in one transaction first,
 then the actions run. After a crash the ban is in the database and is re-applied at start (actions are
-idempotent), and the entry is never acted on twice.
+idempotent), and the entry is never acted on twice. An unban is committed as pending first and stays so until
+every action has lifted it (responder.keeper). One entry or ban that raises is logged with itself and skipped.
 """
 
 from __future__ import annotations
@@ -21,19 +22,24 @@ from portsentinel.common import paths
 from portsentinel.common.sdnotify import watchdog_interval
 from portsentinel.common.systemd import journal_available
 
+from . import views
+from .actions import Action
 from .adapters import facts
 from .adapters.control import ControlServer
 from .adapters.decisions import DecisionLog
 from .adapters.hostwatch import HostWatch
 from .adapters.rearm import RearmSender
 from .adapters.store import Store
-from .bans import FOREVER, Ban, BanBook, src_fields
+from .bans import Ban, BanBook, src_fields
 from .engine import Decision, Engine, JailRuntime
 from .executor import Executor
 from .forgery import ForgeryTally, Report, describe, writer_of
 from .guard import NeverBan, PerMinuteCap
+from .health import Health
 from .jail import Jail
 from .jailconf import JailConfig, ResponderConfig, load
+from .keeper import Keeper
+from .reload import plan
 from .sources import Source
 from .trust import pushed_down
 
@@ -76,6 +82,9 @@ class Responder:
 
         self.traps = KernelTraps(self.executor.runner, self.report)
         self.engine: Engine = Engine([], NeverBan(), self.book, self.store)
+        self.keeper = Keeper(self.store, self.book, self.executor, self.report)
+        self.pending = self.keeper.pending
+        self.health = Health(self.executor, self.book, self.traps, self.report)
         self.config: ResponderConfig | None = None
         self.host = HostWatch(self.sel, follow=False)  # start() follows the host (netlink, resolver files)
         self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (responder.forgery)
@@ -159,25 +168,43 @@ class Responder:
         path = jail.logpath or DETECTOR_JSONL
         return f"file:{path}", False
 
-    def load(self) -> None:
+    def build(self) -> tuple[ResponderConfig, list[JailRuntime], dict[str, list[Action]], list[str]]:
+        """The configuration on disk parsed, validated and bound (filters, actions), touching nothing that runs.
+        Raises IniError (a ValueError) when jail.conf itself cannot be read."""
         from .filters import load_filter
 
         cfg = load(self.opts.config_dir)
-        self.config = cfg
-        self.errors = list(cfg.errors)
-        for err in cfg.errors:
-            log.error("%s", err)
+        errors = list(cfg.errors)
         runtimes: list[JailRuntime] = []
+        actions: dict[str, list[Action]] = {}
         for jc in cfg.jails:
             try:
                 filt = load_filter(self.opts.config_dir / "filter.d", jc.filter, jc.filter_args)
-                self.executor.configure(jc)
+                actions[jc.name] = self.executor.load(jc)
             except ValueError as exc:  # IniError, FilterError and ActionError are ValueErrors
-                self.errors.append(str(exc))
-                log.error("jail %s disabled: %s", jc.name, exc)
+                errors.append(str(exc))
                 continue
             source, journal = self._source_for(jc)
             runtimes.append(JailRuntime(jc, filt, Jail(jc), PerMinuteCap(jc.maxbans_per_minute), source, journal))
+        return cfg, runtimes, actions, errors
+
+    def load(self) -> None:
+        cfg, runtimes, actions, errors = self.build()
+        for err in errors:
+            log.error("%s (jail left out)", err)
+        self._install(cfg, runtimes, actions, errors)
+
+    def _install(self, cfg: ResponderConfig, runtimes: list[JailRuntime], actions: dict[str, list[Action]],
+                 errors: list[str]) -> None:
+        self.config = cfg
+        self.errors = list(errors)
+        old = self.engine.jails
+        for rt in runtimes:  # an unchanged jail keeps its failure window and counters
+            prev = old.get(rt.cfg.name)
+            if prev is not None and prev.cfg == rt.cfg:
+                rt.jail, rt.cap = prev.jail, prev.cap
+                rt.bans_total, rt.ignored_total = prev.bans_total, prev.ignored_total
+        self.executor.actions = dict(actions)
         self.engine = Engine(runtimes, self._never_ban(), self.book, self.store)
         self.errors += self.traps.configure({j: a for j, a in self.executor.actions.items() if j in self.engine.jails},
                                             {rt.cfg.name: rt.cfg.ignoreip for rt in runtimes}, self.sel,
@@ -222,30 +249,14 @@ class Responder:
                 self.sel.register(src, selectors.EVENT_READ, ("source", name))
 
     def restore(self) -> None:
-        """Bans from the database: the expired ones lifted, the others re-applied in one batch."""
-        now = time.time()
-        keep: list[Ban] = []
-        expired: list[tuple[str, str]] = []
-        for b in self.store.bans():
-            if b.jail not in self.engine.jails:
-                keep.append(b)  # its jail is gone or broken: keep the row, nothing to run
-                continue
-            if b.expires != FOREVER and b.expires <= now:
-                expired.append((b.jail, b.ip))
-            else:
-                keep.append(b)
-                self.book.add(b)
-        if expired:
-            self.store.commit(removed=expired)
-        for jail in self.engine.jails:
-            self.executor.start(jail)
-        self.executor.ban_many([b for b in keep if b.jail in self.engine.jails], restoring=True)
-        if keep or expired:
-            self.report(R.Event.BAN, f"restored {len(keep)} ban(s) from {self.store.path}; "
-                                     f"{len(expired)} expired while stopped", PS_ACTION="restore",
-                        PS_DETAIL=f"restored={len(keep)} expired={len(expired)}")
-        for jail, ip in expired:
-            self.executor.unban_expired_offline(jail, ip)
+        """Bans from the database re-applied, the expired ones and the pending unbans lifted (responder.keeper)."""
+        self.keeper.restore(self.engine.jails)
+
+    def apply_bans(self, bans: list[Ban], cursors: dict[str, str] | None = None) -> None:
+        self.keeper.apply(bans, cursors)
+
+    def lift(self, bans: list[Ban], reason: str) -> None:
+        self.keeper.lift(bans, reason)
 
     def start(self) -> None:
         self.load()
@@ -262,6 +273,8 @@ class Responder:
         self._wake_w.setblocking(False)
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         self.sel.register(self._wake_r, selectors.EVENT_READ, ("signal", ""))
+        for nl in self.health.open():
+            self.sel.register(nl, selectors.EVENT_READ, ("health", ""))
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_signal)
@@ -310,31 +323,30 @@ class Responder:
             if e.error:
                 self.report(R.Event.IGNORED, f"unreadable entry in {source}: {e.error}", PS_DETAIL=e.error[:500])
                 continue
-            for d in self.engine.entry(source, e, now):
+            try:
+                decisions = self.engine.entry(source, e, now)
+            except Exception as exc:  # noqa: BLE001 - one bad entry is logged and skipped, never a crash loop
+                log.exception("entry skipped: %s", e)
+                what = (e.line or repr(e.fields))[:500]
+                self.report(R.Event.FAILED, f"entry in {source} skipped: {type(exc).__name__}: {exc}: {what}",
+                            PS_DETAIL=f"entry={what}", PS_STDERR=f"{type(exc).__name__}: {exc}"[:2000])
+                continue
+            for d in decisions:
                 if d.kind == "ban" and d.ban is not None:
                     self._lift_covered(d)
                     bans.append(d.ban)
                 else:
                     self._decision(d)
-        self.store.commit(added=bans, cursors={source: entries[-1].cursor})
-        if bans:
-            self.executor.ban_many(bans)
+        self.apply_bans(bans, {source: entries[-1].cursor})
 
     def _lift_covered(self, d: Decision) -> None:
         """Before a network ban: lift the bans of the same jail inside it (it covers them; nft interval sets
         refuse overlapping elements)."""
         if d.replaces:
-            self.store.commit(removed=[(b.jail, b.ip) for b in d.replaces])
-            for b in d.replaces:
-                self.executor.unban(b, reason=f"covered by {d.ip}")
+            self.lift(list(d.replaces), f"covered by {d.ip}")
 
     def expire(self) -> None:
-        due = self.book.due(time.time())
-        if not due:
-            return
-        self.store.commit(removed=[(b.jail, b.ip) for b in due])
-        for b in due:
-            self.executor.unban(b, reason="expired")
+        self.lift(self.book.due(time.time()), "expired")
 
     # ------------------------------------------------------------------ kernel trap (docs/kernel-trap.md)
     def trap_events(self, group: int) -> None:
@@ -355,8 +367,7 @@ class Responder:
             elif d is not None:
                 self._decision(d)
         if bans:
-            self.store.commit(added=bans)
-            self.executor.ban_many(bans)
+            self.apply_bans(bans)
 
     def trap_tick(self) -> None:
         """Listening ports and never-ban facts into the trap's sets; tarpits that ran out, logged."""
@@ -374,6 +385,10 @@ class Responder:
         r = self.executor.next_retry()
         if r is not None:
             t = min(t, max(0.0, r - time.monotonic()))
+        u = self.pending.next_due()
+        if u is not None:
+            t = min(t, max(0.0, u - time.time()))
+        t = min(t, max(0.0, self.health.next_due() - time.monotonic()))
         sync, tarpit = self.traps.next_due(), self.traps.tarpit.next_expiry()  # kernel trap timers
         if sync is not None:
             t = min(t, max(0.0, sync - time.monotonic()))
@@ -403,6 +418,8 @@ class Responder:
                 elif kind == "host":
                     if self.host.check():
                         self.refresh_never_ban()
+                elif kind == "health":
+                    self.health.readable(key.fileobj)
                 else:
                     try:
                         while self._wake_r.recv(64):
@@ -413,10 +430,12 @@ class Responder:
                 self.reload()
             self.expire()
             self.forgeries_due()
+            self.keeper.unban_due()
             self.executor.retry_due()
             self.trap_tick()
             self.decisions.flush()  # one fdatasync for what this turn decided (JSON lines only)
             self.rearm.flush()
+            self.health.run(self.engine.jails)
             if self._watchdog and time.monotonic() >= self._next_ping:
                 from portsentinel.common.sdnotify import notify
 
@@ -424,22 +443,23 @@ class Responder:
                 self._next_ping = time.monotonic() + self._watchdog
         self.shutdown()
 
-    def reload(self) -> None:
+    def reload(self) -> dict[str, Any]:
+        """The new configuration is built and checked in full first; any error refuses the reload and nothing
+        running changes. Else every ban in force stays, moved to the jails' new actions (responder.reload)."""
         self._hup = False
-        old = self.engine
         try:
-            self.executor.reset()
-            self.load()
+            cfg, runtimes, actions, errors = self.build()
         except (ValueError, OSError) as exc:
-            self.engine = old
-            self.report(R.Event.FAILED, f"reload failed, keeping the running jails: {exc}", PS_DETAIL="reload")
-            return
-        for jail in self.engine.jails:
-            self.executor.start(jail)
-        self.executor.ban_many([b for b in self.book.active.values() if b.jail in self.engine.jails],
-                               restoring=True)
-        self.report(R.Event.START, "configuration reloaded: jails " + ", ".join(self.engine.jails),
-                    PS_DETAIL="reloaded")
+            errors = [str(exc)]
+        if errors:
+            msg = f"reload refused, nothing changed ({len(errors)} error(s)): " + "; ".join(errors)
+            self.report(R.Event.FAILED, msg[:4000], PS_DETAIL="reload")
+            return {"ok": False, "error": msg, "errors": errors}
+        p = plan(self.executor.actions, actions)
+        self.keeper.move(p, actions, {rt.cfg.name for rt in runtimes})
+        self._install(cfg, runtimes, actions, [])
+        self.report(R.Event.START, "configuration reloaded: " + p.describe(), PS_DETAIL="reloaded")
+        return {"ok": True, "errors": self.errors, "changes": p.as_dict()}
 
     def shutdown(self) -> None:
         from portsentinel.common.sdnotify import notify
@@ -458,35 +478,21 @@ class Responder:
         self.host.close()
         self.rearm.flush()
         self.rearm.close()
+        self.health.close()
         self.store.close()
         self.decisions.close()
 
     # ------------------------------------------------------------------ control
     def status(self, jail: str | None = None) -> dict[str, Any]:
-        now = time.time()
-        jails = {}
-        for name, rt in self.engine.jails.items():
-            if jail and name != jail:
-                continue
-            jails[name] = {"source": rt.source, "filter": rt.cfg.filter, "actions": [a.name for a in rt.cfg.actions],
-                           "failures": rt.jail.failures_total, "tracked": rt.jail.tracked(),
-                           "banned": len(self.book.in_jail(name)), "bans_total": rt.bans_total,
-                           "ignored_total": rt.ignored_total, "cap_refused": rt.cap.refused}
-        for name in jails:
-            if name in self.traps.traps:
-                jails[name]["kernel_trap"] = self.traps.counters(name)
-        if jail and jail not in jails:
-            return {"ok": False, "error": f"no such jail: {jail}"}
-        return {"ok": True, "uptime": round(now - self.started, 1), "jails": jails, "errors": self.errors,
-                "banned": len(self.book), "forged": self.forgeries.total,
-                "never_ban": self.engine.never.reasons, "facts_updated": round(self.host.updated, 3)}
+        out = views.status(self.engine, self.book, self.traps, self.health, self.pending, errors=self.errors,
+                           started=self.started, jail=jail)
+        if out["ok"]:
+            out.update(forged=self.forgeries.total, never_ban=self.engine.never.reasons,
+                       facts_updated=round(self.host.updated, 3))
+        return out
 
     def banned(self) -> dict[str, Any]:
-        now = time.time()
-        rows = [{"jail": b.jail, "ip": b.ip, "since": b.banned_at, "remaining": round(b.remaining(now), 1),
-                 "count": b.count, **b.info} for b in sorted(self.book.active.values(), key=lambda b: b.banned_at)]
-        rows += [r for r in self.traps.banned(now) if self.book.get(str(r["jail"]), str(r["ip"])) is None]
-        return {"ok": True, "bans": rows}
+        return views.banned(self.book, self.traps)
 
     def control_request(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
@@ -499,17 +505,14 @@ class Responder:
                 d = self.engine.manual_ban(str(req.get("jail", "")), str(req.get("ip", "")), time.time())
                 if d.kind == "ban" and d.ban is not None:
                     self._lift_covered(d)
-                    self.store.commit(added=[d.ban])
-                    self.executor.ban_many([d.ban])
+                    self.apply_bans([d.ban])
                     return {"ok": True, "banned": d.ip, "jail": d.jail}
                 self._decision(d)
                 return {"ok": False, "error": f"{d.ip} not banned: {d.reason}"}
             if cmd == "unban":
                 ip = None if req.get("all") else str(req.get("ip", ""))
                 lifted = self.engine.unban(ip)
-                self.store.commit(removed=[(b.jail, b.ip) for b in lifted])
-                for b in lifted:
-                    self.executor.unban(b, reason="manual")
+                self.lift(lifted, "manual")
                 done = [{"jail": b.jail, "ip": b.ip} for b in lifted]
                 for jail, addr in self.traps.unban(None if ip is None else R.canonical_address(ip)):
                     if {"jail": jail, "ip": addr} not in done:
@@ -518,8 +521,7 @@ class Responder:
                                     PS_JAIL=jail, PS_SRC=addr, PS_ACTION="kernel-trap", PS_DETAIL="manual")
                 return {"ok": True, "unbanned": done}
             if cmd == "reload":
-                self.reload()
-                return {"ok": True, "errors": self.errors}
+                return self.reload()
         except (KeyError, ValueError) as exc:
             return {"ok": False, "error": str(exc).strip("'\"")}
         return {"ok": False, "error": f"unknown command {cmd!r}"}

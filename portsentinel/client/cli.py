@@ -103,6 +103,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     if not args.json:
         print(f"uptime {a['uptime']}s, {a['banned']} ban(s) in force, {len(a['jails'])} jail(s)")
+        if a.get("pending_unbans"):
+            print(f"{a['pending_unbans']} unban(s) pending (retried until every action succeeds)")
+        health = a.get("health") or {}
+        if health.get("last_reapply"):
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(health["last_reapply"]))
+            print(f"firewall lost bans {health['reapplied_total']} time(s); last re-applied at {when}: "
+                  f"{health['last_reapply_detail']}")
         for name, j in a["jails"].items():
             print(f"jail {name}: source {j['source']}, filter {j['filter']}, actions {', '.join(j['actions'])}")
             print(f"  failures {j['failures']} (tracked {j['tracked']}), banned now {j['banned']}, "

@@ -1,7 +1,10 @@
-"""Bans, offence counts and source cursors in sqlite (WAL). The one module that imports sqlite3.
+"""Bans, pending unbans, offence counts and source cursors in sqlite (WAL). The one module that imports sqlite3.
 
 A ban and the cursor of the entry that caused it are written in one transaction, before the action runs:
 after a crash the ban is in the database (and re-applied at start) and the entry is not acted on twice.
+An unban moves the ban's row to ``unbans`` in one transaction before its actions run, and the row goes only
+when every action has succeeded: after a crash at any point the unban is still pending and is run again at start
+(actions are idempotent), so nothing stays in force that nothing will lift.
 """
 
 from __future__ import annotations
@@ -22,7 +25,18 @@ CREATE TABLE IF NOT EXISTS offences (
     jail TEXT NOT NULL, ip TEXT NOT NULL, count INTEGER NOT NULL, last REAL NOT NULL,
     PRIMARY KEY (jail, ip));
 CREATE TABLE IF NOT EXISTS cursors (source TEXT PRIMARY KEY, cursor TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS unbans (
+    jail TEXT NOT NULL, ip TEXT NOT NULL, banned_at REAL NOT NULL, expires REAL NOT NULL,
+    count INTEGER NOT NULL, failures INTEGER NOT NULL, info TEXT NOT NULL, reason TEXT NOT NULL, since REAL NOT NULL,
+    PRIMARY KEY (jail, ip));
 """
+
+_BAN_COLS = "jail, ip, banned_at, expires, count, failures, info"
+
+
+def _ban(row: tuple[str, str, float, float, int, int, str]) -> Ban:
+    j, ip, at, exp, cnt, fail, info = row
+    return Ban(j, ip, at, exp, cnt, fail, json.loads(info))
 
 
 class Store:
@@ -39,8 +53,12 @@ class Store:
         self.db.close()
 
     def bans(self) -> list[Ban]:
-        rows = self.db.execute("SELECT jail, ip, banned_at, expires, count, failures, info FROM bans").fetchall()
-        return [Ban(j, ip, at, exp, cnt, fail, json.loads(info)) for j, ip, at, exp, cnt, fail, info in rows]
+        return [_ban(row) for row in self.db.execute(f"SELECT {_BAN_COLS} FROM bans").fetchall()]
+
+    def unbans(self) -> list[tuple[Ban, str, float]]:
+        """Pending unbans: (the ban, why it is lifted, since when), oldest first."""
+        rows = self.db.execute(f"SELECT {_BAN_COLS}, reason, since FROM unbans ORDER BY since").fetchall()
+        return [(_ban(row[:7]), str(row[7]), float(row[8])) for row in rows]
 
     def offences(self, jail: str, ip: str) -> int:
         row = self.db.execute("SELECT count FROM offences WHERE jail=? AND ip=?", (jail, ip)).fetchone()
@@ -51,11 +69,22 @@ class Store:
         return str(row[0]) if row else None
 
     def commit(self, *, added: Iterable[Ban] = (), removed: Iterable[tuple[str, str]] = (),
-               cursors: dict[str, str] | None = None) -> None:
-        """One transaction: new bans (with their offence counts), lifted bans, and source cursors."""
+               cursors: dict[str, str] | None = None, unbanning: Iterable[tuple[Ban, str]] = (),
+               unbanned: Iterable[tuple[str, str]] = (), now: float = 0.0) -> None:
+        """One transaction: new bans (with their offence counts; a pending unban of the same ban is dropped),
+        bans whose unban starts (``unbanning``: moved to the pending unbans with the reason), unbans whose actions
+        all succeeded (``unbanned``: the pending row goes), rows simply dropped (``removed``), source cursors."""
         with self.db:
             self.db.execute("BEGIN")
+            for b, reason in unbanning:
+                self.db.execute("DELETE FROM bans WHERE jail=? AND ip=?", (b.jail, b.ip))
+                self.db.execute("INSERT OR REPLACE INTO unbans VALUES (?,?,?,?,?,?,?,?,?)",
+                                (b.jail, b.ip, b.banned_at, b.expires, b.count, b.failures,
+                                 json.dumps(b.info, sort_keys=True), reason, now))
+            for jail, ip in unbanned:
+                self.db.execute("DELETE FROM unbans WHERE jail=? AND ip=?", (jail, ip))
             for b in added:
+                self.db.execute("DELETE FROM unbans WHERE jail=? AND ip=?", (b.jail, b.ip))
                 self.db.execute("INSERT OR REPLACE INTO bans VALUES (?,?,?,?,?,?,?)",
                                 (b.jail, b.ip, b.banned_at, b.expires, b.count, b.failures,
                                  json.dumps(b.info, sort_keys=True)))

@@ -147,6 +147,21 @@ class KernelTraps:
             if self.sel is not None:
                 self.sel.register(sock, selectors.EVENT_READ, ("trap", str(g)))
 
+    def repair(self) -> list[str]:
+        """Re-install each trap whose base chain is gone (a flushed ruleset); the jails whose trap came back."""
+        out = []
+        for jail, tr in self.traps.items():
+            if self.runner.run([*self.nft, "list", "chain", "inet", tr.settings.table, tr.settings.chain]).ok:
+                continue
+            res = self._install(tr)
+            if res.ok:
+                out.append(jail)
+            else:
+                self.report(R.Event.FAILED, f"jail {jail}: kernel trap lost and not re-installed: "
+                                            f"{res.stderr.strip()[:300]}", PS_JAIL=jail, PS_ACTION=T.ACTION,
+                            PS_STDERR=res.stderr.strip()[:2000])
+        return out
+
     def stop(self) -> None:
         """Remove every trap (jail chains, sets, counters) and close the sockets: nothing stale is left."""
         for tr in self.traps.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -27,8 +28,10 @@ def make_config(base: Path, jail_conf: str) -> Path:
 class ResponderProcess(LabProcess):
     name = "responder"
 
-    def __init__(self, host: Host, base: Path, config: Path, *, backend: str = "pyinotify") -> None:
+    def __init__(self, host: Host, base: Path, config: Path, *, backend: str = "pyinotify",
+                 env: dict[str, str] | None = None) -> None:
         self.host = host
+        self.env = None if env is None else {**os.environ, **env}
         self.base = base
         self.socket = str(base / "ctl.sock")
         self.wake = str(base / "wake.sock")
@@ -43,7 +46,7 @@ class ResponderProcess(LabProcess):
 
     def start(self, timeout: float = 20) -> ResponderProcess:
         self._err = open(self.err_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = self.host.popen(self.argv, stdout=self._err, stderr=subprocess.STDOUT)
+        self.proc = self.host.popen(self.argv, stdout=self._err, stderr=subprocess.STDOUT, env=self.env)
         with open(self.base / "responder.pids", "a") as fh:  # every responder run on this base, for records()
             fh.write(f"{self.proc.pid}\n")
         deadline = time.monotonic() + timeout

@@ -53,7 +53,7 @@ def test_order_and_failure_is_retried_without_stopping_others() -> None:
     ex.ban_many([Ban("scan", "203.0.113.9", 1000.0, 1060.0)])
     argvs = [c[0] for c in runner.calls]
     assert argvs[0][:2] == ["@script", "/bin/true"] and argvs[0][2] == "203.0.113.9"  # first = yes runs first
-    assert argvs[1][:4] == ["ip", "-4", "route", "add"]
+    assert argvs[1][:4] == ["ip", "-4", "route", "replace"]
     failed = [f for ev, _, f in reports if ev is R.Event.FAILED]
     assert failed and failed[0]["PS_ACTION"] == "route" and failed[0]["PS_STDERR"] == "boom"
     (ban,) = [f for ev, _, f in reports if ev is R.Event.BAN]
@@ -62,7 +62,7 @@ def test_order_and_failure_is_retried_without_stopping_others() -> None:
     runner.fail.clear()
     ex._retries[0].due = 0.0  # time passes
     ex.retry_due()
-    assert runner.calls[-1][0][:4] == ["ip", "-4", "route", "add"]
+    assert runner.calls[-1][0][:4] == ["ip", "-4", "route", "replace"]
     assert "succeeded on retry 1" in reports[-1][1]
 
 

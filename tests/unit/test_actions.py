@@ -49,8 +49,9 @@ def test_families_and_script_order() -> None:
 
 def test_route_gateway() -> None:
     a = load_action(SHIPPED, "route[gateway=192.0.2.1]", "ssh")
-    assert a.argv("actionban", BAN) == [["ip", "-4", "route", "add", "198.51.100.7/32", "via", "192.0.2.1"]]
-    assert load_action(SHIPPED, "route", "ssh").argv("actionunban", BAN) == [
+    assert a.argv("actionban", BAN) == [["ip", "-4", "route", "replace", "198.51.100.7/32", "via", "192.0.2.1"]]
+    assert load_action(SHIPPED, "route", "ssh").argv("actionunban", BAN) == [  # idempotent: in place, then gone
+        ["ip", "-4", "route", "replace", "blackhole", "198.51.100.7/32"],
         ["ip", "-4", "route", "del", "blackhole", "198.51.100.7/32"]]
 
 

@@ -11,22 +11,22 @@ from typing import Any
 
 import pytest
 
-import psrecord as R
-from responder.actions import ActionError, load_action
-from responder.adapters.nlmonitor import nft_deleted, parse_routes
-from responder.adapters.runner import Result
-from responder.adapters.store import Store
-from responder.bans import FOREVER, Ban, BanBook, bantime_for
-from responder.engine import Decision, Engine, JailRuntime
-from responder.executor import Executor
-from responder.guard import NeverBan, PerMinuteCap
-from responder.jail import Jail
-from responder.jailconf import ActionRef, JailConfig, load, parse_duration, parse_factor
-from responder.keeper import Keeper
-from responder.names import problem
-from responder.reload import plan
-from responder.sources import Entry
-from responder.unbans import LATER, PendingUnbans
+from portsentinel import record as R
+from portsentinel.responder.actions import ActionError, load_action
+from portsentinel.responder.adapters.nlmonitor import nft_deleted, parse_routes
+from portsentinel.responder.adapters.runner import Result
+from portsentinel.responder.adapters.store import Store
+from portsentinel.responder.bans import FOREVER, Ban, BanBook, bantime_for
+from portsentinel.responder.engine import Decision, Engine, JailRuntime
+from portsentinel.responder.executor import Executor
+from portsentinel.responder.guard import NeverBan, PerMinuteCap
+from portsentinel.responder.jail import Jail
+from portsentinel.responder.jailconf import ActionRef, JailConfig, load, parse_duration, parse_factor
+from portsentinel.responder.keeper import Keeper
+from portsentinel.responder.names import problem
+from portsentinel.responder.reload import plan
+from portsentinel.responder.sources import Entry
+from portsentinel.responder.unbans import LATER, PendingUnbans
 from tests.conftest import ROOT
 
 ACTIONS = ROOT / "actions.d"
@@ -189,7 +189,7 @@ def test_a_bad_port_field_is_invalid_not_a_crash() -> None:
 
 
 def test_poison_entry_is_skipped_with_the_cursor_advanced(tmp_path: Path) -> None:
-    from responder.service import Options, Responder
+    from portsentinel.responder.service import Options, Responder
 
     r = Responder(Options(ROOT, tmp_path / "st", str(tmp_path / "s.sock"), backend="pyinotify",
                           wake=str(tmp_path / "w.sock"), decisions_jsonl=str(tmp_path / "d.jsonl")))

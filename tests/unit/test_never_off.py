@@ -55,7 +55,7 @@ def test_bad_factor_refused(text: str) -> None:
 
 def test_absurd_duration_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="too long"):
-        parse_duration("99999999999999w")
+        parse_duration("20000w")
     (tmp_path / "jail.conf").write_text("[j]\nenabled = true\nfilter = portsentinel\nbantime.factor = nan\n")
     cfg = load(tmp_path)
     assert cfg.jails == [] and "jail.conf:4" in cfg.errors[0] and "bantime.factor" in cfg.errors[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,7 @@ def test_netlink_parsing() -> None:
 class Boom:
     journalmatch: list[dict[str, str]] = []
 
-    def match_record(self, fields: dict[str, str]) -> Any:
+    def match_record(self, fields: Mapping[str, str]) -> Any:
         if fields.get("PS_SRC") == "198.51.100.66":
             raise RuntimeError("poison")
         return type("H", (), {"host": fields["PS_SRC"]})()
@@ -205,6 +205,9 @@ def test_poison_entry_is_skipped_with_the_cursor_advanced(tmp_path: Path) -> Non
     (skipped,) = [m for ev, m in reports if ev is R.Event.FAILED]
     assert "skipped" in skipped and "poison" in skipped and "198.51.100.66" in skipped
     r.store.close()
+    r.rearm.close()
+    r.host.close()
+    r.decisions.close()
 
 
 def test_a_ban_that_raises_is_reported_and_the_others_run() -> None:

@@ -24,12 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scapy.layers.inet import IP, TCP
+from scapy.layers.sctp import SCTP, SCTPChunkInit
 
 from portsentinel import record as R
+from portsentinel.common.hostproto import handled_protocols
 from portsentinel.detector.adapters.capture import RingCapture
 from portsentinel.detector.classify import classify
+from portsentinel.detector.other import OtherSentries
 from portsentinel.detector.packet import Bad, parse, parse_tuple
-from portsentinel.detector.service import Detector
+from portsentinel.detector.service import OTHER_BADS, Detector
 from portsentinel.detector.settings import DetectorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +56,9 @@ class NullSink:
         pass
 
 
-def make_ring(sources: int = 1, fragments: bool = False) -> RingCapture:
+def make_ring(sources: int = 1, fragments: bool = False, other: bool = False) -> RingCapture:
+    """A ring of SYNs; with ``fragments``, of random fragments; with ``other``, of SCTP INITs and IP protocol
+    probes (nmap -sY and -sO), half each."""
     ring = mmap.mmap(-1, FRAME * NFRAMES)
     rnd = random.Random(9)
     for i in range(NFRAMES):
@@ -61,6 +66,9 @@ def make_ring(sources: int = 1, fragments: bool = False) -> RingCapture:
         if fragments:  # refilled rounds repeat them: each round starts with an already full table
             pkt = bytes(IP(src=str(ipaddress.IPv4Address(rnd.getrandbits(32))), dst=DST, id=rnd.getrandbits(16),
                            flags="MF", frag=rnd.getrandbits(13), proto=6) / bytes(16))
+        elif other:
+            pkt = bytes(IP(src=src, dst=DST) / SCTP(sport=40000, dport=1 + i % 1024) / SCTPChunkInit() if i % 2
+                        else IP(src=src, dst=DST, proto=100 + i % 100))
         else:
             pkt = bytes(IP(src=src, dst=DST) / TCP(sport=40000 + (i % 1000), dport=1 + i % 1024, flags="S"))
         off = i * FRAME
@@ -142,6 +150,15 @@ def main() -> int:
     det = make_detector()  # a fresh tracker, as for on_packet
     print(f"  {'Detector.on_ring (whole, batch)':<30} {per_packet(None, cap, args.rounds, det.on_ring):7.0f} "
           "ns/packet  <- the detector's hot path")
+    # The same ring size of SCTP INITs and IP protocol probes through the SCTP and IP-protocol sentries.
+    odet = make_detector()
+    odet.other = OtherSentries(dict.fromkeys(range(1, 65536), "asctp"), "aproto")
+    odet.other.handled4, odet.other.handled6 = handled_protocols()
+    odet._other_bads = OTHER_BADS
+    odet._other_at = time.monotonic() + 1e9  # no /proc reads here
+    other = make_ring(args.sources, other=True)
+    print(f"  {'on_ring, SCTP INIT + -sO probes':<30} {per_packet(None, other, args.rounds, odet.on_ring):7.0f} "
+          "ns/packet  (asctp + aproto, not TCP/UDP)")
     t = time.perf_counter()
     for _ in range(100):
         det.refresh_in_use(6, time.monotonic())

@@ -488,8 +488,12 @@ class Detector:
                     vi, frag, proto, src, dst, port, doff, flags = v4_l4(ring, start)  # flags: junk for UDP
                     fast = vi == 0x45 and not frag & 0x3FFF and (proto == TCP and doff >= 0x50 or proto == UDP)
                 if not fast:  # (an IPv4 fragment has an offset or MF in 0x3FFF: one bit test above)
-                    res: ProbeTuple | Bad | None = parse_tuple(ring, start, length)
                     whole = None
+                    if (other_bads and length >= 20 and ring[start] == 0x45 and ring[start + 9] != TCP
+                            and ring[start + 9] != UDP and not (ring[start + 6] & 0x3F or ring[start + 7])):
+                        res: ProbeTuple | Bad | None = Bad.OTHER_PROTO  # IPv4, not TCP/UDP, whole: parse_other
+                    else:
+                        res = parse_tuple(ring, start, length)
                     if res is Bad.FRAGMENT:  # copied out of the ring by the reassembler
                         if shed:
                             self.frags.counters.shed += 1
@@ -602,7 +606,10 @@ class Detector:
             if dst not in self.local:
                 c.not_local += 1
                 return
-        if self.ignored(src):
+        ignored = self._ignore_cache.get(src)
+        if ignored is None:
+            ignored = self.ignored(src)
+        if ignored:
             c.ignored += 1
             return
         net = src if self._full4 and len(src) == 4 else self.netof(src)  # tracked by network, as TCP and UDP

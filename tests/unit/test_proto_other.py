@@ -7,7 +7,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrRouting
@@ -22,9 +22,12 @@ from portsentinel.detector.classify import classify_sctp
 from portsentinel.detector.config import parse_config_text
 from portsentinel.detector.other import KEY_BYTE, PROTO_IP, OtherSentries
 from portsentinel.detector.packet import Bad, parse, parse_other
+from portsentinel.detector.service import OTHER_BADS
 from portsentinel.detector.settings import ConfigError, DetectorConfig
 from portsentinel.detector.tracker import Tracker
+from tests.unit import test_detector_ring as ring_test
 from tests.unit.test_bpf import run_bpf
+from tests.unit.test_detector_ring import clock  # noqa: F401 - the fixture
 
 S4, D4 = "198.51.100.7", "203.0.113.1"
 S6, D6 = "2001:db8::7", "2001:db8::1"
@@ -255,3 +258,76 @@ def test_records_accept_the_new_values() -> None:
         assert rec.get("PS_PROTO") == proto
     with pytest.raises(R.RecordError):
         R.validate({"MESSAGE": "m", "PS_PROTO": "icmp"})
+
+
+# ----------------------------------------------------------------------------- the detector's two paths
+
+OTHER_KINDS = ["sctp-init", "sctp-cookie", "sctp-abort", "proto", "proto", "proto", "tcp"]
+
+
+def _other_packet(kind: str, raw_src: bytes, port: int, proto: int) -> bytes:
+    v6 = len(raw_src) == 16
+    src = str(ipaddress.ip_address(raw_src))
+    dst = str(ipaddress.ip_address(ring_test.LOCAL[1] if v6 else ring_test.LOCAL[0]))
+    l3: Packet = IPv6(src=src, dst=dst) if v6 else IP(src=src, dst=dst)
+    if kind.startswith("sctp"):
+        chunk = {"sctp-init": SCTPChunkInit(), "sctp-cookie": SCTPChunkCookieEcho(), "sctp-abort": Raw(b"\x06\0\0\4")}
+        return bytes(l3 / SCTP(sport=5000, dport=port) / chunk[kind])
+    if kind == "tcp":
+        return bytes(l3 / TCP(dport=port, flags="S"))
+    if v6:
+        return bytes(IPv6(src=src, dst=dst, nh=proto, plen=0))
+    return bytes(IP(src=src, dst=dst, proto=proto))
+
+
+OTHER_PACKETS = st.tuples(st.sampled_from(OTHER_KINDS), st.sampled_from([0, 0, 0, 1, 3, 5]),
+                          st.sampled_from([1, 2, 80, 2905, 36412]), st.sampled_from([3, 5, 7, 8, 9, 58, 47, 99, 132]))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(OTHER_PACKETS, max_size=ring_test.NFRAMES), min_size=1, max_size=6))
+def test_on_ring_is_on_packet_for_sctp_and_protocols(clock: ring_test.Clock,  # noqa: F811 - the fixture
+                                                     rings: list[list[tuple[str, int, int, int]]]) -> None:
+    """The hot path's SCTP / IP-protocol branch does what on_packet does, frame for frame."""
+    clock.now = 1000.0
+    dets = [ring_test.make_detector(0, 65536, 50) for _ in range(2)]
+    for det, _ in dets:
+        det.other = OtherSentries({2905: "ssctp", 36412: "asctp", 1: "asctp"}, "aproto", frozenset({47}))
+        det.other.handled4, det.other.handled6 = hostproto.CORE4, hostproto.CORE6
+        det._other_bads = OTHER_BADS
+        det._other_at = clock.now + 1e9  # no /proc reads
+    (one, one_sink), (two, two_sink) = dets
+    cap1, cap2 = ring_test.make_ring(), ring_test.make_ring()
+    try:
+        for specs in rings:
+            clock.now += 0.01
+            frames = [(_other_packet(k, ring_test.SOURCES[s], port, proto), 3) for k, s, port, proto in specs]
+            ring_test.fill(cap1, frames)
+            ring_test.fill(cap2, frames)
+            while cap1.drain(one.on_packet):
+                pass
+            while two.on_ring(cap2):
+                pass
+            assert ring_test.snapshot(one, one_sink, cap1) == ring_test.snapshot(two, two_sink, cap2)
+        for rec in two_sink.records:
+            assert (rec.get("PS_PROTO"), rec.get("PS_SCAN")) in {("sctp", "init"), ("sctp", "cookie"),
+                                                                 ("ip", "proto"), ("tcp", "syn")}, rec.fields
+    finally:
+        ring_test.close(one, two, cap1, cap2)
+
+
+def test_on_ring_reports_an_ip_protocol_scan(clock: ring_test.Clock) -> None:  # noqa: F811 - the fixture
+    det, sink = ring_test.make_detector(0, 65536, 50)
+    det.other = OtherSentries({}, "aproto")
+    det.other.handled4, det.other.handled6 = hostproto.CORE4, hostproto.CORE6
+    det._other_bads = OTHER_BADS
+    det._other_at = clock.now + 1e9
+    cap = ring_test.make_ring()
+    src = ring_test.SOURCES[0]
+    ring_test.fill(cap, [(_other_packet("proto", src, 0, p), 7) for p in (3, 3, 1, 5, 7, 8, 9, 99)])
+    while det.on_ring(cap):
+        pass
+    scans = [r for r in sink.records if r.get("PS_EVENT") == "scan"]
+    assert len(scans) == 1 and scans[0].get("PS_PORT") == "9" and scans[0].get("PS_PORTS") == "5"
+    assert scans[0].get("PS_IFACE") == "if7" and scans[0].get("PS_MODE") == "aproto"
+    ring_test.close(det, cap)

@@ -149,6 +149,8 @@ def test_flushed_firewall_is_noticed_and_every_ban_reapplied(mlab: Lab, tmp_path
 
         vic.run(["ip", "route", "del", "blackhole", f"{ip}/32"])
         assert _until(lambda: _routes(vic, ip) == 1) is not None
+        vic.run(["nft", "flush", "chain", "inet", "portsentinel", "fw"])  # the chain stays, its rules go
+        assert _until(lambda: "@fw_v4" in _nft(vic, "list", "chain", "inet", "portsentinel", "fw")) is not None
         # New bans work at once, not six failures later.
         assert resp.ask("ban", "fw", "198.51.100.53")["ok"] and _in_set(vic, "fw_v4", "198.51.100.53")
         assert resp.stop() == 0

@@ -270,7 +270,7 @@ class DateDetector:
     _last_distance: int = 1
     _last: Template | None = None
     # The last date text parsed, per template and second of ``now``: most lines of a busy log share it.
-    _memo: tuple[int, str, int, float | None] = (0, "", 0, None)
+    _memo: tuple[Template | None, str, int, float | None] = (None, "", 0, None)
 
     @classmethod
     def parse(cls, text: str) -> DateDetector | None:
@@ -302,35 +302,34 @@ class DateDetector:
 
     def find(self, line: str, now: float) -> tuple[int, int, float | None] | None:
         """(start, end) of the date text in ``line`` and its epoch time (None when it does not parse)."""
-        chosen: tuple[re.Match[str], Template] | None = None
-        last = self._last
-        if last is not None:  # the template that matched last time, first (as fail2ban does)
-            m = last.regex.search(line)
-            if m is not None and (last.anchored or len(self.templates) == 1 or m.start() == self._last_distance):
-                chosen = (m, last)
-        if chosen is None:
+        tpl = self._last
+        m = None
+        if tpl is not None:  # the template that matched last time, first (as fail2ban does)
+            m = tpl.regex.search(line)
+            if m is not None and not (tpl.anchored or m.start() == self._last_distance or len(self.templates) == 1):
+                m = None
+        if m is None:
             chosen = self._search(line)
             if chosen is None:
                 return None
-        m, tpl = chosen
+            m, tpl = chosen
+            self._last = tpl
+        assert tpl is not None
         tpl.hits += 1
-        tpl.distance = m.start()
-        self._last_distance = m.start()
-        self._last = tpl
-        start, end = m.start(1), m.end(1)
-        if start < 0:
-            return None
-        if start == end:
-            return start, end, None
-        text = m.group(1)
+        tpl.distance = self._last_distance = m.start()
+        start, end = m.span(1)
+        if start >= end:
+            return None if start < 0 else (start, end, None)
+        text = line[start:end]
+        sec = int(now)
         memo = self._memo
-        if memo[0] == id(tpl) and memo[1] == text and memo[2] == int(now):
+        if memo[0] is tpl and memo[1] == text and memo[2] == sec:
             return start, end, memo[3]
         try:
             stamp: float | None = tpl.epoch(m, now)
         except (ValueError, KeyError, OverflowError):
             stamp = None
-        self._memo = (id(tpl), text, int(now), stamp)
+        self._memo = (tpl, text, sec, stamp)
         return start, end, stamp
 
     def _search(self, line: str) -> tuple[re.Match[str], Template] | None:

@@ -108,8 +108,8 @@ def _int(name: str, value: object, lo: int, hi: int) -> int:
         raise VarError(name, "must be an integer")
     if isinstance(value, int):
         n = value
-    elif isinstance(value, str) and re.fullmatch(r"-?\d{1,20}", value.strip()):
-        n = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,20}", value.strip(" \t")):
+        n = int(value.strip(" \t"))  # ASCII digits only: str.strip() and \d also take "\x1c" and other digits
     elif isinstance(value, float) and name == "time":
         n = int(value)
     else:

@@ -154,3 +154,10 @@ def test_whole_value_shell_script() -> None:
     (cmd,) = compile_commands("if true; then\n  echo {{ matches }}\nfi", "f", "k", shell=True)
     assert _sh(cmd.render({"matches": "$(id)"})) == "$(id)\n"
     assert shlex.split(cmd.render({"matches": "x"})[2])[-2:] == ["x", "fi"]
+
+
+@pytest.mark.parametrize("value", ["60\x1c\x1c", "\x1f60", "٦٠", "6\u00a00", "60\n", "0x3c"])
+def test_integer_variables_take_ascii_digits_only_found_by_fuzzing(value: str) -> None:
+    with pytest.raises(VarError, match="bantime"):
+        validate_vars({"ip": "192.0.2.1", "bantime": value})
+    assert validate_vars({"ip": "192.0.2.1", "bantime": " 60 "})["bantime"] == 60

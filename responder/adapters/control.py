@@ -6,6 +6,7 @@ import contextlib
 import grp
 import json
 import os
+import pwd
 import socket
 import struct
 from collections.abc import Callable
@@ -13,6 +14,32 @@ from typing import Any
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 _MAX_REQUEST = 64 * 1024
+
+
+def proc_groups(status_text: str) -> set[int] | None:
+    """The ``Groups:`` of a /proc/PID/status text (None when there is no such line)."""
+    for line in status_text.splitlines():
+        if line.startswith("Groups:"):
+            return {int(g) for g in line.split()[1:] if g.isdigit()}
+    return None
+
+
+def peer_groups(pid: int, uid: int, gid: int) -> set[int]:
+    """The supplementary groups of a peer (SO_PEERCRED gives only uid and gid): the process's own, from
+    /proc/PID/status (checked to still belong to ``uid``), else the group database's for the user."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            text = fh.read()
+        uids = next((line.split()[1:] for line in text.splitlines() if line.startswith("Uid:")), [])
+        groups = proc_groups(text)
+        if groups is not None and uids and all(u == str(uid) for u in uids):
+            return groups
+    except OSError:
+        pass  # ProtectProc=invisible hides other users' processes: ask the group database
+    try:
+        return set(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    except (KeyError, OSError):
+        return set()
 
 
 class ControlServer:
@@ -36,8 +63,10 @@ class ControlServer:
 
     def _allowed(self, conn: socket.socket) -> bool:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _, uid, gid = struct.unpack("3i", creds)
-        return uid == 0 or uid == os.getuid() or (self.gid is not None and gid == self.gid)
+        pid, uid, gid = struct.unpack("3i", creds)
+        if uid == 0 or uid == os.getuid():
+            return True
+        return self.gid is not None and (gid == self.gid or self.gid in peer_groups(pid, uid, gid))
 
     def serve_one(self) -> None:
         try:

@@ -4,20 +4,32 @@ The file is locked with ``flock`` (on the file itself, the lock TCP wrappers' ow
 text is written to a temporary file in the same directory, fsynced, given the old file's mode and owner, and
 renamed over it, so a reader sees either the old or the new file, never half of one. Adding an address that is
 present, or removing one that is absent, changes nothing (idempotent). Only canonical addresses are written.
+
+Each line the responder writes follows its marker line (:data:`MARKER`), and only marked lines are ever
+removed: an admin's own ``ALL: <ip>`` line stays (and makes an add a no-op), and the package's postrm finds
+exactly what the responder left. Where only the file is writable (systemd ``ReadWritePaths=/etc/hosts.deny``
+bind-mounts it, so neither a temporary file in /etc nor a rename over a mount point is possible), the new text
+is written in place under the same lock: an addition only appends, so a reader sees the old lines whole.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from portsentinel.record import canonical_address, canonical_network
 
 DEFAULT_FILE = "/etc/hosts.deny"
 DEFAULT_DAEMON = "ALL"
+#: The comment line above every line the responder adds (packaging/debian/portsentinel.postrm knows it too).
+MARKER = "# portsentinel-responder ban"
+#: Why a temporary file or a rename in the file's directory can fail while the file itself is writable.
+_IN_PLACE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.EBUSY, errno.EXDEV})
 
 
 def _canonical(ip: str) -> str:
@@ -51,17 +63,31 @@ def edit(path: str | Path, ip: str, *, add: bool, daemon: str = DEFAULT_DAEMON) 
         with open(fd, encoding="utf-8", errors="surrogateescape", closefd=False) as fh:
             old = fh.read()
         lines = old.splitlines()
-        present = any(_same(line, wanted) for line in lines)
-        if add == present:
-            return False
         if add:
-            new_lines = [*lines, wanted]
+            if any(_same(line, wanted) for line in lines):
+                return False  # ours already, or the admin's own line
+            new_lines = [*lines, MARKER, wanted]
         else:
-            new_lines = [line for line in lines if not _same(line, wanted)]
+            new_lines = without_marked(lines, lambda line: _same(line, wanted))
+            if new_lines == lines:
+                return False
         _replace(path, fd, "".join(line + "\n" for line in new_lines))
         return True
     finally:
         os.close(fd)  # releases the lock
+
+
+def without_marked(lines: list[str], which: Callable[[str], bool]) -> list[str]:
+    """``lines`` less each marked pair (:data:`MARKER`, then a line ``which`` accepts)."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() == MARKER and i + 1 < len(lines) and which(lines[i + 1]):
+            i += 2
+            continue
+        out.append(lines[i])
+        i += 1
+    return out
 
 
 def _lock(path: Path) -> int:
@@ -78,9 +104,22 @@ def _lock(path: Path) -> int:
     raise OSError(f"{path}: could not lock (replaced repeatedly)")
 
 
+def _in_place(locked_fd: int, text: str) -> None:
+    data = text.encode("utf-8", "surrogateescape")
+    os.pwrite(locked_fd, data, 0)
+    os.ftruncate(locked_fd, len(data))
+    os.fsync(locked_fd)
+
+
 def _replace(path: Path, locked_fd: int, text: str) -> None:
     st = os.fstat(locked_fd)
-    tmp_fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        tmp_fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        if exc.errno not in _IN_PLACE_ERRNOS:
+            raise
+        _in_place(locked_fd, text)  # only the file is writable (ReadWritePaths=/etc/hosts.deny)
+        return
     try:
         with open(tmp_fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
             fh.write(text)
@@ -92,17 +131,27 @@ def _replace(path: Path, locked_fd: int, text: str) -> None:
                 pass  # not root: keep our own ownership
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        _unlink(tmp)
+        if exc.errno not in _IN_PLACE_ERRNOS:
+            raise
+        _in_place(locked_fd, text)  # the file is a mount point (a bind mount): rename cannot replace it
+        return
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink(tmp)
         raise
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def contains(path: str | Path, ip: str, *, daemon: str = DEFAULT_DAEMON) -> bool:

@@ -169,11 +169,12 @@ def test_hosts_deny_file(ns: str, tmp_path: Path, prefixed: bool) -> None:
     for _ in range(2):  # idempotent
         run_phase(runner, a, "actionban", {"ip": V4})
         run_phase(runner, a, "actionban", {"ip": V6})
-    assert deny.read_text() == f"# keep me\nsshd: 192.0.2.9\nALL: {V4}\nALL: [{V6}]\n"
+    mark = "# portsentinel-responder ban"
+    assert deny.read_text() == f"# keep me\nsshd: 192.0.2.9\n{mark}\nALL: {V4}\n{mark}\nALL: [{V6}]\n"
     assert deny.stat().st_mode & 0o777 == 0o640
     run_phase(runner, a, "actionunban", {"ip": V4})
     run_phase(runner, a, "actionunban", {"ip": V4})
-    assert deny.read_text() == f"# keep me\nsshd: 192.0.2.9\nALL: [{V6}]\n"
+    assert deny.read_text() == f"# keep me\nsshd: 192.0.2.9\n{mark}\nALL: [{V6}]\n"
     assert [p.name for p in tmp_path.iterdir()] == ["hosts.deny"]  # no temporary left behind
 
 

@@ -159,6 +159,12 @@ def test_unit_scores(tree: Path) -> None:
             assert key in text
     assert f"User={USER}" in det and "WatchdogSec=" in det
     assert re.search(r"^ExecStartPre=/usr/sbin/portsentinel-detector --check", det, re.M)
+    assert re.search(r"^ExecStartPre=/usr/bin/portsentinel check-config --config-dir /etc/portsentinel$", res, re.M)
+    assert "ReadWritePaths=/etc\n" not in res and "ReadWritePaths=/etc " not in res
+    readme = (tree / "usr/share/doc/portsentinel/README.Debian").read_text()
+    assert "ReadWritePaths=/etc/hosts.deny" in readme and not re.search(r"ReadWritePaths=/etc\s*$", readme, re.M)
+    sshd = (tree / "etc/portsentinel/jail.d/00-debian.conf").read_text().split("[sshd]", 1)[1]
+    assert "trusted_uid = root" in sshd and "trusted_unit = ssh.service sshd.service" in sshd
     assert re.search(r"^CapabilityBoundingSet=CAP_NET_RAW CAP_NET_BIND_SERVICE$", det, re.M)
     assert "CAP_NET_ADMIN" in res and "User=" not in res
 
@@ -220,6 +226,36 @@ def test_catalog_explains_scan_and_ban(install: str) -> None:
                 break
             time.sleep(0.1)
         assert "Port scan from 198.51.100.7" in out, out
+
+
+SSH_CONF = Path("/etc/portsentinel/jail.d/90-ssh-client.conf")
+
+
+def _postinst(bindir: Path, **env: str) -> str:
+    """The installed postinst run again (as dpkg-reconfigure does), with a `who` that answers as under tmux."""
+    return run(["/var/lib/dpkg/info/portsentinel.postinst", "configure"],
+               env={**ENV, "PATH": f"{bindir}:{ENV['PATH']}", **env}).stdout
+
+
+def test_postinst_under_tmux_writes_only_addresses(install: str, workdir: Path) -> None:
+    """No SSH_CLIENT, or an odd one, and `who -m --ips` printing tmux's "(tmux(4242).%0)": nothing but a valid
+    address reaches ignoreip, an old file's non-address ("4242", which disabled every jail) is dropped, and
+    check-config passes."""
+    (workdir / "who").write_text("#!/bin/sh\necho 'root     pts/3        2026-11-30 05:00 (tmux(4242).%0)'\n")
+    (workdir / "who").chmod(0o755)
+    before = SSH_CONF.read_text()
+    for env in ({}, {"SSH_CLIENT": "4242"}, {"SSH_CLIENT": "tmux(4242).%0 1 22"}, {"SSH_CONNECTION": "x y z w"},
+                {"SSH_CLIENT": "127.0.0.1 1 22"}, {"SSH_CLIENT": "ALL:ALL 1 22"}):
+        out = _postinst(workdir, **env)
+        assert "4242" not in out and SSH_CONF.read_text() == before, (env, out)
+    SSH_CONF.write_text("[DEFAULT]\nignoreip = 127.0.0.0/8 ::1 203.0.113.9 4242\n")
+    _postinst(workdir, SSH_CLIENT="::ffff:203.0.113.10 50022 22")
+    assert re.search(r"^ignoreip = 127\.0\.0\.0/8 ::1 203\.0\.113\.9 203\.0\.113\.10$", SSH_CONF.read_text(), re.M)
+    _postinst(workdir, SSH_CONNECTION="fe80::7%eth0 50022 fe80::1 22")
+    assert SSH_CONF.read_text().rstrip().endswith("203.0.113.10 fe80::7")
+    check = run(["/usr/bin/portsentinel", "check-config", "--config-dir", "/etc/portsentinel"], check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    SSH_CONF.write_text(before)
 
 
 def test_upgrade_keeps_state(install: str, deb: Path) -> None:
@@ -312,7 +348,7 @@ def _sha(path: str) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).exists() else None
 
 
-def test_purge_leaves_nothing(install: str, lab: Lab) -> None:
+def test_purge_leaves_nothing(install: str, lab: Lab, tmp_path: Path) -> None:
     """Purge, run inside the victim namespace so its firewall cleanup acts there: it removes the objects planted
     there (nft table, ipset, iptables chain and its jump, a blackhole route for an address the database lists as
     banned), the user, the state, the logs and the configuration; the host's /etc/hosts.deny is unchanged."""
@@ -335,8 +371,15 @@ def test_purge_leaves_nothing(install: str, lab: Lab) -> None:
                "DROP"])
     hosts_deny = _sha("/etc/hosts.deny")
     root_ruleset = run(["nft", "list", "ruleset"], check=False).stdout
-
-    v.run(["apt-get", "purge", "-y", "-q", PKG], timeout=300)
+    # The purge sees a hosts.deny the test made, bind-mounted over /etc/hosts.deny in a mount namespace of its
+    # own (as ReadWritePaths=/etc/hosts.deny does): the admin's lines stay, the responder's marked lines go.
+    mark = "# portsentinel-responder ban"
+    deny = tmp_path / "hosts.deny"
+    deny.write_text(f"# admin\nALL: 198.51.100.5\n{mark}\nALL: 198.51.100.77\nsshd: 192.0.2.1\n{mark}\n"
+                    "ALL: [2001:db8::77]\n")
+    purge = "mount --bind \"$1\" /etc/hosts.deny && exec apt-get purge -y -q portsentinel"
+    v.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", purge, "sh", str(deny)], timeout=300)
+    assert deny.read_text() == "# admin\nALL: 198.51.100.5\nsshd: 192.0.2.1\n"
 
     assert not installed()
     assert v.run(["nft", "list", "table", "inet", "portsentinel"], check=False).returncode != 0

@@ -75,7 +75,8 @@ def test_hostile_addresses_never_reach_hosts_deny(mlab: Lab, tmp_path: Path) -> 
         assert {b["ip"] for b in resp.ask("banned")["bans"]} == {"198.51.100.13", "198.51.100.14"}
         assert resp.stop() == 0
     lines = deny.read_text().splitlines()
-    assert lines == ["# made by the test", "ALL: 198.51.100.13", "ALL: 198.51.100.14"], lines
+    mark = "# portsentinel-responder ban"
+    assert lines == ["# made by the test", mark, "ALL: 198.51.100.13", mark, "ALL: 198.51.100.14"], lines
 
 
 def _sshd_config(base: Path) -> Path:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -87,13 +88,16 @@ def _sshd_config(base: Path) -> Path:
     return cfg
 
 
-def _as_sshd(bindir: Path, message: str, user: list[str]) -> None:
-    """Write ``message`` to the journal from a program named sshd (logger --journald behind a symlink)."""
+SEND = ("import sys, time\nfrom systemd import journal\njournal.send(sys.argv[1], SYSLOG_IDENTIFIER='sshd')\n"
+        "time.sleep(1)\n")  # alive while journald reads _COMM from /proc (a sender gone by then has none)
+
+
+def _as_sshd(bindir: Path, message: str, user: list[str]) -> subprocess.Popen[bytes]:
+    """Write ``message`` to the journal from a program named sshd (Debian's python3 behind a symlink)."""
     fake = bindir / "sshd"
     if not fake.exists():
-        fake.symlink_to("/usr/bin/logger")
-    subprocess.run([*user, str(fake), "--journald"], input=f"MESSAGE={message}\nSYSLOG_IDENTIFIER=sshd\n",
-                   text=True, check=True, timeout=30, cwd="/")
+        fake.symlink_to(os.path.realpath("/usr/bin/python3"))
+    return subprocess.Popen([*user, str(fake), "-c", SEND, message], cwd="/")
 
 
 @pytest.fixture
@@ -109,8 +113,10 @@ def test_sshd_jail_trusts_only_root(mlab: Lab, tmp_path: Path, journald: str, bi
     cfg = _sshd_config(tmp_path)
     line = "Failed password for root from {} port 4242 ssh2"
     with ResponderProcess(mlab.victim, tmp_path, cfg, backend="systemd") as resp:
-        _as_sshd(bindir, line.format("198.51.100.31"), NOBODY)  # _COMM=sshd, _UID=65534
-        _as_sshd(bindir, line.format("198.51.100.32"), [])  # _COMM=sshd, _UID=0
+        senders = [_as_sshd(bindir, line.format("198.51.100.31"), NOBODY)]  # _COMM=sshd, _UID=65534
+        time.sleep(0.3)
+        senders.append(_as_sshd(bindir, line.format("198.51.100.32"), []))  # _COMM=sshd, _UID=0
+        assert [p.wait(30) for p in senders] == [0, 0]
         banned = resp.wait_for(lambda r: r.get("PS_EVENT") == "ban" and r.get("PS_SRC") == "198.51.100.32", 20)
         assert banned, (resp.stderr(), subprocess.run(["journalctl", "--no-pager", "-n", "15", "-o", "export"],
                                                       capture_output=True, text=True).stdout[-6000:])

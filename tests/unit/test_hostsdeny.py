@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def test_written_in_place_when_the_directory_or_the_rename_is_refused(
     def refuse(*_a: object, **_k: object) -> None:
         raise OSError(errno.EROFS if where == "mkstemp" else errno.EBUSY, "refused")
 
-    monkeypatch.setattr(H.tempfile if where == "mkstemp" else H.os, where, refuse)
+    monkeypatch.setattr(tempfile if where == "mkstemp" else os, where, refuse)
     assert H.edit(deny, "192.0.2.1", add=True) and H.edit(deny, "192.0.2.2", add=True)
     assert H.edit(deny, "192.0.2.1", add=False)
     assert deny.read_text() == f"# admin\n{MARK}\nALL: 192.0.2.2\n" and deny.stat().st_ino == inode
@@ -57,7 +58,7 @@ def test_other_errors_are_not_hidden(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def full(*_a: object, **_k: object) -> None:
         raise OSError(errno.ENOSPC, "full")
 
-    monkeypatch.setattr(H.os, "replace", full)
+    monkeypatch.setattr(os, "replace", full)
     with pytest.raises(OSError, match="full"):
         H.edit(deny, "192.0.2.1", add=True)
     assert deny.read_text() == "" and sorted(os.listdir(tmp_path)) == ["hosts.deny"]

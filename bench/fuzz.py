@@ -10,6 +10,7 @@ Targets (each takes the fuzzer's bytes; anything but the documented error is a c
     inifile    portsentinel.responder.inifile.parse_text + merge + interpolation of every key (the layered INI reader)
     portsentry portsentinel.detector.portsentry_conf.parse_portsentry_text (a classic portsentry.conf)
     packet     portsentinel.detector.packet.parse and parse_tuple (IPv4/IPv6, extension headers, fragments)
+    fragments  a stream of fuzzer-built IPv4/IPv6 fragments into portsentinel.detector.reassembly.Reassembler
     render     the shipped actions.d/*.conf rendered with hostile ban variables (portsentinel.responder.render)
 
 Besides "no exception but the documented one", each target checks an invariant: a canonical address is
@@ -29,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TARGETS = ("record", "address", "inifile", "portsentry", "packet", "render")
+TARGETS = ("record", "address", "inifile", "portsentry", "packet", "fragments", "render")
 
 
 def _atheris():  # type: ignore[no-untyped-def]
@@ -136,6 +137,90 @@ def target_packet(data: bytes) -> None:
         assert tup is not None and tuple(tup)[:5] == tuple(out)[:5], (tup, out)
 
 
+def _csum(data: bytes) -> int:
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data) - 1, 2))
+    if len(data) % 2:
+        total += data[-1] << 8
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _datagram(fdp: object) -> list[bytes]:
+    """A whole datagram cut at 8-byte boundaries into fragments, in the order the fuzzer picks."""
+    take = fdp.ConsumeIntInRange  # type: ignore[attr-defined]
+    v6, ident, proto, host = take(0, 1) == 1, take(0, 3), (6, 17)[take(0, 1)], take(1, 3)
+    payload = bytearray(fdp.ConsumeBytes(take(20, 120)))  # type: ignore[attr-defined]
+    payload += bytes(20 - min(20, len(payload)))
+    src, dst = _addrs(v6, host)
+    if take(0, 7):  # a correct transport checksum, mostly (the reassembler drops a datagram with a bad one)
+        at = 16 if proto == 6 else 6
+        if proto == 17:
+            payload[4:6] = len(payload).to_bytes(2, "big")
+        payload[at:at + 2] = b"\0\0"
+        pseudo = (src + dst + (len(payload).to_bytes(4, "big") + bytes(3) + bytes([proto]) if v6
+                               else bytes([0, proto]) + len(payload).to_bytes(2, "big")))
+        payload[at:at + 2] = _csum(pseudo + bytes(payload)).to_bytes(2, "big")
+    payload = bytes(payload)
+    cuts = sorted({8 * take(1, max(1, len(payload) // 8)) for _ in range(take(1, 3))} - {len(payload)})
+    bounds = [0, *[c for c in cuts if c < len(payload)], len(payload)]
+    frags = [_fragment(fdp, v6=v6, host=host, ident=ident, proto=proto, offset=a // 8, more=int(b < len(payload)),
+                       payload=payload[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    if take(0, 1):
+        frags.reverse()
+    return frags
+
+
+def _addrs(v6: bool, host: int) -> tuple[bytes, bytes]:
+    return (bytes(15) + bytes([host]), bytes(15) + b"\x09") if v6 else (bytes([10, 0, 0, host]), bytes([10, 0, 0, 9]))
+
+
+def _fragment(fdp: object, *, v6: bool | None = None, host: int | None = None, ident: int | None = None,
+              proto: int | None = None, offset: int | None = None, more: int | None = None,
+              payload: bytes | None = None) -> bytes:
+    """One IPv4 fragment or IPv6 packet with a fragment header, its fields and payload chosen by the fuzzer."""
+    import struct
+
+    take = fdp.ConsumeIntInRange  # type: ignore[attr-defined]
+    v6 = take(0, 1) == 1 if v6 is None else v6
+    src, dst = _addrs(v6, take(1, 3) if host is None else host)
+    ident = take(0, 3) if ident is None else ident
+    offset = take(0, 64) if offset is None else offset
+    more = take(0, 1) if more is None else more
+    proto = (6, 17, 1, take(0, 255))[take(0, 3)] if proto is None else proto
+    payload = fdp.ConsumeBytes(take(0, 96)) if payload is None else payload  # type: ignore[attr-defined]
+    if v6:
+        hdr = struct.pack("!IHBB16s16s", 0x60000000 | (take(0, 3) << 20), 8 + len(payload), 44, 64, src, dst)
+        return hdr + struct.pack("!BBHI", proto, 0, (offset << 3) | more, ident) + payload
+    hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, take(0, 3), 20 + len(payload), ident,
+                                (more << 13) | offset | (take(0, 1) << 14), 64, proto, 0, src, dst))
+    if take(0, 15):  # a correct header checksum, mostly
+        hdr[10:12] = _csum(bytes(hdr)).to_bytes(2, "big")
+    return bytes(hdr) + payload
+
+
+def target_fragments(data: bytes) -> None:
+    """A stream of fragments into one bounded Reassembler; every datagram it completes must parse."""
+    import atheris
+
+    from portsentinel.detector.packet import Bad, Probe, parse
+    from portsentinel.detector.reassembly import Reassembler
+
+    fdp = atheris.FuzzedDataProvider(data)
+    r = Reassembler(max_entries=8, max_bytes=4096, max_runs=8, max_dist=4, timeout4=30, timeout6=60)
+    now = 0.0
+    while fdp.remaining_bytes() > 4:
+        now += fdp.ConsumeIntInRange(0, 40) / 2
+        kind = fdp.ConsumeIntInRange(0, 7)
+        frags = (_datagram(fdp) if kind < 4 else [_fragment(fdp)] if kind < 7
+                 else [fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 80))])
+        for frag in frags:
+            out = r.feed(frag, 0, None, now)
+            if out is not None:
+                assert isinstance(parse(out), (Probe, Bad))
+        assert len(r) <= 16 and r.bytes <= 4096 + 2048, (len(r), r.bytes)
+
+
 _ACTIONS: list[object] = []
 _BENIGN: dict[str, int] = {}
 
@@ -177,7 +262,8 @@ def target_render(data: bytes) -> None:
 
 
 FUNCS = {"record": target_record, "address": target_address, "inifile": target_inifile,
-         "portsentry": target_portsentry, "packet": target_packet, "render": target_render}
+         "portsentry": target_portsentry, "packet": target_packet, "fragments": target_fragments,
+         "render": target_render}
 
 SEEDS: dict[str, list[bytes]] = {
     "address": [b"192.0.2.1", b"2001:db8::1", b"fe80::1%eth0", b"::ffff:127.0.0.1", b"1.2.3.4\n",
@@ -202,6 +288,7 @@ def run_one(name: str, argv: list[str]) -> None:
     with atheris.instrument_imports():
         import portsentinel.detector.packet  # noqa: F401
         import portsentinel.detector.portsentry_conf  # noqa: F401
+        import portsentinel.detector.reassembly  # noqa: F401
         import portsentinel.record  # noqa: F401
         import portsentinel.responder.actions  # noqa: F401
         import portsentinel.responder.inifile  # noqa: F401

@@ -67,7 +67,9 @@ class Health:
         if self.monitor is None:
             return
         ch = self.monitor.read(sock)
-        self.routes |= {ip for ip in ch.routes if self.book.by_ip(ip)}
+        if ch.routes:  # one pass over the bans per drained batch (our own unbans delete routes too)
+            banned = {ip for _, ip in self.book.active}
+            self.routes |= ch.routes & banned
         if ch.nft or self.routes:
             self.due = min(self.due, time.monotonic() + DEBOUNCE)
 
@@ -91,6 +93,12 @@ class Health:
             for name in broken:
                 self.executor.started.discard((jail, name))
             self.executor.start(jail)
+            # An action whose actionstart failed again (nft gone, a module missing) gets no bans this time: its
+            # start failure is reported and retried, and the next check tries again (no per-ban storm).
+            for a in acts:
+                if (a.name in broken and a.has("actionstart") and not a.start_on_demand
+                        and (jail, a.name) not in self.executor.started):
+                    del broken[a.name]
             bans = self.book.in_jail(jail)
             if broken:
                 self.executor.ban_many(bans, restoring=True, only=set(broken))

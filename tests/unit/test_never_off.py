@@ -20,6 +20,7 @@ from portsentinel.responder.bans import FOREVER, Ban, BanBook, bantime_for
 from portsentinel.responder.engine import Decision, Engine, JailRuntime
 from portsentinel.responder.executor import Executor
 from portsentinel.responder.guard import NeverBan, PerMinuteCap
+from portsentinel.responder.health import Health
 from portsentinel.responder.jail import Jail
 from portsentinel.responder.jailconf import ActionRef, JailConfig, load, parse_duration, parse_factor
 from portsentinel.responder.keeper import Keeper
@@ -219,3 +220,34 @@ def test_a_ban_that_raises_is_reported_and_the_others_run() -> None:
     ex.ban_many([poison, Ban("j", "198.51.100.2", 0.0, FOREVER)])
     assert any(ev is R.Event.FAILED and "198.51.100.1" in m for ev, m in reports)
     assert [c[-1] for c in runner.calls] == ["198.51.100.2/32"]
+
+
+# ------------------------------------------------------------------------------------------ health checks
+class NoTraps:
+    def repair(self) -> list[str]:
+        return []
+
+
+@pytest.mark.parametrize("start_fails", [False, True])
+def test_a_failed_actioncheck_reapplies_the_jails_bans(start_fails: bool) -> None:
+    runner = FakeRunner()
+    reports: list[tuple[Any, str]] = []
+    ex = Executor(ACTIONS, lambda ev, msg, **f: reports.append((ev, msg)), runner)
+    ex.configure(JailConfig(name="j", where="x", actions=[ActionRef("nftables", {}, "x")]))
+    ex.start("j")
+    book = BanBook()
+    for i in range(1, 4):
+        book.add(Ban("j", f"198.51.100.{i}", 0.0, FOREVER))
+    h = Health(ex, book, NoTraps(), ex.report, interval=0.0)  # type: ignore[arg-type]
+    h.run(["j"])
+    assert h.reapplied_total == 0 and h.checks == 1  # the check passed: nothing re-applied
+    runner.fail = {"@nft-check"} | ({"table"} if start_fails else set())
+    runner.calls.clear()
+    h.run(["j"])
+    batches = [c for c in runner.calls if c[:2] == ["nft", "-f"]]
+    if start_fails:  # actionstart failed again: no bans thrown at a missing table, the next check retries
+        assert batches == [] and h.reapplied_total == 0
+    else:
+        assert len(batches) == 1 and h.reapplied_total == 1 and h.last_reapply is not None
+        assert "3 ban(s) re-applied" in h.status()["last_reapply_detail"]
+        assert any(ev is R.Event.BAN and "re-applied" in m for ev, m in reports)

@@ -39,3 +39,35 @@ def test_fail2ban_samples(name: str, tmp_path_factory: pytest.TempPathFactory) -
     if name in S.KNOWN_DIFFERENT:
         pytest.xfail(S.KNOWN_DIFFERENT[name])
     assert out.problems == [], f"{name}: {out.agree}/{out.lines} agree:\n" + "\n".join(out.problems)
+
+
+# Production mode (first match wins, no-failure and pending lines stop the search), against the real
+# fail2ban-regex on the same sample file: the same failures, in the same order.
+PRODUCTION = ["sshd", "postfix", "dovecot", "apache-auth", "sendmail-reject", "nginx-http-auth"]
+
+
+@pytest.mark.parametrize("name", PRODUCTION)
+def test_production_mode_matches_fail2ban_regex(name: str) -> None:
+    import os
+    import subprocess
+    import time
+
+    from portsentinel.responder.filters import load_filter
+
+    log = S.LOGS / name
+    env = {**os.environ, "PYTHONPATH": str(S.F2B / "usr/lib/python3/dist-packages")}
+    proc = subprocess.run(["/usr/bin/python3", str(S.F2B / "usr/bin/fail2ban-regex"), "-c", str(S.STOCK_DIR.parent),
+                           "--raw", "-o", "ip", str(log), name], capture_output=True, text=True, env=env, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = [h for h in proc.stdout.splitlines() if h.strip()]
+    flt = load_filter(S.STOCK_DIR, name, {})
+    now = time.time()
+    ours: list[str] = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        v = flt.examine_line(line, now)
+        if v.kind == "matched" or "not an IP address" in v.reason:
+            ours.append(v.host)
+    assert len(theirs) > 0 and ours == theirs

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from portsentinel.common.portsentry_keys import KeyLineError, read_entries
-from portsentinel.detector.config import (
+from portsentinel.detector.config_values import (
     FORMAT_PORTSENTRY,
     Parsed,
     Value,

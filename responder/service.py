@@ -210,7 +210,7 @@ class Responder:
                                             {rt.cfg.name: rt.cfg.ignoreip for rt in runtimes}, self.sel,
                                             {rt.cfg.name: (rt.cfg.ban_prefix_v4, rt.cfg.ban_prefix_v6)
                                              for rt in runtimes})
-        from .trap import strikes  # trap hits counted apart when the trap has its own maxretry
+        from .escalation import strikes  # trap hits counted apart when the trap has its own maxretry
 
         self.traps.strikes = {j: c for j, tr in self.traps.traps.items() if j in self.engine.jails
                               and (c := strikes(tr.settings, self.engine.jails[j].cfg)) is not None}
@@ -351,7 +351,7 @@ class Responder:
     # ------------------------------------------------------------------ kernel trap (docs/kernel-trap.md)
     def trap_events(self, group: int) -> None:
         """Kernel bans reported by NFLOG: each one logged, then counted by its jail (which may escalate)."""
-        from .trap import escalate
+        from .escalation import escalate
 
         bans: list[Ban] = []
         for jail, hit in self.traps.read(group):

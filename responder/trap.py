@@ -25,17 +25,12 @@ A trap probe is always dropped (the port has no listener, so it would only have 
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from portsentinel.common import values
-
-from .engine import Decision, Engine
-from .jail import Jail
-from .jailconf import JailConfig, parse_duration
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -165,7 +160,7 @@ def _int(key: str, text: str, lo: int, hi: int) -> int:
 
 def _seconds(key: str, text: str, lo: float, hi: float) -> float:
     try:
-        n = parse_duration(text)
+        n = values.duration(text, zero=True, forever=True)
     except ValueError as exc:
         raise TrapError(key, str(exc)) from None
     if not lo <= n <= hi:
@@ -484,26 +479,6 @@ class Tarpit:
                 for (j, ip), (since, until, hit) in sorted(self.entries.items(), key=lambda kv: kv[1][0])]
 
 
-def strikes(s: TrapSettings, cfg: JailConfig) -> Jail | None:
-    """The counter of trap hits when the trap has its own ``maxretry`` (else the jail's counter counts them)."""
-    return Jail(dataclasses.replace(cfg, maxretry=s.maxretry)) if s.maxretry else None
-
-
-def escalate(engine: Engine, jail: str, hit: TrapHit, now: float, counter: Jail | None = None) -> Decision | None:
-    """Count a kernel-trap hit as one failure in the jail (or in ``counter``, see :func:`strikes`); a ban Decision
-    when the jail's rules say so (maxretry within findtime; never when verified_only, since a trapped probe
-    proved no handshake), through the same network counting, never-ban check, cap and repeat-offender bantime
-    as every other ban."""
-    rt = engine.jails.get(jail)
-    if rt is None:
-        return None
-    d = engine.fail(rt, hit.ip, now, counter, verified=False, port=hit.port, proto=hit.proto, scan="other",
-                    match=f"kernel-trap: {hit.proto} port {hit.port} from {hit.ip}")
-    if d is not None and d.ban is not None:
-        d.ban.info["via"] = ACTION
-    return d
-
-
-__all__ = ["ACTION", "MARKER", "Tarpit", "TrapError", "TrapHit", "TrapSettings", "escalate",
+__all__ = ["ACTION", "MARKER", "Tarpit", "TrapError", "TrapHit", "TrapSettings",
            "install_script", "near_networks", "never_networks", "parse_payload", "remove_statements", "settings_from",
-           "strikes", "sync_script", "unban_script"]
+           "sync_script", "unban_script"]

@@ -89,3 +89,54 @@ def test_only_adapters_do_io() -> None:
                     mods = [node.module.split(".")[0]]
                 offenders += [f"{path.relative_to(ROOT)}: {m}" for m in mods if m in io_modules]
     assert offenders == []
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """portsentinel's modules → the portsentinel modules each imports (anywhere in it, lazily or not)."""
+    files: dict[str, Path] = {}
+    for path in (ROOT / "portsentinel").rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for stage in ("detector", "responder"):  # the stages' folders, behind the symlinks
+        for path in (ROOT / stage).rglob("*.py"):
+            parts = ["portsentinel", *path.relative_to(ROOT).with_suffix("").parts]
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join([*base, *([node.module] if node.module else [])])
+                for alias in node.names:
+                    deps.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in files else target)
+            elif isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names)
+        graph[name] = {d for d in deps if d in files and d != name}
+    return graph
+
+
+def test_no_import_circles() -> None:
+    graph = _module_graph()
+    assert "portsentinel.responder.service" in graph and "portsentinel.detector.service" in graph
+    circles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                circles.append([*path[path.index(dep):], dep])
+            elif dep not in state:
+                visit(dep)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert circles == []
+

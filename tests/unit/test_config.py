@@ -11,10 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portsentinel.detector.config import (
-    FORMAT_OWN,
-    FORMAT_PORTSENTRY,
     KEYS,
-    MODES,
     detect_format,
     format_config,
     load_config,
@@ -22,6 +19,7 @@ from portsentinel.detector.config import (
     parse_config_text,
     read_ignore_file,
 )
+from portsentinel.detector.config_values import FORMAT_OWN, FORMAT_PORTSENTRY, MODES
 from portsentinel.detector.settings import ConfigError, DetectorConfig
 
 ROOT = Path(__file__).resolve().parents[2]

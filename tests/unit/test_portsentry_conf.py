@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portsentinel.detector.config import FORMAT_PORTSENTRY, KEYS, format_config, load_config, parse_config_text
+from portsentinel.detector.config import KEYS, format_config, load_config, parse_config_text
+from portsentinel.detector.config_values import FORMAT_PORTSENTRY
 from portsentinel.detector.portsentry_conf import parse_portsentry_text
 from portsentinel.detector.settings import DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, ConfigError, DetectorConfig
 from tests.conftest import stock_file

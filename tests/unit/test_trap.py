@@ -15,6 +15,7 @@ from portsentinel.responder.adapters import nflog
 from portsentinel.responder.adapters.listening import listening_ports
 from portsentinel.responder.bans import BanBook
 from portsentinel.responder.engine import Engine, JailRuntime
+from portsentinel.responder.escalation import escalate
 from portsentinel.responder.guard import NeverBan, PerMinuteCap
 from portsentinel.responder.jail import Jail
 from portsentinel.responder.jailconf import JailConfig, load
@@ -184,20 +185,20 @@ def _engine(**cfg: object) -> tuple[Engine, JailRuntime]:
 def test_escalate_follows_the_jail() -> None:
     engine, _ = _engine()
     hit = T.TrapHit("trap", "198.51.100.7", "tcp", 23, 100.0)
-    assert T.escalate(engine, "trap", hit, 100.0) is None  # first hit: tarpit only
-    d = T.escalate(engine, "trap", hit, 170.0)  # back after the tarpit: maxretry reached
+    assert escalate(engine, "trap", hit, 100.0) is None  # first hit: tarpit only
+    d = escalate(engine, "trap", hit, 170.0)  # back after the tarpit: maxretry reached
     assert d is not None and d.kind == "ban" and d.ban is not None
     assert d.ban.expires == 770.0 and d.ban.info["via"] == "kernel-trap" and d.ban.info["port"] == "23"
-    assert T.escalate(engine, "trap", hit, 171.0) is None  # already banned
-    assert T.escalate(engine, "nope", hit, 171.0) is None
+    assert escalate(engine, "trap", hit, 171.0) is None  # already banned
+    assert escalate(engine, "nope", hit, 171.0) is None
     guarded, _ = _engine()
     own = T.TrapHit("trap", "192.0.2.1", "tcp", 1, 1.0)
-    T.escalate(guarded, "trap", own, 1.0)
-    d = T.escalate(guarded, "trap", own, 2.0)
+    escalate(guarded, "trap", own, 1.0)
+    d = escalate(guarded, "trap", own, 2.0)
     assert d is not None and d.kind == "ignored" and "own address" in d.reason
     strict, _ = _engine(verified_only=True)
     for t in range(5):
-        assert T.escalate(strict, "trap", hit, float(t)) is None  # a trapped probe never proved a handshake
+        assert escalate(strict, "trap", hit, float(t)) is None  # a trapped probe never proved a handshake
 
 
 def test_tarpit_book() -> None:

@@ -10,7 +10,8 @@ Runs, each ``--count`` packets at ``--rate`` pps:
   syn       unfragmented SYNs from one source to ports 1-1024: the hot path, the baseline
   frags     random spoofed IPv4 fragments (random source, identification and offset, MF set: every one a
             new reassembly queue, none completes): the reassembly table at its caps
-  frags+probes   the same flood with ``--probes`` unfragmented SYNs from one source to distinct ports sent
+  frags6    the same with IPv6 fragment headers (random source, identification, offset and M flag)
+  frags+probes   the IPv4 flood with ``--probes`` unfragmented SYNs from one source to distinct ports sent
             in the middle of it: how many the detector counted
 Prints packets/s processed, kernel drops, CPU, RSS by packets sent, and the reassembly counters.
 """
@@ -18,6 +19,7 @@ Prints packets/s processed, kernel drops, CPU, RSS by packets sent, and the reas
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import subprocess
 import sys
 import tempfile
@@ -45,6 +47,15 @@ def frag_conf(lab: Lab, path: Path) -> Path:
     path.write_text(f"{{ eth(da={mac(lab.victim)}, sa={mac(lab.attacker)}, type=0x0800), "
                     f"ipv4(sa=drnd(), da={lab.victim.addr4}, id=drnd(), mf, frag=drnd(), prot=6, ttl=64), "
                     "drnd(16) }\n")
+    return path
+
+
+def frag6_conf(lab: Lab, path: Path) -> Path:
+    dst = ", ".join(f"0x{b:02x}" for b in ipaddress.IPv6Address(lab.victim.addr6).packed)
+    # IPv6 header (payload 24, next header 44, hop limit 64, random source), then a fragment header for TCP
+    # with random offset/M and identification, then 16 random bytes.
+    path.write_text(f"{{ eth(da={mac(lab.victim)}, sa={mac(lab.attacker)}, type=0x86dd), "
+                    f"0x60, 0, 0, 0, 0, 24, 44, 64, drnd(16), {dst}, 6, 0, drnd(2), drnd(4), drnd(16) }}\n")
     return path
 
 
@@ -109,7 +120,8 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=1_000_000, help="packets per run (default 1,000,000)")
     ap.add_argument("--rate", type=int, default=100_000, help="paced rate in pps (default 100,000)")
     ap.add_argument("--probes", type=int, default=1000, help="unfragmented probes inside the flood (default 1000)")
-    ap.add_argument("--parts", default="syn,frags,frags+probes", help="comma-separated: syn,frags,frags+probes")
+    ap.add_argument("--parts", default="syn,frags,frags6,frags+probes",
+                    help="comma-separated: syn,frags,frags6,frags+probes")
     args = ap.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     problem = lab_problem()
@@ -130,6 +142,10 @@ def main() -> int:
             print(table(rows[-1:]).splitlines()[-1], flush=True)
         if "frags" in parts:
             rows.append(run(bench, f"random fragments @ {args.rate:,}", frags, args.count, args.rate))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+        if "frags6" in parts:
+            rows.append(run(bench, f"random IPv6 fragments @ {args.rate:,}", frag6_conf(lab, work / "frags6.cfg"),
+                            args.count, args.rate))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
         if "frags+probes" in parts:
             rows.append(run(bench, f"fragments + {args.probes} probes @ {args.rate:,}", frags, args.count,

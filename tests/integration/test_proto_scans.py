@@ -149,3 +149,27 @@ def test_kernel_trap_bans_sctp_and_ip_protocol_scans(mlab: Lab, tmp_path: Path) 
                                  and r.get("PS_EVENT") == "ban" and r.get("PS_SRC") == s and r.get("PS_PROTO") == p,
                                  timeout=5), (src, resp.records())
         assert resp.stop() == 0
+
+
+def test_pipeline_bans_sctp_and_ip_protocol_scanners(mlab: Lab, tmp_path: Path) -> None:
+    """Detector (its default modes) → the shipped portsentinel-sctp / portsentinel-proto filters → nftables."""
+    from tests.lab.pipeline import ResponderProcess, make_config
+
+    conf = (f"[DEFAULT]\nlogpath = {tmp_path}/alerts.jsonl\nbantime = 600\nbantime.increment = false\n"
+            "[sctp]\nenabled = true\nfilter = portsentinel-sctp\naction = nftables[name=sctp]\n"
+            "[proto]\nenabled = true\nfilter = portsentinel-proto\naction = nftables[name=proto]\n")
+    cfg = make_config(tmp_path, conf)
+    (y4, y6), (o4, o6) = sources(mlab, 2)
+    with DetectorProcess(mlab.victim, tmp_path / "alerts.jsonl", extra=["--wake", str(tmp_path / "wake.sock")]), \
+            ResponderProcess(mlab.victim, tmp_path, cfg) as resp:
+        for src, target in ((y4, mlab.victim.addr4), (y6, mlab.victim.addr6)):
+            nmap(mlab.attacker, "-sY", target, "36412,2905", source=src, extra=FAST)
+        for src, target in ((o4, mlab.victim.addr4), (o6, mlab.victim.addr6)):
+            nmap(mlab.attacker, "-sO", target, UNHANDLED, source=src, extra=FAST)
+        for src, jail in ((y4, "sctp"), (y6, "sctp"), (o4, "proto"), (o6, "proto")):
+            bans = resp.wait_for(lambda r, s=src: r.get("PS_EVENT") == "ban" and r.get("PS_SRC") == s, timeout=10)
+            assert [b["PS_JAIL"] for b in bans] == [jail], (src, bans, resp.stderr())
+        for jail, v4 in (("sctp", y4), ("proto", o4)):
+            listed = mlab.victim.run(["nft", "list", "set", "inet", "portsentinel", f"{jail}_v4"]).stdout
+            assert v4 in listed, listed
+        assert resp.stop() == 0

@@ -229,7 +229,14 @@ class Filter:
         if not rules.match.failregex:
             return Verdict("missed", "filter has no failregex", time=stamp)
         hits, reason = find_failures(rules.match, state, tup, stamp, now=now, check_all=self.check_all)
-        real = [h for h in hits if h.fid is not None and not h.fail.get("nofail")] if hits else hits
+        if len(hits) == 1:
+            hit = hits[0]
+            if hit.fid is not None and not hit.fail.get("nofail"):
+                text = tup[0] + tup[2] if rules.match.maxlines == 1 else "\n".join(hit.fail.get("matches", [])[-1:])
+                return _verdict(_host_of(hit), stamp, hit.fail, text, hit.regex)
+            real = []
+        else:
+            real = [h for h in hits if h.fid is not None and not h.fail.get("nofail")]
         if not real:
             if reason.startswith("no failregex") or reason.startswith("prefregex"):
                 return Verdict("missed", reason, time=stamp)
@@ -256,14 +263,15 @@ def _user(fail: Mapping[str, Any]) -> str:
 
 
 def _verdict(raw: str, stamp: float | None, fields: Mapping[str, Any], matched: str, index: int) -> Verdict:
-    user = _user(fields)
+    user = fields.get("user")
+    if not isinstance(user, str):
+        user = ""
     try:
         host = R.canonical_address(raw)
     except ValueError:
         return Verdict("missed", f"host {raw[:80]!r} is not an IP address (names are never resolved)",
-                       host=raw, regex=index, time=stamp, user=user, fields=fields)
-    return Verdict("matched", failure=Failure(host, stamp, fields, matched, index), host=host, regex=index,
-                   time=stamp, user=user, fields=fields)
+                       None, raw, index, stamp, user, fields)
+    return Verdict("matched", "", Failure(host, stamp, fields, matched, index), host, index, stamp, user, fields)
 
 
 # -- loading ---------------------------------------------------------------------------------------------

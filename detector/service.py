@@ -384,7 +384,7 @@ class Detector:
             if isinstance(oth, Bad):
                 c.bad[res.name.lower()] += 1
             else:
-                self.on_other(oth, ifindex_at(buf, ifoff), time.monotonic())  # type: ignore[arg-type]
+                self.on_other(oth, ifindex_at(buf, ifoff), time.monotonic(), res)  # type: ignore[arg-type]
             return
         src, dst, proto, port, flags = res
         mode = self.watch[proto].get(port)
@@ -514,7 +514,7 @@ class Detector:
                         continue
                     if isinstance(res, Bad):
                         if oth is not None and not isinstance(oth, Bad):
-                            self.on_other(oth, ifindex, now)
+                            self.on_other(oth, ifindex, now, res)
                             now = time.monotonic()
                             prev_st = None  # the tracker may have changed: hit_again's shortcut is off
                         else:
@@ -590,14 +590,16 @@ class Detector:
             c.ignored += ignored
         return n
 
-    def on_other(self, pkt: OtherTuple, ifindex: int, now: float) -> None:
-        """A packet that is neither TCP nor UDP, read by ``parse_other``: the SCTP and IP-protocol sentries."""
+    def on_other(self, pkt: OtherTuple, ifindex: int, now: float, reason: Bad = Bad.OTHER_PROTO) -> None:
+        """A packet that is neither TCP nor UDP, read by ``parse_other``: the SCTP and IP-protocol sentries.
+        ``reason`` is what ``parse`` said of it, counted when the packet is no probe of these sentries either
+        (a TCP header cut short stays ``truncated``)."""
         c = self.counters
         if now - self._other_at > 1.0:  # a listener, a raw socket or a tunnel may have appeared
             self.refresh_other(now)
         probes = self.other.probes(pkt)
         if not probes:
-            c.bad["other_proto"] += 1
+            c.bad[reason.name.lower()] += 1
             return
         src, dst = pkt[0], pkt[1]
         if dst not in self.local:

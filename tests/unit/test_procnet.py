@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from portsentinel.detector.adapters import procnet
 
@@ -40,3 +41,16 @@ def test_proc_fallback_reads_the_same() -> None:
         assert port in procnet.ports_in_use("tcp")
     finally:
         srv.close()
+
+
+def test_fragment_sysctls(tmp_path: Path) -> None:
+    """The host's reassembly timeouts and max_dist; what cannot be read keeps the reassembler's default."""
+    (tmp_path / "ipv4").mkdir()
+    (tmp_path / "ipv6").mkdir()
+    (tmp_path / "ipv4" / "ipfrag_time").write_text("17\n")
+    (tmp_path / "ipv4" / "ipfrag_max_dist").write_text("0\n")
+    (tmp_path / "ipv6" / "ip6frag_time").write_text("bogus\n")
+    assert procnet.fragment_sysctls(str(tmp_path)) == {"timeout4": 17, "max_dist": 0}
+    assert procnet.fragment_sysctls(str(tmp_path / "missing")) == {}
+    live = procnet.fragment_sysctls()  # this network namespace's own
+    assert set(live) <= {"timeout4", "timeout6", "max_dist"} and all(v >= 0 for v in live.values())

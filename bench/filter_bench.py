@@ -157,7 +157,7 @@ def main() -> int:
     args = ap.parse_args()
     if not (F2B / "usr/bin/fail2ban-regex").exists():
         sys.exit("tests/.cache/fail2ban missing: run scripts/setup.sh --test")
-    tmpdir = tempfile.mkdtemp(prefix="portsentinel-filter-bench-")
+    tmpdir = tempfile.mkdtemp(prefix="portsentinel-filter-bench-") if args.log is None else ""
     log = args.log or Path(tmpdir) / "auth.log"
     if args.log is None:
         t0 = time.perf_counter()

@@ -147,6 +147,8 @@ def test_flushed_firewall_is_noticed_and_every_ban_reapplied(mlab: Lab, tmp_path
         print(f"iptables -F: bans back after {back:.3f}s")
         assert resp.ask("status")["health"]["reapplied_total"] > first
 
+        vic.run(["ip6tables", "-F"])
+        assert _until(lambda: "match-set portsentinel-fw-6" in vic.run(["ip6tables", "-S", "INPUT"]).stdout) is not None
         vic.run(["ip", "route", "del", "blackhole", f"{ip}/32"])
         assert _until(lambda: _routes(vic, ip) == 1) is not None
         vic.run(["nft", "flush", "chain", "inet", "portsentinel", "fw"])  # the chain stays, its rules go

@@ -124,27 +124,29 @@ def net64(addr: str) -> str:
 
 
 def test_kernel_trap_bans_sctp_and_ip_protocol_scans(mlab: Lab, tmp_path: Path) -> None:
-    """The trap's default protocols (tcp, udp, sctp, ip): -sY and -sO sources land in the tarpit sets at their
-    first probe, IPv4 and IPv6; handled protocols (ICMP echo) from another source do not."""
+    """The trap's default protocols (tcp, udp, sctp, ip): -sY, -sZ and -sO sources land in the tarpit sets at
+    their first probe, IPv4 and IPv6; handled protocols (ICMP echo) from another source do not."""
     from tests.integration.test_trap import scan, set_elements, trap_config
     from tests.lab.pipeline import ResponderProcess
 
     cfg = trap_config(tmp_path, "rate=1000/second")
-    (y4, y6), (o4, o6) = sources(mlab, 2)
+    (y4, y6), (z4, z6), (o4, o6) = sources(mlab, 3)
     (p4, p6), = mlab.aliases(mlab.attacker, 1)  # on-link: the ping needs its answers
     with ResponderProcess(mlab.victim, tmp_path, cfg) as resp:
         for src, target in ((y4, mlab.victim.addr4), (y6, mlab.victim.addr6)):
             scan(mlab, ["-sY", "-p", "36412,2905", "-T5"], target, src)
+        for src, target in ((z4, mlab.victim.addr4), (z6, mlab.victim.addr6)):
+            scan(mlab, ["-sZ", "-p", "3868", "-T5"], target, src)
         for src, target in ((o4, mlab.victim.addr4), (o6, mlab.victim.addr6)):
             out = scan(mlab, ["-sO", "-p", "99,250", "-T5"], target, src).stdout
             assert "closed" not in out, out  # no "protocol unreachable" left the victim
         for src, target in ((p4, mlab.victim.addr4), (p6, mlab.victim.addr6)):
             mlab.attacker.run(["ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", src, target])
         # The tarpit holds an IPv6 source's /64 (the network address), an IPv4 source itself.
-        for fam, srcs in (("trap_t4", {y4, o4}), ("trap_t6", {net64(y6), net64(o6)})):
+        for fam, srcs in (("trap_t4", {y4, z4, o4}), ("trap_t6", {net64(y6), net64(z6), net64(o6)})):
             got = set(set_elements(mlab.victim, fam))
             assert srcs <= got and not {p4, net64(p6)} & got, (fam, got)
-        for src, proto in ((y4, "sctp"), (y6, "sctp"), (o4, "ip"), (o6, "ip")):
+        for src, proto in ((y4, "sctp"), (y6, "sctp"), (z4, "sctp"), (z6, "sctp"), (o4, "ip"), (o6, "ip")):
             assert resp.wait_for(lambda r, s=src, p=proto: r.get("PS_ACTION") == "kernel-trap"
                                  and r.get("PS_EVENT") == "ban" and r.get("PS_SRC") == s and r.get("PS_PROTO") == p,
                                  timeout=5), (src, resp.records())

@@ -272,7 +272,8 @@ def _detector_argv(jsonl: Path, wake: Path) -> list[str]:
     return [*MDWE, "setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", f"--inh-caps={caps}",
             f"--ambient-caps={caps}", f"--bounding-set={caps}", "--no-new-privs",
             "/usr/sbin/portsentinel-detector", "--config", "/etc/portsentinel/detector.conf", "--output", "jsonl",
-            "--jsonl", str(jsonl), "--wake", str(wake), "--log-level", "warning"]
+            "--jsonl", str(jsonl), "--wake", str(wake), "--rearm", str(jsonl.parent / "rearm.sock"),
+            "--log-level", "warning"]
 
 
 @pytest.fixture
@@ -302,6 +303,7 @@ def test_scan_banned_by_installed_pipeline(install: str, lab: Lab, workdir: Path
         det = v.popen(_detector_argv(jsonl, wake), stdout=det_err, stderr=subprocess.STDOUT)
         res = v.popen([*MDWE, "/usr/sbin/portsentinel-responder", "--config-dir", str(conf), "--state-dir",
                        str(workdir), "--socket", str(ctl), "--wake", str(wake), "--backend", "pyinotify",
+                       "--rearm", str(logdir / "rearm.sock"),
                        "--decisions", str(workdir / "decisions.jsonl")], stdout=res_err, stderr=subprocess.STDOUT)
         try:
             _scan_and_check_ban(lab, det, res, workdir, jsonl, ctl, pw.pw_uid)

@@ -13,6 +13,8 @@ Parts (``--parts``, default all):
   restart     100,000 bans in the responder's sqlite, nft table deleted, responder started -> all in force
   throughput  small UDP packets/s and ICMP echo transactions/s from a third host with: no rules, the nft set
               of 100k, 100k per-address iptables rules (nf_tables backend, and legacy x_tables)
+  reban       re-ban after expiry (the source probing through its ban) side by side with its first ban, both
+              backends (bench/reban.py; not in the default list)
 """
 
 from __future__ import annotations
@@ -572,6 +574,8 @@ def main() -> int:
     p.add_argument("--restarts", type=int, default=3)
     p.add_argument("--seconds", type=float, default=3.0, help="length of each throughput run")
     p.add_argument("--reps", type=int, default=2, help="runs per throughput configuration")
+    p.add_argument("--rebans", type=int, default=12, help="sources per backend (reban)")
+    p.add_argument("--reban-bantime", type=float, default=1.0, help="bantime in seconds (reban)")
     p.add_argument("--json", type=Path, help="also write every figure here")
     p.add_argument("--profile", type=Path, help="latency: run detector and responder under cProfile, into DIR")
     args = p.parse_args()
@@ -595,6 +599,13 @@ def main() -> int:
                         getattr(bench, part)(lab)
         if "throughput" in parts:
             bench.throughput()
+        if "reban" in parts:
+            from .reban import run as reban
+
+            if args.rebans > 60 or args.reban_bantime < 1:
+                raise SystemExit("--rebans: at most 60; --reban-bantime: at least 1 s (the nft timeout's unit)")
+            with Lab() as lab:
+                reban(bench, lab)
         if args.json:
             args.json.write_text(json.dumps(bench.results, indent=1, default=str))
     return 0

@@ -29,6 +29,11 @@ log = logging.getLogger("portsentinel.responder")
 
 Report = Callable[..., None]
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
+#: Seconds an nft set element outlives the ban's own expiry: the responder lifts the ban first (and tells the
+#: detector, docs/responder.md "A scanner that comes back"); the kernel's timeout stays the safety net for a
+#: responder that is not running. Without it the kernel and the responder's timer race by a few ms, and probes
+#: in between would get through and count as probes of the ban that was ending.
+KERNEL_GRACE = 1
 
 
 @dataclass(order=True)
@@ -121,7 +126,7 @@ class Executor:
                         PS_ACTION=action.name, PS_SRC=ban.ip if ban else "", PS_STDERR=str(exc)[:2000])
             return Result((), 2, stderr=str(exc))
         for step in steps:
-            res = self.runner.run(step.argv)
+            res = self.nft_runner.run(step.argv)  # an `nft WORDS…` command in-process, anything else as is
             if not res.ok:
                 if step.check:
                     return res
@@ -220,7 +225,8 @@ class Executor:
                         nb = batches.get(table)
                         if nb is None:
                             nb = batches[table] = NftBatch(self.nft_runner, table=table)
-                        nb.add(set_name, ban.ip, None if ban.expires == FOREVER else int(vars_["bantime"]))  # type: ignore[call-overload]
+                        nb.add(set_name, ban.ip, None if ban.expires == FOREVER
+                               else int(vars_["bantime"]) + KERNEL_GRACE)  # type: ignore[call-overload]
                         batched.setdefault(table, []).append((ban, action))
                         continue
                     res = self._run(ban.jail, action, "actionban", ban, now=now, remaining=True)

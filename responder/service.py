@@ -78,6 +78,7 @@ class Responder:
         self.executor = Executor(opts.config_dir / "actions.d", self.report)
         #: Bans that end are told to the detector, so a returning scanner is a new scan (docs/responder.md).
         self.rearm = RearmSender(opts.rearm)
+        self._rearmed: set[str] = set()  # targets re-armed in this loop turn
         from .adapters.trapkernel import KernelTraps  # kernel trap (docs/kernel-trap.md)
 
         self.traps = KernelTraps(self.executor.runner, self.report)
@@ -97,13 +98,15 @@ class Responder:
 
     # ------------------------------------------------------------------ records
     def report(self, event: R.Event, message: str, **fields: str) -> None:
-        if event is R.Event.UNBAN and fields.get(R.F_SRC):
-            # Every ban that ends is written as an unban record, whatever ended it (expiry, unban, lost): the
-            # detector hears of each, so what it re-arms never differs from the audit trail. Sent at once (the
-            # actions have just run): a probe a moment later is already a new scan. What the detector's full
-            # queue refuses goes at the end of the loop turn (run()).
-            self.rearm.queue(fields.get(R.F_SRC_NET) or fields[R.F_SRC])  # a network ban: all of it
-            self.rearm.flush()
+        if (event is R.Event.UNBAN and fields.get(R.F_SRC)
+                and not fields.get(R.F_DETAIL, "").startswith("covered by")):
+            # Every ban that ends is written as an unban record, whatever ended it (expiry, unban, a tarpit, a
+            # jail removed): the detector hears of each, so what it re-arms never differs from the audit trail.
+            # Bans lifted through lift() were re-armed just before their actions ran (_ban_ends); others now.
+            target = fields.get(R.F_SRC_NET) or fields[R.F_SRC]  # a network ban: every source inside
+            if target not in self._rearmed:
+                self.rearm.queue(target)
+                self.rearm.flush()
         prio = R.PRIORITY_WARNING if event in (R.Event.BAN, R.Event.FAILED) else (
             R.PRIORITY_NOTICE if event in (R.Event.UNBAN, R.Event.IGNORED) else R.PRIORITY_INFO)
         src = fields.get(R.F_SRC, "")
@@ -122,6 +125,14 @@ class Responder:
             self.decisions.write(R.validate(rec))
         except (OSError, R.RecordError) as exc:
             log.error("cannot write decision record: %s", exc)
+
+    def _ban_ends(self, ban: Ban) -> None:
+        """A ban is about to be lifted: tell the detector first (docs/responder.md, "A scanner that comes back").
+        A probe that arrives before the unban actions have run is still dropped but already a new scan, which
+        this loop bans again once the unban is done; none can get through uncounted."""
+        self.rearm.queue(ban.ip)
+        self.rearm.flush()
+        self._rearmed.add(ban.ip)
 
     def _decision(self, d: Decision) -> None:
         if d.kind == "ban":
@@ -256,6 +267,9 @@ class Responder:
         self.keeper.apply(bans, cursors)
 
     def lift(self, bans: list[Ban], reason: str) -> None:
+        if not reason.startswith("covered by"):  # (a covered ban goes on as part of the network ban)
+            for b in bans:
+                self._ban_ends(b)
         self.keeper.lift(bans, reason)
 
     def start(self) -> None:
@@ -436,6 +450,7 @@ class Responder:
             self.decisions.flush()  # one fdatasync for what this turn decided (JSON lines only)
             self.rearm.flush()
             self.health.run(self.engine.jails)
+            self._rearmed.clear()
             if self._watchdog and time.monotonic() >= self._next_ping:
                 from portsentinel.common.sdnotify import notify
 

@@ -7,6 +7,8 @@ probe and, since protocol 132 has no handler there, an IP-protocol probe too (nm
 
 from __future__ import annotations
 
+from portsentinel.common.hostproto import CORE4, CORE6
+
 from .classify import classify_sctp
 from .packet import SCTP, OtherTuple
 
@@ -30,8 +32,9 @@ class OtherSentries:
         self.proto_mode = proto_mode
         self.exclude = exclude
         self.sctp_in_use: frozenset[int] = frozenset()
-        self.handled4: frozenset[int] = frozenset()
-        self.handled6: frozenset[int] = frozenset()
+        #: Until the caller reads the host's set: the core every stack handles (TCP and UDP are never counted).
+        self.handled4: frozenset[int] = CORE4
+        self.handled6: frozenset[int] = CORE6
 
     @property
     def active(self) -> bool:
@@ -43,7 +46,7 @@ class OtherSentries:
 
     def probes(self, pkt: OtherTuple) -> list[Probe]:
         """The probes ``pkt`` makes (none, one or two)."""
-        v6, _, proto, port, chunk = len(pkt[0]) == 16, pkt[1], pkt[2], pkt[3], pkt[4]
+        src, _, proto, port, chunk = pkt
         out: list[Probe] = []
         if proto == SCTP and port >= 0:
             mode = self.sctp_watch.get(port)
@@ -51,6 +54,6 @@ class OtherSentries:
                 scan = classify_sctp(chunk)
                 if scan is not None:
                     out.append((KEY_BYTE[SCTP], SCTP, port, scan, mode))
-        if self.proto_mode and self.unhandled(proto, v6):
+        if self.proto_mode and self.unhandled(proto, len(src) == 16):
             out.append((KEY_BYTE[PROTO_IP], PROTO_IP, proto, "proto", self.proto_mode))
         return out

@@ -195,6 +195,8 @@ def test_protocols_per_family_and_excluded() -> None:
     assert o.probes((s6, a(D6), 1, -1, -1)) == [(b"\x00", PROTO_IP, 1, "proto", "aproto")]  # no ICMP in v6
     assert o.probes((s4, a(D4), 50, -1, -1)) == []  # proto_exclude
     assert OtherSentries({}, "").probes((s4, a(D4), 99, -1, -1)) == [] and not OtherSentries({}).active
+    fresh = OtherSentries({}, "aproto")  # before the host's set is read: the core, so a cut TCP header never counts
+    assert fresh.probes((s4, a(D4), 6, -1, -1)) == [] and fresh.probes((s6, a(D6), 17, -1, -1)) == []
 
 
 def test_proto_trigger_counts_distinct_protocols() -> None:

@@ -407,13 +407,18 @@ def remove_statements(s: TrapSettings) -> list[str]:
             + [f"delete set {t} {name}" for name in s.sets] + [f"delete counter {t} {c}" for c in s.counters])
 
 
+def tarpit_network(s: TrapSettings, ip: str) -> IPNetwork:
+    """The tarpit's network of ``ip`` (an address or network): its /prefix6 (IPv6) or /prefix4 (IPv4)."""
+    net = ipaddress.ip_network(ip, strict=False)
+    return net.supernet(new_prefix=min(s.prefix6 if net.version == 6 else s.prefix4, net.prefixlen))
+
+
 def unban_script(s: TrapSettings, ip: str) -> str:
     """Remove ``ip`` (an address or a network) from its tarpit set: the element of the address and that of its
     network (each added first, so one the kernel has already expired is no error)."""
     net = ipaddress.ip_network(ip, strict=False)
     set_name = s.obj("t6" if net.version == 6 else "t4")
-    plen = s.prefix6 if net.version == 6 else s.prefix4
-    elems = {str(net.network_address), str(net.supernet(new_prefix=min(plen, net.prefixlen)).network_address)}
+    elems = {str(net.network_address), str(tarpit_network(s, ip).network_address)}
     where = f"inet {s.table} {set_name}"
     return "".join(f"add element {where} {{ {e} }}\ndelete element {where} {{ {e} }}\n" for e in sorted(elems))
 
@@ -467,6 +472,13 @@ class Tarpit:
     def next_expiry(self) -> float | None:
         return min((v[1] for v in self.entries.values()), default=None)
 
+    def remove_within(self, jail: str, net: IPNetwork) -> list[tuple[str, str]]:
+        """Remove the jail's entries whose address is in ``net`` (the tarpit holds networks: one is enough)."""
+        keys = [k for k in self.entries if k[0] == jail and ipaddress.ip_address(k[1]) in net]
+        for k in keys:
+            del self.entries[k]
+        return keys
+
     def remove(self, ip: str | None) -> list[tuple[str, str]]:
         keys = [k for k in self.entries if ip is None or k[1] == ip]
         for k in keys:
@@ -481,4 +493,4 @@ class Tarpit:
 
 __all__ = ["ACTION", "MARKER", "Tarpit", "TrapError", "TrapHit", "TrapSettings",
            "install_script", "near_networks", "never_networks", "parse_payload", "remove_statements", "settings_from",
-           "sync_script", "unban_script"]
+           "sync_script", "tarpit_network", "unban_script"]

@@ -231,12 +231,20 @@ class KernelTraps:
         return out
 
     def unban(self, ip: str | None) -> list[tuple[str, str]]:
-        """Lift tarpit entries of ``ip`` (None: all) from the kernel; returns (jail, ip) lifted."""
+        """Lift tarpit entries of ``ip`` (an address or network; None: all) from the kernel: the address's own
+        element and its network's (an IPv6 source is held by its /64); returns (jail, ip) lifted."""
         lifted = self.tarpit.remove(ip)
         for jail, addr in lifted:
             tr = self.traps.get(jail)
             if tr is not None:
                 self._nft(T.unban_script(tr.settings, addr))
+        if ip is not None:
+            for jail, tr in self.traps.items():
+                near = self.tarpit.remove_within(jail, T.tarpit_network(tr.settings, ip))
+                for _, addr in near:
+                    self._nft(T.unban_script(tr.settings, addr))
+                lifted += near
+                self._nft(T.unban_script(tr.settings, ip))
         if ip is None:
             for tr in self.traps.values():
                 n = tr.settings.obj

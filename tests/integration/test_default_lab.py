@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_prefix_lab import add_addresses, own_networks, rotate
+from tests.integration.test_prefix_lab import add_addresses, own_networks, rotate, set_elements
 from tests.lab.counting import answers, install_counters, tcp_answers
 from tests.lab.detector import DetectorProcess, tool
 from tests.lab.netns import Lab
@@ -128,3 +128,9 @@ def test_rotating_ipv6_scanner_against_the_default(shipped: tuple[Lab, Responder
     assert len(mine) == 1, mine
     trapped = [r for r in resp.records() if r.get("PS_ACTION") == "kernel-trap" and r.get("PS_SRC") in sources]
     assert len(trapped) == 1, trapped  # the tarpit held the /64 after its first trap probe
+    assert f"{net}::" in set_elements(lab.victim, "portsentinel_t6")
+    # Any address of the /64 lifts the network's ban and its tarpit element.
+    lifted = {(b["jail"], b["ip"]) for b in resp.ask("unban", sources[-1])["unbanned"]}
+    assert ("portsentinel", f"{net}::/64") in lifted, lifted
+    assert f"{net}::" not in set_elements(lab.victim, "portsentinel_t6")
+    assert f"{net}::/64" not in set_elements(lab.victim, "portsentinel_v6")

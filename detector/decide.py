@@ -61,7 +61,7 @@ class Decider:
         src = addr_text(st.src or net_raw)
         plen = self.prefixes[0 if len(net_raw) == 4 else 1]
         net = ""
-        if plen < 8 * len(net_raw):
+        if plen < 8 * len(net_raw) and net_raw != st.src:  # a source on the host's own network: tracked alone
             base = ipaddress.IPv4Address(net_raw) if len(net_raw) == 4 else ipaddress.IPv6Address(net_raw)
             net = str(ipaddress.ip_network(f"{base}/{plen}", strict=False))
         proto = PROTO_NAMES.get(st.proto, "tcp")

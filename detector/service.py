@@ -115,7 +115,10 @@ class Detector:
                                max_records_per_second=cfg.max_records_per_second, ifname=procnet.ifname,
                                resolve=self._resolver(cfg), prefixes=(cfg.ipv4_prefix, cfg.ipv6_prefix))
         #: raw source address → raw address of the network it is tracked by (ipv4_prefix / ipv6_prefix).
-        self.netof = masker(cfg.ipv4_prefix, cfg.ipv6_prefix)
+        #: Networks (ipv4_prefix / ipv6_prefix) of the host's own addresses: the LAN, whose hosts are counted one
+        #: by one (a scanner next door is not its neighbours), as the responder bans them and the trap holds them.
+        self._near: set[bytes] = set()
+        self.netof = masker(cfg.ipv4_prefix, cfg.ipv6_prefix, self._near)
         self._full4 = cfg.ipv4_prefix == 32
         self._banner = cfg.port_banner.encode("utf-8", "replace")
         self.rearm_sock: RearmSocket | None = None
@@ -188,6 +191,11 @@ class Detector:
         self.local = procnet.local_addresses()
         self._local_at = now
         self._ignore_cache.clear()
+        plain = masker(self.cfg.ipv4_prefix, self.cfg.ipv6_prefix)
+        near = {plain(a) for a in self.local}
+        if near != self._near:
+            self._near.clear()
+            self._near.update(near)
 
     @staticmethod
     def _ignore_ranges(cfg: DetectorConfig) -> tuple[tuple[int, int, int], ...]:
@@ -717,7 +725,8 @@ class Detector:
         self.decider.window = new.window
         if (new.ipv4_prefix, new.ipv6_prefix) != self.decider.prefixes:  # keys of another shape: start afresh
             self.decider.prefixes = (new.ipv4_prefix, new.ipv6_prefix)
-            self.netof, self._full4 = masker(new.ipv4_prefix, new.ipv6_prefix), new.ipv4_prefix == 32
+            self.netof, self._full4 = masker(new.ipv4_prefix, new.ipv6_prefix, self._near), new.ipv4_prefix == 32
+            self.refresh_local(time.monotonic())  # the host's own networks for the new prefixes
             self.tracker = self.decider.tracker = Tracker(trigger=new.scan_trigger, window=new.window,
                                                           summary_interval=new.summary_interval,
                                                           max_sources=new.max_sources,

@@ -12,25 +12,29 @@ the oldest is evicted beyond ``max_sources``; evictions are counted.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 _EXACT_PORTS = 64  # distinct ports kept in a set before switching to a bitmap
 _BITMAP_BYTES = (2 * 65536) // 8  # one bit per (proto, port)
 
 
-def masker(prefix4: int = 32, prefix6: int = 64) -> Callable[[bytes], bytes]:
-    """raw 4- or 16-byte address → the raw address of its network (``prefix4`` / ``prefix6`` bits)."""
+def masker(prefix4: int = 32, prefix6: int = 64, near: Collection[bytes] = ()) -> Callable[[bytes], bytes]:
+    """raw 4- or 16-byte address → the raw address of its network (``prefix4`` / ``prefix6`` bits), or the address
+    itself when its network is in ``near`` (the caller keeps it current: the networks of the host's own addresses,
+    its LAN, whose hosts are counted one by one)."""
     masks = {4: (1 << 32) - (1 << (32 - prefix4)), 16: (1 << 128) - (1 << (128 - prefix6))}
     cut6, pad6 = prefix6 // 8, bytes(16 - prefix6 // 8)
 
     def net(raw: bytes) -> bytes:
         n = len(raw)
         if n == 16 and not prefix6 % 8:
-            return raw[:cut6] + pad6
-        if n == 4 and prefix4 == 32:
+            m = raw[:cut6] + pad6
+        elif n == 4 and prefix4 == 32:
             return raw
-        return (int.from_bytes(raw, "big") & masks.get(n, -1)).to_bytes(n, "big")
+        else:
+            m = (int.from_bytes(raw, "big") & masks.get(n, -1)).to_bytes(n, "big")
+        return raw if m in near else m
 
     return net
 

@@ -61,6 +61,10 @@ def test_masker() -> None:
     net = masker(32, 64)
     assert net(_raw("2001:db8:1:2:3:4:5:6")) == _raw("2001:db8:1:2::")
     assert net(_raw("192.0.2.9")) == _raw("192.0.2.9")
+    lan = {_raw("2001:db8:5::")}  # the host's own /64: its hosts are counted one by one
+    near = masker(32, 64, lan)
+    assert near(_raw("2001:db8:5::77")) == _raw("2001:db8:5::77")
+    assert near(_raw("2001:db8:6::77")) == _raw("2001:db8:6::")
     odd = masker(20, 60)
     assert odd(_raw("2001:db8:1:2ff::1")) == _raw("2001:db8:1:2f0::")
     assert odd(_raw("192.0.255.9")) == _raw("192.0.240.0")

@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from portsentinel.common import values
 from portsentinel.detector.config_values import (
     FORMAT_OWN,
     FORMAT_PORTSENTRY,
@@ -49,6 +50,17 @@ from portsentinel.detector.config_values import (
 from portsentinel.detector.settings import ConfigError, DetectorConfig, IPNetwork
 
 # --- the own format ------------------------------------------------------------------------------------
+def parse_listen(value: Value) -> str:
+    """The metrics endpoint: HOST:PORT, [V6]:PORT or PORT (127.0.0.1); empty means off (docs/metrics.md)."""
+    text = value.text.strip()
+    if text:
+        try:
+            values.listen(text)
+        except ValueError as err:
+            raise value.error(str(err)) from None
+    return text
+
+
 _PARSERS: dict[str, Callable[[Value], Any]] = {
     "modes": parse_modes,
     "interface": parse_interface,
@@ -80,6 +92,9 @@ _PARSERS: dict[str, Callable[[Value], Any]] = {
     "history_file": parse_path,
     "resolve_host": parse_bool,
     "port_banner": parse_text,
+    "metrics_listen": parse_listen,
+    "metrics_textfile": parse_path,
+    "metrics_interval": parse_duration,
 }
 #: The own format's keys, in the order detector.conf documents them.
 KEYS = tuple(_PARSERS)

@@ -22,6 +22,7 @@ from portsentinel import __version__
 from portsentinel import record as R
 from portsentinel.common import hostproto
 from portsentinel.common import rearm as rearm_msg
+from portsentinel.common.metrics import Exporter
 from portsentinel.common.sdnotify import Notifier
 
 from .adapters import listeners as L
@@ -33,6 +34,8 @@ from .bpf import build as build_bpf
 from .bpf import port_ranges
 from .classify import classify
 from .decide import Decider
+from .metrics import PROTO_NAMES
+from .metrics import exporter as metrics_exporter
 from .other import OtherSentries
 from .packet import V4_L4, Bad, OtherTuple, Probe, ProbeTuple, parse, parse_other, parse_tuple
 from .reassembly import Reassembler
@@ -75,6 +78,11 @@ class Counters:
     rearm_bad: int = 0  # refused ones
     rearmed: int = 0  # sources forgotten because their ban ended
     bad: Counter[str] = field(default_factory=Counter)
+    #: Probes by kind, for the metrics (detector/metrics.py): index = TCP flags byte, 256 = UDP (the hot path's
+    #: list), and (protocol, scan) for the other paths (SCTP, IP protocols, classic sentries).
+    kinds: list[int] = field(default_factory=lambda: [0] * 257)
+    other_kinds: Counter[tuple[str, str]] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)  # records written, by PS_EVENT
 
 
 class Detector:
@@ -124,12 +132,14 @@ class Detector:
         self.rearm_sock: RearmSocket | None = None
         self._rearm_problem = ""  # why the re-arm socket is not open, or why the last message was refused
         self._rearm_bad_logged = 0
+        self.metrics: Exporter | None = None
 
     # ----------------------------------------------------------------- records
     def emit(self, record: R.Record) -> None:
         try:
             self.sink.write(record)
             self.counters.records += 1
+            self.counters.events[record.event] += 1
             if record.event in ("scan", "summary"):
                 self.waker.send()
         except OSError as exc:  # a full disk must not kill the sentry; the failure goes to stderr
@@ -229,6 +239,10 @@ class Detector:
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         self.sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._open_rearm()
+        try:
+            self.metrics = metrics_exporter(self)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"portsentinel-detector: {exc}") from exc
         self.lifecycle(R.Event.START,
                        f"portsentinel-detector {__version__} started: modes {','.join(self.cfg.modes)}, "
                        f"interface {self.cfg.interface}, output {self.sink.name}, "
@@ -432,6 +446,7 @@ class Detector:
             c.ignored += 1
             return
         c.probes += 1
+        c.kinds[256 if proto == UDP else flags] += 1
         # Tracker.hit stores the interface index only on the probe that crosses the trigger: read it then.
         net = src if self._full4 and len(src) == 4 else self.netof(src)
         st = self.tracker.hit(net + (b"\x06" if proto == TCP else b"\x11"), dst, proto, port, scan, mode,
@@ -469,6 +484,7 @@ class Detector:
         ignore_get = self._ignore_cache.get
         other_bads = self._other_bads
         kinds = _TCP_KINDS
+        kinds_n = self.counters.kinds
         tracker = self.tracker
         hit, hit_again, tracker_get = tracker.hit, tracker.hit_again, tracker.get
         netof, full4 = self.netof, self._full4
@@ -535,6 +551,7 @@ class Detector:
                 else:  # parse gives 6 or 17
                     mode = watch_udp.get(port)
                     scan = "udp"
+                    flags = 256  # kinds' UDP slot
                 if mode is None:
                     self.counters.bad["unwatched"] += 1
                     continue
@@ -573,6 +590,7 @@ class Detector:
                     ignored += 1
                     continue
                 probes += 1
+                kinds_n[flags] += 1
                 if prev_st is not None and src == prev_src and proto == prev_proto and prev_st.triggered:
                     hit_again(prev_st, port + 65536 if proto == UDP else port, now)
                     continue
@@ -625,6 +643,7 @@ class Detector:
         net = src if self._full4 and len(src) == 4 else self.netof(src)  # tracked by network, as TCP and UDP
         for key_byte, proto, port, scan, mode in probes:
             c.probes += 1
+            c.other_kinds[(PROTO_NAMES.get(proto, "ip"), scan)] += 1
             st = self.tracker.hit(net + key_byte, dst, proto, port, scan, mode, 0, False, now)
             if st is not None:
                 st.src = src
@@ -649,6 +668,7 @@ class Detector:
                 self.counters.ignored += 1
                 continue
             self.counters.probes += 1
+            self.counters.other_kinds[("tcp", "connect") if lst.proto == "tcp" else ("udp", "udp")] += 1
             now = time.monotonic()
             tcp = lst.proto == "tcp"
             st = self.tracker.hit(self.netof(src) + (b"\x06" if tcp else b"\x11"), dst, TCP if tcp else UDP,
@@ -697,6 +717,8 @@ class Detector:
             log.warning("%d re-arm message(s) refused in all; the last: %s", self.counters.rearm_bad,
                         self._rearm_problem)
             self._rearm_bad_logged = self.counters.rearm_bad
+        if self.metrics is not None:
+            self.metrics.tick(now)
         if self.notifier.watchdog:
             self.notifier.ping()
 
@@ -714,7 +736,10 @@ class Detector:
             return
         self._close_sentries()
         old_out = (self.cfg.output, self.cfg.jsonl_path)
+        old_metrics = (self.cfg.metrics_listen, self.cfg.metrics_textfile, self.cfg.metrics_interval)
         self.cfg = new
+        if (new.metrics_listen, new.metrics_textfile, new.metrics_interval) != old_metrics:
+            self._reopen_metrics()
         if (new.output, new.jsonl_path) != old_out:
             self.sink.close()
             self.sink = open_sink(new.output, new.jsonl_path)
@@ -742,6 +767,15 @@ class Detector:
         self._open_sentries()
         self.lifecycle(R.Event.START, f"configuration reloaded: modes {','.join(new.modes)}",
                        PS_DETAIL="reloaded")
+
+    def _reopen_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        try:
+            self.metrics = metrics_exporter(self)
+        except (OSError, ValueError) as exc:
+            log.error("metrics off after the reload: %s", exc)
 
     def run(self) -> None:
         next_tick = time.monotonic() + 1.0
@@ -797,4 +831,6 @@ class Detector:
                                           + [f"bad_{k}={v}" for k, v in sorted(c.bad.items())]))
         self._close_sentries()
         self._close_rearm()
+        if self.metrics is not None:  # after the stop record: the textfile's last write counts it
+            self.metrics.close()
         self.sink.close()

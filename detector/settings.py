@@ -96,6 +96,11 @@ class DetectorConfig:
     history_file: str = ""
     resolve_host: bool = False
     port_banner: str = ""
+    #: Prometheus metrics (docs/metrics.md): an HTTP endpoint (HOST:PORT; empty: none) and/or a node_exporter
+    #: textfile written every metrics_interval seconds (empty: none). Both off by default.
+    metrics_listen: str = ""
+    metrics_textfile: str = ""
+    metrics_interval: float = 10.0
     #: PortSentry's BLOCK_TCP / BLOCK_UDP (0 alert only, 1 block, 2 run KILL_RUN_CMD only), validated only:
     #: `portsentinel import-portsentry` reads them from the file itself; the detector never blocks.
     block_tcp: int = 1

@@ -35,9 +35,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decisions", metavar="PATH", default=paths.DECISIONS_JSONL,
                    help="JSON-lines file for decisions where no journald runs")
     p.add_argument("--group", metavar="GROUP", default="", help="group allowed on the control socket (besides root)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT", type=_listen, default="",
+                   help="serve Prometheus /metrics there ([V6]:PORT, or PORT on 127.0.0.1); default off")
+    p.add_argument("--metrics-textfile", metavar="PATH", default="",
+                   help="write the metrics to this node_exporter textfile (*.prom, renamed into place); default off")
+    p.add_argument("--metrics-interval", metavar="SECONDS", type=_seconds, default=10.0,
+                   help="seconds between textfile writes (default 10)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--version", action="version", version=f"portsentinel-responder {__version__}")
     return p
+
+
+def _listen(text: str) -> str:
+    from portsentinel.common.metrics import parse_listen
+
+    try:
+        if text:  # empty: off
+            parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _seconds(text: str) -> float:
+    from portsentinel.common.values import duration
+
+    try:
+        return duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def default_config_dir() -> Path:
@@ -55,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     opts = Options(config_dir=args.config_dir or default_config_dir(), state_dir=args.state_dir,
                    socket=args.socket, backend=args.backend, wake=args.wake, control_group=args.group,
-                   decisions_jsonl=args.decisions, rearm=args.rearm)
+                   decisions_jsonl=args.decisions, rearm=args.rearm, metrics_listen=args.metrics_listen,
+                   metrics_textfile=args.metrics_textfile, metrics_interval=args.metrics_interval)
     try:
         r = Responder(opts)
         r.start()

@@ -19,6 +19,7 @@ from typing import Any
 
 from portsentinel import record as R
 from portsentinel.common import paths
+from portsentinel.common.metrics import Exporter
 from portsentinel.common.sdnotify import watchdog_interval
 from portsentinel.common.systemd import journal_available
 
@@ -39,6 +40,8 @@ from .health import Health
 from .jail import Jail
 from .jailconf import JailConfig, ResponderConfig, load
 from .keeper import Keeper
+from .metrics import ResponderMetrics
+from .metrics import exporter as metrics_exporter
 from .reload import plan
 from .sources import Source
 from .trust import pushed_down
@@ -58,6 +61,10 @@ class Options:
     control_group: str = ""
     decisions_jsonl: str = paths.DECISIONS_JSONL
     rearm: str = paths.REARM_SOCKET
+    #: Prometheus metrics (docs/metrics.md): endpoint HOST:PORT and/or node_exporter textfile; both off by default.
+    metrics_listen: str = ""
+    metrics_textfile: str = ""
+    metrics_interval: float = 10.0
 
 
 class Responder:
@@ -91,6 +98,8 @@ class Responder:
         self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (responder.forgery)
         self._watchdog = watchdog_interval()
         self._next_ping = 0.0
+        self.metrics = ResponderMetrics()  # fed by report(); exported when the options ask (start())
+        self.exporter: Exporter | None = None
 
     @staticmethod
     def _journal_socket() -> bool:
@@ -115,6 +124,7 @@ class Responder:
         rec = {R.F_MESSAGE: message, R.F_MSGID: R.MESSAGE_IDS[event], R.F_PRIORITY: str(prio),
                R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: event.value,
                R.F_TIME: f"{time.time():.6f}", **{k: v for k, v in fields.items() if v != ""}}
+        self.metrics.on_record(rec)
         if event in (R.Event.BAN, R.Event.UNBAN, R.Event.IGNORED) and self.decisions.name == "journal":
             level = logging.DEBUG  # the record itself is in the journal: no second copy on stderr
         else:
@@ -292,6 +302,11 @@ class Responder:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_signal)
+        try:
+            self.exporter = metrics_exporter(self, self.metrics, self.opts.metrics_listen,
+                                             self.opts.metrics_textfile, self.opts.metrics_interval)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"portsentinel-responder: {exc}") from exc
         self.restore()
         jails = ", ".join(f"{n} ({rt.source})" for n, rt in self.engine.jails.items()) or "none"
         self.report(R.Event.START, f"portsentinel-responder started: jails {jails}; decisions to "
@@ -349,8 +364,10 @@ class Responder:
                 if d.kind == "ban" and d.ban is not None:
                     self._lift_covered(d)
                     bans.append(d.ban)
+                    self.metrics.ban_from(d.ban, e.fields)
                 else:
                     self._decision(d)
+        self.metrics.entries(source, entries[-1].fields, len(entries), now)
         self.apply_bans(bans, {source: entries[-1].cursor})
 
     def _lift_covered(self, d: Decision) -> None:
@@ -451,6 +468,8 @@ class Responder:
             self.rearm.flush()
             self.health.run(self.engine.jails)
             self._rearmed.clear()
+            if self.exporter is not None:
+                self.exporter.tick(time.monotonic())
             if self._watchdog and time.monotonic() >= self._next_ping:
                 from portsentinel.common.sdnotify import notify
 
@@ -495,6 +514,8 @@ class Responder:
         self.rearm.close()
         self.health.close()
         self.store.close()
+        if self.exporter is not None:  # after the stop record: the textfile's last write counts everything
+            self.exporter.close()
         self.decisions.close()
 
     # ------------------------------------------------------------------ control

@@ -16,12 +16,13 @@ from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from portsentinel import record as R
 from portsentinel.common.metrics import Exporter
 
 from .classify import classify
 
 if TYPE_CHECKING:
-    from .service import Detector
+    from .service import Counters, Detector
 
 P = "portsentinel_detector_"
 #: Protocol codes the tracker uses → the label value.
@@ -32,11 +33,26 @@ _FLAG_KINDS: tuple[str | None, ...] = tuple(classify(6, f) for f in range(256))
 
 #: Every metric name the detector exports (docs/metrics.md lists them; the dashboard test checks against it).
 NAMES = tuple(P + n for n in (
-    "packets_total", "probes_total", "records_total", "packets_skipped_total", "bad_packets_total",
+    "packets_total", "probes_total", "records_total", "scan_ports_total", "packets_skipped_total", "bad_packets_total",
     "sources_tracked", "source_evictions_total", "records_deferred_total", "reassembly_entries",
     "reassembly_evictions_total", "reassembly_fragments_total", "reassembly_datagrams_total",
     "kernel_drops_total", "capture_cpu_seconds_total", "rearm_messages_total", "rearmed_sources_total",
     "capture_sockets"))
+
+
+#: Distinct (protocol, port) label pairs of scan_ports_total; the ports past it are counted as port="other".
+MAX_PORTS = 256
+
+
+def tally_record(c: Counters, record: R.Record) -> None:
+    """A record written: counted by event; a scan record also by the port that crossed the trigger (at most
+    MAX_PORTS distinct ports, then "other": bounded cardinality)."""
+    c.events[record.event] += 1
+    if record.event == "scan":
+        key = (record.get(R.F_PROTO), record.get(R.F_PORT))
+        if key not in c.ports and len(c.ports) >= MAX_PORTS:
+            key = (key[0], "other")
+        c.ports[key] += 1
 
 
 def probe_kinds(kinds: list[int], other: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
@@ -70,6 +86,12 @@ class DetectorCollector(Collector):
         for event, n in sorted(c.events.items()):
             records.add_metric((event,), n)
         yield records
+        ports = CounterMetricFamily(P + "scan_ports", "Scan records by protocol and the port that crossed the "
+                                                      f"trigger (at most {MAX_PORTS} ports, then port=\"other\")",
+                                    labels=("protocol", "port"))
+        for (proto, port), n in sorted(c.ports.items()):
+            ports.add_metric((proto, port), n)
+        yield ports
         skipped = CounterMetricFamily(P + "packets_skipped", "Watched packets not counted as probes, by reason",
                                       labels=("reason",))
         for reason, n in (("not_local", c.not_local), ("in_use", c.in_use), ("ignored", c.ignored)):

@@ -34,7 +34,7 @@ from .bpf import build as build_bpf
 from .bpf import port_ranges
 from .classify import classify
 from .decide import Decider
-from .metrics import PROTO_NAMES
+from .metrics import PROTO_NAMES, tally_record
 from .metrics import exporter as metrics_exporter
 from .other import OtherSentries
 from .packet import V4_L4, Bad, OtherTuple, Probe, ProbeTuple, parse, parse_other, parse_tuple
@@ -83,6 +83,7 @@ class Counters:
     kinds: list[int] = field(default_factory=lambda: [0] * 257)
     other_kinds: Counter[tuple[str, str]] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)  # records written, by PS_EVENT
+    ports: Counter[tuple[str, str]] = field(default_factory=Counter)  # scan records by (protocol, port), capped
 
 
 class Detector:
@@ -139,7 +140,7 @@ class Detector:
         try:
             self.sink.write(record)
             self.counters.records += 1
-            self.counters.events[record.event] += 1
+            tally_record(self.counters, record)
             if record.event in ("scan", "summary"):
                 self.waker.send()
         except OSError as exc:  # a full disk must not kill the sentry; the failure goes to stderr

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _listen(text: str) -> str:
-    from portsentinel.common.metrics import parse_listen
+    from portsentinel.common.values import listen as parse_listen
 
     try:
         if text:  # empty: off

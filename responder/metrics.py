@@ -46,7 +46,7 @@ def unban_reason(detail: str) -> str:
         return "manual"
     if detail.startswith("covered by"):
         return "covered"
-    if "reload" in detail:
+    if "reload" in detail or detail == "jail removed":  # a reload that dropped the jail
         return "reload"
     return "other"
 

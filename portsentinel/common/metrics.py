@@ -15,7 +15,6 @@ Docs: docs/metrics.md.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import socket
@@ -26,34 +25,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.registry import Collector
 
+from .values import listen as parse_listen
+
+__all__ = ["Exporter", "parse_listen", "write_textfile"]
+
 log = logging.getLogger("portsentinel.metrics")
-
-#: Where the endpoint binds when the setting names only a port.
-DEFAULT_HOST = "127.0.0.1"
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6ADDR]:PORT`` or ``PORT`` → (address, port). The host must be an IP address (no name
-    lookups in a daemon's configuration). Raises ValueError with the reason."""
-    token = text.strip()
-    host, port_text = DEFAULT_HOST, token
-    if token.startswith("["):
-        close = token.find("]")
-        if close < 0 or token[close + 1:close + 2] != ":":
-            raise ValueError(f"{token!r}: expected [IPV6]:PORT")
-        host, port_text = token[1:close], token[close + 2:]
-    elif ":" in token:
-        host, _, port_text = token.rpartition(":")
-        if ":" in host:
-            raise ValueError(f"{token!r}: write an IPv6 address in brackets, [::1]:9781")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{token!r}: {host!r} is not an IP address") from None
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"{token!r}: port must be 1..65535")
-    return host, int(port_text)
-
 
 class _Quiet(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from portsentinel.detector.metrics import NAMES as DETECTOR_NAMES
+from portsentinel.responder.metrics import NAMES as RESPONDER_NAMES
 from tests.lab.detector import DetectorProcess, nmap
 from tests.lab.netns import Lab
 from tests.lab.pipeline import ResponderProcess, make_config
-from tests.lab.prom import NodeExporter, Prometheus, sample, total
+from tests.lab.prom import NodeExporter, Prometheus, dashboard_queries, family, promql_names, sample, total
 
 pytestmark = pytest.mark.lab
 
@@ -68,6 +70,17 @@ def test_prometheus_scrapes_both_daemons_during_a_scan(mlab: Lab, tmp_path: Path
             runs = prom.value('portsentinel_responder_action_runs_total{action="nftables",phase="ban"}')
             assert runs == len(sources)
             assert prom.value("count(portsentinel_responder_records_forged_total)") == 1
+            # The Grafana dashboard: Prometheus itself parses and runs every query (an API error raises); the names
+            # both daemons really export are the documented ones, and the dashboard names only those.
+            for _title, expr in dashboard_queries():
+                prom.query(expr)
+            live = {n for n in prom.label_values("__name__") if n.startswith("portsentinel_")}
+            documented = set(DETECTOR_NAMES) | set(RESPONDER_NAMES)
+            assert {family(n) for n in live} <= documented
+            assert {"portsentinel_detector_probes_total", "portsentinel_responder_bans_total",
+                    "portsentinel_responder_ban_latency_seconds_bucket"} <= live
+            used = {family(n) for _t, e in dashboard_queries() for n in promql_names(e)}
+            assert used <= documented
         finally:
             prom.stop()
         assert resp.stop() == 0

@@ -121,6 +121,7 @@ def test_layout(tree: Path) -> None:
                  "usr/share/portsentinel/portsentinel/record.py", "usr/share/portsentinel/portsentinel/detector/cli.py",
                  "usr/share/portsentinel/portsentinel/responder/cli.py",
                  "usr/share/portsentinel/portsentinel/client/cli.py",
+                 "usr/share/portsentinel/grafana/portsentinel-dashboard.json",
                  "etc/portsentinel/detector.conf", "etc/portsentinel/jail.conf",
                  "etc/portsentinel/jail.d/00-debian.conf", "etc/logrotate.d/portsentinel",
                  "usr/lib/systemd/catalog/portsentinel.catalog", "usr/lib/sysusers.d/portsentinel.conf",

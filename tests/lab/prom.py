@@ -74,6 +74,14 @@ class Prometheus:
         result: list[dict[str, Any]] = answer["data"]["result"]
         return result
 
+    def label_values(self, label: str) -> list[str]:
+        text = http_get(self.host, f"{self.url}/api/v1/label/{label}/values")
+        answer = json.loads(text) if not text.startswith("ERROR") else {}
+        if answer.get("status") != "success":
+            raise LabError(f"label values of {label}: {text[:500]}")
+        values: list[str] = answer["data"]
+        return values
+
     def value(self, promql: str) -> float | None:
         """The single value of an instant query, or None when the vector is empty."""
         result = self.query(promql)
@@ -147,3 +155,53 @@ def total(exposition: str, name: str) -> float:
 
     return sum(float(s.value) for fam in text_string_to_metric_families(exposition) for s in fam.samples
                if s.name == name)
+
+
+# --- the Grafana dashboard's queries (grafana/portsentinel-dashboard.json) --------------------------------------
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "grafana" / "portsentinel-dashboard.json"
+#: Grafana's variables, replaced by durations Prometheus parses.
+GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s"}
+_KEYWORDS = frozenset(("by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and",
+                       "or", "unless", "inf", "nan"))
+
+
+def dashboard_queries(path: Path = DASHBOARD) -> list[tuple[str, str]]:
+    """(panel title, PromQL expression) for every target of every panel, Grafana variables replaced."""
+    dash = json.loads(path.read_text())
+    out = []
+    for panel in dash["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for var, value in GRAFANA_VARS.items():
+                expr = expr.replace(var, value)
+            out.append((panel["title"], expr))
+    return out
+
+
+def promql_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (a small extractor: strings, label matchers, grouping
+    clauses and ranges removed; identifiers before '(' are functions or aggregations)."""
+    import re
+
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        word = m.group(0)
+        if word.lower() in _KEYWORDS or re.match(r"\s*\(", text[m.end():]):
+            continue
+        if m.start() > 0 and (text[m.start() - 1].isdigit() or text[m.start() - 1] == "."):
+            continue  # the exponent or unit of a number (1e3)
+        names.add(word)
+    return names
+
+
+def family(name: str) -> str:
+    """A histogram's series name → its family name (the others unchanged)."""
+    for suffix in ("_bucket", "_count", "_sum"):
+        if name.endswith(suffix) and not name.endswith("_total"):
+            return name[: -len(suffix)]
+    return name

@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from portsentinel import record as R
 from portsentinel.common.metrics import Exporter, parse_listen
 from portsentinel.detector.config import parse_config_text
+from portsentinel.detector.metrics import MAX_PORTS, DetectorCollector, probe_kinds, tally_record
 from portsentinel.detector.metrics import NAMES as DETECTOR_NAMES
-from portsentinel.detector.metrics import DetectorCollector, probe_kinds
-from portsentinel.detector.service import Detector
+from portsentinel.detector.service import Counters, Detector
 from portsentinel.detector.settings import ConfigError, DetectorConfig
 from portsentinel.responder.bans import Ban
 from portsentinel.responder.metrics import NAMES as RESPONDER_NAMES
@@ -130,13 +130,22 @@ def _check_conventions(fams: dict[str, tuple[str, list[tuple[str, dict[str, str]
         assert f"`{n}`" in doc, f"{n} missing from docs/metrics.md"
 
 
+def test_scan_ports_are_capped() -> None:
+    c = Counters()
+    for port in range(MAX_PORTS + 10):
+        tally_record(c, R.Record({R.F_EVENT: "scan", R.F_PROTO: "tcp", R.F_PORT: str(port)}))
+    tally_record(c, R.Record({R.F_EVENT: "summary", R.F_PROTO: "tcp", R.F_PORT: "1"}))
+    assert len(c.ports) == MAX_PORTS + 1 and c.ports[("tcp", "other")] == 10
+    assert c.events == {"scan": MAX_PORTS + 10, "summary": 1}
+
+
 def test_detector_exports_its_documented_names() -> None:
     det = Detector(DetectorConfig(), sink=NullSink())
     det.waker.close()
     det.sel.close()
     det.counters.kinds[0x02] = 3
     det.counters.bad["truncated"] = 1
-    det.counters.events["scan"] = 1
+    tally_record(det.counters, R.Record({R.F_EVENT: "scan", R.F_PROTO: "tcp", R.F_PORT: "143"}))
     det.counters.drops = 2
     registry = CollectorRegistry()
     registry.register(DetectorCollector(det))
@@ -146,6 +155,7 @@ def test_detector_exports_its_documented_names() -> None:
     assert 'portsentinel_detector_probes_total{protocol="tcp",scan="syn"} 3.0' in text
     assert 'portsentinel_detector_bad_packets_total{reason="truncated"} 1.0' in text
     assert "portsentinel_detector_kernel_drops_total 2.0" in text
+    assert 'portsentinel_detector_scan_ports_total{port="143",protocol="tcp"} 1.0' in text
 
 
 def test_responder_counts_its_records() -> None:
@@ -189,6 +199,7 @@ def test_responder_counts_its_records() -> None:
 
 @pytest.mark.parametrize(("detail", "want"), [("expired", "expiry"), ("expired while stopped", "expiry"),
                                               ("manual", "manual"), ("covered by 10.0.0.0/8", "covered"),
-                                              ("reload", "reload"), ("lost", "other")])
+                                              ("reload", "reload"), ("jail removed", "reload"),
+                                              ("lost", "other")])
 def test_unban_reason_is_bounded(detail: str, want: str) -> None:
     assert unban_reason(detail) == want

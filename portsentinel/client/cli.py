@@ -302,6 +302,13 @@ def cmd_import_portsentry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Scans and bans over a time range, from the journal or the JSON-lines files (docs/metrics.md)."""
+    from .report import run
+
+    return run(args.since, args.html, args.jsonl, args.buckets, top=args.top)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="portsentinel", description="Port-scan detection and response.")
     p.add_argument("--socket", metavar="PATH", default=paths.CONTROL_SOCKET,
@@ -356,6 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
     tf.add_argument("--all", dest="keep", action="store_const", const=None,
                     help="keep every entry in the output")
     tf.set_defaults(func=cmd_test_filter)
+    rp = sub.add_parser("report", help="scans and bans over time, top sources, ports, bans by jail and action: "
+                                       "a terminal table with sparklines, or one self-contained HTML file")
+    rp.add_argument("--since", default="24h", metavar="DURATION", help="how far back (default 24h; 30m, 7d …)")
+    rp.add_argument("--html", metavar="FILE", help="also write the report as one HTML file with charts")
+    rp.add_argument("--jsonl", metavar="FILE", action="append",
+                    help="read these JSON-lines files (the detector's alerts, the responder's decisions; "
+                         "repeatable) instead of the journal")
+    rp.add_argument("--buckets", type=int, default=24, choices=range(2, 241), metavar="N",
+                    help="time intervals in the charts (default 24)")
+    rp.add_argument("--top", type=int, default=10, metavar="N", help="sources and list entries shown (default 10)")
+    rp.set_defaults(func=cmd_report)
     ip = sub.add_parser("import-portsentry",
                         help="print jails equivalent to a classic portsentry.conf (KILL_ROUTE, KILL_HOSTS_DENY, "
                              "KILL_RUN_CMD, BLOCK_TCP/UDP), e.g. > /etc/portsentinel/jail.d/portsentry.local")

@@ -11,6 +11,9 @@ Parts (``--parts``, default all):
   scapy    the same unpaced trafgen flood counted by scapy's sniff(filter=…, store=False, prn=…).
   nmap     nmap -sS -p- -T5 --min-rate 50000: drops and records.
   sources  ``--sources`` distinct spoofed sources (one SYN each): RSS over time.
+
+``--metrics``: each flood run again with metrics on (``metrics_listen`` and a ``metrics_textfile`` written every
+second, and /metrics scraped every second from the victim namespace during the flood), side by side.
 """
 
 from __future__ import annotations
@@ -51,6 +54,14 @@ jsonl_path = {jsonl}
 advanced_tcp = 65535
 advanced_exclude_tcp =
 """
+METRICS_CONF = """\
+metrics_listen = 127.0.0.1:9781
+metrics_textfile = {textfile}
+metrics_interval = 1
+"""
+#: A Prometheus-like scraper in the victim namespace: GET /metrics once a second (bounded by timeout).
+SCRAPER = ("import time,urllib.request\nn=0\nwhile True:\n try: urllib.request.urlopen("
+           "'http://127.0.0.1:9781/metrics',timeout=2).read(); n+=1\n except OSError: pass\n time.sleep(1)\n")
 
 
 # ----------------------------------------------------------------------------- process and link facts
@@ -186,12 +197,13 @@ class Bench:
         self.seconds = seconds
         self.n = 0
 
-    def detector(self, more_modes: str = "") -> DetectorProcess:
+    def detector(self, more_modes: str = "", metrics: bool = False) -> DetectorProcess:
         self.n += 1
         jsonl = self.work / f"run{self.n}.jsonl"
         conf = self.work / f"run{self.n}.conf"
         more = f", {more_modes}" if more_modes else ""
-        conf.write_text(DETECTOR_CONF.format(iface=self.lab.victim.iface, jsonl=jsonl, more=more))
+        conf.write_text(DETECTOR_CONF.format(iface=self.lab.victim.iface, jsonl=jsonl, more=more)
+                        + (METRICS_CONF.format(textfile=self.work / f"run{self.n}.prom") if metrics else ""))
         det = DetectorProcess(self.lab.victim, jsonl, config=conf)
         det.argv = ["taskset", "-c", DET_CPU, *det.argv]  # exec'd: the PID stays the detector's
         return det
@@ -200,11 +212,14 @@ class Bench:
         return link_packets(self.lab.attacker, self.lab.attacker.iface, "tx")
 
     def detector_run(self, name: str, gen_name: str, argv: list[str], seconds: float,
-                     rate: int | None = None, more_modes: str = "") -> Row:
+                     rate: int | None = None, more_modes: str = "", metrics: bool = False) -> Row:
         pace(self.lab, rate)
-        det = self.detector(more_modes).start()
+        det = self.detector(more_modes, metrics).start()
         assert det.proc is not None
         pid = det.proc.pid
+        if metrics:
+            self.lab.victim.popen(["timeout", str(int(seconds + 30)), "taskset", "-c", GEN_CPU,
+                                   str(VENV_BIN / "python"), "-c", SCRAPER])
         try:
             time.sleep(0.5)
             cpu0, tx0 = cpu_seconds(pid), self.offered()
@@ -218,6 +233,8 @@ class Bench:
         finally:
             det.stop()
             pace(self.lab, None)
+            if metrics:
+                self.lab.victim.stop_all()  # the scraper (the detector has stopped already)
         recs = det.records()
         d = detail(recs)
         src = self.lab.attacker.addr4
@@ -345,6 +362,8 @@ def main() -> int:
     ap.add_argument("--sources", type=int, default=1_000_000, help="distinct spoofed sources (default 1,000,000)")
     ap.add_argument("--sources-rate", type=int, default=100_000, help="pps for the sources run (default 100000)")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    ap.add_argument("--metrics", action="store_true",
+                    help="each flood again with metrics on (endpoint scraped every second + textfile), side by side")
     ap.add_argument("--also-modes", default="", metavar="MODES",
                     help="each paced flood again with these sentries beside atcp (e.g. 'asctp, aproto')")
     args = ap.parse_args()
@@ -372,12 +391,21 @@ def main() -> int:
             rows.append(bench.detector_run("detector, SYN flood (max rate)", "trafgen",
                                            trafgen(lab, syn, flood_count), args.seconds))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
+            if args.metrics:
+                rows.append(bench.detector_run("  same, metrics on", "trafgen", trafgen(lab, syn, flood_count),
+                                               args.seconds, metrics=True))
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
             rows.append(bench.detector_run("detector, SYN flood (max rate)", "hping3", hping3(lab), args.seconds))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
             for rate in args.rates:
                 rows.append(bench.detector_run(f"detector, SYN flood paced {rate:,}", "trafgen+tbf",
                                                trafgen(lab, syn, flood_count, rate), args.seconds, rate))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
+                if args.metrics:
+                    rows.append(bench.detector_run("  same, metrics on", "trafgen+tbf",
+                                                   trafgen(lab, syn, flood_count, rate), args.seconds, rate,
+                                                   metrics=True))
+                    print(table(rows[-1:]).splitlines()[-1], flush=True)
                 if args.also_modes:
                     rows.append(bench.detector_run(f"  same, atcp + {args.also_modes}", "trafgen+tbf",
                                                    trafgen(lab, syn, flood_count, rate), args.seconds, rate,

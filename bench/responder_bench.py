@@ -49,6 +49,9 @@ OPEN_PORT = 8080
 SERVER = ("import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
           f"s.bind(('0.0.0.0',{OPEN_PORT}))\ns.listen(4096)\nprint('ready',flush=True)\n"
           "while True:\n c,_=s.accept(); c.close()\n")
+#: A Prometheus-like scraper in the victim namespace: GET the responder's /metrics once a second.
+SCRAPER = ("import time,urllib.request\nwhile True:\n try: urllib.request.urlopen("
+           "'http://127.0.0.1:9782/metrics',timeout=2).read()\n except OSError: pass\n time.sleep(1)\n")
 UDP_SINK = ("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',9))\n"
             "print('ready',flush=True)\ntime.sleep(3600)\n")
 
@@ -316,9 +319,11 @@ class Bench:
                 print(f"  ! {p}")
 
     # ------------------------------------------------------------------ 2. rate
-    def rate(self, lab: Lab) -> None:
+    def rate(self, lab: Lab, metrics: bool = False) -> None:
+        """``metrics``: the same with the responder's metrics on (endpoint scraped every second, textfile written
+        every second), for the side-by-side cost (``--metrics``)."""
         n = self.args.bans
-        base = self.work / "rate"
+        base = self.work / ("rate-metrics" if metrics else "rate")
         base.mkdir()
         cfg = make_config(base, jail(base))
         alerts = base / "alerts.jsonl"
@@ -327,9 +332,14 @@ class Bench:
         ips = addresses("198.19.0.1", n)
         payload = "".join(json.dumps(scan_record(ip)) + "\n" for ip in ips).encode()
         out: dict[str, Any] = {"n": n}
-        with ResponderProcess(lab.victim, base, cfg, backend="pyinotify") as resp:
+        resp = ResponderProcess(lab.victim, base, cfg, backend="pyinotify")
+        if metrics:
+            resp.argv += ["--metrics-listen", "127.0.0.1:9782", "--metrics-textfile", str(base / "responder.prom"),
+                          "--metrics-interval", "1"]
+        with resp:
             assert resp.proc is not None
             pid = resp.proc.pid
+            scraper = lab.victim.popen(["timeout", "200", PY, "-c", SCRAPER]) if metrics else None
             serve(lab)
             watcher = watch_begin(lab, ips[-1], 120)
             cpu0 = cpu_seconds(pid)
@@ -352,10 +362,24 @@ class Bench:
             cpu1 = cpu_seconds(pid)
             last_dec = max((float(r["PS_TIME"]) for r in decided), default=None)
             status = resp.ask("status")
+            if scraper is not None:
+                scraper.terminate()
+                scraper.wait(10)
         out.update(set_s=None if t_set is None else t_set - t0, in_set=count, decisions=len(decided),
                    decisions_s=None if last_dec is None else last_dec - t0, cpu_to_set=cpu_set - cpu0,
                    cpu_total=cpu1 - cpu0,
                    banned=status.get("jails", {}).get("portsentinel", {}).get("bans_total"))
+        if metrics:
+            self.results["rate_metrics"] = out
+            off = self.results.get("rate", {})
+            print("\n== 2b. the same with metrics on (/metrics scraped every second, textfile every second)")
+            for key, label in (("set_s", "all in force"), ("decisions_s", "ban records written")):
+                if out[key] and off.get(key):
+                    print(f"  {label:<22} off {n / off[key]:9.0f} bans/s   on {n / out[key]:9.0f} bans/s   "
+                          f"ratio on/off {off[key] / out[key]:.3f}")
+            if off.get("cpu_total"):
+                print(f"  responder CPU          off {off['cpu_total']:.2f} s   on {out['cpu_total']:.2f} s")
+            return
         # Baselines: one nft process per ban (fail2ban's stock nftables action does this), iptables one by one.
         out["nft_single"] = self._single_calls(lab, "nft", self.args.baseline_n)
         out["iptables_single"] = self._single_calls(lab, "iptables", self.args.iptables_n)
@@ -577,6 +601,7 @@ def main() -> int:
     p.add_argument("--rebans", type=int, default=12, help="sources per backend (reban)")
     p.add_argument("--reban-bantime", type=float, default=1.0, help="bantime in seconds (reban)")
     p.add_argument("--json", type=Path, help="also write every figure here")
+    p.add_argument("--metrics", action="store_true", help="rate: again with metrics on, side by side")
     p.add_argument("--profile", type=Path, help="latency: run detector and responder under cProfile, into DIR")
     args = p.parse_args()
     problem = lab_problem()
@@ -597,6 +622,8 @@ def main() -> int:
                 for part in ("latency", "rate", "restart"):
                     if part in parts:
                         getattr(bench, part)(lab)
+                    if part == "rate" and "rate" in parts and args.metrics:
+                        bench.rate(lab, metrics=True)
         if "throughput" in parts:
             bench.throughput()
         if "reban" in parts:

@@ -8,7 +8,7 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 apt_pkgs=(python3 iputils-ping python3-venv python3-dev gcc pkg-config libsystemd-dev libpcap0.8 iproute2 nftables iptables ipset systemd)
-[ "$want_test" = 1 ] && apt_pkgs+=(nmap masscan tcpdump hping3 netsniff-ng util-linux procps openssh-server openssh-client sshpass prometheus prometheus-node-exporter)
+[ "$want_test" = 1 ] && apt_pkgs+=(nmap masscan tcpdump hping3 netsniff-ng util-linux procps openssh-server openssh-client sshpass prometheus prometheus-node-exporter chromium)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -49,6 +49,7 @@ from portsentinel.detector.config_values import (
 )
 from portsentinel.detector.settings import ConfigError, DetectorConfig, IPNetwork
 
+
 # --- the own format ------------------------------------------------------------------------------------
 def parse_listen(value: Value) -> str:
     """The metrics endpoint: HOST:PORT, [V6]:PORT or PORT (127.0.0.1); empty means off (docs/metrics.md)."""

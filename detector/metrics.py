@@ -9,8 +9,9 @@ anywhere. Names and meanings: docs/metrics.md.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Iterable, Sized
+from typing import Protocol
 
 from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,9 +21,45 @@ from portsentinel import record as R
 from portsentinel.common.metrics import Exporter
 
 from .classify import classify
+from .decide import Decider
+from .reassembly import Reassembler
+from .settings import DetectorConfig
+from .tracker import Tracker
 
-if TYPE_CHECKING:
-    from .service import Counters, Detector
+
+class Counters(Protocol):
+    """What the collector reads of the service's counters (detector/service.py's Counters)."""
+
+    packets: int
+    not_local: int
+    in_use: int
+    ignored: int
+    drops: int
+    rearm_msgs: int
+    rearm_bad: int
+    rearmed: int
+    bad: Counter[str]
+    kinds: list[int]
+    other_kinds: Counter[tuple[str, str]]
+    events: Counter[str]
+    ports: Counter[tuple[str, str]]
+
+
+class Detector(Protocol):
+    """What the collector reads of the detector (the service imports this module, never the reverse)."""
+
+    @property
+    def cfg(self) -> DetectorConfig: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def tracker(self) -> Tracker: ...
+    @property
+    def decider(self) -> Decider: ...
+    @property
+    def frags(self) -> Reassembler: ...
+    @property
+    def captures(self) -> Sized: ...
 
 P = "portsentinel_detector_"
 #: Protocol codes the tracker uses → the label value.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -19,9 +19,22 @@ from prometheus_client.registry import Collector
 from portsentinel import record as R
 from portsentinel.common.metrics import Exporter
 
-if TYPE_CHECKING:
-    from .bans import Ban
-    from .service import Responder
+from .bans import Ban, BanBook
+from .engine import Engine
+from .forgery import ForgeryTally
+
+
+class Responder(Protocol):
+    """What the collector reads of the responder (the service imports this module, never the reverse)."""
+
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def book(self) -> BanBook: ...
+    @property
+    def forgeries(self) -> ForgeryTally: ...
+    @property
+    def errors(self) -> list[str]: ...
 
 P = "portsentinel_responder_"
 #: Latency buckets (seconds): a ban is in force in milliseconds when all is well, seconds when journald lags.

@@ -304,7 +304,7 @@ def cmd_import_portsentry(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Scans and bans over a time range, from the journal or the JSON-lines files (docs/metrics.md)."""
-    from .report import run
+    from .report_cmd import run
 
     return run(args.since, args.html, args.jsonl, args.buckets, top=args.top)
 

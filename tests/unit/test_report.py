@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from portsentinel import record as R
-from portsentinel.client.report import render_text, run, sparkline, summarize
+from portsentinel.client.report import render_text, sparkline, summarize
+from portsentinel.client.report_cmd import run
 from portsentinel.client.report_html import render_html
 
 T0 = 1_800_000_000.0

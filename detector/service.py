@@ -517,6 +517,8 @@ class Detector:
                     if (other_bads and length >= 20 and ring[start] == 0x45 and ring[start + 9] != TCP
                             and ring[start + 9] != UDP and not (ring[start + 6] & 0x3F or ring[start + 7])):
                         res: ProbeTuple | Bad | None = Bad.OTHER_PROTO  # IPv4, not TCP/UDP, whole: parse_other
+                    elif length >= 20 and ring[start] >> 4 == 4 and (ring[start + 6] & 0x3F or ring[start + 7]):
+                        res = Bad.FRAGMENT  # an IPv4 fragment (offset or MF): straight to the reassembler
                     else:
                         res = parse_tuple(ring, start, length)
                     if res is Bad.FRAGMENT:  # copied out of the ring by the reassembler

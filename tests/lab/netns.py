@@ -113,6 +113,7 @@ class Lab:
         net = secrets.randbelow(200) + 10
         self.subnet4 = f"198.18.{net}.0/24"
         self.subnet6 = f"2001:db8:{net:x}::/64"
+        self.lab48 = f"2001:db8:{net:x}::/48"
         self.victim = Host(f"{tag}-vic", "vic0", f"198.18.{net}.1", f"2001:db8:{net:x}::1")
         self.attacker = Host(f"{tag}-atk", "atk0", f"198.18.{net}.2", f"2001:db8:{net:x}::2")
         self.extra: list[Host] = [
@@ -162,6 +163,8 @@ class Lab:
             host.run(["ip", "link", "set", host.iface, "up"])
             host.run(["ip", "addr", "add", f"{host.addr4}/24", "dev", host.iface])
             host.run(["ip", "-6", "addr", "add", f"{host.addr6}/64", "dev", host.iface, "nodad"])
+            # The lab's /48 is on-link everywhere (not a default route): aliases live in /64s of their own.
+            host.run(["ip", "-6", "route", "add", self.lab48, "dev", host.iface])
         # Wait until the link is up and both families answer.
         deadline = time.monotonic() + 10
         while True:
@@ -179,14 +182,15 @@ class Lab:
                 raise LabError(f"{host.ns} has a default route: {routes}")
 
     def aliases(self, host: Host, count: int) -> list[tuple[str, str]]:
-        """Give ``host`` ``count`` more addresses (IPv4, IPv6) in the lab's subnets, so one scanner can
-        appear as several sources (``nmap -S ADDR -e IFACE``)."""
+        """Give ``host`` ``count`` more addresses (IPv4, IPv6), so one scanner can appear as several sources
+        (``nmap -S ADDR -e IFACE``). Each IPv6 alias is in a /64 of its own (inside the lab's on-link /48): the
+        detector and the responder count and ban IPv6 sources per /64, so a fresh source is a fresh /64."""
         net4 = self.subnet4.rsplit(".", 1)[0]
         net6 = self.subnet6.split("::")[0]
         out = []
         for _ in range(count):
             n = len(self._aliases) + 100
-            a4, a6 = f"{net4}.{n}", f"{net6}::{n:x}"
+            a4, a6 = f"{net4}.{n}", f"{net6}:{n:x}::{n:x}"
             host.run(["ip", "addr", "add", f"{a4}/24", "dev", host.iface])
             host.run(["ip", "-6", "addr", "add", f"{a6}/64", "dev", host.iface, "nodad"])
             self._aliases.append((a4, a6))

@@ -132,7 +132,10 @@ def test_a_prefix_holding_a_protected_address_is_not_banned(
     """A scanner in the victim's own /64: the /64 holds the victim's address, so the scanner's address alone is
     banned, and the ban record says so; a neighbour in the same /64 keeps working."""
     lab, resp, _ = pipeline
-    ((_, a6), (_, friend)) = lab.aliases(lab.attacker, 2)
+    net = lab.subnet6.split("::")[0]
+    a6, friend = f"{net}::a0", f"{net}::a1"  # in the victim's own /64 (Lab.aliases gives /64s of their own)
+    for addr in (a6, friend):
+        lab.attacker.run(["ip", "-6", "addr", "add", f"{addr}/64", "dev", lab.attacker.iface, "nodad"])
     rotate(lab, [a6], ports=(1,))
     got = resp.wait_for(lambda r: r.get("PS_EVENT") == "ban" and r.get("PS_SRC") == a6, timeout=5)
     assert got, resp.records()[-5:]

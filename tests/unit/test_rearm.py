@@ -7,6 +7,8 @@ import ipaddress
 import os
 import socket
 import struct
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,11 @@ from portsentinel.detector.service import Detector
 from portsentinel.detector.settings import DetectorConfig
 from portsentinel.detector.tracker import Tracker
 from portsentinel.responder.adapters.rearm import MAX_PENDING, RearmSender
+from portsentinel.responder.adapters.runner import Result
+from portsentinel.responder.bans import Ban
+from portsentinel.responder.executor import KERNEL_GRACE, Executor
+from portsentinel.responder.jailconf import ActionRef, JailConfig
+from tests.conftest import ROOT
 
 V4, V6 = "198.51.100.7", "2001:db8::7"
 DST = bytes([203, 0, 113, 1])
@@ -348,3 +355,29 @@ def test_detector_rearms_what_the_responder_names(tmp_path: Path) -> None:
     assert left == {"198.51.100.8"}
     summaries = [r for r in sink.records if r.event == "summary"]
     assert len(summaries) == 4 and all(r.get(R.F_DETAIL) == "rearmed" for r in summaries)
+
+
+# ----------------------------------------------------------------------------- the responder ends a ban first
+
+class ScriptRunner:
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None) -> Result:
+        if input is not None:
+            self.scripts.append(input)
+        return Result(tuple(argv), 0)
+
+
+def test_nft_elements_outlive_the_ban_by_the_grace() -> None:
+    """The kernel's timeout is the ban's time plus KERNEL_GRACE: the responder's expiry (which re-arms the
+    detector) comes first, the kernel's stays the safety net."""
+    runner = ScriptRunner()
+    ex = Executor(ROOT / "actions.d", lambda *a, **k: None, runner)
+    ex.configure(JailConfig(name="scan", where="x", enabled=True, filter="portsentinel",
+                            actions=[ActionRef("nftables", {"name": "scan"}, "x")]))
+    now = time.time()
+    ex.ban_many([Ban("scan", V4, now, now + 600), Ban("scan", V6, now, -1)])
+    (script,) = runner.scripts
+    assert f"{V4} timeout {600 + KERNEL_GRACE}s" in script
+    assert V6 in script and f"{V6} timeout" not in script  # forever stays forever

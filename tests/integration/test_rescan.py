@@ -231,3 +231,85 @@ def _wait_ready(base: Path, proc: subprocess.Popen[bytes]) -> None:
             return
         time.sleep(0.1)
     raise LabError(f"portsentinel run did not come up: {(base / 'run.stderr').read_text()[-2000:]}")
+
+
+# ----------------------------------------------------------------------------- legitimate clients
+
+VICTIM_SERVER = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80))
+s.listen(16)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.recv(64)
+    c.sendall(b"hello")
+    c.close()
+"""
+
+# From the attacker namespace: a client of the victim's service (fixed source port), a peer whose own service the
+# victim uses; after each connection ended, the peer's FIN/ACK arrives again, late (a retransmission or a delayed
+# duplicate), at a socket that is gone.
+CLIENTS = """
+import socket, sys, time
+from scapy.layers.inet import IP, TCP
+from scapy.sendrecv import send
+client, peer, victim = sys.argv[1:4]
+for i in range(5):
+    c = socket.socket()
+    c.bind((client, 40100 + i))
+    c.connect((victim, 80))
+    c.sendall(b"hi")
+    assert c.recv(16) == b"hello"
+    c.close()
+    time.sleep(0.2)
+    for _ in range(3):  # the client's FIN/ACK again, after the server's side is gone
+        send(IP(src=client, dst=victim) / TCP(sport=40100 + i, dport=80, flags="FA", seq=1000, ack=2000), verbose=0)
+print("ok", flush=True)
+"""
+
+
+def test_legitimate_clients_are_never_banned(mlab: Lab, tmp_path: Path) -> None:
+    """While a scanner is banned, unbanned and banned again (re-arm at work), clients of a real service in the
+    watched range, and peers of the host's own outgoing connections, with late FIN/ACK retransmissions after the
+    connections ended, are never reported and never banned."""
+    (client, _), (peer, _), (scanner, _) = mlab.aliases(mlab.attacker, 3)
+    srv = mlab.victim.popen([tool("python"), "-c", VICTIM_SERVER], stdout=subprocess.PIPE)
+    assert srv.stdout is not None and srv.stdout.readline().strip() == b"ready"
+    peer_srv = mlab.attacker.popen([tool("python"), "-c", VICTIM_SERVER.replace('"0.0.0.0", 80', f'"{peer}", 8081')],
+                                   stdout=subprocess.PIPE)
+    assert peer_srv.stdout is not None and peer_srv.stdout.readline().strip() == b"ready"
+    cfg = make_config(tmp_path, _jail(tmp_path, "1h"))
+    with detector_for(mlab.victim, tmp_path, "atcp") as det, ResponderProcess(mlab.victim, tmp_path, cfg) as resp:
+        nmap(mlab.attacker, "-sS", mlab.victim.addr4, "1,11", source=scanner)
+        assert resp.wait_for(lambda r: r.get("PS_EVENT") == "ban" and r.get("PS_SRC") == scanner), resp.stderr()
+        assert resp.ask("unban", scanner)["ok"]
+        assert python_in(mlab.attacker, CLIENTS.replace("sys.argv[1:4]", repr([client, peer, mlab.victim.addr4])),
+                         timeout=60).strip() == "ok"
+        # The victim as a client: the peer closes first, then its FIN/ACK comes again to the closed port.
+        got = python_in(mlab.victim, f"""
+import socket
+ports = []
+for _ in range(3):
+    c = socket.create_connection(("{peer}", 8081), timeout=5)
+    ports.append(c.getsockname()[1])
+    c.sendall(b"hi")
+    assert c.recv(16) == b"hello"
+    c.close()
+print(" ".join(map(str, ports)))
+""")
+        late = ("import sys\nfrom scapy.layers.inet import IP, TCP\nfrom scapy.sendrecv import send\n"
+                f"for p in sys.argv[1:] or {got.split()!r}:\n"
+                f"    send(IP(src={peer!r}, dst={mlab.victim.addr4!r}) / TCP(sport=8081, dport=int(p), flags='FA',"
+                " seq=5000, ack=6000), count=3, verbose=0)\nprint('ok')\n")
+        assert python_in(mlab.attacker, late).strip() == "ok"
+        nmap(mlab.attacker, "-sS", mlab.victim.addr4, "1,11", source=scanner)  # the scanner again: banned again
+        assert _wait_story(lambda: det.records() + resp.records(), scanner,
+                           ["scan", "ban", "unban", "scan", "ban"]) == ["scan", "ban", "unban", "scan", "ban"]
+        time.sleep(1.0)
+        mine = [r for r in det.records() + resp.records() if r.get("PS_SRC") in (client, peer)]
+        assert mine == [], mine
+        assert resp.stop() == 0
+        assert det.stop() == 0

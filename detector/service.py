@@ -73,6 +73,7 @@ class Counters:
     not_local: int = 0
     in_use: int = 0
     ignored: int = 0
+    late_ack: int = 0  # ACK-bearing segments to a free port of the ephemeral range: late ends of connections
     drops: int = 0
     rearm_msgs: int = 0  # valid re-arm messages from the responder
     rearm_bad: int = 0  # refused ones
@@ -131,6 +132,9 @@ class Detector:
         self._full4 = cfg.ipv4_prefix == 32
         self._banner = cfg.port_banner.encode("utf-8", "replace")
         self.rearm_sock: RearmSocket | None = None
+        #: The host's ephemeral port range: an ACK or FIN/ACK to a free port there is the late end of one of its
+        #: own outgoing connections (a retransmission or a duplicate after the socket closed), not a probe.
+        self._eph_lo, self._eph_hi = procnet.ephemeral_ports()
         self._rearm_problem = ""  # why the re-arm socket is not open, or why the last message was refused
         self._rearm_bad_logged = 0
         self.metrics: Exporter | None = None
@@ -434,6 +438,9 @@ class Detector:
             if port in self.in_use[proto]:
                 c.in_use += 1
                 return
+        if (scan == "ack" or scan == "maimon") and self._eph_lo <= port <= self._eph_hi:
+            c.late_ack += 1  # a late or duplicate segment of one of this host's own (closed) connections
+            return
         if (scan == "ack" or scan == "maimon") and now - self._full_at > 0.05:
             # ACK and FIN/ACK may belong to a connection opened since the last full read: look at all sockets.
             self.refresh_in_use(proto, now)
@@ -579,6 +586,9 @@ class Detector:
                     if port in in_use[proto]:
                         busy += 1
                         continue
+                if (scan == "ack" or scan == "maimon") and self._eph_lo <= port <= self._eph_hi:
+                    self.counters.late_ack += 1  # the late end of one of this host's own connections
+                    continue
                 if (scan == "ack" or scan == "maimon") and now - self._full_at > 0.05:
                     # ACK and FIN/ACK may belong to a connection opened since the last full read.
                     self.refresh_in_use(proto, now)
@@ -827,6 +837,7 @@ class Detector:
                        f"{c.records} records, {sum(c.bad.values())} bad packets skipped, {c.drops} kernel drops",
                        PS_DETAIL=" ".join([f"packets={c.packets} probes={c.probes} records={c.records} "
                                            f"drops={c.drops} not_local={c.not_local} in_use={c.in_use} "
+                                           f"late_ack={c.late_ack} "
                                            f"ignored={c.ignored} evicted={self.tracker.evictions} "
                                            f"deferred={self.decider.suppressed} rearm_msgs={c.rearm_msgs} "
                                            f"rearmed={c.rearmed} rearm_refused={c.rearm_bad}",

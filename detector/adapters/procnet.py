@@ -144,3 +144,16 @@ def fragment_sysctls(root: str = "/proc/sys/net") -> dict[str, int]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def ephemeral_ports(root: str = "/proc/sys/net") -> tuple[int, int]:
+    """The host's range of local ports for outgoing connections (``ip_local_port_range``, IPv4 and IPv6 alike);
+    Linux's default when it cannot be read."""
+    try:
+        with open(f"{root}/ipv4/ip_local_port_range", encoding="ascii") as fh:
+            lo, hi = (int(x) for x in fh.read().split())
+        if 1 <= lo <= hi <= 65535:
+            return lo, hi
+    except (OSError, ValueError):
+        pass
+    return 32768, 60999

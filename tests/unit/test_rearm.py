@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from portsentinel import record as R
 from portsentinel.common import rearm as M
+from portsentinel.detector.adapters import procnet
 from portsentinel.detector.adapters.rearm import RearmSocket
 from portsentinel.detector.decide import Decider
 from portsentinel.detector.service import Detector
@@ -381,3 +382,12 @@ def test_nft_elements_outlive_the_ban_by_the_grace() -> None:
     (script,) = runner.scripts
     assert f"{V4} timeout {600 + KERNEL_GRACE}s" in script
     assert V6 in script and f"{V6} timeout" not in script  # forever stays forever
+
+
+def test_ephemeral_port_range(tmp_path: Path) -> None:
+    (tmp_path / "ipv4").mkdir()
+    (tmp_path / "ipv4" / "ip_local_port_range").write_text("40000\t50000\n")
+    assert procnet.ephemeral_ports(str(tmp_path)) == (40000, 50000)
+    (tmp_path / "ipv4" / "ip_local_port_range").write_text("junk\n")
+    assert procnet.ephemeral_ports(str(tmp_path)) == (32768, 60999)
+    assert procnet.ephemeral_ports(str(tmp_path / "missing")) == (32768, 60999)

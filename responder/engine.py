@@ -117,15 +117,15 @@ class Engine:
                          port=int(port_text), proto=e.fields.get(R.F_PROTO, ""),
                          scan=e.fields.get(R.F_SCAN, ""), match=(e.line or e.fields.get(R.F_MESSAGE, ""))[:300])
 
-    def fail(self, rt: JailRuntime, ip: str, now: float, counter: Jail | None = None,
-             **what: object) -> Decision | None:
+    def fail(self, rt: JailRuntime, ip: str, now: float, counter: Jail | None = None, *, verified: bool = False,
+             port: int = 0, proto: str = "", scan: str = "", match: str = "") -> Decision | None:
         """One failure of the canonical address ``ip`` in the jail, counted for its network (an IPv6 /64 by
         default: a scanner rotating its address is one source); a ban Decision when the jail says so. ``counter``
         counts instead of the jail's own (the kernel trap's maxretry)."""
         net = self.network(rt.cfg, ip)
         if self.book.covering(rt.cfg.name, ip) is not None:
             return None  # already banned here (the address, or a network that holds it): nothing runs again
-        f = Failure(net, now, **what)  # type: ignore[arg-type]
+        f = Failure(net, now, verified=verified, port=port, proto=proto, scan=scan, match=match)
         decision = (counter or rt.jail).add(f)
         if decision is None:
             return None
@@ -138,7 +138,7 @@ class Engine:
         if why is not None:
             rt.ignored_total += 1
             return Decision("ignored", name, ip, f"never banned: {why}")
-        target, note = self.never.narrow(ip, net or ip, rt.cfg.ignoreip, rt.cfg.ignoreself)
+        target, note = self.never.safe_target(ip, net or ip, rt.cfg.ignoreip, rt.cfg.ignoreself)
         if not manual and "/" in target:
             target, note = self._escalate(rt, ip, target, now, note)
         if not manual and not rt.cap.allow(now):  # one network is one ban against the cap
@@ -183,7 +183,7 @@ class Engine:
         times.append(now)
         if len(times) < cfg.ban_prefix_v6_escalate_after:
             return target, note
-        safe, why = self.never.narrow(ip, wide, cfg.ignoreip, cfg.ignoreself)
+        safe, why = self.never.safe_target(ip, wide, cfg.ignoreip, cfg.ignoreself)
         if safe != wide:
             return target, (note + "; " if note else "") + f"no escalation to {wide}: {why}"
         del self._wide[key]

@@ -38,7 +38,8 @@ class NeverBan:
         return None
 
 
-    def narrow(self, ip: str, net: str, ignoreip: Iterable[IPNetwork] = (), ignoreself: bool = True) -> tuple[str, str]:
+    def safe_target(self, ip: str, net: str, ignoreip: Iterable[IPNetwork] = (),
+                    ignoreself: bool = True) -> tuple[str, str]:
         """``net`` (a network that holds ``ip``, itself never banned), or ``ip`` alone when ``net`` holds a
         protected address: one of this host's own addresses, gateways or resolvers (with ``ignoreself``), a part
         of ``ignoreip``, loopback. Returns (the network or address to ban, "" or why it fell back).

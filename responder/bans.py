@@ -21,7 +21,10 @@ class Ban:
     expires: float  # FOREVER, or a wall-clock time
     count: int = 1  # this host's offence number in this jail
     failures: int = 1
-    info: dict[str, str] = field(default_factory=dict)  # port, proto, scan, source…
+    info: dict[str, str] = field(default_factory=dict)  # port, proto, scan, mode, source…
+    #: The matched line or record message that made the ban, for the actions' ``matches`` (kept in memory only,
+    #: as fail2ban does: a restored ban has none).
+    matches: str = field(default="", compare=False)
 
     @property
     def bantime(self) -> float:

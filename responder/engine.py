@@ -115,17 +115,18 @@ class Engine:
             return Decision("invalid", name, ip, f"{R.F_PORT} {port_text[:20]!r} is not a port number")
         return self.fail(rt, ip, now, verified=e.fields.get(R.F_VERIFIED) == "1",
                          port=int(port_text), proto=e.fields.get(R.F_PROTO, ""),
-                         scan=e.fields.get(R.F_SCAN, ""), match=(e.line or e.fields.get(R.F_MESSAGE, ""))[:300])
+                         scan=e.fields.get(R.F_SCAN, ""), mode=e.fields.get(R.F_MODE, ""),
+                         match=(e.line or e.fields.get(R.F_MESSAGE, ""))[:300])
 
     def fail(self, rt: JailRuntime, ip: str, now: float, counter: Jail | None = None, *, verified: bool = False,
-             port: int = 0, proto: str = "", scan: str = "", match: str = "") -> Decision | None:
+             port: int = 0, proto: str = "", scan: str = "", mode: str = "", match: str = "") -> Decision | None:
         """One failure of the canonical address ``ip`` in the jail, counted for its network (an IPv6 /64 by
         default: a scanner rotating its address is one source); a ban Decision when the jail says so. ``counter``
         counts instead of the jail's own (the kernel trap's maxretry)."""
         net = self.network(rt.cfg, ip)
         if self.book.covering(rt.cfg.name, ip) is not None:
             return None  # already banned here (the address, or a network that holds it): nothing runs again
-        f = Failure(net, now, verified=verified, port=port, proto=proto, scan=scan, match=match)
+        f = Failure(net, now, verified=verified, port=port, proto=proto, scan=scan, mode=mode, match=match)
         decision = (counter or rt.jail).add(f)
         if decision is None:
             return None
@@ -147,13 +148,14 @@ class Engine:
                             f"ban cap reached ({rt.cfg.maxbans_per_minute} per minute): not executed")
         count = self.offences.offences(name, target) + 1
         seconds = bantime_for(rt.cfg, count)
-        info = {} if f is None else {k: str(v) for k, v in (("port", f.port), ("proto", f.proto), ("scan", f.scan))
-                                     if v}
+        info = {} if f is None else {k: str(v) for k, v in (("port", f.port), ("proto", f.proto), ("scan", f.scan),
+                                                            ("mode", f.mode)) if v}
         if target != ip:
             info["src"] = ip  # the address whose record made the ban: PS_SRC of the ban record
         if note:
             info["note"] = note
-        ban = Ban(name, target, now, FOREVER if seconds == FOREVER else now + seconds, count, failures, info)
+        ban = Ban(name, target, now, FOREVER if seconds == FOREVER else now + seconds, count, failures, info,
+                  matches="" if f is None else f.match)
         replaces = self.book.inside(name, target) if "/" in target else []
         for old in replaces:
             self.book.remove(name, old.ip)

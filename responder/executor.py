@@ -56,9 +56,11 @@ def ban_vars(ban: Ban, now: float, *, remaining: bool = False) -> dict[str, obje
     port = ban.info.get("port", "")
     if port.isdigit():
         out["port"] = int(port)
-    for key in ("proto", "scan"):
+    for key in ("proto", "scan", "mode"):
         if ban.info.get(key):
             out[key] = ban.info[key]
+    if ban.matches:
+        out["matches"] = ban.matches
     return out
 
 

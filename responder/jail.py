@@ -20,6 +20,7 @@ class Failure:
     port: int = 0
     proto: str = ""
     scan: str = ""
+    mode: str = ""
     match: str = ""
 
 

@@ -55,8 +55,14 @@ def test_scan_record_bans_once() -> None:
     eng, _ = _engine()
     (d,) = eng.entry("journal", _scan("203.0.113.5", PS_PORT="22", PS_PROTO="tcp", PS_SCAN="syn"), 100.0)
     assert d.kind == "ban" and d.ban is not None and d.ban.expires == 160.0
-    assert d.ban.info == {"port": "22", "proto": "tcp", "scan": "syn"}
+    assert d.ban.info == {"port": "22", "proto": "tcp", "scan": "syn"}  # no PS_MODE in this record
     assert eng.entry("journal", _scan("203.0.113.5"), 101.0) == []  # already banned: nothing runs again
+
+
+def test_ban_keeps_the_sentry_mode_and_the_matched_text() -> None:
+    eng, _ = _engine()
+    (d,) = eng.entry("journal", _scan("203.0.113.6", PS_PORT="23", PS_MODE="stcp"), 100.0)
+    assert d.ban is not None and d.ban.info["mode"] == "stcp" and d.ban.matches == "attackalert"
 
 
 def test_forged_record_from_another_uid() -> None:

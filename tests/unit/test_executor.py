@@ -72,3 +72,17 @@ def test_hostile_values_never_reach_argv() -> None:
     ex.ban_many([Ban("scan", "203.0.113.9", 1000.0, 1060.0, info={"scan": "syn; rm -rf /", "proto": "tcp"})])
     assert runner.calls == []  # the bad variable is refused before anything runs
     assert any(ev is R.Event.FAILED for ev, _, _ in reports)
+
+
+def test_ban_vars_carry_mode_and_matches() -> None:
+    """$MODE$ (actions.d/script.conf) and {{ matches }} reach the templates (docs/actions.md lists them)."""
+    from portsentinel.responder.bans import Ban
+    from portsentinel.responder.executor import ban_vars
+
+    ban = Ban("j", "192.0.2.7", 100.0, 700.0, info={"port": "23", "proto": "tcp", "scan": "syn", "mode": "stcp"},
+              matches="attackalert: TCP SYN/Normal scan from host: 192.0.2.7")
+    out = ban_vars(ban, 100.0)
+    assert (out["mode"], out["port"], out["scan"], out["bantime"]) == ("stcp", 23, "syn", 600)
+    assert str(out["matches"]).startswith("attackalert: TCP SYN")
+    restored = Ban("j", "192.0.2.7", 100.0, 700.0, info={"port": "23"})  # from the store: no matches
+    assert "matches" not in ban_vars(restored, 100.0) and "mode" not in ban_vars(restored, 100.0)

@@ -110,23 +110,25 @@ class DetectorCollector(Collector):
         self.det = det
 
     def collect(self) -> Iterable[Metric]:
+        # The endpoint's thread runs this while the loop counts: each dict is copied first (dict() and list()
+        # of a dict copy in C, under the GIL, in one step), never iterated while it may grow.
         d = self.det
         c = d.counters
         yield CounterMetricFamily(P + "packets", "Packets the sentries read (captured frames and classic "
                                                  "sentries' connections)", value=c.packets)
         probes = CounterMetricFamily(P + "probes", "Probes counted against a source, by protocol and scan kind",
                                      labels=("protocol", "scan"))
-        for (proto, scan), n in sorted(probe_kinds(c.kinds, c.other_kinds).items()):
+        for (proto, scan), n in sorted(probe_kinds(list(c.kinds), dict(c.other_kinds)).items()):
             probes.add_metric((proto, scan), n)
         yield probes
         records = CounterMetricFamily(P + "records", "Records written, by event", labels=("event",))
-        for event, n in sorted(c.events.items()):
+        for event, n in sorted(dict(c.events).items()):
             records.add_metric((event,), n)
         yield records
         ports = CounterMetricFamily(P + "scan_ports", "Scan records by protocol and the port that crossed the "
                                                       f"trigger (at most {MAX_PORTS} ports, then port=\"other\")",
                                     labels=("protocol", "port"))
-        for (proto, port), n in sorted(c.ports.items()):
+        for (proto, port), n in sorted(dict(c.ports).items()):
             ports.add_metric((proto, port), n)
         yield ports
         skipped = CounterMetricFamily(P + "packets_skipped", "Watched packets not counted as probes, by reason",
@@ -136,7 +138,7 @@ class DetectorCollector(Collector):
         yield skipped
         bad = CounterMetricFamily(P + "bad_packets", "Captured packets skipped unread, by reason",
                                   labels=("reason",))
-        for reason, n in sorted(c.bad.items()):
+        for reason, n in sorted(dict(c.bad).items()):
             bad.add_metric((reason,), n)
         yield bad
         yield GaugeMetricFamily(P + "sources_tracked", "Sources (networks per protocol) in the tracker",

@@ -175,15 +175,18 @@ class ResponderMetrics(Collector):
 
     # ------------------------------------------------------------------ scraped
     def collect(self) -> Iterable[Metric]:
+        # The endpoint's thread runs this while the loop decides: each dict is copied first (dict() and list()
+        # of a dict copy in C, under the GIL, in one step), never iterated while it may grow.
         r = self.resp
         failures = CounterMetricFamily(P + "failures", "Failures counted by jails (since the last load)",
                                        labels=("jail",))
         in_force = GaugeMetricFamily(P + "bans_in_force", "Bans in force, by jail", labels=("jail",))
         if r is not None:
-            for name, rt in sorted(r.engine.jails.items()):
+            jails = dict(r.engine.jails)
+            for name, rt in sorted(jails.items()):
                 failures.add_metric((name,), rt.jail.failures_total)
-            held = Counter(b.jail for b in r.book.active.values())
-            for name in sorted(set(held) | set(r.engine.jails)):
+            held = Counter(b.jail for b in list(r.book.active.values()))
+            for name in sorted(set(held) | set(jails)):
                 in_force.add_metric((name,), held.get(name, 0))
         yield failures
         yield in_force
@@ -200,12 +203,12 @@ class ResponderMetrics(Collector):
         yield _by(P + "entries_read", "Entries read, by source", ("source",), self.read)
         lag = GaugeMetricFamily(P + "read_lag_seconds", "Age of the last entry read from each source when it "
                                                         "was read", labels=("source",))
-        for source, seconds in sorted(self.lag.items()):
+        for source, seconds in sorted(dict(self.lag).items()):
             lag.add_metric((source,), seconds)
         yield lag
         hist = HistogramMetricFamily(P + "ban_latency_seconds", "Record built (PS_TIME) to ban in force "
                                                                 "(its actions run)")
-        hist.add_metric((), self.latency.cumulative(), self.latency.sum)
+        hist.add_metric((), self.latency.cumulative(), self.latency.sum)  # a list and a float: read whole
         yield hist
         yield CounterMetricFamily(P + "records_forged", "Records refused as forged (untrusted writer)",
                                   value=0 if r is None else r.forgeries.total)
@@ -216,7 +219,7 @@ class ResponderMetrics(Collector):
 def _by(name: str, doc: str, labels: tuple[str, ...], counts: Counter[str] | Counter[tuple[str, str]]
         ) -> CounterMetricFamily:
     fam = CounterMetricFamily(name, doc, labels=labels)
-    for key, n in sorted(counts.items()):
+    for key, n in sorted(dict(counts).items()):
         fam.add_metric(key if isinstance(key, tuple) else (key,), n)
     return fam
 

@@ -404,7 +404,7 @@ class Responder:
         """Listening ports and never-ban facts into the trap's sets; tarpits that ran out, logged."""
         self.traps.tick()
         for jail, hit in self.traps.expired(time.time()):
-            if self.book.get(jail, hit.ip) is None:
+            if self.book.covering(jail, hit.ip) is None:  # nor a network that holds it
                 self.report(R.Event.UNBAN, f"jail {jail}: kernel trap tarpit of {hit.ip} expired",
                             PS_JAIL=jail, PS_SRC=hit.ip, PS_ACTION="kernel-trap", PS_DETAIL="expired")
 

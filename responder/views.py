@@ -36,5 +36,5 @@ def banned(book: BanBook, traps: KernelTraps) -> dict[str, Any]:
     now = time.time()
     rows = [{"jail": b.jail, "ip": b.ip, "since": b.banned_at, "remaining": round(b.remaining(now), 1),
              "count": b.count, **b.info} for b in sorted(book.active.values(), key=lambda b: b.banned_at)]
-    rows += [t for t in traps.banned(now) if book.get(str(t["jail"]), str(t["ip"])) is None]
+    rows += [t for t in traps.banned(now) if book.covering(str(t["jail"]), str(t["ip"])) is None]  # or its network
     return {"ok": True, "bans": rows}

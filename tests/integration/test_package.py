@@ -9,6 +9,7 @@ where the test planted the objects it must remove).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import pwd
@@ -162,7 +163,9 @@ def test_unit_scores(tree: Path) -> None:
     assert re.search(r"^ExecStartPre=/usr/sbin/portsentinel-detector --check", det, re.M)
     assert re.search(r"^ExecStartPre=/usr/bin/portsentinel check-config --config-dir /etc/portsentinel$", res, re.M)
     assert "ReadWritePaths=/etc\n" not in res and "ReadWritePaths=/etc " not in res
-    readme = (tree / "usr/share/doc/portsentinel/README.Debian").read_text()
+    doc = tree / "usr/share/doc/portsentinel"  # dh_compress gzips a README.Debian over 4 KiB
+    readme = ((doc / "README.Debian").read_text() if (doc / "README.Debian").exists()
+              else gzip.decompress((doc / "README.Debian.gz").read_bytes()).decode())
     assert "ReadWritePaths=/etc/hosts.deny" in readme and not re.search(r"ReadWritePaths=/etc\s*$", readme, re.M)
     sshd = (tree / "etc/portsentinel/jail.d/00-debian.conf").read_text().split("[sshd]", 1)[1]
     assert "trusted_uid = root" in sshd and "trusted_unit = ssh.service sshd.service" in sshd

@@ -8,57 +8,24 @@ the capture.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
-import stat
 import struct
+
+from portsentinel.common.dgram import OwnedSocket
 
 #: Datagrams consumed by one :meth:`RearmSocket.receive` call.
 DRAIN_MAX = 64
 _UCRED = struct.Struct("iII")  # pid, uid, gid
 
 
-class RearmSocket:
+class RearmSocket(OwnedSocket):
     """Bound at ``path`` (mode 0660; a stale socket file is replaced, a live one or a non-socket refused)."""
 
     def __init__(self, path: str, *, max_size: int, mode: int = 0o660) -> None:
-        self.path = path
+        super().__init__(path, "re-arm socket", mode=mode, dir_mode=0o750, passcred=True)
         self.max_size = max_size
         self.allowed_uids = frozenset({0, os.geteuid()})
-        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
-        self._remove_stale(path)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-            self._sock.bind(path)
-            os.chmod(path, mode)
-            st = os.stat(path)
-        except OSError:
-            self._sock.close()
-            raise
-        self._ident = (st.st_dev, st.st_ino)
-
-    @staticmethod
-    def _remove_stale(path: str) -> None:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(errno.EEXIST, f"{path} exists and is not a socket; not replacing it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        try:
-            probe.connect(path)
-        except ConnectionRefusedError:
-            os.unlink(path)  # nobody bound there: a leftover of a detector that died
-            return
-        finally:
-            probe.close()
-        raise OSError(errno.EADDRINUSE, f"{path}: another process is bound to this re-arm socket")
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
 
     def receive(self) -> list[tuple[bytes | None, str]]:
         """The queued datagrams (at most :data:`DRAIN_MAX`): (payload, "") for each acceptable one, (None, why)
@@ -66,7 +33,7 @@ class RearmSocket:
         out: list[tuple[bytes | None, str]] = []
         while len(out) < DRAIN_MAX:
             try:
-                data, anc, flags, _ = self._sock.recvmsg(self.max_size + 1, socket.CMSG_SPACE(_UCRED.size))
+                data, anc, flags, _ = self.sock.recvmsg(self.max_size + 1, socket.CMSG_SPACE(_UCRED.size))
             except (BlockingIOError, InterruptedError):
                 break
             uid = None
@@ -82,15 +49,3 @@ class RearmSocket:
             else:
                 out.append((data, ""))
         return out
-
-    def close(self) -> None:
-        """Close the socket and remove its file, unless another process has replaced it since."""
-        if self._sock.fileno() < 0:
-            return
-        self._sock.close()
-        try:
-            st = os.lstat(self.path)
-            if (st.st_dev, st.st_ino) == self._ident:
-                os.unlink(self.path)
-        except OSError:
-            pass

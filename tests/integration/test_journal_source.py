@@ -309,7 +309,7 @@ def test_wake_socket_replaces_a_stale_file_and_refuses_a_live_one(tmp_path: Path
     first = WakeSocket(path)
     with pytest.raises(OSError):
         WakeSocket(path)  # another responder listens there
-    first._sock.close()  # dies without cleaning up: a stale socket file stays
+    first.sock.close()  # dies without cleaning up: a stale socket file stays
     assert os.path.exists(path)
     second = WakeSocket(path)
     send_wake(path)

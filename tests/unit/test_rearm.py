@@ -294,7 +294,7 @@ def test_a_live_socket_is_not_replaced_and_a_stale_one_is(sock_path: str, tmp_pa
         with pytest.raises(OSError, match="another process"):
             RearmSocket(sock_path, max_size=M.MAX_DATAGRAM)
     finally:
-        rx._sock.close()  # dies without removing its file
+        rx.sock.close()  # dies without removing its file
     again = RearmSocket(sock_path, max_size=M.MAX_DATAGRAM)
     again.close()
     plain = tmp_path / "plain"

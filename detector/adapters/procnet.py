@@ -6,28 +6,9 @@ import ipaddress
 import socket
 import struct
 
-from portsentinel.common import hostproto
+from portsentinel.common import hostproto, procnet
 
 _PROC = "/proc/net"
-
-
-def _ports(path: str) -> set[int]:
-    """Local ports of every socket in a /proc/net/{tcp,udp}[6] table, whatever its state."""
-    out: set[int] = set()
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            next(fh, None)
-            for line in fh:
-                parts = line.split(None, 2)
-                if len(parts) >= 2:
-                    _, _, port = parts[1].rpartition(":")
-                    try:
-                        out.add(int(port, 16))
-                    except ValueError:
-                        continue
-    except FileNotFoundError:
-        pass
-    return out
 
 
 NETLINK_SOCK_DIAG = 4
@@ -82,7 +63,7 @@ def ports_in_use(proto: str, root: str = _PROC, *, listening_only: bool = False)
             return frozenset(_diag_ports(6 if proto == "tcp" else 17, states))
         except OSError:
             pass  # no sock_diag (module missing, or filtered): the /proc tables say the same, slower
-    return frozenset(_ports(f"{root}/{proto}") | _ports(f"{root}/{proto}6"))
+    return procnet.ports(proto, root)
 
 
 def _v4_local(root: str) -> set[bytes]:

@@ -157,6 +157,8 @@ def canonical_network(text: str) -> str:
 def source_network(addr: str, prefix4: int = 32, prefix6: int = 64) -> str:
     """The network of ``prefix4`` / ``prefix6`` bits that holds the canonical address ``addr``, as canonical
     text; the address itself when the prefix is the full length. ValueError for a bad address or prefix."""
+    if prefix4 == 32 and ":" not in addr:  # IPv4 per address, the default: canonical_address's fast path
+        return canonical_address(addr)
     ip = ipaddress.ip_address(canonical_address(addr))
     plen = prefix4 if ip.version == 4 else prefix6
     if not 0 < plen <= ip.max_prefixlen:

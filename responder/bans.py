@@ -103,6 +103,8 @@ class BanBook:
         ban = self.active.get((jail, ip))
         if ban is not None:
             return ban
+        if not self._plens.get((jail, 6 if ":" in ip else 4)):
+            return None  # no network bans in this jail and family: nothing else can hold it (no parsing)
         addr = ipaddress.ip_network(ip, strict=False)
         for plen in self._plens.get((jail, addr.version), ()):
             if plen <= addr.prefixlen:

@@ -168,6 +168,20 @@ def source_network(addr: str, prefix4: int = 32, prefix6: int = 64) -> str:
     return str(ipaddress.ip_network(f"{ip}/{plen}", strict=False))
 
 
+def record_time(fields: Mapping[str, str], *, journal_first: bool = False) -> float | None:
+    """When a record was made: PS_TIME (the decision), else journald's receive time (__REALTIME_TIMESTAMP, µs);
+    ``journal_first`` the other way round (a filter dates an entry by the journal, as fail2ban does)."""
+    order = (("__REALTIME_TIMESTAMP", 1e-6), (F_TIME, 1.0))
+    for name, scale in (order if journal_first else order[::-1]):
+        text = fields.get(name)
+        if text:
+            try:
+                return float(text) * scale
+            except ValueError:
+                continue
+    return None
+
+
 @dataclass(frozen=True)
 class Record:
     """A validated record: field name → string value."""

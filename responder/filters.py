@@ -132,18 +132,6 @@ def journal_line(fields: Mapping[str, str]) -> str:
     return " ".join(parts)
 
 
-def record_time(fields: Mapping[str, str]) -> float | None:
-    """``__REALTIME_TIMESTAMP`` (µs), else ``PS_TIME`` (seconds), else None."""
-    for name, scale in (("__REALTIME_TIMESTAMP", 1e-6), (R.F_TIME, 1.0)):
-        raw = fields.get(name)
-        if raw:
-            try:
-                return float(raw) * scale
-            except ValueError:
-                continue
-    return None
-
-
 # -- compiled rules --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Rules:
@@ -177,7 +165,7 @@ class Filter:
             all(record.get(k) == v for k, v in group.items()) for group in self.journalmatch
         ):
             return Verdict("missed", "journalmatch not satisfied")
-        stamp = record_time(record)
+        stamp = R.record_time(record, journal_first=True)
         text = journal_line(record)
         if self.hostfield and self.hostfield in record:
             if any(p.search(text[:MAX_LINE] + "\n") for p in self.record_rules.match.ignoreregex):

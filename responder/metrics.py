@@ -64,18 +64,6 @@ def unban_reason(detail: str) -> str:
     return "other"
 
 
-def record_time(fields: dict[str, str]) -> float | None:
-    """When the record was built: PS_TIME (the detector's decision), else journald's receive time."""
-    for name, scale in ((R.F_TIME, 1.0), ("__REALTIME_TIMESTAMP", 1e-6)):
-        text = fields.get(name)
-        if text:
-            try:
-                return float(text) * scale
-            except ValueError:
-                continue
-    return None
-
-
 class Histogram:
     """Cumulative buckets, a sum and a count (what HistogramMetricFamily wants)."""
 
@@ -121,7 +109,7 @@ class ResponderMetrics(Collector):
     # ------------------------------------------------------------------ fed by the service
     def ban_from(self, ban: Ban, fields: dict[str, str]) -> None:
         """A ban decided on an entry: remember when its record was built, for the latency histogram."""
-        t = record_time(fields)
+        t = R.record_time(fields)
         if t is not None:
             if len(self._pending) >= MAX_PENDING:
                 self._pending.clear()
@@ -130,7 +118,7 @@ class ResponderMetrics(Collector):
     def entries(self, source: str, fields: dict[str, str], count: int, now: float) -> None:
         """``count`` entries read from ``source``; ``fields``: the last one's (its time gives the lag)."""
         self.read[source] += count
-        t = record_time(fields)
+        t = R.record_time(fields)
         if t is not None:
             self.lag[source] = max(0.0, now - t)
 

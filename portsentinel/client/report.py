@@ -70,18 +70,6 @@ class Summary:
         return sorted(self.sources.values(), key=lambda s: (-s.scans, -s.probes, s.address))[:n]
 
 
-def record_time(fields: dict[str, str]) -> float | None:
-    """PS_TIME (the decision), else journald's receive time."""
-    for name, scale in ((R.F_TIME, 1.0), ("__REALTIME_TIMESTAMP", 1e-6)):
-        text = fields.get(name)
-        if text:
-            try:
-                return float(text) * scale
-            except ValueError:
-                continue
-    return None
-
-
 def _int(text: str | None) -> int:
     try:
         return max(0, int(text or "0"))
@@ -94,7 +82,7 @@ def summarize(records: Iterable[dict[str, str]], since: float, until: float, buc
     s = Summary(since, until, buckets, [0] * buckets, [0] * buckets)
     width = (until - since) / buckets
     for f in records:
-        t = record_time(f)
+        t = R.record_time(f)
         if t is None or not since <= t < until:
             continue
         slot = min(buckets - 1, int((t - since) / width))

@@ -220,3 +220,11 @@ def test_canonical_address_fast_path_agrees_with_ipaddress() -> None:
     for i in range(0, 2**32, 2**32 // 5000 + 7):
         text = str(ipaddress.IPv4Address(i))
         assert R.canonical_address(text) == text
+
+
+def test_record_time_prefers_the_decision_or_the_journal() -> None:
+    both = {"PS_TIME": "100.5", "__REALTIME_TIMESTAMP": "200000000"}
+    assert R.record_time(both) == 100.5  # the detector's decision (reports, the latency histogram)
+    assert R.record_time(both, journal_first=True) == 200.0  # a filter dates an entry by the journal
+    assert R.record_time({"PS_TIME": "x", "__REALTIME_TIMESTAMP": "3000000"}) == 3.0
+    assert R.record_time({}) is None

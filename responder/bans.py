@@ -13,6 +13,9 @@ from .jailconf import JailConfig
 FOREVER = -1.0
 
 
+#: Seconds before the 1st, 2nd, … retry of a failed action or unban (responder.executor, responder.unbans).
+BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
+
 @dataclass
 class Ban:
     jail: str

@@ -21,14 +21,13 @@ from .actions import Action, load_action
 from .adapters.libnft import NftRunner
 from .adapters.nftbatch import NftBatch
 from .adapters.runner import Result, Runner, SubprocessRunner
-from .bans import FOREVER, Ban, src_fields
+from .bans import BACKOFF, FOREVER, Ban, src_fields
 from .jailconf import JailConfig
 from .render import VarError, validate_vars
 
 log = logging.getLogger("portsentinel.responder")
 
 Report = Callable[..., None]
-BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
 #: Seconds an nft set element outlives the ban's own expiry: the responder lifts the ban first (and tells the
 #: detector, docs/responder.md "A scanner that comes back"); the kernel's timeout stays the safety net for a
 #: responder that is not running. Without it the kernel and the responder's timer race by a few ms, and probes

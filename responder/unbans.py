@@ -12,9 +12,8 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from .bans import Ban
+from .bans import BACKOFF, Ban
 
-BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
 LATER = 60.0
 
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from portsentinel.responder.filters import load_filter
+from portsentinel.responder.filter.filters import load_filter
 from tests.lab.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]

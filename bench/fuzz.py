@@ -7,11 +7,11 @@ Targets (each takes the fuzzer's bytes; anything but the documented error is a c
 
     record     portsentinel.record.from_json_line and validate (the record validator)
     address    portsentinel.record.canonical_address (ban addresses: plain IPv4/IPv6, nothing else)
-    inifile    portsentinel.responder.inifile.parse_text + merge + interpolation of every key (the layered INI reader)
+    inifile    portsentinel.responder.config.inifile.parse_text + merge + interpolation (the layered INI reader)
     portsentry portsentinel.detector.portsentry_conf.parse_portsentry_text (a classic portsentry.conf)
     packet     portsentinel.detector.packet.parse and parse_tuple (IPv4/IPv6, extension headers, fragments)
     fragments  a stream of fuzzer-built IPv4/IPv6 fragments into portsentinel.detector.reassembly.Reassembler
-    render     the shipped actions.d/*.conf rendered with hostile ban variables (portsentinel.responder.render)
+    render     the shipped actions.d/*.conf rendered with hostile ban variables (portsentinel.responder.actions.render)
 
 Besides "no exception but the documented one", each target checks an invariant: a canonical address is
 plain text that parses back to itself; a rendered action has as many words as with a benign address and no
@@ -95,7 +95,7 @@ def target_record(data: bytes, fdp_cls: object = None) -> None:
 def target_inifile(data: bytes) -> None:
     from pathlib import Path as P
 
-    from portsentinel.responder.inifile import IniError, merge, parse_text
+    from portsentinel.responder.config.inifile import IniError, merge, parse_text
 
     text = data.decode("utf-8", "replace")
     halves = text.split("\x00", 1)
@@ -227,7 +227,7 @@ _BENIGN: dict[str, int] = {}
 
 def _actions() -> list[object]:
     if not _ACTIONS:
-        from portsentinel.responder.actions import load_action
+        from portsentinel.responder.actions.action import load_action
 
         for path in sorted((ROOT / "actions.d").glob("*.conf")):
             args = {"file": "/tmp/hosts.deny.fuzz"} if path.stem == "hosts-deny" else {}
@@ -239,8 +239,8 @@ def _actions() -> list[object]:
 
 
 def target_render(data: bytes) -> None:
-    from portsentinel.responder.actions import ActionError
-    from portsentinel.responder.render import RenderError
+    from portsentinel.responder.actions.action import ActionError
+    from portsentinel.responder.actions.render import RenderError
 
     text = data.decode("utf-8", "surrogateescape")
     parts = (text.split("\x01") + ["", "", "", ""])[:5]
@@ -290,9 +290,9 @@ def run_one(name: str, argv: list[str]) -> None:
         import portsentinel.detector.portsentry_conf  # noqa: F401
         import portsentinel.detector.reassembly  # noqa: F401
         import portsentinel.record  # noqa: F401
-        import portsentinel.responder.actions  # noqa: F401
-        import portsentinel.responder.inifile  # noqa: F401
-        import portsentinel.responder.render  # noqa: F401
+        import portsentinel.responder.actions.action  # noqa: F401
+        import portsentinel.responder.actions.render  # noqa: F401
+        import portsentinel.responder.config.inifile  # noqa: F401
     corpus = Path(os.environ.get("FUZZ_CORPUS", "/tmp/portsentinel-fuzz")) / name
     corpus.mkdir(parents=True, exist_ok=True)
     for i, seed in enumerate(SEEDS.get(name, [])):

@@ -2,7 +2,7 @@
 
 Side by side in one run, records interleaved so the machine's noise hits both alike:
   (a) poll: select() on the Reader's descriptor, then process() + read() — journald's coalesced notification.
-  (b) wake: the writer also sends one empty datagram to the responder's wake socket (responder.adapters.wake);
+  (b) wake: the writer also sends one empty datagram to the responder's wake socket (portsentinel.common.wake);
       the reader then process() + read() at once, retrying in 0.5 ms sleeps for up to 20 ms while the entry is
       not visible yet; the Reader's descriptor is watched too, as in the responder.
 
@@ -24,13 +24,13 @@ import tempfile
 import time
 import uuid
 
+from portsentinel.common.wake import WakeSocket
 from portsentinel.responder.adapters.journal_source import JournalSource
-from portsentinel.responder.adapters.wake import WakeSocket
 
 WRITER = """
 import sys, time
 from systemd import journal
-from portsentinel.responder.adapters.wake import send_wake
+from portsentinel.common.wake import send_wake
 
 ROOT = Path(__file__).resolve().parent.parent
 tag, wake = sys.argv[1], sys.argv[2]

@@ -30,10 +30,10 @@ from bench.hotpath import make_detector, make_ring, per_packet
 from portsentinel.detector import service as svc
 from portsentinel.detector.metrics import DetectorCollector
 from portsentinel.detector.service import Detector
-from portsentinel.responder.bans import FOREVER, Ban, BanBook
-from portsentinel.responder.engine import Engine
-from portsentinel.responder.forgery import ForgeryTally
-from portsentinel.responder.guard import NeverBan
+from portsentinel.responder.core.bans import FOREVER, Ban, BanBook
+from portsentinel.responder.core.engine import Engine
+from portsentinel.responder.core.forgery import ForgeryTally
+from portsentinel.responder.core.guard import NeverBan
 from portsentinel.responder.metrics import ResponderMetrics
 from tests.lab.machine import cpu_model
 

@@ -24,12 +24,13 @@ from portsentinel.common import hostproto
 from portsentinel.common import rearm as rearm_msg
 from portsentinel.common.metrics import Exporter
 from portsentinel.common.sdnotify import Notifier
+from portsentinel.common.wake import Waker
 
 from .adapters import listeners as L
 from .adapters import procnet
 from .adapters.capture import FRAME, TP_STATUS_USER, CaptureError, RingCapture, ifindex_at
 from .adapters.rearm import RearmSocket
-from .adapters.sinks import Sink, Waker, open_sink
+from .adapters.sinks import Sink, open_sink
 from .bpf import build as build_bpf
 from .bpf import port_ranges
 from .classify import classify

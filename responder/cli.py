@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="portsentinel-responder: %(levelname)s: %(message)s")
-    from .service import Options, Responder
+    from portsentinel.responder.service import Options, Responder
 
     opts = Options(config_dir=args.config_dir or default_config_dir(), state_dir=args.state_dir,
                    socket=args.socket, backend=args.backend, wake=args.wake, control_group=args.group,

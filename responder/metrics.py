@@ -18,10 +18,9 @@ from prometheus_client.registry import Collector
 
 from portsentinel import record as R
 from portsentinel.common.metrics import Exporter
-
-from .bans import Ban, BanBook
-from .engine import Engine
-from .forgery import ForgeryTally
+from portsentinel.responder.core.bans import Ban, BanBook
+from portsentinel.responder.core.engine import Engine
+from portsentinel.responder.core.forgery import ForgeryTally
 
 
 class Responder(Protocol):

@@ -3,7 +3,7 @@
 Order of effects for a ban: the ban and the source cursor are committed to sqlite in one transaction first,
 then the actions run. After a crash the ban is in the database and is re-applied at start (actions are
 idempotent), and the entry is never acted on twice. An unban is committed as pending first and stays so until
-every action has lifted it (responder.keeper). One entry or ban that raises is logged with itself and skipped.
+every action has lifted it (responder.core.keeper). One entry or ban that raises is logged with itself and skipped.
 """
 
 from __future__ import annotations
@@ -22,29 +22,28 @@ from portsentinel.common import paths
 from portsentinel.common.metrics import Exporter
 from portsentinel.common.sdnotify import watchdog_interval
 from portsentinel.common.systemd import journal_available
-
-from . import views
-from .actions import Action
-from .adapters import facts
-from .adapters.control import ControlServer
-from .adapters.decisions import DecisionLog
-from .adapters.hostwatch import HostWatch
-from .adapters.rearm import RearmSender
-from .adapters.store import Store
-from .bans import Ban, BanBook, src_fields
-from .engine import Decision, Engine, JailRuntime
-from .executor import Executor
-from .forgery import ForgeryTally, Report, describe, writer_of
-from .guard import NeverBan, PerMinuteCap
-from .health import Health
-from .jail import Jail
-from .jailconf import JailConfig, ResponderConfig, load
-from .keeper import Keeper
-from .metrics import ResponderMetrics
-from .metrics import exporter as metrics_exporter
-from .reload import plan
-from .sources import Source
-from .trust import pushed_down
+from portsentinel.responder.actions.action import Action
+from portsentinel.responder.actions.executor import Executor
+from portsentinel.responder.adapters import facts
+from portsentinel.responder.adapters.control import ControlServer
+from portsentinel.responder.adapters.decisions import DecisionLog
+from portsentinel.responder.adapters.hostwatch import HostWatch
+from portsentinel.responder.adapters.rearm import RearmSender
+from portsentinel.responder.adapters.store import Store
+from portsentinel.responder.config.jailconf import JailConfig, ResponderConfig, load
+from portsentinel.responder.config.reload import plan
+from portsentinel.responder.core import views
+from portsentinel.responder.core.bans import Ban, BanBook, src_fields
+from portsentinel.responder.core.engine import Decision, Engine, JailRuntime
+from portsentinel.responder.core.forgery import ForgeryTally, Report, describe, writer_of
+from portsentinel.responder.core.guard import NeverBan, PerMinuteCap
+from portsentinel.responder.core.health import Health
+from portsentinel.responder.core.jail import Jail
+from portsentinel.responder.core.keeper import Keeper
+from portsentinel.responder.core.sources import Source
+from portsentinel.responder.core.trust import pushed_down
+from portsentinel.responder.metrics import ResponderMetrics
+from portsentinel.responder.metrics import exporter as metrics_exporter
 
 log = logging.getLogger("portsentinel.responder")
 
@@ -78,7 +77,7 @@ class Responder:
         self._hup = False
         self.started = time.time()
         self.errors: list[str] = []
-        from .adapters.journal_source import journal_readable
+        from portsentinel.responder.adapters.journal_source import journal_readable
 
         self.use_journal = journal_readable() if opts.backend == "auto" else opts.backend == "systemd"
         self.decisions = DecisionLog(opts.decisions_jsonl, use_journal=self._journal_socket())
@@ -86,7 +85,7 @@ class Responder:
         #: Bans that end are told to the detector, so a returning scanner is a new scan (docs/responder.md).
         self.rearm = RearmSender(opts.rearm)
         self._rearmed: set[str] = set()  # targets re-armed in this loop turn
-        from .adapters.trapkernel import KernelTraps  # kernel trap (docs/kernel-trap.md)
+        from portsentinel.responder.adapters.trapkernel import KernelTraps  # kernel trap (docs/kernel-trap.md)
 
         self.traps = KernelTraps(self.executor.runner, self.report)
         self.engine: Engine = Engine([], NeverBan(), self.book, self.store)
@@ -95,7 +94,7 @@ class Responder:
         self.health = Health(self.executor, self.book, self.traps, self.report)
         self.config: ResponderConfig | None = None
         self.host = HostWatch(self.sel, follow=False)  # start() follows the host (netlink, resolver files)
-        self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (responder.forgery)
+        self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (responder.core.forgery)
         self._watchdog = watchdog_interval()
         self._next_ping = 0.0
         self.metrics = ResponderMetrics()  # fed by report(); exported when the options ask (start())
@@ -192,7 +191,7 @@ class Responder:
     def build(self) -> tuple[ResponderConfig, list[JailRuntime], dict[str, list[Action]], list[str]]:
         """The configuration on disk parsed, validated and bound (filters, actions), touching nothing that runs.
         Raises IniError (a ValueError) when jail.conf itself cannot be read."""
-        from .filters import load_filter
+        from portsentinel.responder.filter.filters import load_filter
 
         cfg = load(self.opts.config_dir)
         errors = list(cfg.errors)
@@ -231,7 +230,9 @@ class Responder:
                                             {rt.cfg.name: rt.cfg.ignoreip for rt in runtimes}, self.sel,
                                             {rt.cfg.name: (rt.cfg.ban_prefix_v4, rt.cfg.ban_prefix_v6)
                                              for rt in runtimes})
-        from .escalation import strikes  # trap hits counted apart when the trap has its own maxretry
+        from portsentinel.responder.trap.escalation import (
+            strikes,  # trap hits counted apart when the trap has its own maxretry
+        )
 
         self.traps.strikes = {j: c for j, tr in self.traps.traps.items() if j in self.engine.jails
                               and (c := strikes(tr.settings, self.engine.jails[j].cfg)) is not None}
@@ -249,7 +250,7 @@ class Responder:
             if name in self.sources:
                 continue
             if name == "journal":
-                from .adapters.journal_source import JournalSource
+                from portsentinel.responder.adapters.journal_source import JournalSource
 
                 matches: list[dict[str, str | tuple[str, ...]]] = []
                 for rt in rts:
@@ -258,7 +259,7 @@ class Responder:
                     matches.extend(pushed_down(getattr(rt.matcher, "journalmatch", []) or [{}], rt.cfg))
                 src: Source = JournalSource(matches, name=name)
             else:
-                from .adapters.file_source import FileSource
+                from portsentinel.responder.adapters.file_source import FileSource
 
                 path = name.split(":", 1)[1]
                 uids = rts[0].cfg.trusted_uids
@@ -270,7 +271,7 @@ class Responder:
                 self.sel.register(src, selectors.EVENT_READ, ("source", name))
 
     def restore(self) -> None:
-        """Bans from the database re-applied, the expired ones and the pending unbans lifted (responder.keeper)."""
+        """Bans from the database re-applied, the expired ones and the pending unbans lifted (responder.core.keeper)."""
         self.keeper.restore(self.engine.jails)
 
     def apply_bans(self, bans: list[Ban], cursors: dict[str, str] | None = None) -> None:
@@ -288,7 +289,7 @@ class Responder:
         self.refresh_never_ban()  # what changed between load() and the watches being set up
         self.control = ControlServer(self.opts.socket, self.control_request, self.opts.control_group)
         self.sel.register(self.control, selectors.EVENT_READ, ("control", ""))
-        from .adapters.wake import WakeSocket
+        from portsentinel.common.wake import WakeSocket
 
         self.wake = WakeSocket(self.opts.wake)
         self.sel.register(self.wake, selectors.EVENT_READ, ("wake", ""))
@@ -382,7 +383,7 @@ class Responder:
     # ------------------------------------------------------------------ kernel trap (docs/kernel-trap.md)
     def trap_events(self, group: int) -> None:
         """Kernel bans reported by NFLOG: each one logged, then counted by its jail (which may escalate)."""
-        from .escalation import escalate
+        from portsentinel.responder.trap.escalation import escalate
 
         bans: list[Ban] = []
         for jail, hit in self.traps.read(group):
@@ -479,7 +480,7 @@ class Responder:
 
     def reload(self) -> dict[str, Any]:
         """The new configuration is built and checked in full first; any error refuses the reload and nothing
-        running changes. Else every ban in force stays, moved to the jails' new actions (responder.reload)."""
+        running changes. Else every ban in force stays, moved to the jails' new actions (responder.config.reload)."""
         self._hup = False
         try:
             cfg, runtimes, actions, errors = self.build()

@@ -26,23 +26,3 @@ def open_sink(output: str, jsonl_path: str) -> Sink:
     return JsonLinesWriter(jsonl_path, sync=True)
 
 
-class Waker:
-    """A data-less datagram to the responder's wake socket after each alert record, so it reads the journal at
-    once instead of waiting for journald's coalesced reader notification (~250 ms). Never blocks, never fails."""
-
-    def __init__(self, path: str) -> None:
-        import socket
-
-        self.path = path
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-
-    def send(self) -> None:
-        if not self.path:
-            return
-        try:
-            self._sock.sendto(b"", self.path)
-        except OSError:
-            pass  # no responder listening, or its queue is full: it will read the record anyway
-
-    def close(self) -> None:
-        self._sock.close()

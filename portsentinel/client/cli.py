@@ -169,11 +169,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Every error of the detector's config and of every jail, filter and action, with file:line:key."""
     from portsentinel.detector.config import load_config
     from portsentinel.detector.settings import ConfigError, DetectorConfig
-    from portsentinel.responder import trap as T
-    from portsentinel.responder.actions import load_action
-    from portsentinel.responder.filters import load_filter
-    from portsentinel.responder.inifile import IniError
-    from portsentinel.responder.jailconf import load
+    from portsentinel.responder.actions.action import load_action
+    from portsentinel.responder.config.inifile import IniError
+    from portsentinel.responder.config.jailconf import load
+    from portsentinel.responder.filter.filters import load_filter
+    from portsentinel.responder.trap import ruleset as T
 
     errors: list[str] = []
     det: DetectorConfig | None = None
@@ -240,9 +240,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_test_filter(args: argparse.Namespace) -> int:
     """Run a filter over a log file, a JSON-lines file, or journal entries, like fail2ban-regex."""
     from portsentinel import record as R
-    from portsentinel.responder.filters import filter_from_ini, load_filter
-    from portsentinel.responder.inifile import parse_args_spec, read_layered
-    from portsentinel.responder.testfilter import format_summary, run_lines, run_records, to_json
+    from portsentinel.responder.config.inifile import parse_args_spec, read_layered
+    from portsentinel.responder.filter.filters import filter_from_ini, load_filter
+    from portsentinel.responder.filter.testfilter import format_summary, run_lines, run_records, to_json
 
     try:
         fname, fargs = parse_args_spec(args.filter)
@@ -291,7 +291,7 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
 
 def cmd_import_portsentry(args: argparse.Namespace) -> int:
     """Print jails equivalent to a classic portsentry.conf's KILL_* and BLOCK_* keys."""
-    from portsentinel.responder.portsentry import PortsentryImportError, convert
+    from portsentinel.responder.config.portsentry import PortsentryImportError, convert
 
     try:
         text = Path(args.file).read_text(encoding="utf-8", errors="replace")

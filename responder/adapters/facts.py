@@ -1,6 +1,6 @@
 """System facts for the never-ban set, of this network namespace: own addresses, default gateways, resolvers.
 
-Addresses and routes come from rtnetlink dumps (no ``ip`` process; parsing in responder.hostfacts); resolvers
+Addresses and routes come from rtnetlink dumps (no ``ip`` process; parsing in responder.core.hostfacts); resolvers
 from /etc/resolv.conf, systemd-resolved's upstream list (/run/systemd/resolve/resolv.conf, not only its
 127.0.0.53 stub), systemd-networkd's per-link DNS and resolved.conf's DNS=/FallbackDNS=.
 """
@@ -11,7 +11,7 @@ import glob
 import itertools
 import socket
 
-from .. import hostfacts as H
+from portsentinel.responder.core import hostfacts as H
 
 #: resolv.conf-style files: the libc one, and systemd-resolved's list of its upstream servers.
 RESOLV_FILES = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")

@@ -1,4 +1,4 @@
-"""A followed file as a :class:`~responder.sources.Source`: the detector's JSON-lines records or a plain log.
+"""A followed file as a :class:`~responder.core.sources.Source`: the detector's JSON-lines records or a plain log.
 
 inotify (pyinotify) watches the file's *directory*, so the file may appear later, be renamed away and replaced
 (rotation), or be truncated; the descriptor only wakes the responder, and :meth:`FileSource.read` works from
@@ -27,8 +27,7 @@ from typing import Any, Literal
 import pyinotify
 
 from portsentinel import record as psrecord
-
-from ..sources import Entry
+from portsentinel.responder.core.sources import Entry
 
 log = logging.getLogger("portsentinel.responder")
 

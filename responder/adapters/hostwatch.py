@@ -23,8 +23,8 @@ from typing import Any
 
 import pyinotify
 
-from .. import hostfacts as H
-from . import facts
+from portsentinel.responder.adapters import facts
+from portsentinel.responder.core import hostfacts as H
 
 log = logging.getLogger("portsentinel.responder")
 

@@ -1,4 +1,4 @@
-"""The journal as a :class:`~responder.sources.Source`: python-systemd's ``journal.Reader`` behind typed code.
+"""The journal as a :class:`~responder.core.sources.Source`: python-systemd's ``journal.Reader`` behind typed code.
 
 This is the only module in ``responder/`` that imports ``systemd.journal``.
 
@@ -27,7 +27,7 @@ from typing import Any
 
 from systemd import journal as _journal
 
-from ..sources import Entry
+from portsentinel.responder.core.sources import Entry
 
 log = logging.getLogger("portsentinel.responder")
 

@@ -12,7 +12,7 @@ import ctypes.util
 import time
 from collections.abc import Sequence
 
-from .runner import Result, Runner
+from portsentinel.responder.adapters.runner import Result, Runner
 
 _NFT_CTX_OUTPUT_NONE = 0
 

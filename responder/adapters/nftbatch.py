@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from portsentinel.record import canonical_network
 from portsentinel.responder.adapters.runner import Result, Runner
-from portsentinel.responder.names import nft_ident
+from portsentinel.responder.config.names import nft_ident
 
 CHUNK = 5000
 _ident = nft_ident

@@ -4,7 +4,7 @@ One non-blocking socket per family, both in the selector loop: NETLINK_NETFILTER
 group (what ``nft monitor`` reads; iptables-nft, Debian's iptables, changes the same tables) and NETLINK_ROUTE
 joined to the IPv4 and IPv6 route groups. ``read()`` drains both and says what was deleted: whether any table,
 chain, rule or set went (``nft flush ruleset``, ``systemctl restart nftables``, ``iptables -F``), and which host
-routes. The service then runs the actions' ``actioncheck`` and re-applies what is missing (responder.health).
+routes. The service then runs the actions' ``actioncheck`` and re-applies what is missing (responder.core.health).
 Netlink drops notifications when its buffer overflows (ENOBUFS): that counts as "something went".
 """
 

@@ -14,7 +14,7 @@ import os
 import sqlite3
 from collections.abc import Iterable
 
-from ..bans import Ban
+from portsentinel.responder.core.bans import Ban
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (

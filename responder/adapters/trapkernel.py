@@ -1,4 +1,4 @@
-"""The kernel trap's moving parts: install, keep in sync, read, remove (responder.trap writes the scripts).
+"""The kernel trap's moving parts: install, keep in sync, read, remove (responder.trap.ruleset writes the scripts).
 
 ``KernelTraps`` is what responder.service holds: ``configure()`` at load and reload (installs the trap of every
 jail with a ``kernel-trap`` action, removes the traps of jails that lost it), ``tick()`` on a timer (listening
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portsentinel import record as R
-from portsentinel.responder import trap as T
-from portsentinel.responder.actions import Action
+from portsentinel.responder.actions.action import Action
 from portsentinel.responder.adapters import facts
 from portsentinel.responder.adapters.listening import listening_ports
 from portsentinel.responder.adapters.nflog import NflogSocket
 from portsentinel.responder.adapters.runner import Result, Runner
-from portsentinel.responder.jail import Jail
+from portsentinel.responder.core.jail import Jail
+from portsentinel.responder.trap import ruleset as T
 
 log = logging.getLogger("portsentinel.responder")
 

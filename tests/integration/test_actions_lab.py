@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from portsentinel.responder.actions import Action, load_action
+from portsentinel.responder.actions.action import Action, load_action
 from portsentinel.responder.adapters.nftbatch import NftBatch
 from portsentinel.responder.adapters.runner import SubprocessRunner
 

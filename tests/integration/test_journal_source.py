@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from systemd import journal
 
+from portsentinel.common.wake import WakeSocket, send_wake
 from portsentinel.responder.adapters.journal_source import JournalSource, JournalUnavailable, journal_readable
-from portsentinel.responder.adapters.wake import WakeSocket, send_wake
-from portsentinel.responder.sources import Entry
+from portsentinel.responder.core.sources import Entry
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NOBODY = 65534
@@ -271,7 +271,7 @@ def test_journal_readable_in_an_empty_directory(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from systemd import journal
-from portsentinel.responder.adapters.wake import send_wake
+from portsentinel.common.wake import send_wake
 journal.send("wake test", PS_TEST=sys.argv[1], PS_SEQ="1")
 send_wake(sys.argv[2])
 """
@@ -328,7 +328,7 @@ def test_wake_socket_replaces_a_stale_file_and_refuses_a_live_one(tmp_path: Path
 BURST = """
 import sys
 from systemd import journal
-from portsentinel.responder.adapters.wake import send_wake
+from portsentinel.common.wake import send_wake
 for i in range(int(sys.argv[3])):
     journal.send("burst record", PS_TEST=sys.argv[1], PS_SEQ=str(i))
     send_wake(sys.argv[2])
@@ -372,7 +372,7 @@ def test_concurrent_writer_every_record_once_in_order(journald: str, tmp_path: P
 PINGPONG = """
 import sys
 from systemd import journal
-from portsentinel.responder.adapters.wake import send_wake
+from portsentinel.common.wake import send_wake
 for line in sys.stdin:
     journal.send("ping record", PS_TEST=sys.argv[1], PS_SEQ=line.strip())
     send_wake(sys.argv[2])

@@ -136,7 +136,7 @@ def test_forged_records_ban_nothing(lab: Lab, tmp_path: Path, journald: str) -> 
         subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", tool("python"), "-c",
                         code], check=True, timeout=30, cwd="/")
         # trusted_uid (root) is pushed down into the journal match: the other user's record is never read.
-        # Root's record outside trusted_unit is read, refused as forged and reported (responder.forgery).
+        # Root's record outside trusted_unit is read, refused as forged and reported (responder.core.forgery).
         code2 = code.replace("198.51.100.66", "198.51.100.65")
         subprocess.run([tool("python"), "-c", code2], check=True, timeout=30, cwd="/")
         forged = resp.wait_for(lambda r: r.get("PS_EVENT") == "ignored" and "forged" in r.get("MESSAGE", ""))

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from portsentinel.responder.filters import Filter, FilterError, Verdict, load_filter
+from portsentinel.responder.filter.filters import Filter, FilterError, Verdict, load_filter
 
 ROOT = Path(__file__).resolve().parents[2]
 F2B = ROOT / "tests" / ".cache" / "fail2ban"

@@ -19,11 +19,10 @@ from portsentinel.detector.metrics import MAX_PORTS, DetectorCollector, probe_ki
 from portsentinel.detector.metrics import NAMES as DETECTOR_NAMES
 from portsentinel.detector.service import Counters, Detector
 from portsentinel.detector.settings import ConfigError, DetectorConfig
-from portsentinel.responder.bans import Ban
+from portsentinel.responder.core.bans import Ban
 from portsentinel.responder.metrics import NAMES as RESPONDER_NAMES
 from portsentinel.responder.metrics import ResponderMetrics, unban_reason
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
 
 
 class NullSink:

@@ -23,11 +23,11 @@ from portsentinel.detector.decide import Decider
 from portsentinel.detector.service import Detector
 from portsentinel.detector.settings import DetectorConfig
 from portsentinel.detector.tracker import Tracker
+from portsentinel.responder.actions.executor import KERNEL_GRACE, Executor
 from portsentinel.responder.adapters.rearm import MAX_PENDING, RearmSender
 from portsentinel.responder.adapters.runner import Result
-from portsentinel.responder.bans import Ban
-from portsentinel.responder.executor import KERNEL_GRACE, Executor
-from portsentinel.responder.jailconf import ActionRef, JailConfig
+from portsentinel.responder.config.jailconf import ActionRef, JailConfig
+from portsentinel.responder.core.bans import Ban
 from tests.conftest import ROOT
 
 V4, V6 = "198.51.100.7", "2001:db8::7"

@@ -1,0 +1,156 @@
+"""Active bans and their expiry; the bantime for repeat offenders. Pure: times are passed in."""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from portsentinel.responder.config.jailconf import JailConfig
+
+FOREVER = -1.0
+
+
+#: Seconds before the 1st, 2nd, … retry of a failed action or unban (responder.actions.executor, responder.core.unbans).
+BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+@dataclass
+class Ban:
+    jail: str
+    ip: str
+    banned_at: float
+    expires: float  # FOREVER, or a wall-clock time
+    count: int = 1  # this host's offence number in this jail
+    failures: int = 1
+    info: dict[str, str] = field(default_factory=dict)  # port, proto, scan, mode, source…
+    #: The matched line or record message that made the ban, for the actions' ``matches`` (kept in memory only,
+    #: as fail2ban does: a restored ban has none).
+    matches: str = field(default="", compare=False)
+
+    @property
+    def bantime(self) -> float:
+        return FOREVER if self.expires == FOREVER else self.expires - self.banned_at
+
+    def remaining(self, now: float) -> float:
+        return FOREVER if self.expires == FOREVER else max(0.0, self.expires - now)
+
+
+def src_fields(ip: str, info: dict[str, str] | None = None) -> dict[str, str]:
+    """PS_SRC (always an address) and PS_SRC_NET (when the ban is a network) of a ban target ``ip``."""
+    if "/" not in ip:
+        return {"PS_SRC": ip}
+    src = (info or {}).get("src") or str(ipaddress.ip_network(ip).network_address)
+    return {"PS_SRC": src, "PS_SRC_NET": ip}
+
+
+def bantime_for(cfg: JailConfig, offence: int) -> float:
+    """The jail's bantime, multiplied by ``factor`` per earlier offence when ``bantime.increment`` is on,
+    never more than ``bantime.maxtime``. Bounded for any offence count: the exponent is compared in log space,
+    so no power is ever computed that could overflow (offence 1,025 with factor 2 used to raise OverflowError).
+    """
+    if cfg.bantime == FOREVER:
+        return FOREVER
+    if not cfg.bantime_increment or offence <= 1 or cfg.bantime <= 0:
+        return cfg.bantime
+    cap = max(cfg.bantime_maxtime, cfg.bantime)
+    factor = cfg.bantime_factor
+    if not math.isfinite(factor) or factor <= 1.0:  # check-config refuses these; never grow, never fail
+        return cfg.bantime
+    steps = offence - 1
+    if steps * math.log(factor) >= math.log(cap / cfg.bantime):
+        return cap
+    return float(min(cfg.bantime * factor ** steps, cap))
+
+
+class BanBook:
+    """Bans in force, keyed by (jail, ip), with a heap of expiries (stale heap entries are skipped)."""
+
+    def __init__(self) -> None:
+        self.active: dict[tuple[str, str], Ban] = {}
+        self._heap: list[tuple[float, str, str]] = []
+        #: (jail, IP version) → how many network bans of each prefix length are in force (for covering()).
+        self._plens: dict[tuple[str, int], Counter[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.active)
+
+    def get(self, jail: str, ip: str) -> Ban | None:
+        return self.active.get((jail, ip))
+
+    def _count(self, jail: str, ip: str, step: int) -> None:
+        if "/" in ip:
+            base, plen = ip.split("/")
+            c = self._plens.setdefault((jail, 6 if ":" in base else 4), Counter())
+            c[int(plen)] += step
+            if c[int(plen)] <= 0:
+                del c[int(plen)]
+
+    def add(self, ban: Ban) -> None:
+        old = self.active.get((ban.jail, ban.ip))
+        if old is None:
+            self._count(ban.jail, ban.ip, 1)
+        self.active[(ban.jail, ban.ip)] = ban
+        if ban.expires != FOREVER:
+            heapq.heappush(self._heap, (ban.expires, ban.jail, ban.ip))
+
+    def remove(self, jail: str, ip: str) -> Ban | None:
+        ban = self.active.pop((jail, ip), None)
+        if ban is not None:
+            self._count(jail, ip, -1)
+        return ban
+
+    def covering(self, jail: str, ip: str) -> Ban | None:
+        """The ban in ``jail`` on ``ip`` itself or on a network that holds it (``ip`` an address or network)."""
+        ban = self.active.get((jail, ip))
+        if ban is not None:
+            return ban
+        if not self._plens.get((jail, 6 if ":" in ip else 4)):
+            return None  # no network bans in this jail and family: nothing else can hold it (no parsing)
+        addr = ipaddress.ip_network(ip, strict=False)
+        for plen in self._plens.get((jail, addr.version), ()):
+            if plen <= addr.prefixlen:
+                ban = self.active.get((jail, str(addr.supernet(new_prefix=plen))))
+                if ban is not None:
+                    return ban
+        return None
+
+    def inside(self, jail: str, net: str) -> list[Ban]:
+        """Bans in ``jail`` on addresses or narrower networks inside the network ``net`` (not ``net`` itself)."""
+        outer = ipaddress.ip_network(net)
+        out = []
+        for (j, ip), ban in self.active.items():
+            if j == jail and ip != net:
+                inner = ipaddress.ip_network(ip)
+                if inner.version == outer.version and inner.subnet_of(outer):  # type: ignore[arg-type]
+                    out.append(ban)
+        return out
+
+    def by_ip(self, ip: str) -> list[Ban]:
+        """Bans of ``ip`` (an address or network) in every jail, including those of networks that hold it."""
+        jails = {j for j, _ in self.active}
+        return [b for b in (self.covering(j, ip) for j in sorted(jails)) if b is not None]
+
+    def in_jail(self, jail: str) -> list[Ban]:
+        return [b for (j, _), b in self.active.items() if j == jail]
+
+    def next_expiry(self) -> float | None:
+        while self._heap:
+            when, jail, ip = self._heap[0]
+            ban = self.active.get((jail, ip))
+            if ban is not None and ban.expires == when:
+                return when
+            heapq.heappop(self._heap)
+        return None
+
+    def due(self, now: float) -> list[Ban]:
+        """Remove and return the bans whose time is up."""
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            when, jail, ip = heapq.heappop(self._heap)
+            ban = self.active.get((jail, ip))
+            if ban is not None and ban.expires == when:
+                self.remove(jail, ip)
+                out.append(ban)
+        return out

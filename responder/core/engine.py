@@ -1,0 +1,217 @@
+"""The responder's decisions, without I/O: entry → filter → trust → jail → guard → ban book.
+
+The service feeds entries and the time in, and carries out what comes back (actions, records, store writes).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from portsentinel import record as R
+from portsentinel.responder.config.jailconf import JailConfig
+from portsentinel.responder.core.bans import FOREVER, Ban, BanBook, bantime_for
+from portsentinel.responder.core.guard import NeverBan, PerMinuteCap
+from portsentinel.responder.core.jail import Failure, Jail
+from portsentinel.responder.core.sources import Entry
+from portsentinel.responder.core.trust import journal_trusted
+
+
+class Hit(Protocol):
+    """What a filter reports for a matching entry."""
+
+    @property
+    def host(self) -> str: ...
+
+
+class Matcher(Protocol):
+    def match_record(self, fields: Mapping[str, str]) -> Hit | None: ...
+
+    def match_line(self, line: str) -> Hit | None: ...
+
+
+@dataclass
+class Decision:
+    """One outcome for the service to carry out and log."""
+
+    kind: str  # "ban", "ignored", "forged", "invalid"
+    jail: str
+    ip: str
+    reason: str = ""
+    ban: Ban | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    #: Bans in the same jail that the new (wider) ban covers: lifted before it is applied (nft interval sets
+    #: refuse overlapping elements, and one network is one ban).
+    replaces: list[Ban] = field(default_factory=list)
+
+
+@dataclass
+class JailRuntime:
+    cfg: JailConfig
+    matcher: Matcher
+    jail: Jail
+    cap: PerMinuteCap
+    source: str  # name of the source it reads
+    journal: bool  # entries come from the journal (trust by trusted fields)
+    bans_total: int = 0
+    ignored_total: int = 0
+
+
+class OffenceCounts(Protocol):
+    def offences(self, jail: str, ip: str) -> int: ...
+
+
+#: Wider IPv6 networks remembered for escalation (jail, network) → times of the bans inside it.
+MAX_ESCALATION = 10_000
+
+
+class Engine:
+    def __init__(self, jails: list[JailRuntime], never: NeverBan, book: BanBook, offences: OffenceCounts) -> None:
+        self.jails = {j.cfg.name: j for j in jails}
+        self.never = never
+        self.book = book
+        self.offences = offences
+        self._wide: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+
+    @staticmethod
+    def network(cfg: JailConfig, ip: str) -> str:
+        """The network ``ip`` is counted and banned by in the jail (ban_prefix_v4 / ban_prefix_v6)."""
+        return R.source_network(ip, cfg.ban_prefix_v4, cfg.ban_prefix_v6)
+
+    def entry(self, source: str, e: Entry, now: float) -> list[Decision]:
+        """Every jail reading ``source`` looks at the entry."""
+        out: list[Decision] = []
+        for rt in self.jails.values():
+            if rt.source != source:
+                continue
+            d = self._jail_entry(rt, e, now)
+            if d is not None:
+                out.append(d)
+        return out
+
+    def _jail_entry(self, rt: JailRuntime, e: Entry, now: float) -> Decision | None:
+        name = rt.cfg.name
+        if e.error:
+            return None  # the service logs unparsable lines once, not per jail
+        hit = rt.matcher.match_line(e.line) if e.line else rt.matcher.match_record(e.fields)
+        if hit is None:
+            return None
+        try:
+            ip = R.canonical_address(hit.host)
+        except ValueError:
+            return Decision("invalid", name, "", f"matched host {hit.host[:80]!r} is not an IP address")
+        if rt.journal:
+            why = journal_trusted(e.fields, rt.cfg)
+            if why is not None:
+                return Decision("forged", name, ip, f"record not trusted: {why}", fields=dict(e.fields))
+        elif e.fields and not e.trusted:
+            return Decision("forged", name, ip, "record from an untrusted file (owner or mode)")
+        port_text = e.fields.get(R.F_PORT, "") or "0"
+        if not (port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535):
+            return Decision("invalid", name, ip, f"{R.F_PORT} {port_text[:20]!r} is not a port number")
+        return self.fail(rt, ip, now, verified=e.fields.get(R.F_VERIFIED) == "1",
+                         port=int(port_text), proto=e.fields.get(R.F_PROTO, ""),
+                         scan=e.fields.get(R.F_SCAN, ""), mode=e.fields.get(R.F_MODE, ""),
+                         match=(e.line or e.fields.get(R.F_MESSAGE, ""))[:300])
+
+    def fail(self, rt: JailRuntime, ip: str, now: float, counter: Jail | None = None, *, verified: bool = False,
+             port: int = 0, proto: str = "", scan: str = "", mode: str = "", match: str = "") -> Decision | None:
+        """One failure of the canonical address ``ip`` in the jail, counted for its network (an IPv6 /64 by
+        default: a scanner rotating its address is one source); a ban Decision when the jail says so. ``counter``
+        counts instead of the jail's own (the kernel trap's maxretry)."""
+        net = self.network(rt.cfg, ip)
+        if self.book.covering(rt.cfg.name, ip) is not None:
+            return None  # already banned here (the address, or a network that holds it): nothing runs again
+        f = Failure(net, now, verified=verified, port=port, proto=proto, scan=scan, mode=mode, match=match)
+        decision = (counter or rt.jail).add(f)
+        if decision is None:
+            return None
+        return self._ban(rt, ip, now, decision.failures, f, net=net)
+
+    def _ban(self, rt: JailRuntime, ip: str, now: float, failures: int, f: Failure | None,
+             *, manual: bool = False, net: str = "") -> Decision:
+        name = rt.cfg.name
+        why = self.never.why(ip, rt.cfg.ignoreip, rt.cfg.ignoreself)
+        if why is not None:
+            rt.ignored_total += 1
+            return Decision("ignored", name, ip, f"never banned: {why}")
+        target, note = self.never.safe_target(ip, net or ip, rt.cfg.ignoreip, rt.cfg.ignoreself)
+        if not manual and "/" in target:
+            target, note = self._escalate(rt, ip, target, now, note)
+        if not manual and not rt.cap.allow(now):  # one network is one ban against the cap
+            rt.ignored_total += 1
+            return Decision("ignored", name, ip,
+                            f"ban cap reached ({rt.cfg.maxbans_per_minute} per minute): not executed")
+        count = self.offences.offences(name, target) + 1
+        seconds = bantime_for(rt.cfg, count)
+        info = {} if f is None else {k: str(v) for k, v in (("port", f.port), ("proto", f.proto), ("scan", f.scan),
+                                                            ("mode", f.mode)) if v}
+        if target != ip:
+            info["src"] = ip  # the address whose record made the ban: PS_SRC of the ban record
+        if note:
+            info["note"] = note
+        ban = Ban(name, target, now, FOREVER if seconds == FOREVER else now + seconds, count, failures, info,
+                  matches="" if f is None else f.match)
+        replaces = self.book.inside(name, target) if "/" in target else []
+        for old in replaces:
+            self.book.remove(name, old.ip)
+        self.book.add(ban)
+        rt.bans_total += 1
+        return Decision("ban", name, target, "manual" if manual else f"{failures} failure(s)", ban,
+                        replaces=replaces)
+
+    def _escalate(self, rt: JailRuntime, ip: str, target: str, now: float, note: str) -> tuple[str, str]:
+        """The IPv6 network ``target``, or the wider ban_prefix_v6_escalate network around it when this makes
+        ban_prefix_v6_escalate_after networks of it banned within ban_prefix_v6_escalate_window (and the wider
+        network holds no protected address)."""
+        cfg = rt.cfg
+        if not cfg.ban_prefix_v6_escalate or ":" not in target:
+            return target, note
+        wide = R.source_network(ip, 32, cfg.ban_prefix_v6_escalate)
+        key = (cfg.name, wide)
+        times = self._wide.get(key)
+        if times is None:
+            times = self._wide[key] = deque()
+            if len(self._wide) > MAX_ESCALATION:
+                self._wide.popitem(last=False)
+        else:
+            self._wide.move_to_end(key)
+        while times and now - times[0] > cfg.ban_prefix_v6_escalate_window:
+            times.popleft()
+        times.append(now)
+        if len(times) < cfg.ban_prefix_v6_escalate_after:
+            return target, note
+        safe, why = self.never.safe_target(ip, wide, cfg.ignoreip, cfg.ignoreself)
+        if safe != wide:
+            return target, (note + "; " if note else "") + f"no escalation to {wide}: {why}"
+        del self._wide[key]
+        return wide, (f"{len(times)} networks of {wide} banned within "
+                      f"{int(cfg.ban_prefix_v6_escalate_window)}s: escalated to {wide}")
+
+    def manual_ban(self, jail: str, ip: str, now: float) -> Decision:
+        rt = self.jails.get(jail)
+        if rt is None:
+            raise KeyError(f"no such jail: {jail}")
+        target = R.canonical_network(ip.strip())  # an address, or a network (ADDRESS/PREFIX)
+        if self.book.covering(jail, target) is not None:
+            return Decision("ignored", jail, target, "already banned")
+        if "/" not in target:
+            return self._ban(rt, target, now, 0, None, manual=True)
+        first = str(ipaddress.ip_network(target).network_address)
+        return self._ban(rt, first, now, 0, None, manual=True, net=target)
+
+    def unban(self, ip: str | None) -> list[Ban]:
+        """Lift the bans of ``ip`` in every jail (``None``: every ban)."""
+        if ip is None:
+            bans = list(self.book.active.values())
+        else:
+            bans = self.book.by_ip(R.canonical_network(ip.strip()))
+        for b in bans:
+            self.book.remove(b.jail, b.ip)
+            rt = self.jails.get(b.jail)
+            if rt is not None:
+                rt.jail.forget(b.ip)
+        return bans

@@ -1,0 +1,143 @@
+"""Keeps the bans: new ones committed then applied, unbans pending until every action lifted them, bans
+restored at start and re-applied when the firewall lost them. The one place that orders store writes and actions.
+
+Order of effects: a ban and the cursor of the entry that made it are committed in one transaction, then the
+actions run; an unban is committed as pending, then its actions run, and the pending row goes only when all of them
+succeeded (responder.core.unbans retries it, and a restart runs it again). Actions are idempotent, so a crash at any
+step leaves nothing doubled and nothing in force that nothing will lift.
+
+``PORTSENTINEL_TEST_CRASH=POINT`` (tests only, docs/testing.md) makes the process kill itself with SIGKILL at
+one step: ``ban-committed``, ``ban-applied``, ``unban-committed``, ``unban-applied``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Collection
+
+from portsentinel import record as R
+from portsentinel.responder.actions.action import Action
+from portsentinel.responder.actions.executor import Executor
+from portsentinel.responder.adapters.store import Store
+from portsentinel.responder.config.reload import Plan
+from portsentinel.responder.core.bans import FOREVER, Ban, BanBook, src_fields
+from portsentinel.responder.core.unbans import PendingUnbans
+
+log = logging.getLogger("portsentinel.responder")
+
+
+class Keeper:
+    def __init__(self, store: Store, book: BanBook, executor: Executor, report: Callable[..., None]) -> None:
+        self.store = store
+        self.book = book
+        self.executor = executor
+        self.report = report
+        self.pending = PendingUnbans()
+
+    def restore(self, jails: Collection[str]) -> None:
+        """Bans from the database: the expired ones lifted, the others re-applied in one batch; unbans that were
+        pending when the responder stopped (or died) run again."""
+        now = time.time()
+        keep: list[Ban] = []
+        expired: list[Ban] = []
+        for b in self.store.bans():
+            if b.jail not in jails:
+                keep.append(b)  # its jail is gone or broken: keep the row, nothing to run
+                continue
+            if b.expires != FOREVER and b.expires <= now:
+                expired.append(b)
+            else:
+                keep.append(b)
+                self.book.add(b)
+        pending = [(b, why, since) for b, why, since in self.store.unbans() if b.jail in jails]
+        for jail in jails:
+            self.executor.start(jail)
+        self.executor.ban_many([b for b in keep if b.jail in jails], restoring=True)
+        if keep or expired or pending:
+            self.report(R.Event.BAN, f"restored {len(keep)} ban(s) from {self.store.path}; "
+                                     f"{len(expired)} expired while stopped; {len(pending)} unban(s) pending",
+                        PS_ACTION="restore",
+                        PS_DETAIL=f"restored={len(keep)} expired={len(expired)} pending={len(pending)}")
+        for b, why, since in pending:
+            self.pending.add(b, why, now, since=since)
+        self.lift(expired, "expired while stopped")
+        self.unban_due()
+
+    def _crash_point(self, point: str) -> None:
+        """Fault injection for the kill -9 tests (docs/testing.md); nothing unless the variable names ``point``."""
+        if os.environ.get("PORTSENTINEL_TEST_CRASH") == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def apply(self, bans: list[Ban], cursors: dict[str, str] | None = None) -> None:
+        """Commit new bans (and the cursor that made them) first, then run their actions."""
+        for b in bans:
+            self.pending.cancel(b.jail, b.ip)  # a pending unban must not lift the new ban
+        self.store.commit(added=bans, cursors=cursors)
+        if bans:
+            self._crash_point("ban-committed")
+            self.executor.ban_many(bans)
+            self._crash_point("ban-applied")
+
+    def lift(self, bans: list[Ban], reason: str) -> None:
+        """Unban: pending in the store first, then the actions; pending until every one of them succeeded."""
+        if not bans:
+            return
+        now = time.time()
+        self.store.commit(unbanning=[(b, reason) for b in bans], now=now)
+        self._crash_point("unban-committed")
+        for b in bans:
+            self.pending.add(b, reason, now)
+        self.unban_due()
+
+    def unban_due(self) -> None:
+        """Run the pending unbans whose time has come."""
+        for p in self.pending.due(time.time()):
+            b = p.ban
+            done, failed = self.executor.lift(b, attempt=p.attempts)
+            if failed:
+                delay = self.pending.failed(p, time.time())
+                log.warning("jail %s: unban of %s pending (%s failed); next try in %gs", b.jail, b.ip,
+                            ", ".join(failed), delay)
+                continue
+            self._crash_point("unban-applied")
+            self.store.commit(unbanned=[(b.jail, b.ip)])
+            self.pending.done(p)
+            retried = f", after {p.attempts} retr{'y' if p.attempts == 1 else 'ies'}" if p.attempts else ""
+            self.report(R.Event.UNBAN, f"jail {b.jail}: unbanned {b.ip} ({p.reason}) by "
+                                       f"{', '.join(done) or 'no action'}{retried}",
+                        PS_JAIL=b.jail, **src_fields(b.ip, b.info), PS_ACTION=",".join(done), PS_DETAIL=p.reason)
+
+    # ------------------------------------------------------------------ reload
+    def move(self, plan: Plan, actions: dict[str, list[Action]], jails: Collection[str]) -> None:
+        """Carry out a reload plan: a removed jail's bans are lifted and its actions stopped; a changed jail's bans
+        go to its new actions (an action replaced by one of the same name goes first, as they share kernel
+        objects; one simply gone goes after the new ones hold the bans); an added jail gets its bans that the
+        store kept while it was absent."""
+        ex = self.executor
+        for jail in plan.removed:
+            bans = self.book.in_jail(jail)
+            for b in bans:
+                self.book.remove(b.jail, b.ip)
+            self.lift(bans, "jail removed")
+            ex.stop(jail)
+        for jail, ch in plan.changed.items():
+            bans = self.book.in_jail(jail)
+            for a in ch.replaced:
+                ex.retire(jail, a, bans)
+            ex.actions[jail] = actions[jail]
+            ex.start(jail)
+            ex.ban_many(bans, restoring=True, only={a.name for a in ch.fresh})
+            for a in ch.gone:
+                ex.retire(jail, a, bans)
+        now = time.time()
+        back = [b for b in self.store.bans() if b.jail in plan.added and b.jail in jails
+                and (b.expires == FOREVER or b.expires > now)]
+        for jail in plan.added:
+            ex.actions[jail] = actions[jail]
+            ex.start(jail)
+        for b in back:
+            self.book.add(b)
+        ex.ban_many(back, restoring=True)

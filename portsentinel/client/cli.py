@@ -173,7 +173,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from portsentinel.responder.config.inifile import IniError
     from portsentinel.responder.config.jailconf import load
     from portsentinel.responder.filter.filters import load_filter
-    from portsentinel.responder.trap import ruleset as T
+    from portsentinel.responder.trap import settings as S
 
     errors: list[str] = []
     det: DetectorConfig | None = None
@@ -212,9 +212,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 except ValueError as exc:
                     problems.append(str(exc))
                     continue
-                if action.options.get(T.MARKER, "").strip().lower() in ("yes", "1", "true"):
+                if action.options.get(S.MARKER, "").strip().lower() in ("yes", "1", "true"):
                     try:
-                        traps.append(T.describe(T.settings_from(action.params, jail.name, jail.ignoreip,
+                        traps.append(S.describe(S.settings_from(action.params, jail.name, jail.ignoreip,
                                                                 prefix4=jail.ban_prefix_v4,
                                                                 prefix6=jail.ban_prefix_v6), jail.maxretry))
                     except ValueError as exc:

@@ -25,7 +25,9 @@ from portsentinel.responder.adapters.listening import listening_ports
 from portsentinel.responder.adapters.nflog import NflogSocket
 from portsentinel.responder.adapters.runner import Result, Runner
 from portsentinel.responder.core.jail import Jail
+from portsentinel.responder.trap import hits as H
 from portsentinel.responder.trap import ruleset as T
+from portsentinel.responder.trap import settings as S
 
 log = logging.getLogger("portsentinel.responder")
 
@@ -34,7 +36,7 @@ Report = Callable[..., None]
 
 @dataclass
 class _Trap:
-    settings: T.TrapSettings
+    settings: S.TrapSettings
     listening: dict[str, frozenset[int]] = field(default_factory=dict)
     never: tuple[str, ...] = ()
     next_listen: float = 0.0
@@ -50,7 +52,7 @@ class KernelTraps:
         self.proc_net = proc_net
         self.traps: dict[str, _Trap] = {}  # by jail
         self.sockets: dict[int, NflogSocket] = {}  # by NFLOG group
-        self.tarpit = T.Tarpit()
+        self.tarpit = H.Tarpit()
         #: Per jail, the counter of trap hits when the trap has its own maxretry (set by the service).
         self.strikes: dict[str, Jail] = {}
         self.sel: selectors.BaseSelector | None = None
@@ -88,28 +90,28 @@ class KernelTraps:
             res = self._nft(script)
         return res
 
-    def _remove(self, s: T.TrapSettings) -> None:
+    def _remove(self, s: S.TrapSettings) -> None:
         stmts = T.remove_statements(s)
         if not self._nft("".join(x + "\n" for x in stmts)).ok:
             for stmt in stmts:  # some objects were missing: remove the others one by one
                 self._nft(stmt + "\n")
 
     # ------------------------------------------------------------------ lifecycle
-    def configure(self, actions: Mapping[str, list[Action]], ignoreip: Mapping[str, Iterable[T.IPNetwork]],
+    def configure(self, actions: Mapping[str, list[Action]], ignoreip: Mapping[str, Iterable[S.IPNetwork]],
                   sel: selectors.BaseSelector, prefixes: Mapping[str, tuple[int, int]] | None = None) -> list[str]:
         """Install the traps of the jails whose actions include one marked ``kerneltrap = yes``; remove the
         others. Returns errors (a jail whose trap failed keeps its other actions)."""
         self.sel = sel
         errors: list[str] = []
-        wanted: dict[str, T.TrapSettings] = {}
+        wanted: dict[str, S.TrapSettings] = {}
         for jail, acts in actions.items():
             for a in acts:
-                if a.options.get(T.MARKER, "").strip().lower() in ("yes", "1", "true"):
+                if a.options.get(S.MARKER, "").strip().lower() in ("yes", "1", "true"):
                     try:
                         p4, p6 = (prefixes or {}).get(jail, (32, 64))
-                        wanted[jail] = T.settings_from(a.params, jail, ignoreip.get(jail, ()), prefix4=p4,
+                        wanted[jail] = S.settings_from(a.params, jail, ignoreip.get(jail, ()), prefix4=p4,
                                                        prefix6=p6)
-                    except T.TrapError as exc:
+                    except S.TrapError as exc:
                         errors.append(f"{a.path}: {exc}")
         for jail in list(self.traps):
             old = self.traps[jail].settings
@@ -127,7 +129,7 @@ class KernelTraps:
             self.traps[jail] = tr
         self._open_sockets(errors)
         for err in errors:
-            self.report(R.Event.FAILED, err, PS_ACTION=T.ACTION, PS_DETAIL="kernel-trap")
+            self.report(R.Event.FAILED, err, PS_ACTION=S.ACTION, PS_DETAIL="kernel-trap")
         return errors
 
     def _open_sockets(self, errors: list[str]) -> None:
@@ -158,7 +160,7 @@ class KernelTraps:
                 out.append(jail)
             else:
                 self.report(R.Event.FAILED, f"jail {jail}: kernel trap lost and not re-installed: "
-                                            f"{res.stderr.strip()[:300]}", PS_JAIL=jail, PS_ACTION=T.ACTION,
+                                            f"{res.stderr.strip()[:300]}", PS_JAIL=jail, PS_ACTION=S.ACTION,
                             PS_STDERR=res.stderr.strip()[:2000])
         return out
 
@@ -205,24 +207,24 @@ class KernelTraps:
                 self.listener_syncs += 1
             else:
                 self.report(R.Event.FAILED, f"jail {jail}: kernel trap sync failed: {res.stderr.strip()[:300]}",
-                            PS_JAIL=jail, PS_ACTION=T.ACTION, PS_STDERR=res.stderr.strip()[:2000])
+                            PS_JAIL=jail, PS_ACTION=S.ACTION, PS_STDERR=res.stderr.strip()[:2000])
 
-    def expired(self, now: float) -> list[tuple[str, T.TrapHit]]:
+    def expired(self, now: float) -> list[tuple[str, H.TrapHit]]:
         return self.tarpit.expired(now)
 
     # ------------------------------------------------------------------ events
-    def read(self, group: int) -> list[tuple[str, T.TrapHit]]:
+    def read(self, group: int) -> list[tuple[str, H.TrapHit]]:
         """(jail, hit) for every kernel ban the NFLOG socket of ``group`` has reported."""
         sock = self.sockets.get(group)
         if sock is None:
             return []
         by_name = {tr.settings.prefix: (jail, tr.settings) for jail, tr in self.traps.items()}
-        out: list[tuple[str, T.TrapHit]] = []
+        out: list[tuple[str, H.TrapHit]] = []
         for pkt in sock.read():
             found = by_name.get(pkt.prefix)
             if found is None:
                 continue
-            hit = T.parse_payload(found[1].name, pkt.payload, pkt.time)
+            hit = H.parse_payload(found[1].name, pkt.payload, pkt.time)
             if hit is None:
                 continue
             self.hits_total += 1

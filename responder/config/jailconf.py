@@ -261,9 +261,9 @@ def _uids(text: str) -> tuple[int, ...]:
 
 
 def _trap_problem(config_dir: Path, jail: JailConfig) -> str | None:
-    """A kernel-trap action's settings that cannot be used (responder.trap.ruleset), as ``file:line: key: reason``."""
+    """A kernel-trap action's settings that cannot be used (responder.trap.settings), as ``file:line: key: reason``."""
     from portsentinel.responder.actions.action import load_action
-    from portsentinel.responder.trap.ruleset import MARKER, TrapError, settings_from
+    from portsentinel.responder.trap.settings import MARKER, TrapError, settings_from
 
     for ref in jail.actions:
         try:

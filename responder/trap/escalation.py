@@ -1,6 +1,6 @@
-"""Kernel-trap hits as failures in their jail: the trap (responder.trap.ruleset) builds rules and parses the kernel's
-reports; this module hands each hit to the engine like any other failure. Kept apart so the trap's settings and
-rules depend on nothing of the engine, and the engine nothing of the trap (no import circle)."""
+"""Kernel-trap hits as failures in their jail: the trap builds rules (responder.trap.ruleset) and parses the kernel's
+reports (responder.trap.hits); this module hands each hit to the engine like any other failure. Kept apart so the trap's
+settings and rules depend on nothing of the engine, and the engine nothing of the trap (no import circle)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import dataclasses
 from portsentinel.responder.config.jailconf import JailConfig
 from portsentinel.responder.core.engine import Decision, Engine
 from portsentinel.responder.core.jail import Jail
-from portsentinel.responder.trap.ruleset import ACTION, TrapHit, TrapSettings
+from portsentinel.responder.trap.hits import TrapHit
+from portsentinel.responder.trap.settings import ACTION, TrapSettings
 
 
 def strikes(s: TrapSettings, cfg: JailConfig) -> Jail | None:

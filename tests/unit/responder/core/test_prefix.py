@@ -22,6 +22,7 @@ from portsentinel.responder.core.guard import NeverBan, PerMinuteCap
 from portsentinel.responder.core.jail import Jail
 from portsentinel.responder.core.sources import Entry
 from portsentinel.responder.trap import ruleset as T
+from portsentinel.responder.trap import settings as S
 from tests.conftest import ROOT
 
 
@@ -209,7 +210,7 @@ def test_jail_prefix_keys(tmp_path: Path) -> None:
 
 # -- kernel trap ------------------------------------------------------------------------------------------
 def test_trap_tarpit_holds_the_network_and_near_sources_by_address() -> None:
-    s = T.settings_from({"shape": "list", "tcp_ports": "1", "udp_ports": "", "maxretry": "2"}, "j", prefix6=64)
+    s = S.settings_from({"shape": "list", "tcp_ports": "1", "udp_ports": "", "maxretry": "2"}, "j", prefix6=64)
     text = T.install_script(s, {}, ["2001:db8:5::1", "192.0.2.1"])
     assert "ip6 saddr & ffff:ffff:ffff:ffff:: @j_t6 counter" in text
     assert "ip6 saddr @j_near6 add @j_t6 { ip6 saddr }" in text
@@ -218,6 +219,6 @@ def test_trap_tarpit_holds_the_network_and_near_sources_by_address() -> None:
     assert "ip saddr & " not in text and "add @j_t4 { ip saddr }" in text  # IPv4 per address
     assert "j_b6 { type ipv6_addr; flags interval,timeout; }" in text
     assert s.maxretry == 2
-    whole = T.settings_from({}, "j", prefix6=128)
+    whole = S.settings_from({}, "j", prefix6=128)
     assert "&" not in T.install_script(whole, {}, [])
-    assert "tcp 1-112,114-138,140-1024 (1022 ports)" in T.describe(T.settings_from({"protocol": "tcp"}, "j"))
+    assert "tcp 1-112,114-138,140-1024 (1022 ports)" in S.describe(S.settings_from({"protocol": "tcp"}, "j"))

@@ -17,15 +17,17 @@ from portsentinel.responder.core.bans import BanBook
 from portsentinel.responder.core.engine import Engine, JailRuntime
 from portsentinel.responder.core.guard import NeverBan, PerMinuteCap
 from portsentinel.responder.core.jail import Jail
+from portsentinel.responder.trap import hits as H
 from portsentinel.responder.trap import ruleset as T
+from portsentinel.responder.trap import settings as S
 from portsentinel.responder.trap.escalation import escalate
 from tests.conftest import ROOT
 
 
-def _settings(args: str = "", jail: str = "trap") -> T.TrapSettings:
+def _settings(args: str = "", jail: str = "trap") -> S.TrapSettings:
     action = load_action(ROOT / "actions.d", f"kernel-trap[{args}]" if args else "kernel-trap", jail)
-    assert action.options[T.MARKER] == "yes"
-    return T.settings_from(action.params, jail)
+    assert action.options[S.MARKER] == "yes"
+    return S.settings_from(action.params, jail)
 
 
 def test_shipped_defaults_are_portsentry_advanced() -> None:
@@ -46,7 +48,7 @@ def test_shipped_defaults_are_portsentry_advanced() -> None:
     ('shape=list, protocol="tcp, udp", tcp_ports="", udp_ports=""', "tcp_ports"), ("table=1bad", "table"),
 ])
 def test_bad_settings_name_their_key(args: str, key: str) -> None:
-    with pytest.raises(T.TrapError) as exc:
+    with pytest.raises(S.TrapError) as exc:
         _settings(args)
     assert exc.value.key == key
 
@@ -64,8 +66,8 @@ def test_check_config_reports_a_bad_trap_with_its_place(tmp_path: Path) -> None:
 
 
 def test_ranges_merge_ports() -> None:
-    assert T._ranges([5, 1, 2, 3, 7, 8, 65535]) == ["1-3", "5", "7-8", "65535"]
-    assert T._ranges([]) == []
+    assert S.port_ranges([5, 1, 2, 3, 7, 8, 65535]) == ["1-3", "5", "7-8", "65535"]
+    assert S.port_ranges([]) == []
 
 
 def test_never_networks_merge_and_split_families() -> None:
@@ -135,11 +137,11 @@ def test_sync_and_remove_and_unban() -> None:
 def test_parse_payload_v4_v6() -> None:
     v4 = bytes([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]) + bytes([198, 51, 100, 7]) + bytes([192, 0, 2, 1]) \
         + struct.pack(">HH", 40000, 23) + bytes(16)
-    assert T.parse_payload("x", v4, 5.0) == T.TrapHit("x", "198.51.100.7", "tcp", 23, 5.0)
+    assert H.parse_payload("x", v4, 5.0) == H.TrapHit("x", "198.51.100.7", "tcp", 23, 5.0)
     v6 = bytes([0x60, 0, 0, 0, 0, 8, 17, 64]) + socket.inet_pton(socket.AF_INET6, "2001:db8::9") + bytes(16) \
         + struct.pack(">HH", 5353, 161) + bytes(4)
-    assert T.parse_payload("x", v6, 1.0) == T.TrapHit("x", "2001:db8::9", "udp", 161, 1.0)
-    assert T.parse_payload("x", b"\x45" + bytes(5), 0) is None
+    assert H.parse_payload("x", v6, 1.0) == H.TrapHit("x", "2001:db8::9", "udp", 161, 1.0)
+    assert H.parse_payload("x", b"\x45" + bytes(5), 0) is None
 
 
 def test_nflog_parse_packet_and_ack() -> None:
@@ -183,7 +185,7 @@ def _engine(**cfg: object) -> tuple[Engine, JailRuntime]:
 
 def test_escalate_follows_the_jail() -> None:
     engine, _ = _engine()
-    hit = T.TrapHit("trap", "198.51.100.7", "tcp", 23, 100.0)
+    hit = H.TrapHit("trap", "198.51.100.7", "tcp", 23, 100.0)
     assert escalate(engine, "trap", hit, 100.0) is None  # first hit: tarpit only
     d = escalate(engine, "trap", hit, 170.0)  # back after the tarpit: maxretry reached
     assert d is not None and d.kind == "ban" and d.ban is not None
@@ -191,7 +193,7 @@ def test_escalate_follows_the_jail() -> None:
     assert escalate(engine, "trap", hit, 171.0) is None  # already banned
     assert escalate(engine, "nope", hit, 171.0) is None
     guarded, _ = _engine()
-    own = T.TrapHit("trap", "192.0.2.1", "tcp", 1, 1.0)
+    own = H.TrapHit("trap", "192.0.2.1", "tcp", 1, 1.0)
     escalate(guarded, "trap", own, 1.0)
     d = escalate(guarded, "trap", own, 2.0)
     assert d is not None and d.kind == "ignored" and "own address" in d.reason
@@ -201,9 +203,9 @@ def test_escalate_follows_the_jail() -> None:
 
 
 def test_tarpit_book() -> None:
-    tp = T.Tarpit()
-    tp.add("trap", T.TrapHit("trap", "198.51.100.7", "tcp", 23, 10.0), 60)
-    tp.add("trap", T.TrapHit("trap", "2001:db8::7", "udp", 7, 20.0), 60)
+    tp = H.Tarpit()
+    tp.add("trap", H.TrapHit("trap", "198.51.100.7", "tcp", 23, 10.0), 60)
+    tp.add("trap", H.TrapHit("trap", "2001:db8::7", "udp", 7, 20.0), 60)
     assert tp.next_expiry() == 70.0
     rows = tp.rows(30.0)
     assert [(r["ip"], r["remaining"], r["via"]) for r in rows] == [("198.51.100.7", 40.0, "kernel-trap"),

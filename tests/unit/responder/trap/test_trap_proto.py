@@ -7,11 +7,13 @@ from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.sctp import SCTP, SCTPChunkInit
 
+from portsentinel.responder.trap import hits as H
 from portsentinel.responder.trap import ruleset as T
+from portsentinel.responder.trap import settings as S
 
 
-def _settings(**params: str) -> T.TrapSettings:
-    return T.settings_from(params, "j")
+def _settings(**params: str) -> S.TrapSettings:
+    return S.settings_from(params, "j")
 
 
 def test_sctp_shapes() -> None:
@@ -20,9 +22,9 @@ def test_sctp_shapes() -> None:
     lst = _settings(shape="list", protocol="sctp", sctp_ports="2905, 36412")
     assert lst.trap_ports("sctp") == {2905, 36412} and lst.trap_ports("tcp") == set()
     assert _settings(protocol="tcp").trap_ports("sctp") == set()
-    with pytest.raises(T.TrapError, match="sctp_bound"):
+    with pytest.raises(S.TrapError, match="sctp_bound"):
         _settings(sctp_bound="0")
-    with pytest.raises(T.TrapError, match="protocol"):
+    with pytest.raises(S.TrapError, match="protocol"):
         _settings(protocol="tcp, icmp")
     assert _settings(shape="list", protocol="ip").protocols == ("ip",)  # a list shape of protocols alone
 
@@ -51,10 +53,10 @@ def test_handled_sets_never_lose_the_core() -> None:
 
 
 def test_payloads_of_sctp_and_other_protocols() -> None:
-    hit = T.parse_payload("j", bytes(IP(src="198.51.100.7", dst="192.0.2.1") / SCTP(dport=36412) / SCTPChunkInit()),
+    hit = H.parse_payload("j", bytes(IP(src="198.51.100.7", dst="192.0.2.1") / SCTP(dport=36412) / SCTPChunkInit()),
                           1.0)
     assert hit is not None and (hit.ip, hit.proto, hit.port) == ("198.51.100.7", "sctp", 36412)
-    hit = T.parse_payload("j", bytes(IP(src="198.51.100.7", dst="192.0.2.1", proto=99)), 1.0)
+    hit = H.parse_payload("j", bytes(IP(src="198.51.100.7", dst="192.0.2.1", proto=99)), 1.0)
     assert hit is not None and (hit.proto, hit.port) == ("ip", 99)
-    hit = T.parse_payload("j", bytes(IPv6(src="2001:db8::7", dst="2001:db8::1", nh=47, plen=0)), 1.0)
+    hit = H.parse_payload("j", bytes(IPv6(src="2001:db8::7", dst="2001:db8::1", nh=47, plen=0)), 1.0)
     assert hit is not None and (hit.ip, hit.proto, hit.port) == ("2001:db8::7", "ip", 47)

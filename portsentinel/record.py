@@ -16,6 +16,8 @@ from enum import StrEnum
 
 DETECTOR_IDENTIFIER = "portsentinel-detector"
 RESPONDER_IDENTIFIER = "portsentinel-responder"
+#: The fleet daemon (issue 13): its remote ban/unban lines and its own lifecycle records.
+FLEET_IDENTIFIER = "portsentinel-fleet"
 
 
 class Event(StrEnum):
@@ -84,9 +86,20 @@ F_BANTIME = "PS_BANTIME"
 F_STATUS = "PS_STATUS"
 F_STDERR = "PS_STDERR"
 F_DETAIL = "PS_DETAIL"
+# The fleet (docs/fleet.md): a responder decision to share, and a remote ban's origin and figures.
+#: 1 on a responder decision whose jail shares its bans (``share = true``): the fleet daemon publishes it.
+F_SHARE = "PS_SHARE"
+#: The host a remote ban came from (taken from the bucket's key, never from the value), and its jail there.
+F_ORIGIN = "PS_ORIGIN"
+F_ORIGIN_JAIL = "PS_ORIGIN_JAIL"
+#: When the origin's ban ends: epoch seconds (a decimal, may have a fraction).
+F_UNTIL = "PS_UNTIL"
+#: The origin's offence count for this source; the number of distinct trusted origins banning it now.
+F_OFFENCE = "PS_OFFENCE"
+F_ORIGINS = "PS_ORIGINS"
 
 #: Fields whose value must be a decimal integer when present.
-INT_FIELDS = frozenset({F_PRIORITY, F_PORT, F_HITS, F_PORTS, F_WINDOW, F_BANTIME, F_STATUS})
+INT_FIELDS = frozenset({F_PRIORITY, F_PORT, F_HITS, F_PORTS, F_WINDOW, F_BANTIME, F_STATUS, F_OFFENCE, F_ORIGINS})
 #: Fields whose value must be an IP address when present.
 ADDR_FIELDS = frozenset({F_SRC, F_DST})
 
@@ -256,6 +269,7 @@ _CHECKS: dict[str, Callable[[str, str], str]] = {
     F_MODE: _one_of(MODES, "unknown mode"),
     F_PROTO: _one_of(PROTOS, "unknown protocol"),
     F_VERIFIED: _one_of(("0", "1"), "must be 0 or 1, not"),
+    F_SHARE: _one_of(("0", "1"), "must be 0 or 1, not"),
 }
 
 

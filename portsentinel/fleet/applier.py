@@ -1,0 +1,208 @@
+"""What a bucket entry means here: the watcher's pure half (docs/fleet.md, "Applying"). No I/O, clock passed in.
+
+Each entry (key, operation, value) of another host becomes at most one JSON line for the responder's ``[fleet]``
+jail. The origin is the key's first token (the server lets a host write only under its own name), never the
+value's. In order:
+
+- a key outside the grammar, an origin not in ``origins``, or a value that fails :mod:`.codec` is refused with
+  its reason (the service aggregates refusals into a few audit records);
+- a ban: active cap per origin (``origin_max``, catch-up included), then per-origin rate cap over the last
+  60 s (``origin_rate``, live updates only: a joining host takes the whole active set at once); a ban already
+  known (same origin, jail, address) is a renewal and costs neither;
+- a delete of a ban key: the ban is forgotten; an ``unban`` line is written only when the ban was still running
+  (an early unban at the origin) and no other origin still bans the address. A ban that simply ran out is not
+  lifted from here: the fleet jail banned for the remaining time, and its own timer ends it;
+- a fleet-wide unban marker (``<host>._unban.<addr>``) from an origin in ``unban_origins`` lifts every remote ban
+  of the address (one ``unban`` line with ``PS_ORIGIN_JAIL=_unban``, which the responder also applies to its local
+  jails), asks the service to delete this host's own keys for it, and makes older bans of it (by ``at``) void.
+
+Expired bans are dropped by :meth:`Applier.expire`; ``PS_ORIGINS`` counts the distinct trusted origins whose ban
+of the address is running.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from . import codec as C
+from .config import FleetConfig
+from .keys import UNBAN_JAIL, BadKey, Key, parse_key
+
+PUT, DEL, PURGE = "PUT", "DEL", "PURGE"
+RATE_WINDOW = 60.0
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line for the responder: ``event`` ban or unban of ``addr`` from ``origin``."""
+
+    event: str
+    addr: str
+    origin: str
+    origin_jail: str
+    until: float
+    origins: int
+    scan: str = ""
+    verified: int = 0
+    offence: int = 1
+
+
+@dataclass
+class Outcome:
+    line: Line | None = None
+    #: Why the entry was refused (None: accepted or nothing to do); ``origin`` names who sent it.
+    refused: str | None = None
+    origin: str = ""
+    expired: bool = False
+    #: Addresses whose bans this host must delete from the bucket (a fleet-wide unban).
+    delete_own: list[str] = field(default_factory=list)
+
+
+BanId = tuple[str, str, str]  # origin, jail, addr
+
+
+class Applier:
+    def __init__(self, settings: FleetConfig) -> None:
+        self.s = settings
+        self.bans: dict[BanId, C.Ban] = {}
+        self._by_addr: dict[str, set[BanId]] = {}
+        self.active: Counter[str] = Counter()
+        self._recent: dict[str, deque[float]] = {}
+        self._expiry: list[tuple[float, BanId]] = []
+        #: Fleet-wide unbans in force: addr -> (at, until).
+        self.lifted: dict[str, tuple[float, float]] = {}
+        #: Ban ids added, changed or removed since the last :meth:`take_changes` (the service persists them).
+        self.changed: set[BanId] = set()
+
+    # ------------------------------------------------------------------ state
+    def load(self, rows: Iterable[tuple[str, C.Ban]], now: float) -> None:
+        """Bans kept from a previous run (sqlite): taken as they were, without caps; expired ones skipped."""
+        for origin, ban in rows:
+            if ban.until > now:
+                self._add((origin, ban.jail, ban.addr), ban)
+        self.changed.clear()
+
+    def _add(self, bid: BanId, ban: C.Ban) -> None:
+        if bid not in self.bans:
+            self.active[bid[0]] += 1
+            self._by_addr.setdefault(bid[2], set()).add(bid)
+        self.bans[bid] = ban
+        heapq.heappush(self._expiry, (ban.until, bid))
+        self.changed.add(bid)
+
+    def _remove(self, bid: BanId) -> C.Ban | None:
+        ban = self.bans.pop(bid, None)
+        if ban is None:
+            return None
+        self.active[bid[0]] -= 1
+        if not self.active[bid[0]]:
+            del self.active[bid[0]]
+        ids = self._by_addr[bid[2]]
+        ids.discard(bid)
+        if not ids:
+            del self._by_addr[bid[2]]
+        self.changed.add(bid)
+        return ban
+
+    def origins_of(self, addr: str, now: float) -> int:
+        """Distinct origins whose ban of ``addr`` is running."""
+        return len({bid[0] for bid in self._by_addr.get(addr, ()) if self.bans[bid].until > now})
+
+    def expire(self, now: float) -> int:
+        """Forget bans whose ``until`` has passed (no line: the fleet jail's own bantime ends them)."""
+        count = 0
+        while self._expiry and self._expiry[0][0] <= now:
+            until, bid = heapq.heappop(self._expiry)
+            ban = self.bans.get(bid)
+            if ban is not None and ban.until == until:
+                self._remove(bid)
+                count += 1
+        for addr in [a for a, (_, until) in self.lifted.items() if until <= now]:
+            del self.lifted[addr]
+        if len(self._expiry) > 2 * len(self.bans) + 1024:  # renewals leave stale heap entries: rebuild
+            self._expiry = [(b.until, bid) for bid, b in self.bans.items()]
+            heapq.heapify(self._expiry)
+        return count
+
+    def take_changes(self) -> list[tuple[BanId, C.Ban | None]]:
+        """Each changed ban id with its ban now (None: removed), for the state database; clears the set."""
+        out = [(bid, self.bans.get(bid)) for bid in self.changed]
+        self.changed.clear()
+        return out
+
+    # ------------------------------------------------------------------ entries
+    def entry(self, key: str, op: str, value: bytes, now: float, *, live: bool) -> Outcome:
+        """One entry of the bucket's watch (``op`` PUT, DEL or PURGE), applied to this host's view."""
+        try:
+            k = parse_key(key)
+        except BadKey as exc:
+            return Outcome(refused=str(exc), origin=key.split(".", 1)[0][:64])
+        origin = k.host
+        if origin == self.s.host and not k.unban:
+            return Outcome()  # our own ban, back from the bucket
+        if origin != self.s.host and not self.s.trusts(origin):
+            return Outcome(refused=f"origin {origin} is not in origins", origin=origin)
+        if k.unban:
+            return self._unban(k.addr, origin, op, value, now)
+        bid = (origin, k.jail, k.addr)
+        if op != PUT:
+            return self._deleted(bid, now)
+        try:
+            ban = C.decode_ban(value, k, now, self.s.maxtime)
+        except C.Expired:
+            self._remove(bid)
+            return Outcome(expired=True, origin=origin)
+        except C.BadValue as exc:
+            return Outcome(refused=f"{key}: {exc}", origin=origin)
+        lifted = self.lifted.get(k.addr)
+        if lifted is not None and ban.at <= lifted[0]:
+            return Outcome(refused=f"{key}: lifted fleet-wide after this ban was made", origin=origin)
+        if bid not in self.bans:
+            if self.active[origin] >= self.s.origin_max:
+                return Outcome(refused=f"origin {origin}: {self.s.origin_max} active bans (origin_max)", origin=origin)
+            if live and not self._rate_ok(origin, now):
+                return Outcome(refused=f"origin {origin}: over {self.s.origin_rate} bans a minute (origin_rate)",
+                               origin=origin)
+        self._add(bid, ban)
+        line = Line("ban", k.addr, origin, k.jail, ban.until, self.origins_of(k.addr, now), ban.scan, ban.verified,
+                    ban.offence)
+        return Outcome(line=line, origin=origin)
+
+    def _rate_ok(self, origin: str, now: float) -> bool:
+        recent = self._recent.setdefault(origin, deque())
+        while recent and recent[0] <= now - RATE_WINDOW:
+            recent.popleft()
+        if len(recent) >= self.s.origin_rate:
+            return False
+        recent.append(now)
+        return True
+
+    def _deleted(self, bid: BanId, now: float) -> Outcome:
+        ban = self._remove(bid)
+        if ban is None or ban.until <= now + 1.0:
+            return Outcome(origin=bid[0])
+        left = self.origins_of(bid[2], now)
+        if left:
+            return Outcome(origin=bid[0])
+        return Outcome(line=Line("unban", bid[2], bid[0], bid[1], ban.until, 0, ban.scan, ban.verified, ban.offence),
+                       origin=bid[0])
+
+    def _unban(self, addr: str, origin: str, op: str, value: bytes, now: float) -> Outcome:
+        if op != PUT:
+            return Outcome(origin=origin)  # the marker aged out or was withdrawn: nothing to undo
+        if not self.s.may_unban(origin):
+            return Outcome(refused=f"origin {origin} is not in unban_origins", origin=origin)
+        try:
+            marker = C.decode_unban(value, Key(origin, UNBAN_JAIL, addr), now, self.s.maxtime)
+        except C.Expired:
+            return Outcome(expired=True, origin=origin)
+        except C.BadValue as exc:
+            return Outcome(refused=f"{origin}.{UNBAN_JAIL}.{addr}: {exc}", origin=origin)
+        self.lifted[addr] = (marker.at, marker.until)
+        for bid in list(self._by_addr.get(addr, ())):
+            self._remove(bid)
+        return Outcome(line=Line("unban", addr, origin, UNBAN_JAIL, marker.until, 0), origin=origin,
+                       delete_own=[addr])

@@ -1,0 +1,166 @@
+"""The bucket's values: compact JSON, at most 512 bytes, strictly validated (docs/fleet.md, "The bucket"). Pure.
+
+A ban:   ``{"v":1,"addr":"203.0.113.7","jail":"portsentinel","until":1764500000.5,"scan":"syn","verified":0,
+"offence":2,"at":1764490000.1}``; a fleet-wide unban marker: ``{"v":1,"addr":…,"at":…,"until":…}``.
+
+Decoding takes the key the value was stored under: the value's ``addr`` and ``jail`` must be the key's (the key is
+what the server's permissions vouch for). Anything else — unknown or missing fields, duplicate names, wrong types
+(a boolean is not a number), NaN, a bad address, an ``until`` in the past or beyond ``now + maxtime`` — raises
+:class:`BadValue` with the reason; an ``until`` already past raises :class:`Expired` (a catch-up meets many).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from portsentinel import record as R
+
+from .keys import Key
+
+VERSION = 1
+MAX_BYTES = 512
+#: How far a value's ``at`` may lie in the future (clocks of the fleet's hosts differ a little).
+CLOCK_SKEW = 300.0
+MAX_OFFENCE = 1_000_000
+_BAN_FIELDS = frozenset({"v", "addr", "jail", "until", "scan", "verified", "offence", "at"})
+_UNBAN_FIELDS = frozenset({"v", "addr", "at", "until"})
+_SCANS = frozenset(R.SCAN_KINDS) | {""}
+
+
+class BadValue(ValueError):
+    """A value that is never applied; the message is the reason (logged with the origin)."""
+
+
+class Expired(BadValue):
+    """A well-formed value whose ``until`` has passed."""
+
+
+@dataclass(frozen=True)
+class Ban:
+    addr: str
+    jail: str
+    until: float
+    scan: str = ""
+    verified: int = 0
+    offence: int = 1
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Unban:
+    addr: str
+    at: float
+    until: float
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"value of {len(data)} bytes is over {MAX_BYTES}")
+    return data
+
+
+def encode_ban(ban: Ban) -> bytes:
+    return _dumps({"v": VERSION, "addr": ban.addr, "jail": ban.jail, "until": round(ban.until, 3),
+                   "scan": ban.scan, "verified": ban.verified, "offence": ban.offence, "at": round(ban.at, 3)})
+
+
+def encode_unban(unban: Unban) -> bytes:
+    return _dumps({"v": VERSION, "addr": unban.addr, "at": round(unban.at, 3), "until": round(unban.until, 3)})
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            raise BadValue(f"field {name[:40]!r} given twice")
+        out[name] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise BadValue(f"{name} is not a number")
+
+
+def _object(data: bytes, fields: frozenset[str]) -> dict[str, Any]:
+    if len(data) > MAX_BYTES:
+        raise BadValue(f"value of {len(data)} bytes is over {MAX_BYTES}")
+    try:
+        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise BadValue("value is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise BadValue(f"value is not JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(obj, dict):
+        raise BadValue("value is not a JSON object")
+    unknown = sorted(set(obj) - fields)
+    if unknown:
+        raise BadValue(f"unknown field(s) {', '.join(repr(n[:40]) for n in unknown[:3])}")
+    missing = sorted(fields - set(obj))
+    if missing:
+        raise BadValue(f"missing field(s) {', '.join(missing)}")
+    if type(obj["v"]) is not int or obj["v"] != VERSION:
+        raise BadValue(f"v: version {str(obj['v'])[:20]!r} is not {VERSION}")
+    return obj
+
+
+def _number(obj: dict[str, Any], name: str) -> float:
+    value = obj[name]
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        raise BadValue(f"{name}: not a finite non-negative number: {str(value)[:40]!r}")
+    return float(value)
+
+
+def _addr(obj: dict[str, Any], key: Key) -> str:
+    addr = obj["addr"]
+    if type(addr) is not str or addr != key.addr:
+        raise BadValue(f"addr: {str(addr)[:60]!r} is not the key's address {key.addr}")
+    return addr
+
+
+def _until(obj: dict[str, Any], now: float, maxtime: float) -> float:
+    until = _number(obj, "until")
+    if until > now + maxtime:
+        raise BadValue(f"until: {until:.0f} is more than {maxtime:.0f} s ahead (maxtime)")
+    if until <= now:
+        raise Expired(f"until: {until:.0f} has passed")
+    return until
+
+
+def _at(obj: dict[str, Any], now: float) -> float:
+    at = _number(obj, "at")
+    if at > now + CLOCK_SKEW:
+        raise BadValue(f"at: {at:.0f} is in the future")
+    return at
+
+
+def decode_ban(data: bytes, key: Key, now: float, maxtime: float) -> Ban:
+    """The ban stored under ``key``, checked against the clock ``now`` and the bound ``maxtime`` (seconds)."""
+    obj = _object(data, _BAN_FIELDS)
+    addr = _addr(obj, key)
+    if obj["jail"] != key.jail:
+        raise BadValue(f"jail: {str(obj['jail'])[:70]!r} is not the key's jail {key.jail}")
+    scan = obj["scan"]
+    if type(scan) is not str or scan not in _SCANS:
+        raise BadValue(f"scan: unknown scan kind {str(scan)[:20]!r}")
+    verified = obj["verified"]
+    if type(verified) is not int or verified not in (0, 1):
+        raise BadValue(f"verified: must be 0 or 1, not {str(verified)[:20]!r}")
+    offence = obj["offence"]
+    if type(offence) is not int or not 1 <= offence <= MAX_OFFENCE:
+        raise BadValue(f"offence: must be an integer 1..{MAX_OFFENCE}, not {str(offence)[:20]!r}")
+    at = _at(obj, now)
+    until = _until(obj, now, maxtime)
+    return Ban(addr, key.jail, until, scan, verified, offence, at)
+
+
+def decode_unban(data: bytes, key: Key, now: float, maxtime: float) -> Unban:
+    """A fleet-wide unban marker stored under ``key`` (``<host>._unban.<addr>``)."""
+    obj = _object(data, _UNBAN_FIELDS)
+    addr = _addr(obj, key)
+    at = _at(obj, now)
+    until = _until(obj, now, maxtime)
+    return Unban(addr, at, until)

@@ -1,0 +1,46 @@
+"""The applier's lines as records for the responder's ``[fleet]`` jail (docs/fleet.md, "Applying"). Pure.
+
+A network ban keeps ``PS_SRC`` an address (the network's first) and names the network in ``PS_SRC_NET``, as the
+responder's own records do, so ``journalctl PS_SRC=…`` and the record schema's checks hold for both.
+"""
+
+from __future__ import annotations
+
+from portsentinel import record as R
+
+from .applier import Line
+
+
+def to_record(line: Line, now: float) -> R.Record:
+    src = line.addr.split("/", 1)[0]
+    if line.event == "ban":
+        left = max(0, round(line.until - now))
+        message = (f"fleet: {line.addr} banned by {line.origin} (jail {line.origin_jail}) for {left}s more; "
+                   f"{line.origins} origin(s) ban it")
+        event = R.Event.BAN
+    elif line.origin_jail.startswith("_"):
+        message = f"fleet: {line.addr} unbanned fleet-wide by {line.origin}"
+        event = R.Event.UNBAN
+    else:
+        message = f"fleet: {line.addr} unbanned by {line.origin} (jail {line.origin_jail})"
+        event = R.Event.UNBAN
+    fields = {
+        R.F_IDENT: R.FLEET_IDENTIFIER,
+        R.F_MESSAGE: message,
+        R.F_MSGID: R.MESSAGE_IDS[event],
+        R.F_PRIORITY: str(R.PRIORITY_NOTICE),
+        R.F_EVENT: event.value,
+        R.F_SRC: src,
+        R.F_ORIGIN: line.origin,
+        R.F_ORIGIN_JAIL: line.origin_jail,
+        R.F_UNTIL: f"{line.until:.3f}",
+        R.F_VERIFIED: str(line.verified),
+        R.F_OFFENCE: str(line.offence),
+        R.F_ORIGINS: str(line.origins),
+        R.F_TIME: f"{now:.6f}",
+    }
+    if "/" in line.addr:
+        fields[R.F_SRC_NET] = line.addr
+    if line.scan:
+        fields[R.F_SCAN] = line.scan
+    return R.validate(fields)

@@ -1,0 +1,73 @@
+"""The publisher's pure half: a responder decision with ``PS_SHARE=1`` -> a put or a delete of this host's key.
+
+Input is a record as read from the journal or the responder's decisions file (field name -> text). Only the
+responder's ``ban``/``unban`` records of a shared jail count; anything else is None. A ban's ``until`` is
+``PS_UNTIL`` when the record carries it, else ``PS_TIME + PS_BANTIME``; a ban for ever (``PS_BANTIME=-1``) is
+published for ``maxtime`` (a value's ``until`` is bounded), and no ban is published beyond it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from portsentinel import record as R
+
+from . import codec as C
+from .keys import make_key, valid_name
+
+_SCANS = frozenset(R.SCAN_KINDS)
+
+
+@dataclass(frozen=True)
+class Op:
+    """``put`` (``value`` set) or ``delete`` of ``key``; ``addr``/``jail`` for the spool and the audit."""
+
+    key: str
+    value: bytes | None
+    addr: str
+    jail: str
+
+
+def _float(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _int(text: str, default: int, low: int, high: int) -> int:
+    return int(text) if text.isdigit() and low <= int(text) <= high else default
+
+
+def from_decision(fields: Mapping[str, str], host: str, now: float, maxtime: float) -> Op | None:
+    """The bucket operation a decision asks for, or None (not a shared ban/unban, or nothing left to share)."""
+    if fields.get(R.F_IDENT) != R.RESPONDER_IDENTIFIER or fields.get(R.F_SHARE) != "1":
+        return None
+    event = fields.get(R.F_EVENT)
+    jail = fields.get(R.F_JAIL, "")
+    if event not in ("ban", "unban") or not valid_name(jail):
+        return None
+    try:
+        addr = R.canonical_network(fields.get(R.F_SRC_NET) or fields.get(R.F_SRC, ""))
+        key = make_key(host, jail, addr)
+    except ValueError:
+        return None
+    if event == "unban":
+        return Op(key, None, addr, jail)
+    at = _float(fields.get(R.F_TIME, "")) or now
+    until = _float(fields.get(R.F_UNTIL, ""))
+    if until is None:
+        bantime = _float(fields.get(R.F_BANTIME, ""))
+        if bantime is None:
+            return None
+        until = now + maxtime if bantime < 0 else at + bantime
+    until = min(until, now + maxtime)
+    if until <= now:
+        return None
+    scan = fields.get(R.F_SCAN, "")
+    ban = C.Ban(addr, jail, until, scan if scan in _SCANS else "", _int(fields.get(R.F_VERIFIED, ""), 0, 0, 1),
+                _int(fields.get(R.F_OFFENCE, ""), 1, 1, C.MAX_OFFENCE), min(at, now))
+    return Op(key, C.encode_ban(ban), addr, jail)

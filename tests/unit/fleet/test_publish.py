@@ -1,0 +1,55 @@
+"""portsentinel.fleet.publish: which responder decisions become a put or a delete, and with what value."""
+
+from __future__ import annotations
+
+import json
+
+from portsentinel import record as R
+from portsentinel.fleet.publish import from_decision
+
+NOW = 1_764_490_000.0
+MAX = 86400.0
+
+
+def decision(**over: str) -> dict[str, str]:
+    base = {R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: "ban", R.F_SHARE: "1", R.F_JAIL: "portsentinel",
+            R.F_SRC: "203.0.113.7", R.F_BANTIME: "3600", R.F_TIME: str(NOW - 1), R.F_SCAN: "syn"}
+    base.update(over)
+    return base
+
+
+def test_shared_ban_becomes_a_put() -> None:
+    op = from_decision(decision(), "a", NOW, MAX)
+    assert op is not None and op.key == "a.portsentinel.203-0-113-7" and op.value is not None
+    value = json.loads(op.value)
+    assert value == {"v": 1, "addr": "203.0.113.7", "jail": "portsentinel", "until": NOW + 3599, "scan": "syn",
+                     "verified": 0, "offence": 1, "at": NOW - 1}
+
+
+def test_until_offence_verified_and_network() -> None:
+    op = from_decision(decision(**{R.F_UNTIL: str(NOW + 50), R.F_OFFENCE: "3", R.F_VERIFIED: "1",
+                                   R.F_SRC: "2001:db8:1:2::9", R.F_SRC_NET: "2001:db8:1:2::/64"}), "a", NOW, MAX)
+    assert op is not None and op.key == "a.portsentinel.2001_db8_1_2__=64" and op.value is not None
+    value = json.loads(op.value)
+    assert (value["until"], value["offence"], value["verified"], value["addr"]) == (NOW + 50, 3, 1,
+                                                                                   "2001:db8:1:2::/64")
+
+
+def test_forever_is_bounded_and_past_is_dropped() -> None:
+    op = from_decision(decision(**{R.F_BANTIME: "-1"}), "a", NOW, MAX)
+    assert op is not None and op.value is not None and json.loads(op.value)["until"] == NOW + MAX
+    assert from_decision(decision(**{R.F_BANTIME: "1", R.F_TIME: str(NOW - 5)}), "a", NOW, MAX) is None
+
+
+def test_unban_becomes_a_delete() -> None:
+    op = from_decision(decision(**{R.F_EVENT: "unban"}), "a", NOW, MAX)
+    assert op is not None and op.value is None and op.key == "a.portsentinel.203-0-113-7"
+
+
+def test_not_shared_or_not_the_responder_or_bad() -> None:
+    assert from_decision(decision(**{R.F_SHARE: "0"}), "a", NOW, MAX) is None
+    assert from_decision(decision(**{R.F_IDENT: "sshd"}), "a", NOW, MAX) is None
+    assert from_decision(decision(**{R.F_EVENT: "ignored"}), "a", NOW, MAX) is None
+    assert from_decision(decision(**{R.F_SRC: "1.2.3.04"}), "a", NOW, MAX) is None
+    assert from_decision(decision(**{R.F_JAIL: "bad jail"}), "a", NOW, MAX) is None
+    assert from_decision(decision(**{R.F_BANTIME: "soon"}), "a", NOW, MAX) is None

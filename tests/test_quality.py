@@ -53,7 +53,8 @@ def test_common_imports_neither_stage() -> None:
 
 def test_systemd_has_two_doors() -> None:
     """python-systemd is untyped: journald writing goes through portsentinel.common.systemd, reading through the
-    responder's journal source; nothing else imports it."""
+    shared journal reader (portsentinel.common.journal: the responder's journal source and the fleet daemon); nothing
+    else imports it."""
     importers = set()
     for folder in ("detector", "responder", "portsentinel"):
         for path in (ROOT / folder).rglob("*.py"):
@@ -62,7 +63,7 @@ def test_systemd_has_two_doors() -> None:
                 continue  # the symlinks to the stages' folders
             if "systemd" in _imports_of(path):
                 importers.add(str(path.relative_to(ROOT)))
-    assert importers == {"portsentinel/common/systemd.py", "responder/adapters/journal_source.py"}
+    assert importers == {"portsentinel/common/systemd.py", "portsentinel/common/journal.py"}
 
 
 def test_one_import_namespace() -> None:

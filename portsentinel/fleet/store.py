@@ -1,0 +1,130 @@
+"""The fleet daemon's state in sqlite: the outgoing spool, the watch position, the remote bans, own keys, cursor.
+
+- **spool**: every put or delete this host owes the bucket, in order, until the cluster acknowledged it. One row
+  per key (a newer operation on a key replaces an older one still waiting), at most ``spool_max`` rows (the
+  oldest dropped and counted beyond that).
+- **watch**: the last stream sequence applied and the remote bans it led to, committed in one transaction, so a
+  restart resumes after that sequence with the same view (no replay of the bucket, nothing applied twice).
+- **own**: the keys this host has put and not deleted (a fleet-wide unban deletes them by address).
+- **cursor**: where the decisions input stopped (journal cursor or file position).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable
+
+from . import codec as C
+from .applier import BanId
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, value BLOB,
+                                  addr TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS remote (origin TEXT NOT NULL, jail TEXT NOT NULL, addr TEXT NOT NULL, until REAL NOT NULL,
+                                   scan TEXT NOT NULL, verified INTEGER NOT NULL, offence INTEGER NOT NULL,
+                                   at REAL NOT NULL, PRIMARY KEY (origin, jail, addr));
+CREATE TABLE IF NOT EXISTS own (key TEXT PRIMARY KEY, addr TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS own_addr ON own (addr);
+"""
+
+SpoolRow = tuple[int, str, bytes | None]
+
+
+class Store:
+    def __init__(self, path: str, spool_max: int) -> None:
+        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
+        self.path = path
+        self.spool_max = spool_max
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        #: Spooled operations dropped because the spool was full (since start).
+        self.dropped = 0
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ meta
+    def _get(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set(self, name: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+
+    def last_seq(self) -> int:
+        return int(self._get("last_seq") or 0)
+
+    def cursor(self) -> str | None:
+        return self._get("cursor")
+
+    def set_cursor(self, cursor: str) -> None:
+        self._set("cursor", cursor)
+
+    # ------------------------------------------------------------------ spool
+    def spool(self, ops: Iterable[tuple[str, bytes | None, str]]) -> int:
+        """Queue (key, value or None for a delete, addr) in order; returns how many were dropped for room."""
+        with self.db:
+            self.db.execute("BEGIN")
+            for key, value, addr in ops:
+                self.db.execute("DELETE FROM spool WHERE key = ?", (key,))
+                self.db.execute("INSERT INTO spool (key, value, addr) VALUES (?, ?, ?)", (key, value, addr))
+            over = self.spool_size() - self.spool_max
+            if over > 0:
+                self.db.execute("DELETE FROM spool WHERE id IN (SELECT id FROM spool ORDER BY id LIMIT ?)", (over,))
+                self.dropped += over
+        return max(over, 0)
+
+    def spool_size(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM spool").fetchone()[0])
+
+    def spooled(self, limit: int) -> list[SpoolRow]:
+        rows = self.db.execute("SELECT id, key, value FROM spool ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [(int(i), str(k), None if v is None else bytes(v)) for i, k, v in rows]
+
+    def sent(self, rows: Iterable[SpoolRow]) -> None:
+        """Acknowledged by the cluster: out of the spool, and the own-key list follows."""
+        with self.db:
+            self.db.execute("BEGIN")
+            for row_id, key, value in rows:
+                self.db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
+                if value is None:
+                    self.db.execute("DELETE FROM own WHERE key = ?", (key,))
+                else:
+                    addr = key.rsplit(".", 1)[1]
+                    self.db.execute("INSERT OR REPLACE INTO own (key, addr) VALUES (?, ?)", (key, addr))
+
+    def own_keys(self, addr_token: str) -> list[str]:
+        """This host's keys for an address (its key token), put and not deleted, or waiting in the spool."""
+        rows = self.db.execute("SELECT key FROM own WHERE addr = ? UNION SELECT key FROM spool "
+                               "WHERE key LIKE ? AND value IS NOT NULL", (addr_token, f"%.{addr_token}")).fetchall()
+        return sorted(str(r[0]) for r in rows)
+
+    # ------------------------------------------------------------------ watch
+    def remote_bans(self) -> list[tuple[str, C.Ban]]:
+        rows = self.db.execute("SELECT origin, jail, addr, until, scan, verified, offence, at FROM remote")
+        return [(str(o), C.Ban(str(a), str(j), float(u), str(s), int(v), int(n), float(t)))
+                for o, j, a, u, s, v, n, t in rows]
+
+    def commit_watch(self, seq: int, changes: Iterable[tuple[BanId, C.Ban | None]]) -> None:
+        """The watch position and the remote bans it led to, atomically."""
+        with self.db:
+            self.db.execute("BEGIN")
+            for (origin, jail, addr), ban in changes:
+                if ban is None:
+                    self.db.execute("DELETE FROM remote WHERE origin = ? AND jail = ? AND addr = ?",
+                                    (origin, jail, addr))
+                else:
+                    self.db.execute("INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                    (origin, jail, addr, ban.until, ban.scan, ban.verified, ban.offence, ban.at))
+            self._set("last_seq", str(seq))
+
+    def reset_watch(self) -> None:
+        """Forget the position and the view (the bucket's stream was made anew: a full catch-up follows)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM remote")
+            self._set("last_seq", "0")

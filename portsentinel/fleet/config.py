@@ -210,7 +210,7 @@ def parse(raw: dict[str, tuple[str, str]], sources: tuple[str, ...] = ()) -> Fle
             errors.append(f"{where}: {name}: {exc}")
     cfg = FleetConfig(**settings, sources=sources)  # type: ignore[arg-type]
     if cfg.enabled and not errors:
-        for name in ("host", "servers", "nkey_seed"):
+        for name in ("host", "servers"):
             if not getattr(cfg, name):
                 errors.append(f"{sources[-1] if sources else '<fleet.conf>'}: {name}: required when enabled")
     if errors:

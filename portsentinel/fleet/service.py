@@ -1,0 +1,283 @@
+"""portsentinel-fleet's wiring: one asyncio loop, thin adapters around the pure halves (docs/fleet.md).
+
+    decisions (journal / file) --publish.from_decision--> store.spool --Link.put/delete--> bucket
+    bucket --Link.watch--> applier.entry --lines.to_record--> output (JSON lines + responder wake)
+                                        \\-> store.commit_watch (sequence and remote bans, one transaction)
+
+Every operation this host owes the bucket goes through the sqlite spool and leaves it only when the cluster
+acknowledged it, so an unreachable cluster, a stream-leader election or a restart loses nothing. The watch resumes
+after the last applied stream sequence. Once a second: expiry, the audit's records, the status file, the watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from portsentinel import record as R
+from portsentinel.common.sdnotify import Notifier
+from portsentinel.common.systemd import JournalWriter, journal_available
+from portsentinel.common.wake import WakeSocket
+
+from . import status as S
+from .applier import Applier
+from .audit import Audit
+from .config import FleetConfig
+from .inputs import open_input
+from .keys import encode_addr
+from .lines import to_record
+from .link import Entry, Link, LinkDown, Refused, Watch
+from .output import RemoteOutput
+from .publish import from_decision
+from .store import Store
+
+log = logging.getLogger("portsentinel.fleet")
+
+#: Puts in flight at once while draining the spool (distinct keys: the spool holds one operation per key).
+WINDOW = 64
+#: Lines and sequence are committed at the latest after this many entries, or when the watch has caught up.
+APPLY_BATCH = 2000
+#: An entry stored this recently is a live update (the per-origin rate cap applies); older ones are catch-up.
+LIVE_AGE = 60.0
+
+
+class FleetService:
+    def __init__(self, cfg: FleetConfig) -> None:
+        self.cfg = cfg
+        self.store = Store(cfg.state, cfg.spool_max)
+        self.applier = Applier(cfg)
+        self.applier.load(self.store.remote_bans(), time.time())
+        self.output = RemoteOutput(cfg.output, cfg.output_size, cfg.responder_wake)
+        self.audit = Audit()
+        self.sink: JournalWriter | None = JournalWriter() if journal_available() else None
+        self.link = Link(cfg, self._link_event)
+        self.input = open_input(cfg.decisions, cfg.responder_uid, self.store.cursor())
+        self.wake = WakeSocket(cfg.wake)
+        self.notifier = Notifier()
+        self.seq = self.store.last_seq()
+        self.watch: Watch | None = None
+        self.watch_restarts = 0
+        self.published = 0
+        self._lines: list[R.Record] = []
+        self._activity = time.monotonic()
+        self._kick = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._spooled_offline = 0
+
+    # ------------------------------------------------------------------ records
+    def _emit(self, records: list[R.Record]) -> None:
+        for rec in records:
+            if self.sink is not None:
+                try:
+                    self.sink.write(rec)
+                    continue
+                except OSError as exc:
+                    log.error("cannot write to the journal: %s", exc)
+            log.info("%s", rec.get(R.F_MESSAGE))
+
+    def _link_event(self, what: str, detail: str) -> None:
+        self.audit.event(R.Event.SUMMARY, f"fleet: {what}" + (f" ({detail})" if detail else ""), time.time(),
+                         PS_DETAIL=what)
+        self._kick.set()
+
+    # ------------------------------------------------------------------ publishing
+    def read_decisions(self) -> None:
+        now = time.time()
+        total = 0
+        while True:
+            batch = self.input.read()
+            if not batch:
+                break
+            ops = [op for op in (from_decision(fields, self.cfg.host, now, self.cfg.maxtime) for fields, _ in batch)
+                   if op is not None]
+            total += len(ops)
+            dropped = self.store.spool((op.key, op.value, op.addr) for op in ops)
+            self.store.set_cursor(batch[-1][1])
+            if dropped:
+                self.audit.count("dropped (spool full)", dropped)
+        if total:
+            if not self.link.connected:
+                self._spooled_offline += total
+                self.audit.count("spooled", total)
+            self._kick.set()
+
+    def _on_wake(self) -> None:
+        self.wake.drain()
+        self.read_decisions()
+
+    async def publisher(self) -> None:
+        """Drain the spool into the bucket, in order, a window of puts at a time; on failure wait and retry."""
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._kick.wait(), 1.0)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            while self.link.connected and not self._stop.is_set():
+                rows = self.store.spooled(WINDOW)
+                if not rows:
+                    if self._spooled_offline:
+                        self.audit.event(R.Event.SUMMARY, f"fleet: spool drained: {self._spooled_offline} decision(s)"
+                                         " made while the cluster was unreachable are published", time.time(),
+                                         PS_DETAIL=f"spooled={self._spooled_offline}")
+                        self._spooled_offline = 0
+                    break
+                results = await asyncio.gather(*(self.link.put(k, v) if v is not None else self.link.delete(k)
+                                                  for _, k, v in rows), return_exceptions=True)
+                done = [row for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
+                for row, res in zip(rows, results, strict=True):
+                    if isinstance(res, Refused):
+                        done.append(row)
+                        self.audit.event(R.Event.FAILED, f"fleet: the cluster refused {row[1]}: {res}", time.time(),
+                                         PS_DETAIL="refused")
+                self.store.sent(done)
+                self.published += sum(1 for r in results if not isinstance(r, BaseException))
+                self.audit.count("published", sum(1 for r in results if not isinstance(r, BaseException)))
+                if len(done) < len(rows):
+                    if any(isinstance(r, LinkDown) for r in results) and not self._spooled_offline:
+                        self._spooled_offline = self.store.spool_size()
+                    await asyncio.sleep(0.5)  # an election or an outage: the rest stays spooled, retried
+                    break
+
+    # ------------------------------------------------------------------ applying
+    async def on_entry(self, entry: Entry) -> None:
+        self._activity = time.monotonic()
+        if entry.seq <= self.seq:
+            return  # delivered again after a consumer reset
+        now = time.time()
+        out = self.applier.entry(entry.key, entry.op, entry.value, now, live=now - entry.stamp < LIVE_AGE)
+        self.seq = entry.seq
+        if out.refused:
+            self.audit.refuse(out.origin, out.refused)
+        elif out.expired:
+            self.audit.count("expired")
+        if out.line is not None:
+            self._lines.append(to_record(out.line, now))
+            self.audit.count("applied" if out.line.event == "ban" else "unbanned")
+        for addr in out.delete_own:
+            keys = self.store.own_keys(encode_addr(addr))
+            self.store.spool((key, None, addr) for key in keys)
+            self._kick.set()
+        if entry.pending == 0 or len(self._lines) >= APPLY_BATCH:
+            self.flush_applied()
+
+    def flush_applied(self) -> None:
+        if self._lines:
+            self.output.write(self._lines)
+            self._lines = []
+        self.store.commit_watch(self.seq, self.applier.take_changes())
+
+    async def watcher(self) -> None:
+        """Keep a watch running: connect, resume after the last sequence, restart a watch that went blind."""
+        hb = self.cfg.heartbeat
+        last_progress = (self.seq, time.monotonic())
+        while not self._stop.is_set():
+            if not await self.link.ensure():
+                await self._sleep(1.0)
+                continue
+            if self.watch is None:
+                try:
+                    last = await self.link.last_seq()
+                    if last < self.seq:
+                        self.audit.event(R.Event.SUMMARY, f"fleet: the bucket's stream ends at {last}, before our "
+                                         f"sequence {self.seq}: it was made anew; catching up from scratch",
+                                         time.time(), PS_DETAIL="reset")
+                        self.store.reset_watch()
+                        self.applier = Applier(self.cfg)
+                        self.seq = 0
+                    self.watch = await self.link.watch(self.seq, self.on_entry)
+                except LinkDown as exc:
+                    log.debug("watch: %s", exc)
+                    await self._sleep(1.0)
+                    continue
+                self._activity = time.monotonic()
+                how = f"resumed after sequence {self.seq}" if self.seq else "catching up from the bucket's start"
+                self.audit.event(R.Event.SUMMARY, f"fleet: watch {how}", time.time(), PS_DETAIL="watch")
+            await self._sleep(hb)
+            if self.watch is None or time.monotonic() - self._activity < 2 * hb:
+                continue
+            healthy = self.link.connected and await self.watch.healthy(hb)
+            stalled = healthy and self.watch.pending > 0 and last_progress[0] == self.seq
+            last_progress = (self.seq, time.monotonic())
+            if healthy and not stalled:
+                self._activity = time.monotonic()
+                continue
+            if not self.link.connected:
+                continue  # nats-py reconnects; the check runs again then
+            self.watch_restarts += 1
+            self.audit.event(R.Event.SUMMARY, f"fleet: watcher blind for {2 * hb:.0f}s "
+                             f"({'stalled' if stalled else 'consumer gone'}); restarted after sequence {self.seq}",
+                             time.time(), PS_DETAIL="watch-restart")
+            await self.watch.stop()
+            self.watch = None
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    # ------------------------------------------------------------------ housekeeping
+    def status(self) -> dict[str, Any]:
+        lag = self.watch.pending if self.watch is not None else 0
+        return {"time": time.time(), "host": self.cfg.host, "servers": list(self.cfg.servers),
+                "connected": self.link.connected, "server": self.link.server, "last_error": self.link.last_error,
+                "last_seq": self.seq, "lag": lag, "watcher": "running" if self.watch else "stopped",
+                "watch_restarts": self.watch_restarts, "spool": self.store.spool_size(),
+                "spool_dropped": self.store.dropped, "published": self.published,
+                "bans_by_origin": dict(self.applier.active), "refused": self.audit.totals["refused"]}
+
+    async def ticker(self) -> None:
+        while not self._stop.is_set():
+            await self._sleep(1.0)
+            now = time.time()
+            self.read_decisions()  # a poll besides the wake socket (journald's own wake-ups come late)
+            self.applier.expire(now)
+            self.flush_applied()
+            self._emit(self.audit.due(now))
+            try:
+                S.write(self.cfg.status, self.status())
+            except OSError as exc:
+                log.error("cannot write %s: %s", self.cfg.status, exc)
+            self.notifier.ping()
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_reader(self.wake.fileno(), self._on_wake)
+        if self.input.fileno() >= 0:
+            loop.add_reader(self.input.fileno(), self.read_decisions)
+        self.audit.event(R.Event.START, f"fleet: portsentinel-fleet {self.cfg.host} started; decisions from "
+                         f"{self.input.name}, remote bans to {self.cfg.output}; {len(self.applier.bans)} remote "
+                         f"ban(s) kept, resuming after sequence {self.seq}", time.time())
+        self.read_decisions()
+        self._emit(self.audit.due(time.time()))
+        self.notifier.ready(f"host {self.cfg.host}")
+        tasks = [asyncio.create_task(t) for t in (self.publisher(), self.watcher(), self.ticker())]
+        await self._stop.wait()
+        self.notifier.stopping()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.watch is not None:
+            await self.watch.stop()
+        self.flush_applied()
+        await self.link.close()
+        self.audit.event(R.Event.STOP, f"fleet: stopped after sequence {self.seq}; {self.store.spool_size()} "
+                         "operation(s) left in the spool", time.time())
+        self._emit(self.audit.due(time.time(), force=True))
+        loop.remove_reader(self.wake.fileno())
+        if self.input.fileno() >= 0:
+            loop.remove_reader(self.input.fileno())
+        self.close()
+
+    def close(self) -> None:
+        self.input.close()
+        self.wake.close()
+        self.output.close()
+        self.store.close()

@@ -1,0 +1,150 @@
+"""portsentinel-fleet in the NATS lab: real daemons in host namespaces, a 3-server JetStream cluster.
+
+A host's responder is played by the test: it appends decision records to the host's decisions file (the
+JSON-lines transport) and reads what the daemon writes for the ``[fleet]`` jail. The joint five-host scan->ban
+test with the real responder lives with the responder's side (tests/integration/test_fleet_lab.py).
+"""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab.fleetd import Daemon, make_bucket
+from tests.lab.nats import NatsLab, nats_lab, nats_problem
+
+pytestmark = pytest.mark.lab
+
+STREAM = "KV_portsentinel_bans"
+
+FLOOD = """
+import asyncio, json, os, sys, time, nats
+async def main():
+    nc = await nats.connect(os.environ["PS_NATS_SERVERS"].split(","), connect_timeout=3)
+    js = nc.jetstream(timeout=15)
+    now = time.time()
+    futures = []
+    for i in range(int(sys.argv[1])):
+        addr = f"100.64.{i // 256}.{i % 256}"
+        value = {"v": 1, "addr": addr, "jail": "portsentinel", "until": now + 600, "scan": "syn", "verified": 0,
+                 "offence": 1, "at": now}
+        subject = "$KV.portsentinel_bans.x.portsentinel." + addr.replace(".", "-")
+        futures.append(await js.publish_async(subject, json.dumps(value).encode()))
+    await asyncio.gather(*futures)
+    await nc.close()
+asyncio.run(main())
+"""
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[tuple[NatsLab, dict[str, Daemon], Path]]:
+    problem = nats_problem()
+    if problem:
+        pytest.fail(f"NATS lab unavailable: {problem}")
+    work = Path(tempfile.mkdtemp(prefix="pslab-fleetd-"))
+    with nats_lab(("a", "b", "c", "x"), servers=3) as lab:
+        make_bucket(lab, "a")
+        daemons = {"a": Daemon(lab, "a", work).start(),
+                   "b": Daemon(lab, "b", work, origin_rate=1000, origin_max=5000).start()}
+        try:
+            yield lab, daemons, work
+        finally:
+            for daemon in daemons.values():
+                daemon.stop()
+
+
+def test_publish_and_apply_between_two_hosts(fleet: tuple[NatsLab, dict[str, Daemon], Path]) -> None:
+    _, d, _ = fleet
+    a, b = d["a"], d["b"]
+    a.decide("ban", "203.0.113.7")
+    a.decide("ban", "203.0.113.8", share="0")  # a jail that does not share
+    b.decide("ban", "203.0.113.7")  # a second origin for the same source
+    b.wait(lambda: "203.0.113.7" in b.banned(), 15, "a's ban on b")
+    a.wait(lambda: "203.0.113.7" in a.banned(), 15, "b's ban on a")
+    line = next(x for x in b.lines() if x["PS_SRC"] == "203.0.113.7")
+    assert line["PS_ORIGIN"] == "a" and line["PS_ORIGIN_JAIL"] == "portsentinel" and line["PS_SCAN"] == "syn"
+    assert line["SYSLOG_IDENTIFIER"] == "portsentinel-fleet" and float(line["PS_UNTIL"]) > time.time() + 500
+    a.decide("unban", "203.0.113.7")
+    b.wait(lambda: any(x["PS_EVENT"] == "unban" and x["PS_SRC"] == "203.0.113.7" for x in b.lines()), 15,
+           "a's unban on b")
+    assert "203.0.113.8" not in b.banned()
+    assert b.status()["connected"] and b.status()["bans_by_origin"].get("a", 0) == 0
+
+
+def test_spool_while_the_cluster_is_down_then_publish(fleet: tuple[NatsLab, dict[str, Daemon], Path]) -> None:
+    lab, d, _ = fleet
+    a, b = d["a"], d["b"]
+    lab.kill_cluster()
+    a.wait(lambda: not a.status()["connected"], 15, "a notices the outage")
+    addrs = [f"198.51.100.{i}" for i in range(1, 6)]
+    for addr in addrs:
+        a.decide("ban", addr)
+    a.wait(lambda: a.status()["spool"] == len(addrs), 10, "spooled")
+    lab.restart_cluster()
+    b.wait(lambda: set(addrs) <= set(b.banned()), 60, "spooled bans published on reconnect")
+    a.wait(lambda: a.status()["spool"] == 0, 10, "spool drained")
+
+
+def test_resume_after_a_restart_without_replay(fleet: tuple[NatsLab, dict[str, Daemon], Path]) -> None:
+    _, d, _ = fleet
+    a, b = d["a"], d["b"]
+    b.wait(lambda: b.status()["lag"] == 0, 15, "b caught up")
+    before = len(b.lines())
+    seq = b.status()["last_seq"]
+    b.stop(signal.SIGKILL)  # a crash: the sequence it had committed is where it resumes
+    addrs = [f"198.51.100.{i}" for i in range(20, 23)]
+    for addr in addrs:
+        a.decide("ban", addr)
+    time.sleep(0.5)
+    b.start()
+    b.wait(lambda: set(addrs) <= set(b.banned()), 20, "bans made while b was down")
+    time.sleep(1.5)
+    new = b.lines()[before:]
+    assert sorted(x["PS_SRC"] for x in new) == addrs  # only those: nothing replayed
+    assert b.status()["last_seq"] > seq
+
+
+def test_killing_the_stream_leader_loses_nothing(fleet: tuple[NatsLab, dict[str, Daemon], Path]) -> None:
+    lab, d, _ = fleet
+    a, b = d["a"], d["b"]
+    leader = lab.stream_leader(STREAM)
+    addrs = [f"192.0.2.{i}" for i in range(1, 101)]
+    for i, addr in enumerate(addrs):
+        a.decide("ban", addr)
+        if i == 30:
+            lab.kill(leader)
+        time.sleep(0.01)
+    b.wait(lambda: set(addrs) <= set(b.banned()), 60, "every ban through the election")
+    a.wait(lambda: a.status()["spool"] == 0, 10, "spool drained")
+    lab.start(leader)
+
+
+def test_late_joiner_catches_up(fleet: tuple[NatsLab, dict[str, Daemon], Path]) -> None:
+    lab, d, work = fleet
+    a, b = d["a"], d["b"]
+    a.decide("ban", "203.0.113.50")
+    b.wait(lambda: "203.0.113.50" in b.banned(), 15, "the ban on b")
+    active = {addr for addr, origin in b.banned().items() if origin == "a"} - {"203.0.113.7"}
+    c = d["c"] = Daemon(lab, "c", work).start()
+    c.wait(lambda: active <= set(c.banned()), 20, "the whole active set on the joiner")
+    assert c.status()["bans_by_origin"]["a"] == len(active)
+    # a lifted its ban of 203.0.113.7 before c joined: only b's ban of it reaches c
+    assert [x["PS_ORIGIN"] for x in c.lines() if x["PS_SRC"] == "203.0.113.7"] == ["b"]
+
+
+def test_per_origin_rate_cap_under_a_flood(fleet: tuple[NatsLab, dict[str, Daemon], Path]) -> None:
+    lab, d, _ = fleet
+    b = d["b"]
+    lab.python("x", FLOOD, "3000", timeout=60)  # a compromised host puts 3,000 bans under its own name
+    b.wait(lambda: b.status()["lag"] == 0 and b.status()["bans_by_origin"].get("x", 0) >= 1000, 30,
+           "the flood handled")
+    time.sleep(1.5)
+    status = b.status()
+    assert status["bans_by_origin"]["x"] == 1000  # origin_rate = 1000 a minute
+    assert status["refused"] >= 2000
+    assert sum(1 for x in b.lines() if x.get("PS_ORIGIN") == "x") == 1000

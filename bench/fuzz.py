@@ -225,6 +225,17 @@ _ACTIONS: list[object] = []
 _BENIGN: dict[str, int] = {}
 
 
+def _argvs(action: object, ban: dict[str, object]) -> list[list[str]]:
+    """The commands of an action's actionban for ``ban`` (variables by name), never the batched form."""
+    from portsentinel.responder.actions.action import Action, Steps
+    from portsentinel.responder.actions.variables import BanVars
+
+    assert isinstance(action, Action)
+    plan = action.plan("actionban", BanVars.parse(ban), batch=False)
+    assert isinstance(plan, Steps)
+    return [step.argv for step in plan.steps]
+
+
 def _actions() -> list[object]:
     if not _ACTIONS:
         from portsentinel.responder.actions.action import load_action
@@ -234,13 +245,14 @@ def _actions() -> list[object]:
             action = load_action(ROOT / "actions.d", (path.stem, args), "fuzzjail")
             _ACTIONS.append(action)
             for ip in ("192.0.2.1", "2001:db8::1"):
-                _BENIGN[f"{path.stem}/{ip}"] = sum(len(a) for a in action.argv("actionban", {"ip": ip, "bantime": 60}))  # type: ignore[attr-defined]
+                _BENIGN[f"{path.stem}/{ip}"] = sum(len(a) for a in _argvs(action, {"ip": ip, "bantime": 60}))
     return _ACTIONS
 
 
 def target_render(data: bytes) -> None:
     from portsentinel.responder.actions.action import ActionError
     from portsentinel.responder.actions.render import RenderError
+    from portsentinel.responder.actions.variables import VarError
 
     text = data.decode("utf-8", "surrogateescape")
     parts = (text.split("\x01") + ["", "", "", ""])[:5]
@@ -248,8 +260,8 @@ def target_render(data: bytes) -> None:
                               "bantime": parts[4] if parts[4] else 60}
     for action in _actions():
         try:
-            argvs = action.argv("actionban", ban)  # type: ignore[attr-defined]
-        except (ActionError, RenderError):
+            argvs = _argvs(action, ban)
+        except (ActionError, RenderError, VarError):
             continue  # refused: the documented outcome for a hostile value
         family_ip = "2001:db8::1" if ":" in str(ban["ip"]).strip("[]") and "." not in str(ban["ip"]) else None
         words = sum(len(a) for a in argvs)

@@ -304,7 +304,7 @@ class Responder:
             t = min(t, max(0.0, self._next_ping - time.monotonic()))
         r = self.executor.next_retry()
         if r is not None:
-            t = min(t, max(0.0, r - time.monotonic()))
+            t = min(t, max(0.0, r - time.time()))
         u = self.pending.next_due()
         if u is not None:
             t = min(t, max(0.0, u - time.time()))
@@ -351,7 +351,7 @@ class Responder:
             self.expire()
             self.forgeries_due()
             self.keeper.unban_due()
-            self.executor.retry_due()
+            self.executor.retry_due(time.time())
             self.trap_tick()
             self.health.run(self.engine.jails)
             self.reporter.turn_done()  # one fdatasync for what this turn decided (JSON lines only), re-arms sent

@@ -14,23 +14,21 @@ fail2ban's ``port`` argument (the protected ports, text such as ``ssh`` or ``22,
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from portsentinel.responder.actions.render import (
-    BAN_VARS,
-    NAME_RE,
     Command,
     RenderError,
     TemplateError,
-    VarError,
     Where,
     compile_command,
     compile_commands,
-    validate_vars,
 )
+from portsentinel.responder.actions.variables import BAN_VARS, NAME_RE, BanVars, VarError, validate_vars
 from portsentinel.responder.config.inifile import Ini, IniError, Value, parse_args_spec, read_layered
 from portsentinel.responder.config.names import problem
 
@@ -48,6 +46,13 @@ class ActionError(ValueError):
     """An action that cannot be loaded or rendered; ``str()`` starts with ``path:line: key``."""
 
 
+#: Seconds an nft set element outlives the ban's own expiry: the responder lifts the ban first (and tells the
+#: detector, docs/responder.md "A scanner that comes back"); the kernel's timeout stays the safety net for a
+#: responder that is not running. Without it the kernel and the responder's timer race by a few ms, and probes
+#: in between would get through and count as probes of the ban that was ending.
+KERNEL_GRACE = 1
+
+
 @dataclass(frozen=True)
 class Step:
     """One command to run: its argv, whether a failure fails the phase, and its template's place."""
@@ -55,6 +60,27 @@ class Step:
     argv: list[str]
     check: bool
     where: str
+
+
+@dataclass(frozen=True)
+class Steps:
+    """A plan carried out by the runner: commands in order (none when the phase does not concern the ban)."""
+
+    steps: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetElement:
+    """A plan carried out by an nft batch (responder.adapters.nftbatch): one element of a set of a table, with a
+    kernel timeout in seconds (None: no end)."""
+
+    table: str
+    set: str
+    element: str
+    timeout: int | None
+
+
+Plan = Steps | SetElement
 
 
 @dataclass(frozen=True)
@@ -74,57 +100,48 @@ class Action:
     options: Mapping[str, str] = field(default_factory=dict)
     #: Address families handled (``families = inet6`` in [Definition]); bans of others render no command.
     families: frozenset[str] = frozenset({"inet", "inet6"})
+    #: Set names already rendered, by the values of the variables the batchset template names (100k bans at
+    #: start render it once per distinct combination, not once per ban).
+    _sets: dict[tuple[object, ...], str | None] = field(default_factory=dict, compare=False, repr=False)
 
-    def handles(self, ip: str) -> bool:
-        """True when a ban of ``ip`` (any text) concerns this action's families."""
-        try:
-            family = validate_vars({"ip": ip})["family"]
-        except VarError:
-            return False
-        return family in self.families
-
-    def argv(self, phase: str, ban: Mapping[str, object] | None = None) -> list[list[str]]:
-        """The argument vectors of ``phase``, rendered with ``ban`` variables (ban phases only)."""
+    def plan(self, phase: str, ban: BanVars | None = None, *, batch: bool = True) -> Plan:
+        """What carrying out ``phase`` means: the rendered commands, or (``actionban`` of a batchable action,
+        unless ``batch`` is off) the set element to add. ``ban`` is required by the ban phases and refused by
+        the others; a ban of a family the action does not handle plans nothing. Raises ActionError (or
+        RenderError, both ValueErrors) naming file:line."""
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
-        ctx = self.context(phase, ban)
-        if phase in BAN_PHASES and ctx["family"] not in self.families:
-            return []
-        return [cmd.render(ctx, validated=True) for cmd in self.commands.get(phase, ())]
-
-    def steps(self, phase: str, ban: Mapping[str, object] | None = None) -> list[Step]:
-        """Like :meth:`argv`, with each command's ``check`` flag (False for ``!try``) and source place."""
-        if phase not in PHASES:
-            raise ValueError(f"unknown phase {phase!r}")
-        ctx = self.context(phase, ban)
-        if phase in BAN_PHASES and ctx["family"] not in self.families:
-            return []
-        return [Step(cmd.render(ctx, validated=True), cmd.check, str(cmd.where))
-                for cmd in self.commands.get(phase, ())]
-
-    def context(self, phase: str, ban: Mapping[str, object] | None = None) -> dict[str, object]:
-        """Static variables plus validated ``ban`` variables (which must be documented ban-time names)."""
-        ctx = dict(self.params)
         if phase in BAN_PHASES:
-            if not ban or "ip" not in ban:
-                raise ActionError(f"{self.path}:0: {phase}: needs at least the 'ip' variable")
-            extra = set(ban) - BAN_VARS
-            if extra:
-                raise ActionError(f"{self.path}:0: {phase}: not ban-time variables: {', '.join(sorted(extra))}")
-            try:
-                ctx.update(validate_vars(ban))
-            except VarError as exc:
-                raise ActionError(f"{self.path}:0: {phase}: {exc}") from None
-        elif ban:
+            if ban is None:
+                raise ActionError(f"{self.path}:0: {phase}: needs the ban's variables")
+            if ban.family not in self.families:
+                return Steps()
+            ctx = {**self.params, **ban.context()}
+            if batch and phase == "actionban" and self.batchset is not None:
+                name = self._set_name(ban, ctx)
+                if name is not None:
+                    timeout = None if ban.bantime < 0 else ban.bantime + KERNEL_GRACE
+                    return SetElement(str(self.params.get("table", "portsentinel")), name, ban.ip, timeout)
+        elif ban is not None:
             raise ActionError(f"{self.path}:0: {phase}: takes no ban variables")
-        return ctx
+        else:
+            ctx = dict(self.params)
+        return Steps(tuple(Step(cmd.render(ctx), cmd.check, str(cmd.where)) for cmd in self.commands.get(phase, ())))
 
-    def batch_set(self, ban: Mapping[str, object]) -> str | None:
-        """The nft set name for this ban when the action is batchable, else None."""
-        if self.batchset is None:
-            return None
-        words = self.batchset.render(self.context("actionban", ban), validated=True)
-        return words[0] if len(words) == 1 else None
+    @functools.cached_property
+    def _set_vars(self) -> tuple[str, ...]:
+        return tuple(sorted(self.batchset.variables())) if self.batchset is not None else ()
+
+    def _set_name(self, ban: BanVars, ctx: Mapping[str, object]) -> str | None:
+        """The batchset template rendered: one word, the set's name (None: not batchable this time)."""
+        key = tuple(ctx.get(n) for n in self._set_vars)
+        if "ip" in self._set_vars or key not in self._sets:
+            words = self.batchset.render(ctx) if self.batchset is not None else []
+            name = words[0] if len(words) == 1 else None
+            if "ip" in self._set_vars:
+                return name
+            self._sets[key] = name
+        return self._sets[key]
 
     def has(self, phase: str) -> bool:
         return bool(self.commands.get(phase))
@@ -245,7 +262,7 @@ def _build(ini: Ini, name: str, args: dict[str, str], jail: str, path: str) -> A
     oval = ini.value(DEFINITION, "order")
     if oval is not None:
         cmd = compile_command(definition(ini, "order", interp, path), _where(oval, path, "order"), program=False)
-        words = cmd.render(params, validated=True)
+        words = cmd.render(params)
         if len(words) != 1 or not words[0].lstrip("-").isdigit():
             raise ActionError(f"{_where(oval, path, 'order')}: must render to an integer, got {words}")
         order = int(words[0])
@@ -282,7 +299,7 @@ def _check_names(ini: Ini, interp: Mapping[str, str], params: Mapping[str, objec
     where = _where(nval, path, "names")
     cmd = compile_command(definition(ini, "names", interp, path), where, program=False)
     _check_vars((cmd,), "actionstart", params)
-    for word in cmd.render(params, validated=True):
+    for word in cmd.render(params):
         kind, sep, name = word.partition(":")
         why = problem(kind, name) if sep else f"expected KIND:NAME, got {word!r}"
         if why is not None:

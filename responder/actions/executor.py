@@ -1,7 +1,9 @@
-"""Carry out bans: each jail's actions, in order, through a Runner; nft set bans batched into one transaction.
+"""Carry out bans: each jail's actions, in order; each action's plan (responder.actions.action) sent to the
+runner (commands) or to one nft batch per table (set elements: one transaction for many bans).
 
 A failing command is reported (PS_EVENT=failed with its status and stderr) and retried with back-off
 (1, 2, 4, 8, 16 s); it never stops the jail's other actions. ``!try`` commands may fail without that.
+The clock is passed in: ``now`` (wall clock) renders the ban variables, ``mono`` (monotonic) schedules retries.
 """
 
 from __future__ import annotations
@@ -9,15 +11,13 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from portsentinel import record as R
-from portsentinel.responder.actions.action import Action, load_action
-from portsentinel.responder.actions.render import VarError, validate_vars
+from portsentinel.responder.actions.action import Action, Plan, SetElement, load_action
+from portsentinel.responder.actions.variables import BanVars, VarError
 from portsentinel.responder.adapters.libnft import NftRunner
 from portsentinel.responder.adapters.nftbatch import NftBatch
 from portsentinel.responder.adapters.runner import Result, Runner, SubprocessRunner
@@ -27,11 +27,6 @@ from portsentinel.responder.core.bans import BACKOFF, FOREVER, Ban, src_fields
 log = logging.getLogger("portsentinel.responder")
 
 Report = Callable[..., None]
-#: Seconds an nft set element outlives the ban's own expiry: the responder lifts the ban first (and tells the
-#: detector, docs/responder.md "A scanner that comes back"); the kernel's timeout stays the safety net for a
-#: responder that is not running. Without it the kernel and the responder's timer race by a few ms, and probes
-#: in between would get through and count as probes of the ban that was ending.
-KERNEL_GRACE = 1
 
 
 @dataclass(order=True)
@@ -42,24 +37,6 @@ class _Retry:
     action: str = field(compare=False)
     phase: str = field(compare=False)
     ban: Ban | None = field(compare=False, default=None)
-
-
-def ban_vars(ban: Ban, now: float, *, remaining: bool = False) -> dict[str, object]:
-    """Template variables of a ban (documented in docs/actions.md)."""
-    if ban.expires == FOREVER:
-        bantime = -1
-    else:
-        bantime = max(1, int(round((ban.expires - now) if remaining else ban.bantime)))
-    out: dict[str, object] = {"ip": ban.ip, "bantime": bantime, "failures": ban.failures, "time": int(ban.banned_at)}
-    port = ban.info.get("port", "")
-    if port.isdigit():
-        out["port"] = int(port)
-    for key in ("proto", "scan", "mode"):
-        if ban.info.get(key):
-            out[key] = ban.info[key]
-    if ban.matches:
-        out["matches"] = ban.matches
-    return out
 
 
 class Executor:
@@ -84,18 +61,16 @@ class Executor:
         """Load the jail's actions (raises ActionError, a ValueError naming file:line:key)."""
         self.actions[jail.name] = self.load(jail)
 
-    def retire(self, jail: str, action: Action, bans: list[Ban]) -> None:
+    def retire(self, jail: str, action: Action, bans: list[Ban], *, now: float) -> None:
         """Take one action out of a jail (reload): lift its bans where they are its own objects (routes, lines,
         rules; an nft set goes with actionstop anyway), then run its actionstop."""
         if action.batchset is None and action.has("actionunban"):
-            now = time.time()
             for ban in bans:
-                if action.handles(ban.ip):
-                    res = self._run(jail, action, "actionunban", ban, now=now)
-                    if res is not None:
-                        self._report_failed(jail, action, "actionunban", ban, res, "(reload)")
+                res = self._ban_phase(jail, action, "actionunban", ban, now)
+                if res is not None:
+                    self._report_failed(jail, action, "actionunban", ban, res, "(reload)")
         if (jail, action.name) in self.started and action.has("actionstop"):
-            res = self._run(jail, action, "actionstop", None, now=time.time())
+            res = self._phase(jail, action, "actionstop")
             if res is not None:
                 self._report_failed(jail, action, "actionstop", None, res, "(reload)")
         self.started.discard((jail, action.name))
@@ -115,25 +90,48 @@ class Executor:
         self.actions.clear()
         self._retries.clear()
 
-    # -------------------------------------------------------------- running
-    def _run(self, jail: str, action: Action, phase: str, ban: Ban | None, *, now: float,
-             remaining: bool = False) -> Result | None:
-        """Run one phase of one action; the first failing checked command's Result, else None."""
-        try:
-            steps = action.steps(phase, ban_vars(ban, now, remaining=remaining) if ban else None)
-        except ValueError as exc:
-            self.report(R.Event.FAILED, f"jail {jail}: action {action.name} {phase}: {exc}", PS_JAIL=jail,
-                        PS_ACTION=action.name, PS_SRC=ban.ip if ban else "", PS_STDERR=str(exc)[:2000])
-            return Result((), 2, stderr=str(exc))
-        for step in steps:
-            res = self.nft_runner.run(step.argv)  # an `nft WORDS…` command in-process, anything else as is
-            if not res.ok:
+    # -------------------------------------------------------------- running plans
+    def send(self, plan: Plan) -> Result | None:
+        """Carry out one plan: its commands through the runner (the first failing checked one's Result), or its
+        set element as a batch of one. None when all went well."""
+        if isinstance(plan, SetElement):
+            nb = NftBatch(self.nft_runner, table=plan.table)
+            nb.add(plan.set, plan.element, plan.timeout)
+            res = nb.commit()
+            return None if res.ok else Result((), 1, stderr=res.failed[0][1])
+        for step in plan.steps:
+            out = self.nft_runner.run(step.argv)  # an `nft WORDS…` command in-process, anything else as is
+            if not out.ok:
                 if step.check:
-                    return res
-                log.debug("%s (ignored, !try): %s", step.where, res.stderr.strip())
+                    return out
+                log.debug("%s (ignored, !try): %s", step.where, out.stderr.strip())
         return None
 
-    def _failed(self, jail: str, action: Action, phase: str, ban: Ban | None, res: Result, attempt: int) -> None:
+    def _phase(self, jail: str, action: Action, phase: str) -> Result | None:
+        """Run a phase that takes no ban (start, stop, check)."""
+        try:
+            plan = action.plan(phase)
+        except ValueError as exc:
+            return self._unplannable(jail, action, phase, None, exc)
+        return self.send(plan)
+
+    def _ban_phase(self, jail: str, action: Action, phase: str, ban: Ban, now: float, *,
+                   remaining: bool = False, batch: bool = False) -> Result | None:
+        """Run actionban or actionunban of one ban on its own (not batched unless ``batch``)."""
+        try:
+            plan = action.plan(phase, BanVars.of(ban, now, remaining=remaining), batch=batch)
+        except ValueError as exc:
+            return self._unplannable(jail, action, phase, ban, exc)
+        return self.send(plan)
+
+    def _unplannable(self, jail: str, action: Action, phase: str, ban: Ban | None, exc: ValueError) -> Result:
+        self.report(R.Event.FAILED, f"jail {jail}: action {action.name} {phase}: {exc}", PS_JAIL=jail,
+                    PS_ACTION=action.name, PS_SRC=ban.ip if ban and "/" not in ban.ip else "",
+                    PS_STDERR=str(exc)[:2000])
+        return Result((), 2, stderr=str(exc))
+
+    def _failed(self, jail: str, action: Action, phase: str, ban: Ban | None, res: Result, attempt: int,
+                now: float) -> None:
         self.failures += 1
         final = attempt >= len(BACKOFF)
         what = f"{phase} {ban.ip}" if ban else phase
@@ -141,32 +139,31 @@ class Executor:
                     f"jail {jail}: action {action.name} {what} failed (exit {res.status})"
                     + (": giving up" if final else f"; retry {attempt + 1} in {BACKOFF[attempt]:g}s")
                     + f": {res.stderr.strip()[:300]}",
-                    PS_JAIL=jail, PS_ACTION=action.name, PS_SRC=ban.ip if ban else "",
+                    PS_JAIL=jail, PS_ACTION=action.name, PS_SRC=ban.ip if ban and "/" not in ban.ip else "",
                     PS_STATUS=str(max(res.status, 0)), PS_STDERR=res.stderr.strip()[:2000],
                     PS_DETAIL=f"phase={phase} attempt={attempt + 1}")
         if not final:
-            heapq.heappush(self._retries, _Retry(time.monotonic() + BACKOFF[attempt], attempt + 1, jail,
-                                                 action.name, phase, ban))
+            heapq.heappush(self._retries, _Retry(now + BACKOFF[attempt], attempt + 1, jail, action.name, phase, ban))
 
     def _start_one(self, jail: str, action: Action) -> Result | None:
         """Run the action's actionstart once (remembered on success); the failing Result, else None."""
-        res = self._run(jail, action, "actionstart", None, now=time.time())
+        res = self._phase(jail, action, "actionstart")
         if res is None:
             self.started.add((jail, action.name))
         return res
 
-    def start(self, jail: str) -> None:
+    def start(self, jail: str, *, now: float) -> None:
         for action in self.actions.get(jail, []):
             if action.start_on_demand or (jail, action.name) in self.started or not action.has("actionstart"):
                 continue
             res = self._start_one(jail, action)
             if res is not None:
-                self._failed(jail, action, "actionstart", None, res, 0)
+                self._failed(jail, action, "actionstart", None, res, 0, now)
 
     def stop(self, jail: str) -> None:
         for action in reversed(self.actions.get(jail, [])):
             if (jail, action.name) in self.started and action.has("actionstop"):
-                res = self._run(jail, action, "actionstop", None, now=time.time())
+                res = self._phase(jail, action, "actionstop")
                 if res is not None:
                     self.report(R.Event.FAILED, f"jail {jail}: action {action.name} actionstop failed: "
                                                 f"{res.stderr.strip()[:300]}", PS_JAIL=jail, PS_ACTION=action.name,
@@ -178,104 +175,92 @@ class Executor:
         if action.has("actionstart") and (jail, action.name) not in self.started:
             self._start_one(jail, action)
 
-    @staticmethod
-    def _batch_set(action: Action, vars_: dict[str, object], family: object,
-                   cache: dict[tuple[object, ...], Any]) -> str | None:
-        """``action.batch_set(vars_)``, memoised on the values of the variables the set template names."""
-        if action.batchset is None:
-            return None
-        names_key = (id(action),)
-        names = cache.get(names_key)
-        if names is None:
-            names = cache[names_key] = tuple(sorted(action.batchset.variables()))
-        if "ip" in names:
-            return action.batch_set(vars_)
-        key = (id(action), family, *(vars_.get(n) for n in names))
-        if key not in cache:
-            cache[key] = action.batch_set(vars_)
-        return cache[key]  # type: ignore[no-any-return]
-
-    def ban_many(self, bans: list[Ban], *, restoring: bool = False, only: set[str] | None = None) -> None:
-        """Apply bans: nft-set actions in one batch per table, the others command by command (``only``: just these
-        actions). A ban that raises is reported with its address and skipped; it never stops the others."""
+    def ban_many(self, bans: list[Ban], *, now: float, restoring: bool = False,
+                 only: set[str] | None = None) -> list[tuple[Ban, list[str]]]:
+        """Apply bans: every action's plan, set elements in one nft batch per table, commands one by one
+        (``only``: just these actions). A ban that cannot be planned is reported with its address and skipped; it
+        never stops the others. Returns each ban with the actions that hold it; unless ``restoring``, each is
+        also reported as a ban record."""
         if not bans:
-            return
-        now = time.time()
+            return []
         batches: dict[str, NftBatch] = {}
         done: dict[tuple[str, str], list[str]] = {(b.jail, b.ip): [] for b in bans}
         batched: dict[str, list[tuple[Ban, Action]]] = {}
-        # The set an address goes to depends only on the variables its template names (and the address's
-        # family), so it is rendered once per distinct combination rather than once per ban (100k bans at start).
-        set_names: dict[tuple[object, ...], Any] = {}
         for ban in bans:
+            actions = [a for a in self.actions.get(ban.jail, []) if a.has("actionban")
+                       and (only is None or a.name in only)]
+            if not actions:
+                continue
             try:
-                family = validate_vars({"ip": ban.ip})["family"]  # what Action.handles() checks, once per ban
-            except VarError:
-                family = None
-            for action in self.actions.get(ban.jail, []):
-                if family not in action.families or not action.has("actionban") or (only is not None
-                                                                                      and action.name not in only):
-                    continue
+                ban_vars = BanVars.of(ban, now, remaining=True)  # validated once, for every action
+            except VarError as exc:
+                for action in actions:
+                    self._failed(ban.jail, action, "actionban", ban, Result((), 2, stderr=str(exc)), 0, now)
+                continue
+            for action in actions:
+                if ban_vars.family not in action.families:
+                    continue  # not this action's family
                 try:
                     self._ensure_started(ban.jail, action)
-                    vars_ = ban_vars(ban, now, remaining=True)
-                    set_name = self._batch_set(action, vars_, family, set_names)
-                    if set_name is not None:
-                        table = str(action.params.get("table", "portsentinel"))
-                        nb = batches.get(table)
+                    plan = action.plan("actionban", ban_vars)
+                    if isinstance(plan, SetElement):
+                        nb = batches.get(plan.table)
                         if nb is None:
-                            nb = batches[table] = NftBatch(self.nft_runner, table=table)
-                        nb.add(set_name, ban.ip, None if ban.expires == FOREVER
-                               else int(vars_["bantime"]) + KERNEL_GRACE)  # type: ignore[call-overload]
-                        batched.setdefault(table, []).append((ban, action))
+                            nb = batches[plan.table] = NftBatch(self.nft_runner, table=plan.table)
+                        nb.add(plan.set, plan.element, plan.timeout)
+                        batched.setdefault(plan.table, []).append((ban, action))
                         continue
-                    res = self._run(ban.jail, action, "actionban", ban, now=now, remaining=True)
+                    res = self.send(plan)
                 except Exception as exc:  # noqa: BLE001 - one bad ban is logged and skipped, never a crash loop
                     log.exception("jail %s: action %s: ban of %s skipped", ban.jail, action.name, ban.ip)
                     res = Result((), 2, stderr=f"{type(exc).__name__}: {exc}")
                 if res is None:
                     done[(ban.jail, ban.ip)].append(action.name)
                 else:
-                    self._failed(ban.jail, action, "actionban", ban, res, 0)
+                    self._failed(ban.jail, action, "actionban", ban, res, 0, now)
         for table, nb in batches.items():
             result = nb.commit()
-            failed = {ip for ip, _ in result.failed}
+            errors = dict(result.failed)
             for ban, action in batched[table]:
-                if ban.ip in failed:
-                    err = next(e for ip, e in result.failed if ip == ban.ip)
-                    self._failed(ban.jail, action, "actionban", ban, Result((), 1, stderr=err), 0)
+                err = errors.get(ban.ip) if errors else None
+                if err is not None:
+                    self._failed(ban.jail, action, "actionban", ban, Result((), 1, stderr=err), 0, now)
                 else:
                     done[(ban.jail, ban.ip)].append(action.name)
-        if restoring:
-            return
-        for ban in bans:
-            names = done[(ban.jail, ban.ip)]
-            if ban.expires != FOREVER and not math.isfinite(ban.bantime):
-                continue  # reported above as failed (its bantime cannot be rendered)
-            bantime = "forever" if ban.expires == FOREVER else f"{int(round(ban.bantime))}s"
-            note = ban.info.get("note", "")
-            self.report(R.Event.BAN,
-                        f"jail {ban.jail}: banned {ban.ip} for {bantime} (offence {ban.count}, {ban.failures} "
-                        f"failure(s)) by {', '.join(names) or 'no action'}"
-                        + (f" (record from {ban.info['src']})" if ban.info.get("src") else "")
-                        + (f"; {note}" if note else ""),
-                        PS_JAIL=ban.jail, **src_fields(ban.ip, ban.info), PS_ACTION=",".join(names),
-                        PS_DETAIL=note,
-                        PS_BANTIME=str(-1 if ban.expires == FOREVER else int(round(ban.bantime))),
-                        PS_PORT=ban.info.get("port", ""), PS_PROTO=ban.info.get("proto", ""),
-                        PS_SCAN=ban.info.get("scan", ""), PS_HITS=str(ban.failures))
+        applied = [(ban, done[(ban.jail, ban.ip)]) for ban in bans
+                   if ban.expires == FOREVER or math.isfinite(ban.bantime)]  # else reported above as failed
+        if not restoring:
+            for ban, names in applied:
+                self._report_ban(ban, names)
+        return applied
 
-    def lift(self, ban: Ban, *, attempt: int = 0) -> tuple[list[str], list[str]]:
+    def _report_ban(self, ban: Ban, names: list[str]) -> None:
+        bantime = "forever" if ban.expires == FOREVER else f"{int(round(ban.bantime))}s"
+        note = ban.info.get("note", "")
+        self.report(R.Event.BAN,
+                    f"jail {ban.jail}: banned {ban.ip} for {bantime} (offence {ban.count}, {ban.failures} "
+                    f"failure(s)) by {', '.join(names) or 'no action'}"
+                    + (f" (record from {ban.info['src']})" if ban.info.get("src") else "")
+                    + (f"; {note}" if note else ""),
+                    PS_JAIL=ban.jail, **src_fields(ban.ip, ban.info), PS_ACTION=",".join(names),
+                    PS_DETAIL=note,
+                    PS_BANTIME=str(-1 if ban.expires == FOREVER else int(round(ban.bantime))),
+                    PS_PORT=ban.info.get("port", ""), PS_PROTO=ban.info.get("proto", ""),
+                    PS_SCAN=ban.info.get("scan", ""), PS_HITS=str(ban.failures))
+
+    def lift(self, ban: Ban, *, now: float, attempt: int = 0) -> tuple[list[str], list[str]]:
         """Run actionunban of every action of the jail (reverse order), each failure reported and none retried
         here (responder.core.unbans retries the whole unban). Returns the names that succeeded and that failed."""
         done: list[str] = []
         failed: list[str] = []
-        now = time.time()
         for action in reversed(self.actions.get(ban.jail, [])):
-            if not action.has("actionunban") or not action.handles(ban.ip):
+            if not action.has("actionunban"):
                 continue
             try:
-                res = self._run(ban.jail, action, "actionunban", ban, now=now)
+                ban_vars = BanVars.of(ban, now)
+                if ban_vars.family not in action.families:
+                    continue
+                res = self.send(action.plan("actionunban", ban_vars))
             except Exception as exc:  # noqa: BLE001 - one bad unban is logged, kept pending, never a crash loop
                 log.exception("jail %s: action %s: unban of %s", ban.jail, action.name, ban.ip)
                 res = Result((), 2, stderr=f"{type(exc).__name__}: {exc}")
@@ -294,7 +279,7 @@ class Executor:
             if (jail, action.name) not in self.started or not action.has("actioncheck"):
                 continue
             try:
-                res = self._run(jail, action, "actioncheck", None, now=time.time())
+                res = self._phase(jail, action, "actioncheck")
             except Exception:  # noqa: BLE001 - a check that cannot run counts as broken
                 log.exception("jail %s: action %s: actioncheck", jail, action.name)
                 res = Result((), 2)
@@ -304,16 +289,19 @@ class Executor:
 
     # -------------------------------------------------------------- retries
     def next_retry(self) -> float | None:
+        """When the next retry is due (wall clock)."""
         return self._retries[0].due if self._retries else None
 
-    def retry_due(self) -> None:
-        now = time.monotonic()
+    def retry_due(self, now: float) -> None:
         while self._retries and self._retries[0].due <= now:
             r = heapq.heappop(self._retries)
             action = next((a for a in self.actions.get(r.jail, []) if a.name == r.action), None)
             if action is None:
                 continue
-            res = self._run(r.jail, action, r.phase, r.ban, now=time.time(), remaining=True)
+            if r.ban is None:
+                res = self._phase(r.jail, action, r.phase)
+            else:
+                res = self._ban_phase(r.jail, action, r.phase, r.ban, now, remaining=True)
             if res is None:
                 if r.phase == "actionstart":
                     self.started.add((r.jail, action.name))
@@ -322,4 +310,4 @@ class Executor:
                             PS_JAIL=r.jail, PS_ACTION=action.name, PS_SRC=r.ban.ip if r.ban else "",
                             PS_DETAIL=f"retry={r.attempt}")
             else:
-                self._failed(r.jail, action, r.phase, r.ban, res, r.attempt)
+                self._failed(r.jail, action, r.phase, r.ban, res, r.attempt, now)

@@ -24,9 +24,8 @@ Rules (docs/actions.md has the long form):
   inside ``${…}`` or in a template with a here-document is refused at load time, since quoting would not
   hold there.
 
-Variables are validated before rendering (:func:`validate_vars`): ``ip`` must parse as an address (or, for a
-network ban, ADDRESS/PREFIX without host bits) and is
-replaced by its canonical text, numbers must be integers, names must match ``[A-Za-z0-9_][A-Za-z0-9_.-]*``.
+Rendering takes variables that were validated before (responder.actions.variables: a ban's BanVars, the
+configuration's validate_vars); this module holds the template language alone.
 """
 
 from __future__ import annotations
@@ -41,27 +40,17 @@ from jinja2 import StrictUndefined, meta
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from portsentinel.record import canonical_network
+from portsentinel.responder.actions.variables import DOCUMENTED_VARS
 
 SHELL = ("/bin/sh", "-c")
 SHELL_MARK = "!shell"
 INTERNAL_PREFIX = "@"
 
-#: Variables filled in per ban from the alert; validated, and never allowed in ``|args``.
-BAN_VARS = frozenset({"ip", "family", "port", "proto", "scan", "mode", "bantime", "failures", "time", "matches"})
-#: Documented variables; ``jail`` and ``name`` come from the jail's configuration.
-DOCUMENTED_VARS = BAN_VARS | {"jail", "name"}
-
-NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
-_TOKEN_RE = re.compile(r"[a-z0-9]{1,16}\Z")
-_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SPLAT_RE = re.compile(r"\|\s*args\s*\}\}\Z")
 TRY_MARK = "!try"
 #: PortSentry's KILL_* placeholders, translated to jinja before a line is split.
 PORTSENTRY_TOKENS = {"$TARGET$": "{{ ip }}", "$PORT$": "{{ port|default('') }}", "$MODE$": "{{ mode|default('') }}"}
 _NEGNUM_RE = re.compile(r"-\d+\Z")
-_CTRL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-MAX_MATCHES = 8192
 
 
 @dataclass(frozen=True)
@@ -92,96 +81,6 @@ class RenderError(ValueError):
         super().__init__(f"{where}: {reason}")
         self.where = where
         self.reason = reason
-
-
-class VarError(ValueError):
-    """A variable whose value fails validation; ``name`` is the variable."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"{name}: {reason}")
-        self.name = name
-
-
-# -- variables --------------------------------------------------------------------------------------------
-def _int(name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool):
-        raise VarError(name, "must be an integer")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,20}", value.strip(" \t")):
-        n = int(value.strip(" \t"))  # ASCII digits only: str.strip() and \d also take "\x1c" and other digits
-    elif isinstance(value, float) and name == "time":
-        n = int(value)
-    else:
-        raise VarError(name, f"must be an integer, got {str(value)[:40]!r}")
-    if not lo <= n <= hi:
-        raise VarError(name, f"{n} out of range {lo}..{hi}")
-    return n
-
-
-def _matches(value: object) -> str:
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
-        text = "\n".join(value)
-    else:
-        raise VarError("matches", "must be text or a list of text")
-    return _CTRL_RE.sub("?", text)[:MAX_MATCHES]
-
-
-def validate_vars(values: Mapping[str, object]) -> dict[str, object]:
-    """Check and normalise template variables; raise VarError naming the first bad one.
-
-    Documented variables are checked by kind; ``family`` is derived from ``ip`` (and must agree when
-    given). Any other name must be an identifier with a text value (configuration: ``[Init]`` and the
-    jail's action arguments), which is trusted but still confined to its word.
-    """
-    out: dict[str, object] = {}
-    for name, value in values.items():
-        if not _VAR_RE.match(name):
-            raise VarError(name, "not a valid variable name")
-        if name == "ip":
-            try:
-                out["ip"] = canonical_network(str(value))  # an address, or a network ban (ADDRESS/PREFIX)
-            except ValueError:
-                raise VarError("ip", f"not an IP address or network: {str(value)[:60]!r}") from None
-        elif name == "family":
-            continue  # derived below
-        elif name == "port":
-            out[name] = _int(name, value, 0, 65535)
-        elif name in ("bantime",):
-            out[name] = _int(name, value, -1, 10**10)
-        elif name == "failures":
-            out[name] = _int(name, value, 0, 10**9)
-        elif name == "time":
-            out[name] = _int(name, value, 0, 10**11)
-        elif name in ("proto", "scan", "mode"):
-            if not isinstance(value, str) or not (value == "" or _TOKEN_RE.match(value)):
-                raise VarError(name, f"must be a short lower-case word, got {str(value)[:40]!r}")
-            out[name] = value
-        elif name in ("jail", "name"):
-            if not isinstance(value, str) or not NAME_RE.match(value):
-                raise VarError(name, f"must match {NAME_RE.pattern}, got {str(value)[:40]!r}")
-            out[name] = value
-        elif name == "matches":
-            out[name] = _matches(value)
-        else:
-            if not isinstance(value, str):
-                raise VarError(name, "configuration values must be text")
-            if "\x00" in value:
-                raise VarError(name, "NUL byte")
-            out[name] = value
-    if "ip" in out:
-        family = "inet6" if ":" in str(out["ip"]) else "inet"
-        given = values.get("family")
-        if given is not None and given != family:
-            raise VarError("family", f"{given!r} does not match ip {out['ip']}")
-        out["family"] = family
-    elif "family" in values:
-        if values["family"] not in ("inet", "inet6"):
-            raise VarError("family", "must be inet or inet6")
-        out["family"] = values["family"]
-    return out
 
 
 # -- jinja ------------------------------------------------------------------------------------------------
@@ -383,12 +282,8 @@ class Command:
                 pass
         return frozenset(names)
 
-    def render(self, values: Mapping[str, object], *, validated: bool = False) -> list[str]:
-        """Render to an argv. ``values`` are validated first unless ``validated`` says it was done."""
-        try:
-            ctx = values if validated else validate_vars(values)
-        except VarError as exc:
-            raise RenderError(self.where, str(exc)) from None
+    def render(self, ctx: Mapping[str, object]) -> list[str]:
+        """Render to an argv with variables validated before (responder.actions.variables)."""
         if self.script is not None:
             return [*SHELL, self._call(self.script, ctx), "portsentinel-action"]
         argv: list[str] = []

@@ -91,7 +91,7 @@ class Health:
                 broken.update({a.name: "kernel trap re-installed" for a in acts if a.options.get("kerneltrap")})
             for name in broken:
                 self.executor.started.discard((jail, name))
-            self.executor.start(jail)
+            self.executor.start(jail, now=time.time())
             # An action whose actionstart failed again (nft gone, a module missing) gets no bans this time: its
             # start failure is reported and retried, and the next check tries again (no per-ban storm).
             for a in acts:
@@ -100,13 +100,13 @@ class Health:
                     del broken[a.name]
             bans = self.book.in_jail(jail)
             if broken:
-                self.executor.ban_many(bans, restoring=True, only=set(broken))
+                self.executor.ban_many(bans, now=time.time(), restoring=True, only=set(broken))
                 done.append(f"jail {jail}: {', '.join(f'{n} ({why})' for n, why in broken.items())}: "
                             f"{len(bans)} ban(s) re-applied")
             lost = [b for b in bans if b.ip in routes]
             watch = {a.name for a in acts if a.options.get("watch", "").strip() == WATCH_ROUTES}
             if lost and watch:
-                self.executor.ban_many(lost, restoring=True, only=watch)
+                self.executor.ban_many(lost, now=time.time(), restoring=True, only=watch)
                 done.append(f"jail {jail}: {', '.join(sorted(watch))} (route deleted): "
                             f"{', '.join(b.ip for b in lost)} re-applied")
         if done:

@@ -54,8 +54,8 @@ class Keeper:
                 self.book.add(b)
         pending = [(b, why, since) for b, why, since in self.store.unbans() if b.jail in jails]
         for jail in jails:
-            self.executor.start(jail)
-        self.executor.ban_many([b for b in keep if b.jail in jails], restoring=True)
+            self.executor.start(jail, now=now)
+        self.executor.ban_many([b for b in keep if b.jail in jails], now=now, restoring=True)
         if keep or expired or pending:
             self.report(R.Event.BAN, f"restored {len(keep)} ban(s) from {self.store.path}; "
                                      f"{len(expired)} expired while stopped; {len(pending)} unban(s) pending",
@@ -78,7 +78,7 @@ class Keeper:
         self.store.commit(added=bans, cursors=cursors)
         if bans:
             self._crash_point("ban-committed")
-            self.executor.ban_many(bans)
+            self.executor.ban_many(bans, now=time.time())
             self._crash_point("ban-applied")
 
     def lift(self, bans: list[Ban], reason: str) -> None:
@@ -96,7 +96,7 @@ class Keeper:
         """Run the pending unbans whose time has come."""
         for p in self.pending.due(time.time()):
             b = p.ban
-            done, failed = self.executor.lift(b, attempt=p.attempts)
+            done, failed = self.executor.lift(b, now=time.time(), attempt=p.attempts)
             if failed:
                 delay = self.pending.failed(p, time.time())
                 log.warning("jail %s: unban of %s pending (%s failed); next try in %gs", b.jail, b.ip,
@@ -117,6 +117,7 @@ class Keeper:
         objects; one simply gone goes after the new ones hold the bans); an added jail gets its bans that the
         store kept while it was absent."""
         ex = self.executor
+        now = time.time()
         for jail in plan.removed:
             bans = self.book.in_jail(jail)
             for b in bans:
@@ -126,18 +127,17 @@ class Keeper:
         for jail, ch in plan.changed.items():
             bans = self.book.in_jail(jail)
             for a in ch.replaced:
-                ex.retire(jail, a, bans)
+                ex.retire(jail, a, bans, now=now)
             ex.actions[jail] = actions[jail]
-            ex.start(jail)
-            ex.ban_many(bans, restoring=True, only={a.name for a in ch.fresh})
+            ex.start(jail, now=now)
+            ex.ban_many(bans, now=now, restoring=True, only={a.name for a in ch.fresh})
             for a in ch.gone:
-                ex.retire(jail, a, bans)
-        now = time.time()
+                ex.retire(jail, a, bans, now=now)
         back = [b for b in self.store.bans() if b.jail in plan.added and b.jail in jails
                 and (b.expires == FOREVER or b.expires > now)]
         for jail in plan.added:
             ex.actions[jail] = actions[jail]
-            ex.start(jail)
+            ex.start(jail, now=now)
         for b in back:
             self.book.add(b)
-        ex.ban_many(back, restoring=True)
+        ex.ban_many(back, now=now, restoring=True)

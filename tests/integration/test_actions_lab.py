@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from portsentinel.responder.actions.action import Action, load_action
+from portsentinel.responder.actions.action import Action, Steps, load_action
+from portsentinel.responder.actions.variables import BanVars
 from portsentinel.responder.adapters.nftbatch import NftBatch
 from portsentinel.responder.adapters.runner import SubprocessRunner
+from tests.unit.responder.actions.plans import argv, set_name
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +53,9 @@ def sh(ns: str, *argv: str) -> str:
 
 
 def run_phase(runner: SubprocessRunner, action: Action, phase: str, ban: dict[str, object] | None = None) -> None:
-    for step in action.steps(phase, ban):
+    plan = action.plan(phase, None if ban is None else BanVars.parse(ban), batch=False)
+    assert isinstance(plan, Steps)
+    for step in plan.steps:
         res = runner.run(step.argv)
         assert res.ok or not step.check, f"{step.where}: {step.argv}: {res.status} {res.stderr}"
 
@@ -75,7 +79,7 @@ def test_nftables_set_with_timeouts_and_batch(ns: str) -> None:
     batch = NftBatch(runner)
     for i in range(1, 201):
         ip = f"10.9.{i // 250}.{i % 250}"
-        batch.add(a.batch_set({"ip": ip}) or "", ip, 300)
+        batch.add(set_name(a, {"ip": ip}) or "", ip, 300)
     batch.add("ps_v4", "10.9.0.1", 900)
     res = batch.commit()
     assert res.ok and res.runs == 1 and res.applied == 200
@@ -243,9 +247,9 @@ def test_script_writable_by_others_is_refused(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     script, out = _script(tmp_path, 0o777)
     a = load_action(SHIPPED, f"script[command={script} $TARGET$]", "ps")
-    res = SubprocessRunner().run(a.argv("actionban", {"ip": V4})[0])
+    res = SubprocessRunner().run(argv(a, "actionban", {"ip": V4})[0])
     assert res.status == 2 and "world-writable" in res.stderr and not out.exists()
     script.chmod(0o755)
     os.chown(script, 65534, 65534)
-    res = SubprocessRunner().run(a.argv("actionban", {"ip": V4})[0])
+    res = SubprocessRunner().run(argv(a, "actionban", {"ip": V4})[0])
     assert res.status == 2 and "not root" in res.stderr and not out.exists()

@@ -23,7 +23,8 @@ from portsentinel.detector.decide import Decider
 from portsentinel.detector.service import Detector
 from portsentinel.detector.settings import DetectorConfig
 from portsentinel.detector.tracker import Tracker
-from portsentinel.responder.actions.executor import KERNEL_GRACE, Executor
+from portsentinel.responder.actions.action import KERNEL_GRACE
+from portsentinel.responder.actions.executor import Executor
 from portsentinel.responder.adapters.rearm import MAX_PENDING, RearmSender
 from portsentinel.responder.adapters.runner import Result
 from portsentinel.responder.config.jailconf import ActionRef, JailConfig
@@ -378,7 +379,7 @@ def test_nft_elements_outlive_the_ban_by_the_grace() -> None:
     ex.configure(JailConfig(name="scan", where="x", enabled=True, filter="portsentinel",
                             actions=[ActionRef("nftables", {"name": "scan"}, "x")]))
     now = time.time()
-    ex.ban_many([Ban("scan", V4, now, now + 600), Ban("scan", V6, now, -1)])
+    ex.ban_many([Ban("scan", V4, now, now + 600), Ban("scan", V6, now, -1)], now=now)
     (script,) = runner.scripts
     assert f"{V4} timeout {600 + KERNEL_GRACE}s" in script
     assert V6 in script and f"{V6} timeout" not in script  # forever stays forever

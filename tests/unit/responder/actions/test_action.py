@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from portsentinel.responder.actions.action import ActionError, load_action
+from portsentinel.responder.actions.variables import VarError
 from portsentinel.responder.adapters.nftbatch import NftBatch
 from portsentinel.responder.adapters.runner import Result
 from tests.conftest import ROOT
+from tests.unit.responder.actions.plans import argv, set_name
 
 SHIPPED = ROOT / "actions.d"
 BAN = {"ip": "198.51.100.7", "bantime": 600, "port": 22, "proto": "tcp", "scan": "syn", "mode": "stcp",
@@ -21,36 +23,36 @@ BAN = {"ip": "198.51.100.7", "bantime": 600, "port": 22, "proto": "tcp", "scan":
 def test_every_shipped_action_loads_and_renders(conf: Path) -> None:
     action = load_action(SHIPPED, conf.stem, "ssh")
     for phase in ("actionstart", "actionstop", "actioncheck", "actionflush"):
-        action.argv(phase)
+        argv(action, phase)
     for ip in ("198.51.100.7", "2001:db8::7"):
         for phase in ("actionban", "actionunban"):
-            for argv in action.argv(phase, {**BAN, "ip": ip}):
-                assert all(isinstance(a, str) for a in argv)
+            for words in argv(action, phase, {**BAN, "ip": ip}):
+                assert all(isinstance(a, str) for a in words)
 
 
 def test_jail_arguments_override_init_and_port_becomes_ports() -> None:
     a = load_action(SHIPPED, 'nftables[name=web, port="80,443", blocktype=reject]', "webjail")
     assert a.params["name"] == "web" and a.params["jail"] == "webjail"
-    start = a.argv("actionstart")
+    start = argv(a, "actionstart")
     assert ["nft", "add rule inet portsentinel web ip saddr @web_v4 meta l4proto { tcp, udp } "
                    "th dport { 80,443 } reject"] in start
-    assert a.argv("actionban", {"ip": "2001:db8::1", "bantime": -1}) == [
+    assert argv(a, "actionban", {"ip": "2001:db8::1", "bantime": -1}) == [
         ["nft", "add", "element", "inet", "portsentinel", "web_v6", "{ 2001:db8::1 }"]]
-    assert a.batch_set({"ip": "10.1.2.3"}) == "web_v4"
+    assert set_name(a, {"ip": "10.1.2.3"}) == "web_v4"
 
 
 def test_families_and_script_order() -> None:
     v6 = load_action(SHIPPED, "ip6tables", "ssh")
-    assert v6.argv("actionban", BAN) == [] and v6.handles("2001:db8::1") and not v6.handles("1.2.3.4")
+    assert argv(v6, "actionban", BAN) == [] and v6.families == {"inet6"}
     assert load_action(SHIPPED, "script[first=yes]", "ssh").order < 0 < load_action(SHIPPED, "script", "ssh").order
     s = load_action(SHIPPED, 'script[command="/opt/x --ip $TARGET$ $PORT$"]', "ssh")
-    assert s.argv("actionban", BAN) == [["@script", "/opt/x", "--ip", "198.51.100.7", "22"]]
+    assert argv(s, "actionban", BAN) == [["@script", "/opt/x", "--ip", "198.51.100.7", "22"]]
 
 
 def test_route_gateway() -> None:
     a = load_action(SHIPPED, "route[gateway=192.0.2.1]", "ssh")
-    assert a.argv("actionban", BAN) == [["ip", "-4", "route", "replace", "198.51.100.7/32", "via", "192.0.2.1"]]
-    assert load_action(SHIPPED, "route", "ssh").argv("actionunban", BAN) == [  # idempotent: in place, then gone
+    assert argv(a, "actionban", BAN) == [["ip", "-4", "route", "replace", "198.51.100.7/32", "via", "192.0.2.1"]]
+    assert argv(load_action(SHIPPED, "route", "ssh"), "actionunban", BAN) == [  # idempotent: in place, then gone
         ["ip", "-4", "route", "replace", "blackhole", "198.51.100.7/32"],
         ["ip", "-4", "route", "del", "blackhole", "198.51.100.7/32"]]
 
@@ -58,10 +60,10 @@ def test_route_gateway() -> None:
 def test_hostile_ban_values_refused() -> None:
     a = load_action(SHIPPED, "iptables", "ssh")
     for ip in ("1.2.3.4; rm -rf /", "$(reboot)", "evil.example.com"):
-        with pytest.raises(ActionError, match="ip"):
-            a.argv("actionban", {**BAN, "ip": ip})
-    with pytest.raises(ActionError, match="not ban-time"):
-        a.argv("actionban", {**BAN, "name": "x"})
+        with pytest.raises(VarError, match="ip"):
+            argv(a, "actionban", {**BAN, "ip": ip})
+    with pytest.raises(VarError, match="not a ban-time"):
+        argv(a, "actionban", {**BAN, "name": "x"})
     with pytest.raises(ActionError, match="name"):
         load_action(SHIPPED, "iptables[name=-rf]", "ssh")
 
@@ -93,7 +95,7 @@ def test_local_overrides_and_percent_references(tmp_path: Path) -> None:
     _write(tmp_path, "x", "[Definition]\n_c = echo\nactionunban =\nactionban = %(_c)s {{ msg }} 100%%\n"
                           "[Init]\nmsg = hi\n")
     (tmp_path / "x.local").write_text("[Init]\nmsg = from-local\n")
-    assert load_action(tmp_path, "x", "j").argv("actionban", {"ip": "1.2.3.4"}) == [["echo", "from-local", "100%"]]
+    assert argv(load_action(tmp_path, "x", "j"), "actionban", {"ip": "1.2.3.4"}) == [["echo", "from-local", "100%"]]
 
 
 class FakeRunner:
@@ -135,7 +137,7 @@ def test_nftbatch_dedups_keeps_longest_and_falls_back() -> None:
 
 
 def test_nftables_chain_exempts_loopback_and_own_addresses_before_its_drop_rules() -> None:
-    start = [" ".join(argv) for argv in load_action(SHIPPED, "nftables[name=web]", "webjail").argv("actionstart")]
+    start = [" ".join(words) for words in argv(load_action(SHIPPED, "nftables[name=web]", "webjail"), "actionstart")]
     rules = [s for s in start if s.startswith("nft add rule inet portsentinel web ")]
     assert rules[:2] == ["nft add rule inet portsentinel web iif lo accept",
                          "nft add rule inet portsentinel web fib saddr type local accept"]

@@ -34,11 +34,11 @@ def _executor(actions: list[ActionRef], runner: FakeRunner) -> tuple[Executor, l
 def test_nft_bans_are_one_transaction() -> None:
     runner = FakeRunner()
     ex, reports = _executor([ActionRef("nftables", {"name": "scan"}, "x")], runner)
-    ex.start("scan")
+    ex.start("scan", now=1000.0)
     started = len(runner.calls)
     bans = [Ban("scan", f"198.51.100.{i}", 1000.0, 1060.0) for i in range(1, 101)]
     bans.append(Ban("scan", "2001:db8::5", 1000.0, -1))
-    ex.ban_many(bans)
+    ex.ban_many(bans, now=1000.0)
     calls = runner.calls[started:]
     assert len(calls) == 1 and calls[0][0] == ["nft", "-f", "-"]
     script = calls[0][1] or ""
@@ -50,7 +50,7 @@ def test_order_and_failure_is_retried_without_stopping_others() -> None:
     runner = FakeRunner(fail={"blackhole"})
     actions = [ActionRef("route", {}, "x"), ActionRef("script", {"command": "/bin/true $TARGET$", "first": "yes"}, "x")]
     ex, reports = _executor(actions, runner)
-    ex.ban_many([Ban("scan", "203.0.113.9", 1000.0, 1060.0)])
+    ex.ban_many([Ban("scan", "203.0.113.9", 1000.0, 1060.0)], now=1000.0)
     argvs = [c[0] for c in runner.calls]
     assert argvs[0][:2] == ["@script", "/bin/true"] and argvs[0][2] == "203.0.113.9"  # first = yes runs first
     assert argvs[1][:4] == ["ip", "-4", "route", "replace"]
@@ -60,8 +60,7 @@ def test_order_and_failure_is_retried_without_stopping_others() -> None:
     assert ban["PS_ACTION"] == "script"  # the other action still ran
     assert ex.next_retry() is not None
     runner.fail.clear()
-    ex._retries[0].due = 0.0  # time passes
-    ex.retry_due()
+    ex.retry_due(1000.0 + 1.5)  # time passes: the first retry is due after a second
     assert runner.calls[-1][0][:4] == ["ip", "-4", "route", "replace"]
     assert "succeeded on retry 1" in reports[-1][1]
 
@@ -69,20 +68,21 @@ def test_order_and_failure_is_retried_without_stopping_others() -> None:
 def test_hostile_values_never_reach_argv() -> None:
     runner = FakeRunner()
     ex, reports = _executor([ActionRef("route", {}, "x")], runner)
-    ex.ban_many([Ban("scan", "203.0.113.9", 1000.0, 1060.0, info={"scan": "syn; rm -rf /", "proto": "tcp"})])
+    ex.ban_many([Ban("scan", "203.0.113.9", 1000.0, 1060.0, info={"scan": "syn; rm -rf /", "proto": "tcp"})],
+                now=1000.0)
     assert runner.calls == []  # the bad variable is refused before anything runs
     assert any(ev is R.Event.FAILED for ev, _, _ in reports)
 
 
 def test_ban_vars_carry_mode_and_matches() -> None:
     """$MODE$ (actions.d/script.conf) and {{ matches }} reach the templates (docs/actions.md lists them)."""
-    from portsentinel.responder.actions.executor import ban_vars
+    from portsentinel.responder.actions.variables import BanVars
     from portsentinel.responder.core.bans import Ban
 
     ban = Ban("j", "192.0.2.7", 100.0, 700.0, info={"port": "23", "proto": "tcp", "scan": "syn", "mode": "stcp"},
               matches="attackalert: TCP SYN/Normal scan from host: 192.0.2.7")
-    out = ban_vars(ban, 100.0)
+    out = BanVars.of(ban, 100.0).context()
     assert (out["mode"], out["port"], out["scan"], out["bantime"]) == ("stcp", 23, "syn", 600)
     assert str(out["matches"]).startswith("attackalert: TCP SYN")
-    restored = Ban("j", "192.0.2.7", 100.0, 700.0, info={"port": "23"})  # from the store: no matches
-    assert "matches" not in ban_vars(restored, 100.0) and "mode" not in ban_vars(restored, 100.0)
+    restored = BanVars.of(Ban("j", "192.0.2.7", 100.0, 700.0, info={"port": "23"}), 100.0).context()
+    assert "matches" not in restored and "mode" not in restored  # from the store: no matches

@@ -217,7 +217,7 @@ def test_a_ban_that_raises_is_reported_and_the_others_run() -> None:
     ex = Executor(ACTIONS, lambda ev, msg, **f: reports.append((ev, msg)), runner)
     ex.configure(JailConfig(name="j", where="x", actions=[ActionRef("route", {}, "x")]))
     poison = Ban("j", "198.51.100.1", 0.0, float("inf"))  # e.g. a corrupt row: OverflowError in its bantime
-    ex.ban_many([poison, Ban("j", "198.51.100.2", 0.0, FOREVER)])
+    ex.ban_many([poison, Ban("j", "198.51.100.2", 0.0, FOREVER)], now=0.0)
     assert any(ev is R.Event.FAILED and "198.51.100.1" in m for ev, m in reports)
     assert [c[-1] for c in runner.calls] == ["198.51.100.2/32"]
 
@@ -234,7 +234,7 @@ def test_a_failed_actioncheck_reapplies_the_jails_bans(start_fails: bool) -> Non
     reports: list[tuple[Any, str]] = []
     ex = Executor(ACTIONS, lambda ev, msg, **f: reports.append((ev, msg)), runner)
     ex.configure(JailConfig(name="j", where="x", actions=[ActionRef("nftables", {}, "x")]))
-    ex.start("j")
+    ex.start("j", now=0.0)
     book = BanBook()
     for i in range(1, 4):
         book.add(Ban("j", f"198.51.100.{i}", 0.0, FOREVER))

@@ -14,7 +14,7 @@ from portsentinel import record as R
 from portsentinel.detector.config import load_config
 from portsentinel.detector.decide import Decider
 from portsentinel.detector.tracker import Tracker, masker
-from portsentinel.responder.actions.render import validate_vars
+from portsentinel.responder.actions.variables import validate_vars
 from portsentinel.responder.config.jailconf import JailConfig, load
 from portsentinel.responder.core.bans import Ban, BanBook, src_fields
 from portsentinel.responder.core.engine import Engine, JailRuntime

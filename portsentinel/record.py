@@ -97,6 +97,9 @@ F_UNTIL = "PS_UNTIL"
 #: The origin's offence count for this source; the number of distinct trusted origins banning it now.
 F_OFFENCE = "PS_OFFENCE"
 F_ORIGINS = "PS_ORIGINS"
+#: 1 on a fleet-wide unban: the client's (``portsentinel unban --fleet``), which the fleet daemon turns into the
+#: bucket's unban marker, and the fleet file's line that lifts the address from every local jail.
+F_FLEET = "PS_FLEET"
 
 #: Fields whose value must be a decimal integer when present.
 INT_FIELDS = frozenset({F_PRIORITY, F_PORT, F_HITS, F_PORTS, F_WINDOW, F_BANTIME, F_STATUS, F_OFFENCE, F_ORIGINS})
@@ -270,6 +273,7 @@ _CHECKS: dict[str, Callable[[str, str], str]] = {
     F_PROTO: _one_of(PROTOS, "unknown protocol"),
     F_VERIFIED: _one_of(("0", "1"), "must be 0 or 1, not"),
     F_SHARE: _one_of(("0", "1"), "must be 0 or 1, not"),
+    F_FLEET: _one_of(("0", "1"), "must be 0 or 1, not"),
 }
 
 

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rearm", metavar="PATH", default=paths.REARM_SOCKET,
                    help="the detector's re-arm socket, told which bans ended so a returning scanner is reported "
                         "anew (default /run/portsentinel-detector/rearm.sock; empty: off)")
+    p.add_argument("--fleet-wake", metavar="PATH", default=paths.FLEET_WAKE_SOCKET,
+                   help="the fleet daemon's wake socket, nudged after each shared decision (default "
+                        "/run/portsentinel-fleet/wake; nobody there: nothing happens; empty: off)")
     p.add_argument("--decisions", metavar="PATH", default=paths.DECISIONS_JSONL,
                    help="JSON-lines file for decisions where no journald runs")
     p.add_argument("--group", metavar="GROUP", default="", help="group allowed on the control socket (besides root)")
@@ -81,8 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     opts = Options(config_dir=args.config_dir or default_config_dir(), state_dir=args.state_dir,
                    socket=args.socket, backend=args.backend, wake=args.wake, control_group=args.group,
-                   decisions_jsonl=args.decisions, rearm=args.rearm, metrics_listen=args.metrics_listen,
-                   metrics_textfile=args.metrics_textfile, metrics_interval=args.metrics_interval)
+                   decisions_jsonl=args.decisions, rearm=args.rearm, fleet_wake=args.fleet_wake,
+                   metrics_listen=args.metrics_listen, metrics_textfile=args.metrics_textfile,
+                   metrics_interval=args.metrics_interval)
     try:
         r = Responder(opts)
         r.start()

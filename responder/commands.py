@@ -58,17 +58,45 @@ def ban(r: Daemon, jail: str, ip: str) -> dict[str, Any]:
     return {"ok": False, "error": f"{d.ip} not banned: {d.reason}"}
 
 
-def unban(r: Daemon, ip: str | None) -> dict[str, Any]:
-    """``ip`` lifted from every jail (and the kernel trap's tarpit); None lifts everything."""
+def unban(r: Daemon, ip: str | None, why: str = "manual", **fields: str) -> dict[str, Any]:
+    """``ip`` lifted from every jail (and the kernel trap's tarpit); None lifts everything. ``fields`` go on the
+    tarpits' unban records (a fleet-wide unban's origin)."""
     lifted = r.engine.unban(ip)
-    r.lift(lifted, "manual")
+    r.lift(lifted, why)
     done = [{"jail": b.jail, "ip": b.ip} for b in lifted]
-    for jail, addr in r.traps.unban(None if ip is None else R.canonical_address(ip)):
+    for jail, addr in r.traps.unban(None if ip is None else R.canonical_network(ip)):
         if {"jail": jail, "ip": addr} not in done:
             done.append({"jail": jail, "ip": addr})
-            r.report(R.Event.UNBAN, f"jail {jail}: kernel trap tarpit of {addr} lifted (manual)",
-                     PS_JAIL=jail, PS_SRC=addr, PS_ACTION="kernel-trap", PS_DETAIL="manual")
+            r.report(R.Event.UNBAN, f"jail {jail}: kernel trap tarpit of {addr} lifted ({why})",
+                     PS_JAIL=jail, PS_SRC=addr, PS_ACTION="kernel-trap", PS_DETAIL=why, **fields)
     return {"ok": True, "unbanned": done}
+
+
+# ------------------------------------------------------------------ the fleet (docs/responder.md, "The fleet")
+def fleet_unban(r: Daemon, ip: str) -> dict[str, Any]:
+    """``portsentinel unban --fleet ADDR``: lifted here from every jail, then a decision record (PS_FLEET=1,
+    PS_SHARE=1, no PS_JAIL) that the fleet daemon turns into the bucket's fleet-wide unban marker."""
+    target = R.canonical_network(ip.strip())  # ValueError: refused with its reason
+    out = unban(r, target, "fleet-wide unban")
+    r.report(R.Event.UNBAN, f"fleet-wide unban of {target} asked (lifted here from {len(out['unbanned'])} "
+                            "jail(s))", PS_SRC=target, PS_FLEET="1", PS_SHARE="1", PS_DETAIL="fleet-wide unban")
+    return {**out, "fleet": target}
+
+
+def remote_unban(r: Daemon, d: Decision) -> None:
+    """The fleet jail's unban of a remote ban (``d.lifts``, already out of the book), or a fleet-wide unban
+    (PS_FLEET=1 in ``d.extra``: the engine lifted the address from every jail; the tarpits go here)."""
+    if d.lifts:
+        r.lift(d.lifts, d.reason)
+    tarpits = []
+    if d.extra.get(R.F_FLEET) == "1":
+        for jail, addr in r.traps.unban(d.ip):
+            tarpits.append(jail)
+            r.report(R.Event.UNBAN, f"jail {jail}: kernel trap tarpit of {addr} lifted ({d.reason})",
+                     PS_JAIL=jail, PS_SRC=addr, PS_ACTION="kernel-trap", PS_DETAIL=d.reason, **d.extra)
+    if not d.lifts and not tarpits:
+        r.report(R.Event.IGNORED, f"jail {d.jail}: {d.ip} not banned here: nothing to lift ({d.reason})",
+                 PS_JAIL=d.jail, PS_SRC=d.ip, PS_DETAIL=d.reason, **d.extra)
 
 
 def handle(r: Daemon, req: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +108,8 @@ def handle(r: Daemon, req: dict[str, Any]) -> dict[str, Any]:
             return views.banned(r.book, r.traps)
         if cmd == "ban":
             return ban(r, str(req.get("jail", "")), str(req.get("ip", "")))
+        if cmd == "unban" and req.get("fleet"):
+            return fleet_unban(r, str(req.get("ip", "")))
         if cmd == "unban":
             return unban(r, None if req.get("all") else str(req.get("ip", "")))
         if cmd == "reload":

@@ -34,6 +34,8 @@ def source_for(jail: JailConfig, backend: str, use_journal: bool) -> tuple[str, 
     """The source a jail reads ("journal" or "file:PATH") and whether it is the journal. ``backend`` is the
     daemon's option (auto, systemd, pyinotify); auto leaves it to the jail, whose auto means the journal when
     it is readable."""
+    if jail.fleet:  # the fleet daemon's lines are in its JSON-lines file only (docs/responder.md, "The fleet")
+        return f"file:{jail.logpath or paths.FLEET_JSONL}", False
     backend = backend if backend != "auto" else jail.backend
     if backend == "auto":
         backend = "systemd" if use_journal else "pyinotify"
@@ -91,9 +93,8 @@ def open_sources(sources: dict[str, Source], runtimes: list[JailRuntime], sel: s
             from portsentinel.responder.adapters.file_source import FileSource
 
             path = name.split(":", 1)[1]
-            uids = rts[0].cfg.trusted_uids
             src = FileSource(path, kind="jsonl" if path.endswith(".jsonl") else "text",
-                             expected_uid=uids[0] if uids else None, name=name)
+                             expected_uid=rts[0].cfg.file_owner, name=name)
         src.seek(store.cursor(name))
         sources[name] = src
         if src.fileno() >= 0:

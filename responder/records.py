@@ -8,6 +8,7 @@ import logging
 import time
 
 from portsentinel import record as R
+from portsentinel.common.wake import send_wake
 from portsentinel.responder.adapters.decisions import DecisionLog
 from portsentinel.responder.adapters.rearm import RearmSender
 from portsentinel.responder.core.bans import Ban, src_fields
@@ -25,8 +26,12 @@ def priority(event: R.Event) -> int:
 
 
 class Reporter:
-    def __init__(self, decisions: DecisionLog, rearm: RearmSender, metrics: ResponderMetrics) -> None:
+    def __init__(self, decisions: DecisionLog, rearm: RearmSender, metrics: ResponderMetrics, *,
+                 fleet_wake: str = "") -> None:
         self.decisions = decisions
+        #: The fleet daemon's wake socket: nudged at the end of a turn that wrote a shared decision (PS_SHARE=1).
+        self.fleet_wake = fleet_wake
+        self.shared = False
         self.rearm = rearm
         self.metrics = metrics
         self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (core.forgery)
@@ -50,6 +55,8 @@ class Reporter:
                R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: event.value,
                R.F_TIME: f"{time.time():.6f}", **{k: v for k, v in fields.items() if v != ""}}
         self.metrics.on_record(rec)
+        if rec.get(R.F_SHARE) == "1":
+            self.shared = True
         if event in (R.Event.BAN, R.Event.UNBAN, R.Event.IGNORED) and self.decisions.name == "journal":
             level = logging.DEBUG  # the record itself is in the journal: no second copy on stderr
         else:
@@ -79,10 +86,10 @@ class Reporter:
             if first is not None:
                 self._forgery(first)
         elif d.kind == "invalid":
-            self.report(R.Event.IGNORED, f"jail {d.jail}: {d.reason}", PS_JAIL=d.jail, PS_DETAIL=d.reason)
+            self.report(R.Event.IGNORED, f"jail {d.jail}: {d.reason}", PS_JAIL=d.jail, PS_DETAIL=d.reason, **d.extra)
         else:
             self.report(R.Event.IGNORED, f"jail {d.jail}: {d.ip} not banned: {d.reason}", PS_JAIL=d.jail,
-                        PS_SRC=d.ip, PS_DETAIL=d.reason)
+                        PS_SRC=d.ip, PS_DETAIL=d.reason, **d.extra)
 
     def _forgery(self, r: Report) -> None:
         message, fields = describe(r, self.forgeries.interval)
@@ -94,7 +101,11 @@ class Reporter:
             self._forgery(r)
 
     def turn_done(self) -> None:
-        """End of a loop turn: decisions made durable (JSON lines: one fdatasync), re-arms sent."""
+        """End of a loop turn: decisions made durable (JSON lines: one fdatasync), the fleet daemon woken when
+        one of them is to be shared (it reads them now, not at journald's next notification), re-arms sent."""
         self.decisions.flush()
+        if self.shared:
+            self.shared = False
+            send_wake(self.fleet_wake)
         self.rearm.flush()
         self.rearmed.clear()

@@ -39,6 +39,7 @@ from portsentinel.responder.core.engine import Decision, Engine, JailRuntime
 from portsentinel.responder.core.guard import NeverBan
 from portsentinel.responder.core.health import Health
 from portsentinel.responder.core.keeper import Keeper
+from portsentinel.responder.core.share import record_fields
 from portsentinel.responder.core.sources import Source
 from portsentinel.responder.loading import Built, build, open_sources
 from portsentinel.responder.metrics import ResponderMetrics
@@ -58,6 +59,9 @@ class Options:
     control_group: str = ""
     decisions_jsonl: str = paths.DECISIONS_JSONL
     rearm: str = paths.REARM_SOCKET
+    #: The fleet daemon's wake socket, nudged after each turn that wrote a shared decision (docs/responder.md,
+    #: "The fleet"); empty: off.
+    fleet_wake: str = paths.FLEET_WAKE_SOCKET
     #: Prometheus metrics (docs/metrics.md): endpoint HOST:PORT and/or node_exporter textfile; both off by default.
     metrics_listen: str = ""
     metrics_textfile: str = ""
@@ -83,7 +87,7 @@ class Responder:
         #: Bans that end are told to the detector, so a returning scanner is a new scan (docs/responder.md).
         self.rearm = RearmSender(opts.rearm)
         self.metrics = ResponderMetrics()  # fed by report(); exported when the options ask (start())
-        self.reporter = Reporter(self.decisions, self.rearm, self.metrics)
+        self.reporter = Reporter(self.decisions, self.rearm, self.metrics, fleet_wake=opts.fleet_wake)
         self.forgeries = self.reporter.forgeries
         from portsentinel.responder.adapters.trapkernel import KernelTraps  # kernel trap (docs/kernel-trap.md)
 
@@ -97,6 +101,7 @@ class Responder:
         self._watchdog = watchdog_interval()
         self._next_ping = 0.0
         self.exporter: Exporter | None = None
+        self._applying: dict[tuple[str, str], Ban] = {}  # bans being applied, for their records (report())
 
     @staticmethod
     def _journal_socket() -> bool:
@@ -104,6 +109,11 @@ class Responder:
 
     # ------------------------------------------------------------------ records (responder.records)
     def report(self, event: R.Event, message: str, **fields: str) -> None:
+        if event is R.Event.BAN and fields.get(R.F_JAIL) and fields.get(R.F_ACTION) != "kernel-trap":
+            key = (fields[R.F_JAIL], fields.get(R.F_SRC_NET) or fields.get(R.F_SRC, ""))
+            ban = self._applying.get(key) or self.book.get(*key)
+            if ban is not None:  # a shared ban, or a remote one (responder.core.share)
+                fields = {**record_fields(ban), **fields}
         self.reporter.report(event, message, **fields)
 
     def _decision(self, d: Decision) -> None:
@@ -163,7 +173,11 @@ class Responder:
         self.keeper.restore(self.engine.jails)
 
     def apply_bans(self, bans: list[Ban], cursors: dict[str, str] | None = None) -> None:
-        self.keeper.apply(bans, cursors)
+        self._applying = {(b.jail, b.ip): b for b in bans}
+        try:
+            self.keeper.apply(bans, cursors)
+        finally:
+            self._applying = {}
 
     def lift(self, bans: list[Ban], reason: str) -> None:
         if not reason.startswith("covered by"):  # (a covered ban goes on as part of the network ban)
@@ -237,6 +251,7 @@ class Responder:
     def _apply(self, source: str, entries: list[Any]) -> None:
         now = time.time()
         bans: list[Ban] = []
+        previous = ""  # cursor of the entry before the current one
         for e in entries:
             if e.error:
                 self.report(R.Event.IGNORED, f"unreadable entry in {source}: {e.error}", PS_DETAIL=e.error[:500])
@@ -254,8 +269,14 @@ class Responder:
                     self.lift_covered(d)
                     bans.append(d.ban)
                     self.metrics.ban_from(d.ban, e.fields)
+                elif d.kind == "unban":  # the fleet's (responder.core.remote)
+                    if bans:  # bans decided before it go first: it may lift one of them
+                        self.apply_bans(bans, {source: previous})
+                        bans = []
+                    commands.remote_unban(self, d)
                 else:
                     self._decision(d)
+            previous = e.cursor
         self.metrics.entries(source, entries[-1].fields, len(entries), now)
         self.apply_bans(bans, {source: entries[-1].cursor})
 
@@ -263,7 +284,8 @@ class Responder:
         """Before a network ban: lift the bans of the same jail inside it (it covers them; nft interval sets
         refuse overlapping elements)."""
         if d.replaces:
-            self.lift(list(d.replaces), f"covered by {d.ip}")
+            renewed = any(b.ip == d.ip for b in d.replaces)  # the fleet jail renews a remote ban
+            self.lift(list(d.replaces), f"covered by {d.ip}" + (" (renewed from the fleet)" if renewed else ""))
 
     def expire(self) -> None:
         self.lift(self.book.due(time.time()), "expired")

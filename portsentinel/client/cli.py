@@ -141,10 +141,24 @@ def cmd_unban(args: argparse.Namespace) -> int:
     if not args.all and not args.ip:
         print("portsentinel: unban needs an address or --all", file=sys.stderr)
         return 2
-    a = _ask(args, {"cmd": "unban", "ip": args.ip or "", "all": bool(args.all)})
+    if args.fleet and (args.all or not args.ip):
+        print("portsentinel: unban --fleet needs one address (or network), not --all", file=sys.stderr)
+        return 2
+    if args.fleet:
+        from portsentinel import record as R
+
+        try:
+            R.canonical_network(args.ip.strip())
+        except ValueError as exc:
+            print(f"portsentinel: unban --fleet: {exc}", file=sys.stderr)
+            return 2
+    req = {"cmd": "unban", "ip": args.ip or "", "all": bool(args.all)}
+    a = _ask(args, {**req, "fleet": True} if args.fleet else req)
     if a is not None and not args.json:
         for b in a["unbanned"]:
             print(f"unbanned {b['ip']} in {b['jail']}")
+        if args.fleet:
+            print(f"fleet-wide unban of {a['fleet']} handed to the fleet daemon")
     return 0 if a is not None else 1
 
 
@@ -227,6 +241,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                    f"{int(jail.ban_prefix_v6_escalate_window)}s: the /{jail.ban_prefix_v6_escalate}"
                    if jail.ban_prefix_v6_escalate else "")
             print(f"  bans per /{jail.ban_prefix_v4} (IPv4) and /{jail.ban_prefix_v6} (IPv6){esc}")
+            if jail.share:
+                print("  shares its bans and unbans with the fleet (share = true)")
+            if jail.fleet:
+                mults = " ".join(f"{m:g}" for m in jail.bantime_fleetmultipliers)
+                print(f"  the fleet's jail: remote bans from {jail.logpath or '(default file)'} (owner uid "
+                      f"{jail.file_owner}), bantime x {mults} by origins, at most {int(jail.bantime_maxtime)}s")
             for line in traps:
                 print(f"  {line}")
         if cfg.disabled:
@@ -326,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     ub = sub.add_parser("unban", help="lift the bans of an address (or --all)")
     ub.add_argument("ip", nargs="?")
     ub.add_argument("--all", action="store_true", help="lift every ban")
+    ub.add_argument("--fleet", action="store_true",
+                    help="lift it on every host of the fleet too (docs/fleet.md): lifted here from every jail, and "
+                         "the fleet daemon publishes the fleet-wide unban")
     ub.set_defaults(func=cmd_unban)
     sub.add_parser("reload", help="re-read jail.conf, filters and actions").set_defaults(func=cmd_reload)
     run = sub.add_parser("run", help="run detector and responder in the foreground (embedded default config)")

@@ -20,3 +20,7 @@ CONTROL_SOCKET = "/run/portsentinel/responder.sock"
 STATE_DIR = "/var/lib/portsentinel"
 #: journald's native socket: a journald runs when it accepts a datagram connect.
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+#: The fleet daemon's wake socket: the responder nudges it after writing a shared decision (docs/fleet.md).
+FLEET_WAKE_SOCKET = "/run/portsentinel-fleet/wake"
+#: The fleet daemon's remote bans for the responder's [fleet] jail (JSON lines, owned by the fleet's user).
+FLEET_JSONL = "/var/lib/portsentinel-fleet/remote.jsonl"

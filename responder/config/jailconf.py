@@ -17,6 +17,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 BACKENDS = ("auto", "systemd", "pyinotify")
+#: The filter of the fleet's jail (docs/fleet.md): a jail using it applies other hosts' bans from the fleet
+#: daemon's JSON lines (bantime from the origin's PS_UNTIL, never re-shared).
+FLEET_FILTER = "portsentinel-fleet"
 #: The longest duration a key may hold (about 31 years); longer is a typo, and -1 means forever anyway.
 MAX_DURATION = 1e9
 
@@ -62,6 +65,25 @@ class JailConfig:
     ban_prefix_v6_escalate: int = 0
     ban_prefix_v6_escalate_after: int = 3
     ban_prefix_v6_escalate_window: float = 3600.0
+    #: This jail's bans and unbans are shared with the fleet (decision records carry PS_SHARE=1).
+    share: bool = False
+    #: The fleet jail: a remote ban's remaining time times the multiplier for its number of origins (PS_ORIGINS):
+    #: the 1st for one origin, the 2nd for two, the last for that many or more; capped by bantime.maxtime.
+    bantime_fleetmultipliers: tuple[float, ...] = (1.0, 2.0, 4.0)
+    #: The uid that must own the jail's JSON-lines file (``logowner``; None: the first trusted_uid).
+    logowner: int | None = None
+
+    @property
+    def fleet(self) -> bool:
+        """The fleet's jail: it applies remote bans (its filter is portsentinel-fleet)."""
+        return self.filter == FLEET_FILTER
+
+    @property
+    def file_owner(self) -> int | None:
+        """Who must own the jail's JSON-lines file (FileSource's expected_uid)."""
+        if self.logowner is not None:
+            return self.logowner
+        return self.trusted_uids[0] if self.trusted_uids else None
 
 
 @dataclass
@@ -90,6 +112,24 @@ def parse_factor(text: str) -> float:
     if not 1.0 <= value <= 1000.0:  # also refuses nan and inf
         raise ValueError(f"must be a number from 1 to 1000, got {text.strip()!r}")
     return value
+
+
+def parse_multipliers(text: str) -> tuple[float, ...]:
+    """``bantime.fleetmultipliers``: one or more finite numbers above 0 and at most 1000, e.g. ``1 2 4``."""
+    out = []
+    for tok in values.tokens(text):
+        try:
+            value = float(tok)
+        except ValueError:
+            raise ValueError(f"not a number: {tok!r}") from None
+        if not 0.0 < value <= 1000.0:  # also refuses nan and inf
+            raise ValueError(f"each multiplier must be above 0 and at most 1000, got {tok!r}")
+        out.append(value)
+    if not out:
+        raise ValueError("needs at least one multiplier (e.g. 1 2 4)")
+    if len(out) > 64:
+        raise ValueError(f"at most 64 multipliers, got {len(out)}")
+    return tuple(out)
 
 
 def parse_int(text: str) -> int:
@@ -215,7 +255,31 @@ def _jail(ini: Ini, name: str) -> JailConfig:
                                                 _at_least(2)))
     j.ban_prefix_v6_escalate_window = float(r.conv("ban_prefix_v6_escalate_window", "1h",  # type: ignore[arg-type]
                                                    parse_duration))
+    _fleet_keys(r, j)
     return j
+
+
+def _fleet_keys(r: _Reader, j: JailConfig) -> None:
+    """``share``, ``bantime.fleetmultipliers`` and ``logowner`` (docs/fleet.md)."""
+    j.share = bool(r.conv("share", "false", parse_bool))
+    if j.share and j.fleet:
+        val = r.where("share")
+        assert val is not None  # the default is false
+        raise IniError.at(val, j.name, "share", "the fleet's jail never shares: its bans came from the fleet")
+    j.bantime_fleetmultipliers = r.conv("bantime.fleetmultipliers", "1 2 4",  # type: ignore[assignment]
+                                        parse_multipliers)
+    if j.enabled and j.fleet and not (j.logpath or "x.jsonl").endswith(".jsonl"):
+        val = r.where("logpath")
+        assert val is not None  # an empty logpath is the default file, which is JSON lines
+        raise IniError.at(val, j.name, "logpath", "the fleet's jail reads the fleet daemon's JSON-lines file "
+                          f"(*.jsonl), not {j.logpath!r}")
+    if j.enabled and r.text("logowner", "").strip():  # a user that exists only where the jail is enabled
+        owners: tuple[int, ...] = r.conv("logowner", "", _uids)  # type: ignore[assignment]
+        if len(owners) != 1:
+            val = r.where("logowner")
+            assert val is not None
+            raise IniError.at(val, j.name, "logowner", "exactly one user (name or uid)")
+        j.logowner = owners[0]
 
 
 def _at_least(lo: int) -> object:

@@ -13,9 +13,11 @@ from typing import Protocol
 
 from portsentinel import record as R
 from portsentinel.responder.config.jailconf import JailConfig
+from portsentinel.responder.core import remote
 from portsentinel.responder.core.bans import FOREVER, Ban, BanBook, bantime_for
 from portsentinel.responder.core.guard import NeverBan, PerMinuteCap
 from portsentinel.responder.core.jail import Failure, Jail
+from portsentinel.responder.core.share import SHARE
 from portsentinel.responder.core.sources import Entry
 from portsentinel.responder.core.trust import journal_trusted
 
@@ -37,7 +39,7 @@ class Matcher(Protocol):
 class Decision:
     """One outcome for the service to carry out and log."""
 
-    kind: str  # "ban", "ignored", "forged", "invalid"
+    kind: str  # "ban", "unban" (the fleet's), "ignored", "forged", "invalid"
     jail: str
     ip: str
     reason: str = ""
@@ -46,6 +48,10 @@ class Decision:
     #: Bans in the same jail that the new (wider) ban covers: lifted before it is applied (nft interval sets
     #: refuse overlapping elements, and one network is one ban).
     replaces: list[Ban] = field(default_factory=list)
+    #: "unban": the bans to lift (already out of the book).
+    lifts: list[Ban] = field(default_factory=list)
+    #: Fields for the decision's record (a remote ban's origin).
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,6 +115,8 @@ class Engine:
                 return Decision("forged", name, ip, f"record not trusted: {why}", fields=dict(e.fields))
         elif e.fields and not e.trusted:
             return Decision("forged", name, ip, "record from an untrusted file (owner or mode)")
+        if rt.cfg.fleet:
+            return self._remote(rt, e.fields, now)
         port_text = e.fields.get(R.F_PORT, "") or "0"
         if not (port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535):
             return Decision("invalid", name, ip, f"{R.F_PORT} {port_text[:20]!r} is not a port number")
@@ -131,31 +139,74 @@ class Engine:
             return None
         return self._ban(rt, ip, now, decision.failures, f, net=net)
 
+    # ------------------------------------------------------------------ the fleet (responder.core.remote)
+    def _remote(self, rt: JailRuntime, fields: Mapping[str, str], now: float) -> Decision | None:
+        """A trusted line of the fleet daemon: a remote ban, the fleet jail's unban, or a fleet-wide unban."""
+        name = rt.cfg.name
+        try:
+            r = remote.parse(fields)
+        except ValueError as exc:
+            return Decision("invalid", name, "", f"fleet line not applied: {exc}")
+        if r.event == "unban":
+            if r.fleet_wide:
+                lifts = self.unban(r.target)
+            else:
+                ban = self.book.get(name, r.target)
+                lifts = [ban] if ban is not None else []
+                if ban is not None:
+                    self.book.remove(name, ban.ip)
+            why = (f"fleet-wide unban from {r.origin}" if r.fleet_wide
+                   else f"unbanned by {r.origin} (jail {r.origin_jail})")
+            extra = {**r.fields(), **({R.F_FLEET: "1"} if r.fleet_wide else {})}
+            return Decision("unban", name, r.target, why, lifts=lifts, extra=extra)
+        assert r.until is not None  # parse() requires it on a ban
+        seconds = remote.bantime(rt.cfg, r.until, r.origins, now)
+        if seconds is None:
+            rt.ignored_total += 1
+            return Decision("ignored", name, r.src, f"fleet ban from {r.origin} already over (PS_UNTIL "
+                                                    f"{r.until:.3f})", extra=r.fields())
+        old = self.book.covering(name, r.target)
+        if old is not None and not (old.ip == r.target and remote.renews(old.expires, now + seconds)):
+            return None  # banned here already, at least as long: nothing runs again
+        d = self._ban(rt, r.src, now, 1, None, net=r.target, seconds=seconds, info=r.info(), replace=old)
+        if d.kind != "ban":
+            d.extra.update(r.fields())
+        return d
+
     def _ban(self, rt: JailRuntime, ip: str, now: float, failures: int, f: Failure | None,
-             *, manual: bool = False, net: str = "") -> Decision:
+             *, manual: bool = False, net: str = "", seconds: float | None = None,
+             info: dict[str, str] | None = None, replace: Ban | None = None) -> Decision:
+        """``seconds`` and ``info`` (with ``replace``, the ban it renews): a remote ban from the fleet."""
         name = rt.cfg.name
         why = self.never.why(ip, rt.cfg.ignoreip, rt.cfg.ignoreself)
         if why is not None:
             rt.ignored_total += 1
             return Decision("ignored", name, ip, f"never banned: {why}")
         target, note = self.never.safe_target(ip, net or ip, rt.cfg.ignoreip, rt.cfg.ignoreself)
-        if not manual and "/" in target:
+        if not manual and seconds is None and "/" in target:
             target, note = self._escalate(rt, ip, target, now, note)
-        if not manual and not rt.cap.allow(now):  # one network is one ban against the cap
+        if not manual and replace is None and not rt.cap.allow(now):  # one network is one ban against the cap
             rt.ignored_total += 1
             return Decision("ignored", name, ip,
                             f"ban cap reached ({rt.cfg.maxbans_per_minute} per minute): not executed")
         count = self.offences.offences(name, target) + 1
-        seconds = bantime_for(rt.cfg, count)
-        info = {} if f is None else {k: str(v) for k, v in (("port", f.port), ("proto", f.proto), ("scan", f.scan),
-                                                            ("mode", f.mode)) if v}
+        if seconds is None:
+            seconds = bantime_for(rt.cfg, count)
+            info = {} if f is None else {k: str(v) for k, v in (("port", f.port), ("proto", f.proto),
+                                                                ("scan", f.scan), ("mode", f.mode)) if v}
+            if rt.cfg.share:
+                info[SHARE] = "1"
+                info["verified"] = "1" if f is not None and f.verified else "0"
+        info = dict(info or {})
         if target != ip:
             info["src"] = ip  # the address whose record made the ban: PS_SRC of the ban record
         if note:
-            info["note"] = note
+            info["note"] = f"{info['note']}; {note}" if info.get("note") else note
         ban = Ban(name, target, now, FOREVER if seconds == FOREVER else now + seconds, count, failures, info,
                   matches="" if f is None else f.match)
         replaces = self.book.inside(name, target) if "/" in target else []
+        if replace is not None and replace.ip == target:
+            replaces.append(replace)
         for old in replaces:
             self.book.remove(name, old.ip)
         self.book.add(ban)

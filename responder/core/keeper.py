@@ -24,6 +24,7 @@ from portsentinel.responder.actions.executor import Executor
 from portsentinel.responder.adapters.store import Store
 from portsentinel.responder.config.reload import Plan
 from portsentinel.responder.core.bans import FOREVER, Ban, BanBook, src_fields
+from portsentinel.responder.core.share import record_fields
 from portsentinel.responder.core.unbans import PendingUnbans
 
 log = logging.getLogger("portsentinel.responder")
@@ -108,7 +109,8 @@ class Keeper:
             retried = f", after {p.attempts} retr{'y' if p.attempts == 1 else 'ies'}" if p.attempts else ""
             self.report(R.Event.UNBAN, f"jail {b.jail}: unbanned {b.ip} ({p.reason}) by "
                                        f"{', '.join(done) or 'no action'}{retried}",
-                        PS_JAIL=b.jail, **src_fields(b.ip, b.info), PS_ACTION=",".join(done), PS_DETAIL=p.reason)
+                        PS_JAIL=b.jail, **src_fields(b.ip, b.info), PS_ACTION=",".join(done), PS_DETAIL=p.reason,
+                        **record_fields(b))
 
     # ------------------------------------------------------------------ reload
     def move(self, plan: Plan, actions: dict[str, list[Action]], jails: Collection[str]) -> None:

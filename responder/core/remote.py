@@ -1,0 +1,146 @@
+"""The fleet's jail (docs/fleet.md): one line of the fleet daemon → a remote ban or unban here. Pure: no I/O, the
+time is passed in.
+
+The daemon writes one JSON line per remote ban or unban (SYSLOG_IDENTIFIER=portsentinel-fleet). The origin comes
+from the bucket's key, which the cluster's per-host permissions enforce; this module checks the line's shape
+again (a line that does not parse bans nothing) and computes what the jail does:
+
+- a ban lasts the origin's remaining time (PS_UNTIL - now) times the multiplier for the number of origins that
+  ban the source (PS_ORIGINS; ``bantime.fleetmultipliers``, the last one for that many or more), at most the jail's
+  ``bantime.maxtime``; a PS_UNTIL already past bans nothing;
+- an unban lifts the fleet jail's ban of that address; a fleet-wide one (PS_FLEET=1, or the daemon's
+  PS_ORIGIN_JAIL=_unban) lifts it from every jail of this host.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from portsentinel import record as R
+from portsentinel.responder.config.jailconf import JailConfig
+
+#: Host and jail names in the bucket's keys (the fleet contract).
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The daemon's origin jail of a fleet-wide unban marker.
+UNBAN_JAIL = "_unban"
+#: A ban already in force is renewed only when the new one ends this much later (seconds): the daemon repeats
+#: lines (catch-up after a restart, a renewal at the origin), and each renewal lifts and re-adds the element.
+RENEW_SLACK = 60.0
+#: Bounds of the integer fields (a hostile line cannot make a huge number of them).
+MAX_COUNT = 1_000_000
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One parsed fleet line."""
+
+    event: str  # "ban" or "unban"
+    target: str  # canonical address or network (PS_SRC_NET when present)
+    src: str  # PS_SRC: an address (the network's first one for a network)
+    origin: str
+    origin_jail: str
+    until: float | None  # None on an unban without PS_UNTIL
+    origins: int = 1
+    offence: int = 1
+    scan: str = ""
+    verified: bool = False
+    fleet_wide: bool = False
+
+    def info(self) -> dict[str, str]:
+        """What the ban keeps about its origin (Ban.info, stored with it): the ban and unban records carry it."""
+        out = {"origin": self.origin, "origin_jail": self.origin_jail, "origins": str(self.origins),
+               "origin_offence": str(self.offence),
+               "note": f"remote ban from {self.origin} (jail {self.origin_jail}), {self.origins} origin(s)"}
+        if self.until is not None:
+            out["origin_until"] = f"{self.until:.3f}"
+        if self.scan:
+            out["scan"] = self.scan
+        out["verified"] = "1" if self.verified else "0"
+        if self.target != self.src:
+            out["src"] = self.src
+        return out
+
+    def fields(self) -> dict[str, str]:
+        """The origin's fields for a record about this line (a refusal, an unban)."""
+        return origin_fields(self.info())
+
+
+def origin_fields(info: Mapping[str, str]) -> dict[str, str]:
+    """PS_ORIGIN, PS_ORIGIN_JAIL, PS_ORIGINS of a remote ban's info (empty for a local ban)."""
+    if not info.get("origin"):
+        return {}
+    out = {R.F_ORIGIN: info["origin"], R.F_ORIGIN_JAIL: info.get("origin_jail", ""),
+           R.F_ORIGINS: info.get("origins", "")}
+    return {k: v for k, v in out.items() if v}
+
+
+def _count(fields: Mapping[str, str], name: str) -> int:
+    text = fields.get(name, "1") or "1"
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_COUNT:
+        raise ValueError(f"{name} {text[:20]!r} is not a count from 1 to {MAX_COUNT}")
+    return int(text)
+
+
+def parse(fields: Mapping[str, str]) -> Remote:
+    """A fleet line's fields (already checked by the record schema) → Remote; ValueError names the bad field."""
+    if fields.get(R.F_IDENT) != R.FLEET_IDENTIFIER:
+        raise ValueError(f"{R.F_IDENT} is not {R.FLEET_IDENTIFIER}")
+    event = fields.get(R.F_EVENT, "")
+    if event not in ("ban", "unban"):
+        raise ValueError(f"{R.F_EVENT} {event[:20]!r} is neither ban nor unban")
+    src = R.canonical_address(fields.get(R.F_SRC, ""))  # the schema checked it; "" raises
+    target = src
+    if fields.get(R.F_SRC_NET):
+        target = R.canonical_network(fields[R.F_SRC_NET])
+        net = target.split("/", 1)[0]
+        if R.canonical_address(net) != src:
+            raise ValueError(f"{R.F_SRC} {src} is not the first address of {R.F_SRC_NET} {target}")
+    fleet_wide = fields.get(R.F_FLEET) == "1" or fields.get(R.F_ORIGIN_JAIL) == UNBAN_JAIL
+    origin = fields.get(R.F_ORIGIN, "")
+    if not _NAME.fullmatch(origin):
+        raise ValueError(f"{R.F_ORIGIN} {origin[:80]!r} is not a host name ([A-Za-z0-9_-], 1 to 64)")
+    origin_jail = fields.get(R.F_ORIGIN_JAIL, "") or (UNBAN_JAIL if fleet_wide else "")
+    if not _NAME.fullmatch(origin_jail):
+        raise ValueError(f"{R.F_ORIGIN_JAIL} {origin_jail[:80]!r} is not a jail name ([A-Za-z0-9_-], 1 to 64)")
+    if event == "ban" and fleet_wide:
+        raise ValueError(f"a fleet-wide line ({R.F_FLEET}=1 or {R.F_ORIGIN_JAIL}={UNBAN_JAIL}) can only unban")
+    until: float | None = None
+    text = fields.get(R.F_UNTIL, "")
+    if text or event == "ban":
+        try:
+            until = float(text)
+        except ValueError:
+            raise ValueError(f"{R.F_UNTIL} {text[:40]!r} is not a time (epoch seconds)") from None
+        if not math.isfinite(until) or until < 0:
+            raise ValueError(f"{R.F_UNTIL} {text[:40]!r} is not a time (epoch seconds)")
+    return Remote(event, target, src, origin, origin_jail, until, _count(fields, R.F_ORIGINS),
+                  _count(fields, R.F_OFFENCE), fields.get(R.F_SCAN, ""), fields.get(R.F_VERIFIED) == "1",
+                  fleet_wide)
+
+
+def multiplier(multipliers: tuple[float, ...], origins: int) -> float:
+    """The multiplier for ``origins`` distinct origins: the n-th one, the last for n or more."""
+    if not multipliers:
+        return 1.0
+    return multipliers[min(max(origins, 1), len(multipliers)) - 1]
+
+
+def bantime(cfg: JailConfig, until: float, origins: int, now: float) -> float | None:
+    """Seconds the fleet jail bans for: (until - now) x multiplier(origins), at most bantime.maxtime (a maxtime of
+    -1 caps nothing); None when the origin's ban is already over."""
+    left = until - now
+    if not math.isfinite(left) or left <= 0:
+        return None
+    seconds = left * multiplier(cfg.bantime_fleetmultipliers, origins)
+    if cfg.bantime_maxtime > 0:
+        seconds = min(seconds, cfg.bantime_maxtime)
+    return max(seconds, 1.0)
+
+
+def renews(expires: float, new_expires: float) -> bool:
+    """A remote ban of an address the fleet jail already bans replaces that ban when it ends clearly later (more
+    origins, or a renewal at the origin). ``expires`` -1 (for ever) is never replaced."""
+    return expires >= 0 and new_expires > expires + RENEW_SLACK

@@ -50,7 +50,7 @@ def responder(tmp_path: Path) -> Iterator[tuple[Responder, Path, socket.socket]]
     r = Responder(Options(conf, tmp_path / "state", str(tmp_path / "ctl.sock"), backend="pyinotify",
                           wake=str(tmp_path / "w.sock"), decisions_jsonl=str(tmp_path / "decisions.jsonl"),
                           rearm="", fleet_wake=str(tmp_path / "fleet.wake")))
-    r.decisions = DecisionLog(str(tmp_path / "decisions.jsonl"), use_journal=False)
+    r.decisions = r.reporter.decisions = DecisionLog(str(tmp_path / "decisions.jsonl"), use_journal=False)
     r.load()
     assert r.errors == [] and sorted(r.engine.jails) == ["fleet", "shared"]
     try:

@@ -7,7 +7,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from portsentinel.detector.config import (
@@ -272,16 +272,52 @@ fragments = st.sampled_from([
     "1-", "65536", "-", ",", " ", "\t", "\n", "#", ";", '"', "=", "1m", "10.0.0.0/8", "::1", "%", "\r",
     "\x00", "é", "٣", "9" * 5000, "1e400", "yes",
 ])
+#: Settings that parse (own format, and a classic portsentry.conf for parse_any), each key at most once, so that
+#: a good share of the fuzzed texts reach the round trip; comments and blank lines between them.
+own_lines = st.sampled_from([
+    "tcp_ports = 1-1024, 8080", "udp_ports = 53,\t67-69", "window = 90s", "window = 0.5s", "summary_interval = 2.25h",
+    "ignore = 10.0.0.0/8 2001:db8::/32", "modes = stcp sudp", "scan_trigger = 2", "ignore_self = no",
+    'port_banner = "hello # there"', "port_banner = plain text", 'port_banner = "a \\"quoted\\" word"',
+    "max_sources = 7", "advanced_tcp = 2048", "resolve_host = yes", "# comment", "; comment", "",
+])
+classic_lines = st.sampled_from([
+    'TCP_PORTS="1,2,3"', 'SCAN_TRIGGER="1"', 'KILL_ROUTE="/sbin/route add $TARGET$ 333.444.555.666"',
+    'ADVANCED_PORTS_UDP="1024"', 'PORT_BANNER="** UNAUTHORIZED; ACCESS # PROHIBITED **"', "# comment", "",
+])
+
+
+def _key(line: str) -> str:
+    return line.split("=")[0].strip() if "=" in line else line + str(id(line))
+
+
+texts = st.one_of(
+    st.text(), st.lists(fragments, max_size=40).map("".join),
+    st.lists(own_lines, max_size=10, unique_by=_key).map(lambda ls: "[detector]\n" + "\n".join(ls) + "\n"),
+    st.lists(classic_lines, max_size=6, unique_by=_key).map(lambda ls: "\n".join(ls) + "\n"),
+    st.lists(st.one_of(own_lines, classic_lines, fragments), max_size=12).map("\n".join),
+)
+
+
+def normal_form_round_trips(config: DetectorConfig) -> None:
+    """The own format as format_config writes it is the normal form of any parsed config (a classic
+    portsentry.conf's included): parsed again it gives the same settings, and rendered again the same text."""
+    text = format_config(config)
+    again, warnings = parse_config_text(text, "normal.conf")
+    assert own_fields(again) == own_fields(config) and warnings == []
+    assert format_config(again) == text
 
 
 @settings(max_examples=400)
-@given(st.one_of(st.text(), st.lists(fragments, max_size=40).map("".join)))
-def test_random_text_raises_only_config_error(text: str) -> None:
-    for parser in (parse_config_text, parse_any):
+@given(texts)
+def test_random_text_raises_only_config_error_and_what_parses_round_trips(text: str) -> None:
+    for detect in (False, True):
         try:
-            parser(text, "fuzz.conf")
+            config = parse_any(text, "fuzz.conf").config if detect else parse_config_text(text, "fuzz.conf")[0]
         except ConfigError:
-            pass
+            event("refused")
+            continue
+        event("parsed: round trip checked")
+        normal_form_round_trips(config)
 
 
 # --- format detection and load_config -------------------------------------------------------------------

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from portsentinel.detector.config import KEYS, format_config, load_config, parse_config_text
@@ -157,10 +157,29 @@ fragments = st.sampled_from([
 ])
 
 
+#: Settings that parse, each key at most once, so that a good share of the fuzzed texts reach the round trip.
+good_lines = st.sampled_from([
+    'TCP_PORTS="1,11,15,79,111"', 'UDP_PORTS="1,7,9,69"', 'ADVANCED_PORTS_TCP="1024"', "# comment", "",
+    'ADVANCED_EXCLUDE_UDP="520,138"', 'SCAN_TRIGGER="2"', 'RESOLVE_HOST = "1"', 'BLOCK_TCP="1"',
+    'PORT_BANNER="** UNAUTHORIZED; ACCESS # PROHIBITED **"', 'KILL_HOSTS_DENY="ALL: $TARGET$ : DENY"',
+    'HISTORY_FILE="/var/lib/portsentry/portsentry.history"', 'IGNORE_FILE="/etc/portsentry/portsentry.ignore"',
+])
+
+
 @settings(max_examples=400)
-@given(st.one_of(st.text(), st.lists(fragments, max_size=40).map("".join)))
-def test_random_text_raises_only_config_error(text: str) -> None:
+@given(st.one_of(st.text(), st.lists(fragments, max_size=40).map("".join),
+                 st.lists(good_lines, max_size=12, unique=True).map("\n".join),
+                 st.lists(st.one_of(good_lines, fragments), max_size=12).map("\n".join)))
+def test_random_text_raises_only_config_error_and_what_parses_round_trips(text: str) -> None:
+    """A parsed portsentry.conf's normal form is the own format (what format_config writes, which has no
+    KILL_* or BLOCK_* keys): parsed again it gives the same settings, rendered again the same text."""
     try:
-        parse_portsentry_text(text, "fuzz.conf")
+        config, _ = parse_portsentry_text(text, "fuzz.conf")
     except ConfigError:
-        pass
+        event("refused")
+        return
+    event("parsed: round trip checked")
+    normal = format_config(config)
+    again, warnings = parse_config_text(normal, "normal.conf")
+    assert {k: getattr(again, k) for k in KEYS} == {k: getattr(config, k) for k in KEYS} and warnings == []
+    assert format_config(again) == normal

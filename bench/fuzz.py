@@ -8,7 +8,7 @@ Targets (each takes the fuzzer's bytes; anything but the documented error is a c
     record     portsentinel.record.from_json_line and validate (the record validator)
     address    portsentinel.record.canonical_address (ban addresses: plain IPv4/IPv6, nothing else)
     inifile    portsentinel.responder.config.inifile.parse_text + merge + interpolation (the layered INI reader)
-    portsentry portsentinel.detector.portsentry_conf.parse_portsentry_text (a classic portsentry.conf)
+    portsentry portsentinel.detector.config.portsentry_conf.parse_portsentry_text (a classic portsentry.conf)
     packet     portsentinel.detector.packet.parse and parse_tuple (IPv4/IPv6, extension headers, fragments)
     fragments  a stream of fuzzer-built IPv4/IPv6 fragments into portsentinel.detector.reassembly.Reassembler
     render     the shipped actions.d/*.conf rendered with hostile ban variables (portsentinel.responder.actions.render)
@@ -115,8 +115,8 @@ def target_inifile(data: bytes) -> None:
 
 
 def target_portsentry(data: bytes) -> None:
-    from portsentinel.detector.portsentry_conf import parse_portsentry_text
-    from portsentinel.detector.settings import ConfigError
+    from portsentinel.detector.config.model import ConfigError
+    from portsentinel.detector.config.portsentry_conf import parse_portsentry_text
 
     try:
         parse_portsentry_text(data.decode("utf-8", "replace"), "portsentry.conf")
@@ -298,8 +298,8 @@ def run_one(name: str, argv: list[str]) -> None:
     atheris = _atheris()
     func = FUNCS[name]
     with atheris.instrument_imports():
+        import portsentinel.detector.config.portsentry_conf  # noqa: F401
         import portsentinel.detector.packet  # noqa: F401
-        import portsentinel.detector.portsentry_conf  # noqa: F401
         import portsentinel.detector.reassembly  # noqa: F401
         import portsentinel.record  # noqa: F401
         import portsentinel.responder.actions.action  # noqa: F401

@@ -30,10 +30,10 @@ from portsentinel import record as R
 from portsentinel.common.hostproto import handled_protocols
 from portsentinel.detector.adapters.capture import RingCapture
 from portsentinel.detector.classify import classify
+from portsentinel.detector.config.model import DetectorConfig
 from portsentinel.detector.other import OtherSentries
 from portsentinel.detector.packet import Bad, parse, parse_tuple
 from portsentinel.detector.service import OTHER_BADS, Detector
-from portsentinel.detector.settings import DetectorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from portsentinel import __version__
 from portsentinel import record as R
 
-from .settings import ConfigError, DetectorConfig
+from .config.model import ConfigError, DetectorConfig
 
 log = logging.getLogger("portsentinel.detector")
 
@@ -46,7 +46,7 @@ def load(args: argparse.Namespace) -> tuple[DetectorConfig, list[str]]:
     """The configuration the options describe (raises ConfigError)."""
     warnings: list[str] = []
     if args.config:
-        from .config import load_config
+        from .config.files import load_config
 
         cfg, warnings = load_config(args.config)
     else:

@@ -21,9 +21,9 @@ from portsentinel import record as R
 from portsentinel.common.metrics import Exporter
 
 from .classify import classify
+from .config.model import DetectorConfig
 from .decide import Decider
 from .reassembly import Reassembler
-from .settings import DetectorConfig
 from .tracker import Tracker
 
 

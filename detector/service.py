@@ -34,13 +34,13 @@ from .adapters.sinks import Sink, open_sink
 from .bpf import build as build_bpf
 from .bpf import port_ranges
 from .classify import classify
+from .config.model import DetectorConfig
 from .decide import Decider
 from .metrics import PROTO_NAMES, tally_record
 from .metrics import exporter as metrics_exporter
 from .other import OtherSentries
 from .packet import V4_L4, Bad, OtherTuple, Probe, ProbeTuple, parse, parse_other, parse_tuple
 from .reassembly import Reassembler
-from .settings import DetectorConfig
 from .tracker import SourceState, Tracker, masker
 
 log = logging.getLogger("portsentinel.detector")

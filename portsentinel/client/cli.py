@@ -181,8 +181,8 @@ def _config_dir(args: argparse.Namespace) -> Path:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Every error of the detector's config and of every jail, filter and action, with file:line:key."""
-    from portsentinel.detector.config import load_config
-    from portsentinel.detector.settings import ConfigError, DetectorConfig
+    from portsentinel.detector.config.files import load_config
+    from portsentinel.detector.config.model import ConfigError, DetectorConfig
     from portsentinel.responder.actions.action import load_action
     from portsentinel.responder.config.inifile import IniError
     from portsentinel.responder.config.jailconf import load

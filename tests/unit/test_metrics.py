@@ -14,11 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from portsentinel import record as R
 from portsentinel.common.metrics import Exporter, parse_listen
-from portsentinel.detector.config import parse_config_text
+from portsentinel.detector.config.model import ConfigError, DetectorConfig
+from portsentinel.detector.config.own_grammar import parse_config_text
 from portsentinel.detector.metrics import MAX_PORTS, DetectorCollector, probe_kinds, tally_record
 from portsentinel.detector.metrics import NAMES as DETECTOR_NAMES
 from portsentinel.detector.service import Counters, Detector
-from portsentinel.detector.settings import ConfigError, DetectorConfig
 from portsentinel.responder.core.bans import Ban
 from portsentinel.responder.metrics import NAMES as RESPONDER_NAMES
 from portsentinel.responder.metrics import ResponderMetrics, unban_reason

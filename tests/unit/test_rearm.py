@@ -19,9 +19,9 @@ from portsentinel import record as R
 from portsentinel.common import rearm as M
 from portsentinel.detector.adapters import procnet
 from portsentinel.detector.adapters.rearm import RearmSocket
+from portsentinel.detector.config.model import DetectorConfig
 from portsentinel.detector.decide import Decider
 from portsentinel.detector.service import Detector
-from portsentinel.detector.settings import DetectorConfig
 from portsentinel.detector.tracker import Tracker
 from portsentinel.responder.actions.action import KERNEL_GRACE
 from portsentinel.responder.actions.executor import Executor

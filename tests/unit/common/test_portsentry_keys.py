@@ -31,7 +31,7 @@ def test_errors_name_file_line_and_key(text: str, where: str, reason: str) -> No
 
 def test_both_stages_accept_the_same_files() -> None:
     """The detector's classic-config reader and import-portsentry agree on what a line holds."""
-    from portsentinel.detector.portsentry_conf import parse_portsentry_text
+    from portsentinel.detector.config.portsentry_conf import parse_portsentry_text
     from portsentinel.responder.config.portsentry import read_keys
 
     text = 'TCP_PORTS=1, 11, 15 # unquoted, with spaces\nKILL_HOSTS_DENY="ALL: $TARGET$ : DENY"\n'

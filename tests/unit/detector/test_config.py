@@ -10,17 +10,12 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from portsentinel.detector.config import (
-    KEYS,
-    detect_format,
-    format_config,
-    load_config,
-    parse_any,
-    parse_config_text,
-    read_ignore_file,
-)
-from portsentinel.detector.config_values import FORMAT_OWN, FORMAT_PORTSENTRY, MODES
-from portsentinel.detector.settings import ConfigError, DetectorConfig
+from portsentinel.detector.config.detect import detect_format, parse_any
+from portsentinel.detector.config.files import load_config, read_ignore_file
+from portsentinel.detector.config.model import ConfigError, DetectorConfig
+from portsentinel.detector.config.own_grammar import KEYS, parse_config_text
+from portsentinel.detector.config.own_render import format_config
+from portsentinel.detector.config.values import FORMAT_OWN, FORMAT_PORTSENTRY, MODES
 from tests.conftest import ROOT
 
 NET = ipaddress.ip_network

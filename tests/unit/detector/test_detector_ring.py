@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from portsentinel import record as R
 from portsentinel.detector.adapters import procnet
 from portsentinel.detector.adapters.capture import RingCapture
+from portsentinel.detector.config.model import DetectorConfig
 from portsentinel.detector.service import Detector
-from portsentinel.detector.settings import DetectorConfig
 
 FRAME, NFRAMES, NET_OFF = 512, 16, 80
 

@@ -9,10 +9,12 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from portsentinel.detector.config import KEYS, format_config, load_config, parse_config_text
-from portsentinel.detector.config_values import FORMAT_PORTSENTRY
-from portsentinel.detector.portsentry_conf import parse_portsentry_text
-from portsentinel.detector.settings import DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, ConfigError, DetectorConfig
+from portsentinel.detector.config.files import load_config
+from portsentinel.detector.config.model import DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, ConfigError, DetectorConfig
+from portsentinel.detector.config.own_grammar import KEYS, parse_config_text
+from portsentinel.detector.config.own_render import format_config
+from portsentinel.detector.config.portsentry_conf import parse_portsentry_text
+from portsentinel.detector.config.values import FORMAT_PORTSENTRY
 from tests.conftest import stock_file
 
 
@@ -50,7 +52,7 @@ def test_debian_stock_file_loads() -> None:
 
 
 def test_debian_stock_ignore_file_reads() -> None:
-    from portsentinel.detector.config import read_ignore_file
+    from portsentinel.detector.config.files import read_ignore_file
 
     path = str(stock_file("portsentry", "etc/portsentry/portsentry.ignore.static"))
     networks, warnings = read_ignore_file(path)

@@ -19,11 +19,11 @@ from portsentinel.common import hostproto
 from portsentinel.detector.adapters import procnet
 from portsentinel.detector.bpf import build
 from portsentinel.detector.classify import classify_sctp
-from portsentinel.detector.config import parse_config_text
+from portsentinel.detector.config.model import ConfigError, DetectorConfig
+from portsentinel.detector.config.own_grammar import parse_config_text
 from portsentinel.detector.other import KEY_BYTE, PROTO_IP, OtherSentries
 from portsentinel.detector.packet import Bad, parse, parse_other
 from portsentinel.detector.service import OTHER_BADS
-from portsentinel.detector.settings import ConfigError, DetectorConfig
 from portsentinel.detector.tracker import Tracker
 from tests.unit.detector import test_detector_ring as ring_test
 from tests.unit.detector.test_bpf import run_bpf

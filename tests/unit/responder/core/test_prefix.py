@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from portsentinel import record as R
-from portsentinel.detector.config import load_config
+from portsentinel.detector.config.files import load_config
 from portsentinel.detector.decide import Decider
 from portsentinel.detector.tracker import Tracker, masker
 from portsentinel.responder.actions.variables import validate_vars

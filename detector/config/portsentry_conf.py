@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from portsentinel.common.portsentry_keys import KeyLineError, read_entries
-from portsentinel.detector.config_values import (
+from portsentinel.detector.config.model import ConfigError, DetectorConfig
+from portsentinel.detector.config.values import (
     FORMAT_PORTSENTRY,
     Parsed,
     Value,
@@ -30,7 +31,6 @@ from portsentinel.detector.config_values import (
     parse_prefix,
     parse_text,
 )
-from portsentinel.detector.settings import ConfigError, DetectorConfig
 
 
 def parse_block(value: Value) -> int:

@@ -1,7 +1,7 @@
 """The detector's configuration values: one function per kind of value, each turning the text of a key (with
 where it was written) into a typed value or a ``file:line: key: reason`` error, and the checks of combinations
-of options. Shared by both file formats (``config.py``'s own format, ``portsentry_conf.py``'s classic one); the
-grammar itself is :mod:`portsentinel.common.values`. No I/O.
+of options. Shared by both file formats (``own_grammar.py``'s own format, ``portsentry_conf.py``'s classic
+one); the grammar itself is :mod:`portsentinel.common.values`. No I/O.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from portsentinel.common import values
-from portsentinel.detector.settings import ConfigError, DetectorConfig, IPNetwork
+from portsentinel.detector.config.model import ConfigError, DetectorConfig, IPNetwork
 
 FORMAT_OWN = "portsentinel"
 FORMAT_PORTSENTRY = "portsentry"

@@ -1,7 +1,7 @@
 """The detector's typed configuration: one object that every part of the detector reads.
 
-Parsers (``config.py`` for the project's own format, ``portsentry_conf.py`` for a classic portsentry.conf)
-fill it; the command line overrides some fields afterwards. No I/O here.
+Parsers (``own_grammar.py`` for the project's own format, ``portsentry_conf.py`` for a classic
+portsentry.conf) fill it; the command line overrides some fields afterwards. No I/O here.
 """
 
 from __future__ import annotations

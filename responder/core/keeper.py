@@ -31,17 +31,20 @@ log = logging.getLogger("portsentinel.responder")
 
 
 class Keeper:
-    def __init__(self, store: Store, book: BanBook, executor: Executor, report: Callable[..., None]) -> None:
+    def __init__(self, store: Store, book: BanBook, executor: Executor, report: Callable[..., None],
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.book = book
         self.executor = executor
         self.report = report
+        #: The wall clock (the scenario tests pass the time their records carry: tests/scenarios).
+        self.clock = clock
         self.pending = PendingUnbans()
 
     def restore(self, jails: Collection[str]) -> None:
         """Bans from the database: the expired ones lifted, the others re-applied in one batch; unbans that were
         pending when the responder stopped (or died) run again."""
-        now = time.time()
+        now = self.clock()
         keep: list[Ban] = []
         expired: list[Ban] = []
         for b in self.store.bans():
@@ -79,14 +82,14 @@ class Keeper:
         self.store.commit(added=bans, cursors=cursors)
         if bans:
             self._crash_point("ban-committed")
-            self.executor.ban_many(bans, now=time.time())
+            self.executor.ban_many(bans, now=self.clock())
             self._crash_point("ban-applied")
 
     def lift(self, bans: list[Ban], reason: str) -> None:
         """Unban: pending in the store first, then the actions; pending until every one of them succeeded."""
         if not bans:
             return
-        now = time.time()
+        now = self.clock()
         self.store.commit(unbanning=[(b, reason) for b in bans], now=now)
         self._crash_point("unban-committed")
         for b in bans:
@@ -95,11 +98,11 @@ class Keeper:
 
     def unban_due(self) -> None:
         """Run the pending unbans whose time has come."""
-        for p in self.pending.due(time.time()):
+        for p in self.pending.due(self.clock()):
             b = p.ban
-            done, failed = self.executor.lift(b, now=time.time(), attempt=p.attempts)
+            done, failed = self.executor.lift(b, now=self.clock(), attempt=p.attempts)
             if failed:
-                delay = self.pending.failed(p, time.time())
+                delay = self.pending.failed(p, self.clock())
                 log.warning("jail %s: unban of %s pending (%s failed); next try in %gs", b.jail, b.ip,
                             ", ".join(failed), delay)
                 continue
@@ -119,7 +122,7 @@ class Keeper:
         objects; one simply gone goes after the new ones hold the bans); an added jail gets its bans that the
         store kept while it was absent."""
         ex = self.executor
-        now = time.time()
+        now = self.clock()
         for jail in plan.removed:
             bans = self.book.in_jail(jail)
             for b in bans:

@@ -86,6 +86,8 @@ F_BANTIME = "PS_BANTIME"
 F_STATUS = "PS_STATUS"
 F_STDERR = "PS_STDERR"
 F_DETAIL = "PS_DETAIL"
+#: How many bans one aggregated ban record stands for (its PS_SRC repeats once per address; docs/records.md).
+F_BATCH = "PS_BATCH"
 # The fleet (docs/fleet.md): a responder decision to share, and a remote ban's origin and figures.
 #: 1 on a responder decision whose jail shares its bans (``share = true``): the fleet daemon publishes it.
 F_SHARE = "PS_SHARE"

@@ -1,11 +1,21 @@
 """The responder's own records: every decision (ban, unban, ignored, failed, start, stop) written through one
 :meth:`Reporter.report`, to journald or JSON lines (responder.adapters.decisions), counted by the metrics, and
-every ban that ends told to the detector (its re-arm socket) so a returning scanner is a new scan."""
+every ban that ends told to the detector (its re-arm socket) so a returning scanner is a new scan.
+
+Ban records are held until the end of the loop turn (or the next record of another kind, which keeps the order).
+When journald takes them and a turn banned :data:`AGGREGATE_MIN` addresses or more (a catch-up, a restart, a
+flood), the bans that share their fields are written as one entry per :data:`AGGREGATE_MAX` addresses, PS_SRC
+repeated once per address and PS_BATCH their number: ``journalctl PS_SRC=ADDR`` still finds each, and 100,000
+bans are 400 entries, far below journald's rate limit (10,000 per 30 s by default). Fields that differ between
+such bans (bantime, hits, port, until, offence) are left out of the entry and summarised in its MESSAGE. A shared
+ban (PS_SHARE=1, read by the fleet daemon) and a network ban are always written on their own.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 from portsentinel import record as R
 from portsentinel.common.wake import send_wake
@@ -17,6 +27,16 @@ from portsentinel.responder.core.forgery import ForgeryTally, Report, describe, 
 from portsentinel.responder.metrics import ResponderMetrics
 
 log = logging.getLogger("portsentinel.responder")
+
+#: A turn with at least this many ban records writes them aggregated (journald only).
+AGGREGATE_MIN = 16
+#: At most this many addresses in one aggregated entry (journald's entry stays well under its size limits).
+AGGREGATE_MAX = 256
+#: Fields that may differ between the bans of one aggregated entry: left out of it, summarised in MESSAGE.
+VARYING = frozenset({R.F_MESSAGE, R.F_TIME, R.F_SRC, R.F_BANTIME, R.F_HITS, R.F_PORT, R.F_UNTIL, R.F_OFFENCE,
+                     R.F_ORIGINS})
+#: Bounds the ban records held in one turn (written, aggregated, when reached).
+HOLD_MAX = 65_536
 
 
 def priority(event: R.Event) -> int:
@@ -36,6 +56,9 @@ class Reporter:
         self.metrics = metrics
         self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (core.forgery)
         self.rearmed: set[str] = set()  # targets re-armed in this loop turn
+        self._bans: list[dict[str, str]] = []  # ban records of this turn, not written yet
+        #: Aggregated entries written (each standing for 2 to AGGREGATE_MAX bans), for the tests and the bench.
+        self.aggregated = 0
 
     def report(self, event: R.Event, message: str, **fields: str) -> None:
         if (event is R.Event.UNBAN and fields.get(R.F_SRC)
@@ -57,16 +80,74 @@ class Reporter:
         self.metrics.on_record(rec)
         if rec.get(R.F_SHARE) == "1":
             self.shared = True
-        if event in (R.Event.BAN, R.Event.UNBAN, R.Event.IGNORED) and self.decisions.name == "journal":
+        journal = self.decisions.name == "journal"
+        if event in (R.Event.BAN, R.Event.UNBAN, R.Event.IGNORED) and journal:
             level = logging.DEBUG  # the record itself is in the journal: no second copy on stderr
         else:
             level = logging.WARNING if prio <= R.PRIORITY_WARNING else logging.INFO
         if log.isEnabledFor(level):
             log.log(level, "%s", message)
+        if (journal and event is R.Event.BAN and R.F_SRC in rec and R.F_SRC_NET not in rec
+                and R.F_DETAIL not in rec and rec.get(R.F_SHARE) != "1"):
+            self._bans.append(rec)  # held to the end of the turn, maybe aggregated
+            if len(self._bans) >= HOLD_MAX:
+                self.write_bans()
+            return
+        self.write_bans()  # what was held goes first: records stay in order
+        self._write(rec)
+
+    def _write(self, rec: dict[str, str]) -> None:
         try:
             self.decisions.write(R.validate(rec))
         except (OSError, R.RecordError) as exc:
             log.error("cannot write decision record: %s", exc)
+
+    def write_bans(self) -> None:
+        """The ban records held in this turn written: one by one when they are few, else aggregated."""
+        held, self._bans = self._bans, []
+        if len(held) < AGGREGATE_MIN:
+            for rec in held:
+                self._write(rec)
+            return
+        groups: dict[tuple[tuple[str, str], ...], list[dict[str, str]]] = {}
+        for rec in held:
+            key = tuple(sorted((k, v) for k, v in rec.items() if k not in VARYING))
+            groups.setdefault(key, []).append(rec)
+        for key, recs in groups.items():
+            if len(recs) == 1:
+                self._write(recs[0])
+                continue
+            for i in range(0, len(recs), AGGREGATE_MAX):
+                self._write_aggregate(dict(key), recs[i:i + AGGREGATE_MAX])
+
+    def _write_aggregate(self, common: dict[str, str], recs: list[dict[str, str]]) -> None:
+        """One entry for ``recs``, bans that agree on ``common``: PS_SRC repeated, PS_BATCH their number."""
+        srcs = [r[R.F_SRC] for r in recs]
+        varying = []
+        for name in sorted(VARYING - {R.F_MESSAGE, R.F_TIME, R.F_SRC}):
+            values = {r.get(name, "") for r in recs}
+            if len(values) == 1:
+                if (value := values.pop()) != "":
+                    common[name] = value
+            else:
+                varying.append(f"{name} {_span(values)}")
+        shown = ", ".join(srcs[:16]) + (f" and {len(srcs) - 16} more" if len(srcs) > 16 else "")
+        bantime = common.get(R.F_BANTIME)
+        length = "" if bantime is None else " forever" if bantime == "-1" else f" for {bantime}s"
+        message = (f"jail {common.get(R.F_JAIL, '')}: banned {len(srcs)} addresses{length} by "
+                   f"{common.get(R.F_ACTION) or 'no action'} (one record for the batch): {shown}"
+                   + (f"; {'; '.join(varying)}" if varying else ""))
+        fields = {**common, R.F_MESSAGE: message, R.F_TIME: recs[-1][R.F_TIME], R.F_SRC: srcs[0],
+                  R.F_BATCH: str(len(srcs))}
+        try:
+            record = R.validate(fields)  # once for the batch; each address is canonical (the engine made it so)
+            self.decisions.write_aggregate(record, srcs[1:])
+            self.aggregated += 1
+        except (OSError, R.RecordError, ValueError) as exc:
+            log.error("cannot write an aggregated decision record (%d bans; writing them one by one): %s",
+                      len(recs), exc)
+            for rec in recs:
+                self._write(rec)
 
     def ban_ends(self, ban: Ban) -> None:
         """A ban is about to be lifted: tell the detector first (docs/responder.md, "A scanner that comes back").
@@ -101,11 +182,25 @@ class Reporter:
             self._forgery(r)
 
     def turn_done(self) -> None:
-        """End of a loop turn: decisions made durable (JSON lines: one fdatasync), the fleet daemon woken when
-        one of them is to be shared (it reads them now, not at journald's next notification), re-arms sent."""
+        """End of a loop turn: held ban records written, decisions made durable (JSON lines: one fdatasync),
+        the fleet daemon woken when one of them is to be shared (it reads them now, not at journald's next
+        notification), re-arms sent."""
+        self.write_bans()
         self.decisions.flush()
         if self.shared:
             self.shared = False
             send_wake(self.fleet_wake)
         self.rearm.flush()
         self.rearmed.clear()
+
+
+def _span(values: Iterable[str]) -> str:
+    """``min..max`` of numeric texts (e.g. bantimes of one batch), else how many distinct values."""
+    nums = []
+    for v in values:
+        try:
+            nums.append(float(v))
+        except ValueError:
+            return f"{len(set(values))} values"
+    lo, hi = min(nums), max(nums)
+    return f"{lo:g}..{hi:g}"

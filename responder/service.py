@@ -48,6 +48,10 @@ from portsentinel.responder.records import Reporter
 
 log = logging.getLogger("portsentinel.responder")
 
+#: Entries read from a source and decided together: their bans are one sqlite transaction and one nft batch per
+#: table (the bulk path: a fleet catch-up or a flood of records is applied in a few transactions).
+READ_BATCH = 16_384
+
 
 @dataclass
 class Options:
@@ -236,11 +240,11 @@ class Responder:
         deadline = time.monotonic() + settle
         total = 0
         while True:
-            entries = src.read(1024)
+            entries = src.read(READ_BATCH)
             if entries:
                 total += len(entries)
                 self._apply(name, entries)
-                if len(entries) >= 1024:
+                if len(entries) >= READ_BATCH:
                     continue
                 break
             if total or time.monotonic() >= deadline:

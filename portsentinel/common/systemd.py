@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from portsentinel import record as R
 
@@ -27,19 +27,27 @@ def journal_available(socket_path: str = JOURNAL_SOCKET) -> bool:
 
 
 class JournalWriter:
-    """One journald entry per record; the fields are the schema's names, MESSAGE the record's message."""
+    """One journald entry per record; the fields are the schema's names, MESSAGE the record's message.
+
+    Entries go through python-systemd's ``sendv`` with exactly the record's fields: its ``send`` would also walk
+    the caller's stack (and read its source file) for CODE_FILE/CODE_LINE/CODE_FUNC on every entry, which cost
+    about 0.1 ms per record, the largest part of writing one."""
 
     name = "journal"
 
     def __init__(self) -> None:
         from systemd import journal
 
-        self._send: Callable[..., None] = journal.send
+        self._sendv: Callable[..., None] = journal.sendv
 
-    def write(self, record: R.Record) -> None:
-        fields = R.to_journal_fields(record)
-        message = fields.pop(R.F_MESSAGE)
-        self._send(message, **fields)
+    def write(self, record: R.Record, repeated: tuple[str, Iterable[str]] | None = None) -> None:
+        """Write one entry; ``repeated`` = (NAME, values) adds the field NAME once per value (journald keeps
+        every value of a field that repeats, and ``journalctl NAME=VALUE`` finds the entry by any of them)."""
+        args = [f"{name}={value}" for name, value in R.to_journal_fields(record).items()]
+        if repeated is not None:
+            name, values = repeated
+            args.extend(f"{name}={value}" for value in values)
+        self._sendv(*args)
 
     def flush(self) -> None:
         """Nothing to do: journald has each entry when write() returns."""

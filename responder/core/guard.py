@@ -25,14 +25,26 @@ class NeverBan:
 
     def why(self, ip: str, ignoreip: Iterable[IPNetwork] = (), ignoreself: bool = True) -> str | None:
         """The reason ``ip`` must not be banned, or None."""
-        addr = ipaddress.ip_address(canonical_address(ip))  # v4-mapped → v4; a zone id is refused
+        text = canonical_address(ip)  # v4-mapped → v4; a zone id is refused
+        nets = ignoreip if isinstance(ignoreip, tuple | list) else list(ignoreip)
+        if ":" not in text:  # IPv4 from its text (the bulk path: no address object per ban unless ignoreip)
+            first = int(text[:text.index(".")])
+            if first == 127 or 224 <= first <= 239 or text == "0.0.0.0":
+                return "loopback, unspecified or multicast address"
+            if ignoreself:
+                reason = self.reasons.get(text)
+                if reason:
+                    return reason
+            if not nets:
+                return None
+        addr = ipaddress.ip_address(text)
         if addr.is_loopback or addr.is_unspecified or addr.is_multicast:
             return "loopback, unspecified or multicast address"
         if ignoreself:
-            reason = self.reasons.get(str(addr))
+            reason = self.reasons.get(text)
             if reason:
                 return reason
-        for net in ignoreip:
+        for net in nets:
             if addr.version == net.version and addr in net:
                 return f"ignoreip {net}"
         return None

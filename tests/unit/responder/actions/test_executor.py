@@ -86,3 +86,28 @@ def test_ban_vars_carry_mode_and_matches() -> None:
     assert str(out["matches"]).startswith("attackalert: TCP SYN")
     restored = BanVars.of(Ban("j", "192.0.2.7", 100.0, 700.0, info={"port": "23"}), 100.0).context()
     assert "matches" not in restored and "mode" not in restored  # from the store: no matches
+
+
+def test_a_failed_batch_falls_back_per_element_and_nothing_is_lost() -> None:
+    """The bulk path: one transaction for every element; when the kernel refuses it, each element on its own,
+    so the one bad element fails (reported, retried) and every other ban is still in force and reported."""
+    class Refusing(FakeRunner):
+        def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None) -> Result:
+            self.calls.append((list(argv), input))
+            bad = input is not None and "198.51.100.13 timeout" in input  # a batch holding it fails as a whole
+            return Result(tuple(argv), 1 if bad else 0, stderr="Error: Could not process rule" if bad else "")
+
+    runner = Refusing()
+    ex, reports = _executor([ActionRef("nftables", {"name": "scan"}, "x")], runner)
+    ex.start("scan", now=1000.0)
+    started = len(runner.calls)
+    bans = [Ban("scan", f"198.51.100.{i}", 1000.0, 1600.0) for i in range(1, 201)]
+    applied = ex.ban_many(bans, now=1000.0)
+    scripts = [c[1] or "" for c in runner.calls[started:]]
+    assert len(scripts) == 1 + 200  # the batch, then one element at a time
+    held = {b.ip for b, names in applied if names == ["nftables"]}
+    assert held == {b.ip for b in bans} - {"198.51.100.13"}
+    failed = [f for ev, _, f in reports if ev is R.Event.FAILED]
+    assert [f["PS_SRC"] for f in failed] == ["198.51.100.13"] and ex.next_retry() == 1001.0
+    banned = [f["PS_SRC"] for ev, _, f in reports if ev is R.Event.BAN]
+    assert sorted(banned) == sorted(b.ip for b in bans)  # every ban has its record (one with no action)

@@ -1,0 +1,102 @@
+"""responder.records: ban records held to the end of the turn and, many at once, aggregated into one journal
+entry per batch with PS_SRC repeated (read back from the private journald); JSON lines keep one line per ban."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from portsentinel import record as R
+from portsentinel.responder.adapters.decisions import DecisionLog
+from portsentinel.responder.adapters.rearm import RearmSender
+from portsentinel.responder.metrics import ResponderMetrics
+from portsentinel.responder.records import AGGREGATE_MAX, AGGREGATE_MIN, Reporter
+from tests.journal import entries, new_tag
+
+_OPEN: list[Reporter] = []
+
+
+@pytest.fixture(autouse=True)
+def _close() -> Iterator[None]:
+    yield
+    while _OPEN:
+        rep = _OPEN.pop()
+        rep.rearm.close()
+        rep.decisions.close()
+
+
+def _reporter(tmp_path: Path, journal: bool) -> Reporter:
+    rep = Reporter(DecisionLog(str(tmp_path / "d.jsonl"), use_journal=journal), RearmSender(str(tmp_path / "r")),
+                   ResponderMetrics())
+    _OPEN.append(rep)
+    return rep
+
+
+def _ban(rep: Reporter, ip: str, tag: str, bantime: str = "600", **extra: str) -> None:
+    rep.report(R.Event.BAN, f"jail bulk: banned {ip}", PS_JAIL="bulk", PS_SRC=ip, PS_ACTION="nftables",
+               PS_BANTIME=bantime, PS_SCAN="syn", PS_TEST=tag, **extra)
+
+
+def _addresses(n: int, third: int = 7) -> list[str]:
+    return [f"198.51.{third + i // 250}.{1 + i % 250}" for i in range(n)]
+
+
+def test_many_bans_are_aggregated_and_every_address_is_found(journald: str, tmp_path: Path) -> None:
+    tag = new_tag()
+    rep = _reporter(tmp_path, journal=True)
+    ips = _addresses(AGGREGATE_MAX + 44)  # two entries: 256 and 44 addresses
+    for i, ip in enumerate(ips):
+        _ban(rep, ip, tag, bantime=str(600 - (i % 3)))  # bantimes differ: summarised, not repeated
+    rep.turn_done()
+    got = entries(tag, 2)
+    assert len(got) == 2 and rep.aggregated == 2
+    srcs = [s for e in got for s in (e["PS_SRC"] if isinstance(e["PS_SRC"], list) else [e["PS_SRC"]])]
+    assert sorted(srcs) == sorted(ips)  # every address once, none lost
+    assert sorted(int(e["PS_BATCH"]) for e in got) == [44, AGGREGATE_MAX]
+    for e in got:
+        assert e["PS_EVENT"] == "ban" and e["PS_JAIL"] == "bulk" and e["PS_SCAN"] == "syn"
+        assert "PS_BANTIME" not in e and "PS_BANTIME 598..600" in e["MESSAGE"]
+    # journalctl PS_SRC=ADDR finds the entry by any of its addresses
+    out = subprocess.run(["journalctl", "--no-pager", "-o", "json", f"PS_TEST={tag}", f"PS_SRC={ips[-1]}"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()
+    assert len(out) == 1 and ips[-1] in json.loads(out[0])["PS_SRC"]
+
+
+def test_few_bans_and_other_records_keep_their_own_entries_in_order(journald: str, tmp_path: Path) -> None:
+    tag = new_tag()
+    rep = _reporter(tmp_path, journal=True)
+    ips = _addresses(AGGREGATE_MIN - 1, third=20)
+    for ip in ips:
+        _ban(rep, ip, tag)
+    rep.report(R.Event.UNBAN, "jail bulk: unbanned one", PS_JAIL="bulk", PS_SRC=ips[0], PS_TEST=tag,
+               PS_DETAIL="manual")
+    got = entries(tag, len(ips) + 1)
+    assert [e["PS_SRC"] for e in got] == [*ips, ips[0]]  # the held bans went first: order kept
+    assert all("PS_BATCH" not in e and e["PS_BANTIME"] == "600" for e in got[:-1])
+    assert rep.aggregated == 0
+
+
+def test_shared_and_network_bans_are_never_aggregated(journald: str, tmp_path: Path) -> None:
+    tag = new_tag()
+    rep = _reporter(tmp_path, journal=True)
+    ips = _addresses(AGGREGATE_MIN * 2, third=30)
+    for ip in ips:
+        _ban(rep, ip, tag, PS_SHARE="1")  # the fleet daemon reads one address per shared decision
+    rep.turn_done()
+    got = entries(tag, len(ips))
+    assert sorted(e["PS_SRC"] for e in got) == sorted(ips) and rep.aggregated == 0
+
+
+def test_json_lines_get_one_line_per_ban(tmp_path: Path) -> None:
+    rep = _reporter(tmp_path, journal=False)
+    ips = _addresses(AGGREGATE_MIN * 4, third=40)
+    for ip in ips:
+        _ban(rep, ip, "x")
+    rep.turn_done()
+    lines = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert [rec["PS_SRC"] for rec in lines] == ips and rep.aggregated == 0
+    assert rep.metrics.bans["bulk"] == len(ips)

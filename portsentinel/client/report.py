@@ -191,7 +191,14 @@ def _journal(since: float, until: float) -> Iterator[dict[str, str]]:
         except ValueError:
             continue
         if isinstance(rec, dict):
-            yield {k: v for k, v in rec.items() if isinstance(v, str)}
+            fields = {k: v for k, v in rec.items() if isinstance(v, str)}
+            srcs = rec.get(R.F_SRC)
+            if isinstance(srcs, list):  # an aggregated ban record (docs/records.md "Volume"): one per address
+                for src in srcs:
+                    if isinstance(src, str):
+                        yield {**fields, R.F_SRC: src}
+            else:
+                yield fields
 
 
 def _files(paths: list[str]) -> Iterator[dict[str, str]]:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.lab.detector import DetectorProcess, nmap, tool
 from tests.lab.netns import Host, Lab
-from tests.lab.pipeline import ResponderProcess, make_config
+from tests.lab.pipeline import ResponderProcess, make_config, per_address
 
 pytestmark = pytest.mark.lab
 
@@ -85,7 +85,7 @@ def test_report_from_the_journal(lab: Lab, tmp_path: Path, journald: str) -> Non
 
     detector = [r for r in journal("SYSLOG_IDENTIFIER=portsentinel-detector") if recent(r) and r.get("PS_SRC")]
     scans = [r for r in detector if r.get("PS_EVENT") == "scan"]
-    bans = [r for r in journal("SYSLOG_IDENTIFIER=portsentinel-responder", "PS_EVENT=ban")
+    bans = [r for e in journal("SYSLOG_IDENTIFIER=portsentinel-responder", "PS_EVENT=ban") for r in per_address(e)
             if recent(r) and r.get("PS_JAIL") and not r.get("PS_DETAIL", "").startswith("retry=")]
     sources_seen = {r["PS_SRC"] for r in detector if r.get("PS_EVENT") in ("scan", "summary")}
     assert {r["PS_SRC"] for r in scans} >= set(sources) and {r.get("PS_SRC") for r in bans} >= set(sources)

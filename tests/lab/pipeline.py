@@ -81,13 +81,22 @@ class ResponderProcess(LabProcess):
             out = subprocess.run(["journalctl", "--no-pager", "-o", "json", "SYSLOG_IDENTIFIER=portsentinel-responder",
                                   *matches], capture_output=True, text=True)
             recs = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-        return recs
+        return [view for rec in recs for view in per_address(rec)]
 
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self._err.close()
+
+
+def per_address(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """A journal entry as the tests read decisions: an aggregated ban record (PS_SRC repeated, PS_BATCH; see
+    docs/records.md "Volume") is one view per address, each with its own PS_SRC; any other entry is itself."""
+    srcs = entry.get("PS_SRC")
+    if not isinstance(srcs, list):
+        return [entry]
+    return [{**entry, "PS_SRC": src} for src in srcs]
 
 
 def detector_for(host: Host, base: Path, modes: str, *, output: str = "jsonl") -> DetectorProcess:

@@ -15,6 +15,8 @@ from typing import Any
 
 from portsentinel.common import paths
 
+from . import fleet_cmd
+
 
 def _script(name: str) -> str:
     """A sibling console script (same venv or prefix as this one), else the name for PATH lookup."""
@@ -403,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("file", help="the portsentry.conf")
     ip.add_argument("--bantime", default="-1", help="bantime of the jails (default -1: forever, as PortSentry)")
     ip.set_defaults(func=cmd_import_portsentry)
+    fleet_cmd.add_parser(sub)
     return p
 
 

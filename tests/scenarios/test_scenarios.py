@@ -61,6 +61,7 @@ def test_a_wrong_bantime_and_a_missing_decision_fail(tmp_path: Path) -> None:
     ("--- jail\n[scan]\naction = nftables\n--- records\n--- expect\n", "the runner sets every jail's action"),
     ("--- records\n--- expect\n5 banned scan 192.0.2.1\n", ":3: expected 'TIME ban|unban|"),
     ("--- host\nfriend 192.0.2.1\n", ":2: expected 'own|gateway|resolver ADDRESS'"),
+    ("--- records\nrestart soon\n--- expect\n", ":2: expected 'restart SECONDS'"),
     ("stray text\n", ":1: text outside a section"),
     ("--- expect\n", "needs a '--- records' and an '--- expect' section"),
 ])

@@ -51,9 +51,9 @@ class Remote:
 
     def info(self) -> dict[str, str]:
         """What the ban keeps about its origin (Ban.info, stored with it): the ban and unban records carry it."""
+        # (no "note": a ban record with PS_DETAIL is written on its own, and a catch-up's must be aggregated)
         out = {"origin": self.origin, "origin_jail": self.origin_jail, "origins": str(self.origins),
-               "origin_offence": str(self.offence),
-               "note": f"remote ban from {self.origin} (jail {self.origin_jail}), {self.origins} origin(s)"}
+               "origin_offence": str(self.offence)}
         if self.until is not None:
             out["origin_until"] = f"{self.until:.3f}"
         if self.scan:

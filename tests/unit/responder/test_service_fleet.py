@@ -141,7 +141,7 @@ def test_the_fleet_jail_follows_the_daemons_file(responder: tuple[Responder, Pat
     assert bans["198.51.100.9"]["PS_ORIGIN"] == "host-a"
     b = bans["198.51.100.7"]
     assert b["PS_ORIGIN"] == "host-a" and b["PS_ORIGINS"] == "2" and "PS_SHARE" not in b
-    assert "remote ban from host-a (jail portsentinel), 2 origin(s)" in b["MESSAGE"]
+    assert "PS_DETAIL" not in b  # (a catch-up's ban records may then be aggregated)
     refused = [d for d in out if d["PS_EVENT"] == "ignored" and d.get("PS_SRC") == "127.0.0.1"]
     assert refused and refused[0]["PS_ORIGIN"] == "host-a" and "never banned" in refused[0]["MESSAGE"]
     assert any("not JSON" in d["MESSAGE"] for d in out if d["PS_EVENT"] == "ignored")

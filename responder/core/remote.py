@@ -77,10 +77,10 @@ def origin_fields(info: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in out.items() if v}
 
 
-def _count(fields: Mapping[str, str], name: str) -> int:
+def _count(fields: Mapping[str, str], name: str, low: int = 1) -> int:
     text = fields.get(name, "1") or "1"
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_COUNT:
-        raise ValueError(f"{name} {text[:20]!r} is not a count from 1 to {MAX_COUNT}")
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= MAX_COUNT:
+        raise ValueError(f"{name} {text[:20]!r} is not a count from {low} to {MAX_COUNT}")
     return int(text)
 
 
@@ -115,7 +115,9 @@ def parse(fields: Mapping[str, str]) -> Remote:
             raise ValueError(f"{R.F_UNTIL} {text[:40]!r} is not a time (epoch seconds)") from None
         if not math.isfinite(until) or until < 0:
             raise ValueError(f"{R.F_UNTIL} {text[:40]!r} is not a time (epoch seconds)")
-    return Remote(event, target, src, origin, origin_jail, until, _count(fields, R.F_ORIGINS),
+    # an unban line counts the origins still banning the source after it: 0 when the last one let go
+    origins = _count(fields, R.F_ORIGINS, low=0 if event == "unban" else 1)
+    return Remote(event, target, src, origin, origin_jail, until, origins,
                   _count(fields, R.F_OFFENCE), fields.get(R.F_SCAN, ""), fields.get(R.F_VERIFIED) == "1",
                   fleet_wide)
 

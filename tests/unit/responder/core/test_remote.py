@@ -190,6 +190,15 @@ def test_an_unban_lifts_only_the_fleet_jails_ban() -> None:
     assert again.kind == "unban" and again.lifts == []  # nothing left to lift
 
 
+@pytest.mark.parametrize("marker", [{}, {"PS_ORIGIN_JAIL": "_unban"}])
+def test_an_unban_as_the_daemon_writes_it_counts_no_origin_left(marker: dict[str, str]) -> None:
+    """portsentinel-fleet's unban lines carry PS_ORIGINS=0 (no origin bans the source any more)."""
+    eng = _engine()
+    assert _one(eng, _line()).kind == "ban"
+    d = _one(eng, _line("unban", PS_ORIGINS="0", **marker))
+    assert d.kind == "unban" and [b.jail for b in d.lifts] == ["fleet"], d
+
+
 @pytest.mark.parametrize("marker", [{"PS_FLEET": "1"}, {"PS_ORIGIN_JAIL": "_unban"}])
 def test_a_fleet_wide_unban_lifts_the_address_from_every_jail(marker: dict[str, str]) -> None:
     eng = _engine()

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from portsentinel import record as R
 from portsentinel.responder.config.inifile import KNOWN_PREFIX, Ini, IniError, Value, read_layered
 from portsentinel.responder.filter.datedetect import DateDetector
-from portsentinel.responder.filter.multiline import Hit, MatchState, Rules, TupleLine, find_failures
+from portsentinel.responder.filter.multiline import Hit, MatchState, Rules, TupleLine, find_failures, find_single
 from portsentinel.responder.filter.regexes import Dispatch, compile_regex, has_failure_id
 
 DEFINITION = "Definition"
@@ -213,17 +213,17 @@ class Filter:
 
     def _examine(self, rules: _Rules, state: MatchState, tup: TupleLine, stamp: float | None,
                  now: float) -> Verdict:
-        if not rules.match.failregex:
+        match = rules.match
+        if not match.failregex:
             return Verdict("missed", "filter has no failregex", time=stamp)
-        hits, reason = find_failures(rules.match, state, tup, stamp, now=now, check_all=self.check_all)
-        if len(hits) == 1:
-            hit = hits[0]
-            if hit.fid is not None and not hit.fail.get("nofail"):
-                text = tup[0] + tup[2] if rules.match.maxlines == 1 else "\n".join(hit.fail.get("matches", [])[-1:])
-                return _verdict(_host_of(hit), stamp, hit.fail, text, hit.regex)
-            real = []
+        if match.maxlines == 1 and not self.check_all:
+            hit, reason = find_single(match, state, tup[0], tup[2], stamp, now=now)
+            if hit is not None and not hit.fail.get("nofail"):
+                return _verdict(_host_of(hit), stamp, hit.fail, tup[0] + tup[2], hit.regex)
+            hits = [] if hit is None else [hit]
         else:
-            real = [h for h in hits if h.fid is not None and not h.fail.get("nofail")]
+            hits, reason = find_failures(match, state, tup, stamp, now=now, check_all=self.check_all)
+        real = [h for h in hits if h.fid is not None and not h.fail.get("nofail")]
         if not real:
             if reason.startswith("no failregex") or reason.startswith("prefregex"):
                 return Verdict("missed", reason, time=stamp)
@@ -232,7 +232,7 @@ class Filter:
                            regex=some.regex if some else -1, user=_user(some.fail) if some else "",
                            fields=some.fail if some else {})
         hit = real[0]
-        text = tup[0] + tup[2] if rules.match.maxlines == 1 else "\n".join(hit.fail.get("matches", [])[-1:])
+        text = tup[0] + tup[2] if match.maxlines == 1 else "\n".join(hit.fail.get("matches", [])[-1:])
         v = _verdict(_host_of(hit), stamp, hit.fail, text, hit.regex)
         if len(real) > 1:
             v.also = tuple(h.regex for h in real[1:])
@@ -249,12 +249,27 @@ def _user(fail: Mapping[str, Any]) -> str:
     return user if isinstance(user, str) else ""
 
 
+#: raw host text → canonical address, for the addresses seen lately (a log repeats its attackers).
+_CANONICAL: dict[str, str] = {}
+_CANONICAL_MAX = 4096
+
+
+def _canonical(raw: str) -> str:
+    host = _CANONICAL.get(raw)
+    if host is None:
+        host = R.canonical_address(raw)
+        if len(_CANONICAL) >= _CANONICAL_MAX:
+            _CANONICAL.clear()
+        _CANONICAL[raw] = host
+    return host
+
+
 def _verdict(raw: str, stamp: float | None, fields: Mapping[str, Any], matched: str, index: int) -> Verdict:
     user = fields.get("user")
     if not isinstance(user, str):
         user = ""
     try:
-        host = R.canonical_address(raw)
+        host = _canonical(raw)
     except ValueError:
         return Verdict("missed", f"host {raw[:80]!r} is not an IP address (names are never resolved)",
                        None, raw, index, stamp, user, fields)

@@ -22,7 +22,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from portsentinel.responder.filter.regexes import Dispatch, match_groups, skipped_lines
+from portsentinel.responder.filter.regexes import (
+    Dispatch,
+    composed_groups,
+    groups_of,
+    match_groups,
+    skipped_lines,
+)
 
 TupleLine = tuple[str, str, str]
 Fail = dict[str, Any]
@@ -44,9 +50,16 @@ class Rules:
     #: fail2ban checks ignoreregex before the failregexes when there are far fewer of them (set below).
     ignore_first: bool = field(init=False, default=False)
 
+    #: regexes.composed_groups of the prefregex and of each failregex, computed once.
+    pref_composed: tuple[tuple[str, str, str], ...] = field(init=False, default=())
+    fail_composed: tuple[tuple[tuple[str, str, str], ...], ...] = field(init=False, default=())
+
     def __post_init__(self) -> None:
         first = bool(self.ignoreregex) and len(self.ignoreregex) < len(self.failregex) - 2
         object.__setattr__(self, "ignore_first", first)
+        if self.prefregex is not None:
+            object.__setattr__(self, "pref_composed", composed_groups(self.prefregex))
+        object.__setattr__(self, "fail_composed", tuple(composed_groups(p) for p in self.failregex))
 
 
 @dataclass(slots=True)
@@ -115,7 +128,7 @@ def _ignored(rules: Rules, state: MatchState, buf: str, org: list[TupleLine],
     return False
 
 
-def _merge(state: MatchState, mlfid: str, fail: Fail, used: list[TupleLine], now: float) -> Fail:
+def _merge(state: MatchState, mlfid: str, fail: Fail, used: list[str], now: float) -> Fail:
     """Fold this match into its session (fail2ban's rules for no-failure, gained, forget and users)."""
     entry = state.sessions.get(mlfid)
     known: Fail | None = None
@@ -154,10 +167,10 @@ def _merge(state: MatchState, mlfid: str, fail: Fail, used: list[TupleLine], now
     if not nofail:
         matches = fail.pop("nofail-matches", []) + fail.get("matches", [])
         if not gained:
-            matches += [t[0] + t[2] for t in used]
+            matches += used
         fail["matches"] = matches[-MAX_MATCHES:]
     elif not forget:
-        fail["nofail-matches"] = (fail.get("nofail-matches", []) + [t[0] + t[2] for t in used])[-MAX_MATCHES:]
+        fail["nofail-matches"] = (fail.get("nofail-matches", []) + used)[-MAX_MATCHES:]
     return fail
 
 
@@ -169,6 +182,59 @@ def _add_user(fail: Fail, user: Any) -> set[str] | None:
             fail["users"] = users
         users.add(user)
     return users
+
+
+def find_single(rules: Rules, state: MatchState, before: str, after: str, date: float | None, *,
+                now: float) -> tuple[Hit | None, str]:
+    """:func:`find_failures` for ``maxlines`` = 1 outside check-all mode (every line of a usual filter): the
+    same result without the line buffer, which one line never needs. At most one hit."""
+    text = before + after
+    buf = text + "\n"
+    if rules.ignore_first:
+        for pat in rules.ignoreregex:
+            if pat.search(buf) is not None:
+                return None, "ignoreregex matched"
+    pre: Fail | None = None
+    if rules.prefregex is not None:
+        pm = rules.prefregex.search(buf)
+        if pm is None:
+            return None, "prefregex did not match"
+        pre = groups_of(pm, rules.pref_composed)
+        content = pre.pop("content", None)
+        if content:
+            buf = content + "\n"
+    failregex = rules.failregex
+    order = rules.dispatch.candidates(buf) if rules.dispatch is not None else range(len(failregex))
+    for index in order:
+        m = failregex[index].search(buf)
+        if m is None:
+            continue
+        fail: Fail = groups_of(m, rules.fail_composed[index])
+        for pat in rules.ignoreregex:
+            if pat.search(buf) is not None:
+                return None, "ignoreregex matched"
+        if pre:
+            pre.update(fail)
+            fail = pre
+        mlfid = fail.get("mlfid")
+        if mlfid is not None:
+            fail = _merge(state, str(mlfid), fail, [text], now)
+            if fail.get("nofail"):
+                return None, "matched a no-failure pattern (F-NOFAIL / F-MLFGAINED)"
+        else:
+            fail["matches"] = fail.get("matches", []) + [text]
+        fid = fail.get("fid")
+        host = fail.get("ip4") or fail.get("ip6") or fail.get("dns")
+        if host is None:
+            host = fid
+        if host is None:
+            fail["mlfpending"] = 1
+            return None, "matched, host not known yet (pending in its session)"
+        if fid is not None and fid != host:
+            fail["ip"] = host
+            host = fid
+        return Hit(index, str(host), date, fail), ""
+    return None, "no failregex matched"
 
 
 def find_failures(rules: Rules, state: MatchState, line: TupleLine, date: float | None, *, now: float,
@@ -222,7 +288,7 @@ def find_failures(rules: Rules, state: MatchState, line: TupleLine, date: float 
             fail = merged
         mlfid = fail.get("mlfid")
         if mlfid is not None:
-            fail = _merge(state, str(mlfid), fail, used, now)
+            fail = _merge(state, str(mlfid), fail, [t[0] + t[2] for t in used], now)
             if fail.get("nofail") and not check_all:
                 return hits, "matched a no-failure pattern (F-NOFAIL / F-MLFGAINED)"
         else:

@@ -94,27 +94,41 @@ def compile_regex(regex: str, *, multiline: bool = False) -> re.Pattern[str]:
     return re.compile(translate(regex), re.MULTILINE if multiline else 0)
 
 
-_COMPOSED_OF: dict[re.Pattern[str], tuple[tuple[str, str, str], ...]] = {}
+# Keyed by id(): hashing a Pattern hashes its whole compiled program, a cost paid on every line otherwise.
+# The entry keeps its pattern alive, so the id cannot be reused while the entry exists.
+_COMPOSED_OF: dict[int, tuple[re.Pattern[str], tuple[tuple[str, str, str], ...]]] = {}
 
 
 def _composed_groups(pat: re.Pattern[str]) -> tuple[tuple[str, str, str], ...]:
     """(group, kind, target) of a pattern's ``alt_``/``tuple_`` groups, sorted; computed once per pattern."""
-    found = _COMPOSED_OF.get(pat)
-    if found is None:
-        out = []
-        for key in sorted(k for k in pat.groupindex if k.startswith(("alt_", "tuple_"))):
-            cm = _COMPOSED.match(key)
-            if cm is not None:
-                out.append((key, cm.group(1), group_name(cm.group(2))))
-        found = _COMPOSED_OF[pat] = tuple(out)
+    entry = _COMPOSED_OF.get(id(pat))
+    if entry is not None and entry[0] is pat:
+        return entry[1]
+    out = []
+    for key in sorted(k for k in pat.groupindex if k.startswith(("alt_", "tuple_"))):
+        cm = _COMPOSED.match(key)
+        if cm is not None:
+            out.append((key, cm.group(1), group_name(cm.group(2))))
+    found = tuple(out)
+    _COMPOSED_OF[id(pat)] = (pat, found)
     return found
 
 
 def match_groups(m: re.Match[str]) -> dict[str, Any]:
     """The match's named groups that matched, with ``alt_``/``tuple_`` groups folded into their target."""
+    return groups_of(m, _composed_groups(m.re))
+
+
+def composed_groups(pat: re.Pattern[str]) -> tuple[tuple[str, str, str], ...]:
+    """What :func:`groups_of` needs to know of a pattern (compute it once, keep it beside the pattern)."""
+    return _composed_groups(pat)
+
+
+def groups_of(m: re.Match[str], composed: tuple[tuple[str, str, str], ...]) -> dict[str, Any]:
+    """:func:`match_groups` with the pattern's :func:`composed_groups` already at hand (the hot path)."""
     raw = m.groupdict()
     out: dict[str, Any] = {k: v for k, v in raw.items() if v is not None}
-    for key, kind, target in _composed_groups(m.re):
+    for key, kind, target in composed:
         value = raw[key]
         if kind == "alt_":
             if value and not out.get(target):

@@ -139,6 +139,12 @@ class Template:
     anchored: bool = False
     hits: int = 0
     distance: int = 0x7FFFFFFF
+    #: The same regex with its named groups not capturing (:func:`lean_regex`): as fast as it gets for where
+    #: the date is; ``regex`` runs again only when the date's text changed, for its fields.
+    lean: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lean = lean_regex(self.regex) if self.kind == "pattern" else self.regex
 
     def epoch(self, m: re.Match[str], now: float) -> float | None:
         if self.kind == "tai64n":
@@ -150,6 +156,29 @@ class Template:
                 value /= 1e6 if len(text) >= 16 and "." not in text else 1e3
             return value
         return strptime_groups(m.groupdict(), now)
+
+
+_NAMED_GROUP = re.compile(r"(?<!\\)\(\?P<(\w+)>")
+_NAMED_REFERENCE = re.compile(r"\(\?(?:P=|\()([A-Za-z_]\w*)\)")
+_NUMBERED_REFERENCE = re.compile(r"\\[1-9]|\(\?\(\d")
+
+
+def lean_regex(pat: re.Pattern[str]) -> re.Pattern[str]:
+    """``pat`` with every ``(?P<name>`` that nothing refers to made ``(?:``: the same matches and the same
+    group 1, with less work per search. ``pat`` itself when that cannot be told safely: group 1 is a named
+    group, a group is referred to by number, or the rewrite does not keep exactly the groups it should."""
+    if 1 in pat.groupindex.values() or _NUMBERED_REFERENCE.search(pat.pattern):
+        return pat
+    referred = set(_NAMED_REFERENCE.findall(pat.pattern))
+    try:
+        lean = re.compile(_NAMED_GROUP.sub(lambda m: m.group() if m.group(1) in referred else "(?:", pat.pattern),
+                          pat.flags)
+    except re.error:
+        return pat
+    kept = {name for name in pat.groupindex if name in referred}
+    if set(lean.groupindex) != kept or lean.groups != 1 + len(kept) or pat.groups != 1 + len(pat.groupindex):
+        return pat
+    return lean
 
 
 def _bounded(regex: str, begin: bool | str, end: bool) -> tuple[str, bool]:
@@ -305,7 +334,7 @@ class DateDetector:
         tpl = self._last
         m = None
         if tpl is not None:  # the template that matched last time, first (as fail2ban does)
-            m = tpl.regex.search(line)
+            m = tpl.lean.search(line)
             if m is not None and not (tpl.anchored or m.start() == self._last_distance or len(self.templates) == 1):
                 m = None
         if m is None:
@@ -325,6 +354,10 @@ class DateDetector:
         memo = self._memo
         if memo[0] is tpl and memo[1] == text and memo[2] == sec:
             return start, end, memo[3]
+        if m.re is not tpl.regex:  # the lean regex found it: the full one tells the fields (same match)
+            full = tpl.regex.search(line)
+            assert full is not None and full.span(1) == (start, end)
+            m = full
         try:
             stamp: float | None = tpl.epoch(m, now)
         except (ValueError, KeyError, OverflowError):

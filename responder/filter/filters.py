@@ -196,15 +196,15 @@ class Filter:
         st = self.line_state
         dates = self.line_rules.dates
         found = dates.find(line, now) if dates is not None else (0, 0, None)
-        tup: TupleLine
         if found is None:
-            tup = ("", "", line)
+            tup: TupleLine = ("", "", line)
         else:
             start, end, stamp = found
-            tup = (line[:start], line[start:end], line[end:])
             if stamp is not None:
-                st.last_date, st.last_date_text = stamp, tup[1]
-                return tup, stamp
+                date = line[start:end]
+                st.last_date, st.last_date_text = stamp, date
+                return (line[:start], date, line[end:]), stamp
+            tup = (line[:start], line[start:end], line[end:])
             if start == end and not (st.last_date is not None and st.last_date > now - LAST_DATE_AGE):
                 return tup, now  # an empty date (e.g. {NONE}): the time it is read
         if st.last_date is not None and st.last_date > now - LAST_DATE_AGE:
@@ -217,26 +217,34 @@ class Filter:
         if not match.failregex:
             return Verdict("missed", "filter has no failregex", time=stamp)
         if match.maxlines == 1 and not self.check_all:
-            hit, reason = find_single(match, state, tup[0], tup[2], stamp, now=now)
-            if hit is not None and not hit.fail.get("nofail"):
-                return _verdict(_host_of(hit), stamp, hit.fail, tup[0] + tup[2], hit.regex)
-            hits = [] if hit is None else [hit]
-        else:
-            hits, reason = find_failures(match, state, tup, stamp, now=now, check_all=self.check_all)
+            text = tup[0] + tup[2]
+            index, host, fail, reason = find_single(match, state, text, now=now)
+            if host is not None:
+                assert fail is not None
+                ip = fail.get("ip")  # as _host_of
+                return _verdict(host if ip is None else str(ip), stamp, fail, text, index)
+            if fail is not None:
+                return Verdict("ignored", "matched a no-failure or pending pattern", time=stamp, regex=index,
+                               user=_user(fail), fields=fail)
+            return _no_failure(reason, stamp, None)
+        hits, reason = find_failures(match, state, tup, stamp, now=now, check_all=self.check_all)
         real = [h for h in hits if h.fid is not None and not h.fail.get("nofail")]
         if not real:
-            if reason.startswith("no failregex") or reason.startswith("prefregex"):
-                return Verdict("missed", reason, time=stamp)
-            some = hits[0] if hits else None
-            return Verdict("ignored", reason or "matched a no-failure or pending pattern", time=stamp,
-                           regex=some.regex if some else -1, user=_user(some.fail) if some else "",
-                           fields=some.fail if some else {})
+            return _no_failure(reason, stamp, hits[0] if hits else None)
         hit = real[0]
         text = tup[0] + tup[2] if match.maxlines == 1 else "\n".join(hit.fail.get("matches", [])[-1:])
         v = _verdict(_host_of(hit), stamp, hit.fail, text, hit.regex)
         if len(real) > 1:
             v.also = tuple(h.regex for h in real[1:])
         return v
+
+
+def _no_failure(reason: str, stamp: float | None, some: Hit | None) -> Verdict:
+    if reason.startswith("no failregex") or reason.startswith("prefregex"):
+        return Verdict("missed", reason, time=stamp)
+    return Verdict("ignored", reason or "matched a no-failure or pending pattern", time=stamp,
+                   regex=some.regex if some else -1, user=_user(some.fail) if some else "",
+                   fields=some.fail if some else {})
 
 
 def _host_of(hit: Hit) -> str:

@@ -22,13 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from portsentinel.responder.filter.regexes import (
-    Dispatch,
-    composed_groups,
-    groups_of,
-    match_groups,
-    skipped_lines,
-)
+from portsentinel.responder.filter.regexes import Dispatch, Groups, match_groups, skipped_lines
 
 TupleLine = tuple[str, str, str]
 Fail = dict[str, Any]
@@ -50,16 +44,16 @@ class Rules:
     #: fail2ban checks ignoreregex before the failregexes when there are far fewer of them (set below).
     ignore_first: bool = field(init=False, default=False)
 
-    #: regexes.composed_groups of the prefregex and of each failregex, computed once.
-    pref_composed: tuple[tuple[str, str, str], ...] = field(init=False, default=())
-    fail_composed: tuple[tuple[tuple[str, str, str], ...], ...] = field(init=False, default=())
+    #: How to read the groups of the prefregex and of each failregex (regexes.Groups), computed once.
+    pref_groups: Groups | None = field(init=False, default=None)
+    fail_groups: tuple[Groups, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         first = bool(self.ignoreregex) and len(self.ignoreregex) < len(self.failregex) - 2
         object.__setattr__(self, "ignore_first", first)
         if self.prefregex is not None:
-            object.__setattr__(self, "pref_composed", composed_groups(self.prefregex))
-        object.__setattr__(self, "fail_composed", tuple(composed_groups(p) for p in self.failregex))
+            object.__setattr__(self, "pref_groups", Groups.of(self.prefregex))
+        object.__setattr__(self, "fail_groups", tuple(Groups.of(p) for p in self.failregex))
 
 
 @dataclass(slots=True)
@@ -130,13 +124,14 @@ def _ignored(rules: Rules, state: MatchState, buf: str, org: list[TupleLine],
 
 def _merge(state: MatchState, mlfid: str, fail: Fail, used: list[str], now: float) -> Fail:
     """Fold this match into its session (fail2ban's rules for no-failure, gained, forget and users)."""
-    entry = state.sessions.get(mlfid)
+    sessions = state.sessions
+    entry = sessions.get(mlfid)
     known: Fail | None = None
     if entry is not None:
         if entry[1] > now:
             known = entry[0]
         else:
-            del state.sessions[mlfid]
+            del sessions[mlfid]
     gained = bool(fail.get("mlfgained"))
     nofail = gained or bool(fail.get("nofail"))
     if gained and not fail.get("nofail"):
@@ -156,7 +151,7 @@ def _merge(state: MatchState, mlfid: str, fail: Fail, used: list[str], now: floa
                 known[k] = v
         fail = known
         if forget:
-            state.sessions.pop(mlfid, None)
+            sessions.pop(mlfid, None)
     elif not forget:
         users = _add_user(fail, fail.get("user"))
         state.remember(mlfid, fail, now)
@@ -184,22 +179,23 @@ def _add_user(fail: Fail, user: Any) -> set[str] | None:
     return users
 
 
-def find_single(rules: Rules, state: MatchState, before: str, after: str, date: float | None, *,
-                now: float) -> tuple[Hit | None, str]:
-    """:func:`find_failures` for ``maxlines`` = 1 outside check-all mode (every line of a usual filter): the
-    same result without the line buffer, which one line never needs. At most one hit."""
-    text = before + after
+def find_single(rules: Rules, state: MatchState, text: str, *, now: float) -> tuple[int, str | None, Fail | None, str]:
+    """:func:`find_failures` for ``maxlines`` = 1 outside check-all mode (every line of a usual filter), on
+    the entry's text without its date: the same result without the line buffer, which one line never needs.
+    Returns (failregex index, host, captures, reason): index -1 and captures None when no failregex matched
+    (or the match was ignored, or its host is still pending); host None for a match that is no failure."""
     buf = text + "\n"
     if rules.ignore_first:
         for pat in rules.ignoreregex:
             if pat.search(buf) is not None:
-                return None, "ignoreregex matched"
+                return -1, None, None, "ignoreregex matched"
     pre: Fail | None = None
     if rules.prefregex is not None:
         pm = rules.prefregex.search(buf)
         if pm is None:
-            return None, "prefregex did not match"
-        pre = groups_of(pm, rules.pref_composed)
+            return -1, None, None, "prefregex did not match"
+        assert rules.pref_groups is not None
+        pre = rules.pref_groups.read(pm)
         content = pre.pop("content", None)
         if content:
             buf = content + "\n"
@@ -209,10 +205,10 @@ def find_single(rules: Rules, state: MatchState, before: str, after: str, date: 
         m = failregex[index].search(buf)
         if m is None:
             continue
-        fail: Fail = groups_of(m, rules.fail_composed[index])
+        fail: Fail = rules.fail_groups[index].read(m)
         for pat in rules.ignoreregex:
             if pat.search(buf) is not None:
-                return None, "ignoreregex matched"
+                return -1, None, None, "ignoreregex matched"
         if pre:
             pre.update(fail)
             fail = pre
@@ -220,7 +216,7 @@ def find_single(rules: Rules, state: MatchState, before: str, after: str, date: 
         if mlfid is not None:
             fail = _merge(state, str(mlfid), fail, [text], now)
             if fail.get("nofail"):
-                return None, "matched a no-failure pattern (F-NOFAIL / F-MLFGAINED)"
+                return -1, None, None, "matched a no-failure pattern (F-NOFAIL / F-MLFGAINED)"
         else:
             fail["matches"] = fail.get("matches", []) + [text]
         fid = fail.get("fid")
@@ -229,12 +225,12 @@ def find_single(rules: Rules, state: MatchState, before: str, after: str, date: 
             host = fid
         if host is None:
             fail["mlfpending"] = 1
-            return None, "matched, host not known yet (pending in its session)"
+            return -1, None, None, "matched, host not known yet (pending in its session)"
         if fid is not None and fid != host:
             fail["ip"] = host
             host = fid
-        return Hit(index, str(host), date, fail), ""
-    return None, "no failregex matched"
+        return index, None if fail.get("nofail") else str(host), fail, ""
+    return -1, None, None, "no failregex matched"
 
 
 def find_failures(rules: Rules, state: MatchState, line: TupleLine, date: float | None, *, now: float,

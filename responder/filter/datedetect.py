@@ -163,15 +163,38 @@ _NAMED_REFERENCE = re.compile(r"\(\?(?:P=|\()([A-Za-z_]\w*)\)")
 _NUMBERED_REFERENCE = re.compile(r"\\[1-9]|\(\?\(\d")
 
 
+#: Under ``re.IGNORECASE`` (Unicode), the letters that match more than their two ASCII cases (test_fastpath
+#: checks this table against every code point).
+CASE_EXTRA = {"i": "İı", "k": "\u212a", "s": "ſ"}
+
+
+def _cased_words(words: str) -> str:
+    """``jan|feb`` → ``(?-i:[jJ][aA][nN]|[fF][eE][bB])``: what ``(?i)`` matches, without per-character folding."""
+    def cls(c: str) -> str:
+        return "[" + c + c.upper() + CASE_EXTRA.get(c, "") + "]" if c.isalpha() else re.escape(c)
+
+    return "(?-i:" + "|".join("".join(cls(c) for c in w) for w in words.split("|")) + ")"
+
+
+#: The word directives' groups (%a %A %b %B %p) as lean_regex writes them under IGNORECASE.
+_WORD_GROUPS = {f"(?P<{k}>{DIRECTIVES[k][6:-1]})": _cased_words(DIRECTIVES[k][6:-1]) for k in "aAbBp"}
+
+
 def lean_regex(pat: re.Pattern[str]) -> re.Pattern[str]:
-    """``pat`` with every ``(?P<name>`` that nothing refers to made ``(?:``: the same matches and the same
-    group 1, with less work per search. ``pat`` itself when that cannot be told safely: group 1 is a named
-    group, a group is referred to by number, or the rewrite does not keep exactly the groups it should."""
+    """``pat`` with every ``(?P<name>`` that nothing refers to made ``(?:`` (and, under IGNORECASE, the day,
+    month and am/pm words spelt in both cases): the same matches and the same group 1, with less work per
+    search. ``pat`` itself when that cannot be told safely: group 1 is a named group, a group is referred to
+    by number, or the rewrite does not keep exactly the groups it should."""
     if 1 in pat.groupindex.values() or _NUMBERED_REFERENCE.search(pat.pattern):
         return pat
     referred = set(_NAMED_REFERENCE.findall(pat.pattern))
+    text = pat.pattern
+    if pat.flags & re.IGNORECASE and not pat.flags & re.ASCII:
+        for group, cased in _WORD_GROUPS.items():
+            if group[4:group.index(">")] not in referred:
+                text = text.replace(group, cased)
     try:
-        lean = re.compile(_NAMED_GROUP.sub(lambda m: m.group() if m.group(1) in referred else "(?:", pat.pattern),
+        lean = re.compile(_NAMED_GROUP.sub(lambda m: m.group() if m.group(1) in referred else "(?:", text),
                           pat.flags)
     except re.error:
         return pat

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from portsentinel.responder.filter.datedetect import DEFAULT_PATTERNS, default_templates, lean_regex, pattern_template
+from portsentinel.responder.filter.datedetect import (
+    CASE_EXTRA,
+    DEFAULT_PATTERNS,
+    default_templates,
+    lean_regex,
+    pattern_template,
+)
 from portsentinel.responder.filter.filters import load_filter
 from portsentinel.responder.filter.multiline import MatchState, find_failures, find_single
 from portsentinel.responder.filter.regexes import Groups, compile_regex, match_groups
@@ -116,3 +122,21 @@ def test_lean_regex_keeps_what_it_cannot_prove() -> None:
     assert lean is not referred and set(lean.groupindex) == {"sep"} and lean.groups == 2
     m = lean.search("x-12-y")
     assert m is not None and m.span(1) == (1, 5)
+
+
+def test_case_extra_is_what_ignorecase_matches() -> None:
+    every = "".join(chr(c) for c in range(0x110000))
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        found = set(re.findall("(?i)" + letter, every))
+        assert found == {letter, letter.upper(), *CASE_EXTRA.get(letter, "")}, letter
+
+
+def test_lean_date_regex_reads_day_and_month_words_in_any_case() -> None:
+    tpl = default_templates()[1]  # {^LN-BEG}(?:%a )?%b %d %k:%M:%S...
+    assert "(?-i:" in tpl.lean.pattern
+    for line in ("Sep 05 06:25:19 gw x", "SEP 05 06:25:19 gw x", "ſep 05 06:25:19 gw x", "sEp 5 06:25:19 gw x",
+                 "Fri Sep 05 06:25:19 gw x", "FRİ Sep 05 06:25:19 gw x", "Spe 05 06:25:19 gw x"):
+        full, lean = tpl.regex.search(line), tpl.lean.search(line)
+        assert (full is None) == (lean is None), line
+        if full is not None and lean is not None:
+            assert full.span(1) == lean.span(1), line

@@ -297,8 +297,8 @@ def normal_form_round_trips(config: DetectorConfig) -> None:
     """The own format as format_config writes it is the normal form of any parsed config (a classic
     portsentry.conf's included): parsed again it gives the same settings, and rendered again the same text."""
     text = format_config(config)
-    again, warnings = parse_config_text(text, "normal.conf")
-    assert own_fields(again) == own_fields(config) and warnings == []
+    again, _ = parse_config_text(text, "normal.conf")  # (warnings too: an empty port list warns in any form)
+    assert own_fields(again) == own_fields(config)
     assert format_config(again) == text
 
 

@@ -182,6 +182,6 @@ def test_random_text_raises_only_config_error_and_what_parses_round_trips(text: 
         return
     event("parsed: round trip checked")
     normal = format_config(config)
-    again, warnings = parse_config_text(normal, "normal.conf")
-    assert {k: getattr(again, k) for k in KEYS} == {k: getattr(config, k) for k in KEYS} and warnings == []
+    again, _ = parse_config_text(normal, "normal.conf")  # (warnings too: an empty port list warns in any form)
+    assert {k: getattr(again, k) for k in KEYS} == {k: getattr(config, k) for k in KEYS}
     assert format_config(again) == normal

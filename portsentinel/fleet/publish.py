@@ -4,6 +4,10 @@ Input is a record as read from the journal or the responder's decisions file (fi
 responder's ``ban``/``unban`` records of a shared jail count; anything else is None. A ban's ``until`` is
 ``PS_UNTIL`` when the record carries it, else ``PS_TIME + PS_BANTIME``; a ban for ever (``PS_BANTIME=-1``) is
 published for ``maxtime`` (a value's ``until`` is bounded), and no ban is published beyond it.
+
+A fleet-wide unban (``portsentinel unban --fleet ADDR``) reaches the daemon the same way: the responder's
+``unban`` record with ``PS_JAIL=_unban`` and ``PS_SHARE=1`` becomes the marker ``<host>._unban.<addr>``, standing
+for ``maxtime`` (every ban made before it is void on every host that honours it).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 from portsentinel import record as R
 
 from . import codec as C
-from .keys import make_key, valid_name
+from .keys import UNBAN_JAIL, make_key, valid_name
 
 _SCANS = frozenset(R.SCAN_KINDS)
 
@@ -55,6 +59,11 @@ def from_decision(fields: Mapping[str, str], host: str, now: float, maxtime: flo
         key = make_key(host, jail, addr)
     except ValueError:
         return None
+    if jail == UNBAN_JAIL:
+        if event != "unban":
+            return None
+        marker = C.Unban(addr, now, now + maxtime)
+        return Op(key, C.encode_unban(marker), addr, jail)
     if event == "unban":
         return Op(key, None, addr, jail)
     at = _float(fields.get(R.F_TIME, "")) or now

@@ -94,7 +94,7 @@ class FleetService:
             ops = [op for op in (from_decision(fields, self.cfg.host, now, self.cfg.maxtime) for fields, _ in batch)
                    if op is not None]
             total += len(ops)
-            dropped = self.store.spool((op.key, op.value, op.addr) for op in ops)
+            dropped = self.store.spool((op.key, op.value) for op in ops)
             self.store.set_cursor(batch[-1][1])
             if dropped:
                 self.audit.count("dropped (spool full)", dropped)
@@ -159,7 +159,7 @@ class FleetService:
             self.audit.count("applied" if out.line.event == "ban" else "unbanned")
         for addr in out.delete_own:
             keys = self.store.own_keys(encode_addr(addr))
-            self.store.spool((key, None, addr) for key in keys)
+            self.store.spool((key, None) for key in keys)
             self._kick.set()
         if entry.pending == 0 or len(self._lines) >= APPLY_BATCH:
             self.flush_applied()

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from . import codec as C
 from .applier import BanId
+from .keys import UNBAN_JAIL
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,13 +66,14 @@ class Store:
         self._set("cursor", cursor)
 
     # ------------------------------------------------------------------ spool
-    def spool(self, ops: Iterable[tuple[str, bytes | None, str]]) -> int:
-        """Queue (key, value or None for a delete, addr) in order; returns how many were dropped for room."""
+    def spool(self, ops: Iterable[tuple[str, bytes | None]]) -> int:
+        """Queue (key, value or None for a delete) in order; returns how many were dropped for room."""
         with self.db:
             self.db.execute("BEGIN")
-            for key, value, addr in ops:
+            for key, value in ops:
                 self.db.execute("DELETE FROM spool WHERE key = ?", (key,))
-                self.db.execute("INSERT INTO spool (key, value, addr) VALUES (?, ?, ?)", (key, value, addr))
+                self.db.execute("INSERT INTO spool (key, value, addr) VALUES (?, ?, ?)",
+                                (key, value, key.rsplit(".", 1)[-1]))
             over = self.spool_size() - self.spool_max
             if over > 0:
                 self.db.execute("DELETE FROM spool WHERE id IN (SELECT id FROM spool ORDER BY id LIMIT ?)", (over,))
@@ -98,10 +100,11 @@ class Store:
                     self.db.execute("INSERT OR REPLACE INTO own (key, addr) VALUES (?, ?)", (key, addr))
 
     def own_keys(self, addr_token: str) -> list[str]:
-        """This host's keys for an address (its key token), put and not deleted, or waiting in the spool."""
+        """This host's ban keys for an address (its key token), put and not deleted, or waiting in the spool; its
+        fleet-wide unban markers are not among them (they must stand until their ``until``)."""
         rows = self.db.execute("SELECT key FROM own WHERE addr = ? UNION SELECT key FROM spool "
-                               "WHERE key LIKE ? AND value IS NOT NULL", (addr_token, f"%.{addr_token}")).fetchall()
-        return sorted(str(r[0]) for r in rows)
+                               "WHERE addr = ? AND value IS NOT NULL", (addr_token, addr_token)).fetchall()
+        return sorted(k for k in (str(r[0]) for r in rows) if k.split(".")[1] != UNBAN_JAIL)
 
     # ------------------------------------------------------------------ watch
     def remote_bans(self) -> list[tuple[str, C.Ban]]:

@@ -253,10 +253,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 print(f"  {line}")
         if cfg.disabled:
             print(f"disabled jails: {', '.join(cfg.disabled)}")
+    errors += _check_fleet(args, cdir)
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
     print(f"{len(errors)} error(s) in {cdir}" if errors else f"configuration OK ({cdir})")
     return 1 if errors else 0
+
+
+def _check_fleet(args: argparse.Namespace, cdir: Path) -> list[str]:
+    """fleet.conf (< fleet.local): --fleet-config, else the one in the config dir when there is one."""
+    from portsentinel.fleet.config import ConfigError, describe, load
+
+    if args.no_fleet:
+        return []
+    path = Path(args.fleet_config) if args.fleet_config else cdir / "fleet.conf"
+    if not args.fleet_config and not path.exists():
+        return []
+    try:
+        print(describe(load(str(path))))
+    except ConfigError as exc:
+        return [f"fleet: {e}" for e in exc.errors]
+    return []
 
 
 def cmd_test_filter(args: argparse.Namespace) -> int:
@@ -373,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="validate detector and responder configuration (file:line:key)")
     chk.add_argument("--config", metavar="FILE", help="detector configuration file")
     chk.add_argument("--config-dir", metavar="DIR", help="responder configuration (jail.conf, filter.d, actions.d)")
+    chk.add_argument("--fleet-config", metavar="FILE",
+                     help="the fleet daemon's fleet.conf (default: DIR/fleet.conf when there is one)")
+    chk.add_argument("--no-fleet", action="store_true",
+                     help="leave fleet.conf out (the responder's unit: a fleet typo must not stop the responder)")
     chk.set_defaults(func=cmd_check_config)
     tf = sub.add_parser("test-filter", help="what a filter matches in a log, a JSON-lines file or the journal")
     tf.add_argument("filter", help="filter name in filter.d (NAME or NAME[key=value]) or a path to a .conf")

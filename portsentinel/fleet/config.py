@@ -239,3 +239,13 @@ def load(path: str = DEFAULT_PATH) -> FleetConfig:
     if errors:
         raise ConfigError(errors)
     return parse(raw, tuple(sources))
+
+
+def describe(cfg: FleetConfig) -> str:
+    """One line for ``check-config`` and ``portsentinel-fleet --check``."""
+    if not cfg.enabled:
+        return f"fleet: {cfg.sources[-1] if cfg.sources else DEFAULT_PATH}: OK (disabled)"
+    origins = "every host" if cfg.origins is None else ", ".join(sorted(cfg.origins))
+    return (f"fleet: {', '.join(cfg.sources)}: OK; host {cfg.host}, servers {', '.join(cfg.servers)}, "
+            f"bucket {cfg.bucket}; trusts {origins}; at most {cfg.origin_rate} bans a minute and "
+            f"{cfg.origin_max} active per origin")

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 PKG = "portsentinel"
 USER = "_portsentinel"
-UNITS = {"portsentinel-detector.service": 2.0, "portsentinel-responder.service": 3.0}
+UNITS = {"portsentinel-detector.service": 2.0, "portsentinel-responder.service": 3.0,
+         "portsentinel-fleet.service": 2.5}
 # lintian tags (warning or pedantic level) that docs/packaging.md justifies; anything else fails the test.
 JUSTIFIED_TAGS = {"repeated-path-segment"}
 FAIL2BAN_UNIT = ROOT / "tests" / ".cache" / "fail2ban" / "lib" / "systemd" / "system" / "fail2ban.service"
@@ -161,7 +162,11 @@ def test_unit_scores(tree: Path) -> None:
             assert key in text
     assert f"User={USER}" in det and "WatchdogSec=" in det
     assert re.search(r"^ExecStartPre=/usr/sbin/portsentinel-detector --check", det, re.M)
-    assert re.search(r"^ExecStartPre=/usr/bin/portsentinel check-config --config-dir /etc/portsentinel$", res, re.M)
+    assert re.search(r"^ExecStartPre=/usr/bin/portsentinel check-config --config-dir /etc/portsentinel --no-fleet$",
+                     res, re.M)
+    fleet = (tree / "lib/systemd/system/portsentinel-fleet.service").read_text()
+    assert "User=_portsentinel-fleet" in fleet and re.search(r"^CapabilityBoundingSet=$", fleet, re.M)
+    assert (tree / "etc/portsentinel/fleet.conf").exists() and (tree / "usr/sbin/portsentinel-fleet").exists()
     assert "ReadWritePaths=/etc\n" not in res and "ReadWritePaths=/etc " not in res
     doc = tree / "usr/share/doc/portsentinel"  # dh_compress gzips a README.Debian over 4 KiB
     readme = ((doc / "README.Debian").read_text() if (doc / "README.Debian").exists()

@@ -19,6 +19,7 @@ PAGES = [
     ("portsentinel-responder", "8", "portsentinel.responder.cli",
      "ban the sources of portsentinel's records, per jail"),
     ("portsentinel", "1", "portsentinel.client.cli", "control the portsentinel responder and run the pipeline"),
+    ("portsentinel-fleet", "8", "portsentinel.fleet.cli", "share bans between hosts over NATS JetStream"),
 ]
 
 MACROS = "TH|SH|SS|TP|IP|HP|PP|LP|P|B|I|BR|IR|RB|RI|BI|IB|br|nf|fi|RS|RE|UR|UE"

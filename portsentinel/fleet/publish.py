@@ -6,8 +6,8 @@ responder's ``ban``/``unban`` records of a shared jail count; anything else is N
 published for ``maxtime`` (a value's ``until`` is bounded), and no ban is published beyond it.
 
 A fleet-wide unban (``portsentinel unban --fleet ADDR``) reaches the daemon the same way: the responder's
-``unban`` record with ``PS_JAIL=_unban`` and ``PS_SHARE=1`` becomes the marker ``<host>._unban.<addr>``, standing
-for ``maxtime`` (every ban made before it is void on every host that honours it).
+``unban`` record with ``PS_FLEET=1`` and ``PS_SHARE=1`` (no jail) becomes the marker ``<host>._unban.<addr>``,
+standing for ``maxtime`` (every ban made before it is void on every host that honours it).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from . import codec as C
 from .keys import UNBAN_JAIL, make_key, valid_name
 
 _SCANS = frozenset(R.SCAN_KINDS)
+#: 1 on the responder's record of a fleet-wide unban (the responder's side names it; docs/records.md).
+F_FLEET = "PS_FLEET"
 
 
 @dataclass(frozen=True)
@@ -51,19 +53,19 @@ def from_decision(fields: Mapping[str, str], host: str, now: float, maxtime: flo
     if fields.get(R.F_IDENT) != R.RESPONDER_IDENTIFIER or fields.get(R.F_SHARE) != "1":
         return None
     event = fields.get(R.F_EVENT)
-    jail = fields.get(R.F_JAIL, "")
-    if event not in ("ban", "unban") or not valid_name(jail):
+    fleet_wide = fields.get(F_FLEET) == "1"
+    jail = UNBAN_JAIL if fleet_wide else fields.get(R.F_JAIL, "")
+    if event not in ("ban", "unban") or not valid_name(jail) or (jail == UNBAN_JAIL and not fleet_wide):
         return None
     try:
         addr = R.canonical_network(fields.get(R.F_SRC_NET) or fields.get(R.F_SRC, ""))
         key = make_key(host, jail, addr)
     except ValueError:
         return None
-    if jail == UNBAN_JAIL:
+    if fleet_wide:
         if event != "unban":
             return None
-        marker = C.Unban(addr, now, now + maxtime)
-        return Op(key, C.encode_unban(marker), addr, jail)
+        return Op(key, C.encode_unban(C.Unban(addr, now, now + maxtime)), addr, jail)
     if event == "unban":
         return Op(key, None, addr, jail)
     at = _float(fields.get(R.F_TIME, "")) or now

@@ -165,7 +165,7 @@ def test_unit_scores(tree: Path) -> None:
     assert re.search(r"^ExecStartPre=/usr/bin/portsentinel check-config --config-dir /etc/portsentinel --no-fleet$",
                      res, re.M)
     fleet = (tree / "lib/systemd/system/portsentinel-fleet.service").read_text()
-    assert "User=_portsentinel-fleet" in fleet and re.search(r"^CapabilityBoundingSet=$", fleet, re.M)
+    assert "User=portsentinel-fleet" in fleet and re.search(r"^CapabilityBoundingSet=$", fleet, re.M)
     assert (tree / "etc/portsentinel/fleet.conf").exists() and (tree / "usr/sbin/portsentinel-fleet").exists()
     assert "ReadWritePaths=/etc\n" not in res and "ReadWritePaths=/etc " not in res
     doc = tree / "usr/share/doc/portsentinel"  # dh_compress gzips a README.Debian over 4 KiB

@@ -56,7 +56,10 @@ def test_not_shared_or_not_the_responder_or_bad() -> None:
 
 
 def test_fleet_wide_unban_becomes_a_marker() -> None:
-    op = from_decision(decision(**{R.F_EVENT: "unban", R.F_JAIL: "_unban"}), "a", NOW, MAX)
+    record = decision(**{R.F_EVENT: "unban", "PS_FLEET": "1"})
+    del record[R.F_JAIL]
+    op = from_decision(record, "a", NOW, MAX)
     assert op is not None and op.key == "a._unban.203-0-113-7" and op.value is not None
     assert json.loads(op.value) == {"v": 1, "addr": "203.0.113.7", "at": NOW, "until": NOW + MAX}
-    assert from_decision(decision(**{R.F_JAIL: "_unban"}), "a", NOW, MAX) is None  # a "ban" in _unban: nothing
+    assert from_decision({**record, R.F_EVENT: "ban"}, "a", NOW, MAX) is None  # a fleet-wide "ban": nothing
+    assert from_decision(decision(**{R.F_JAIL: "_unban", R.F_EVENT: "unban"}), "a", NOW, MAX) is None

@@ -7,10 +7,14 @@ test with the real responder lives with the responder's side (tests/integration/
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,32 @@ from tests.lab.nats import NatsLab, nats_lab, nats_problem
 pytestmark = pytest.mark.lab
 
 STREAM = "KV_portsentinel_bans"
+
+GET = """
+import asyncio, os, sys, nats
+async def main():
+    nc = await nats.connect(os.environ["PS_NATS_SERVERS"].split(","), connect_timeout=3)
+    kv = await nc.jetstream(timeout=15).key_value("portsentinel_bans")
+    try:
+        await kv.get(sys.argv[1])
+        print("PUT")
+    except nats.js.errors.KeyNotFoundError:  # KeyDeletedError too
+        print("none")
+    await nc.close()
+asyncio.run(main())
+"""
+
+DROP_CONSUMERS = """
+import asyncio, os, nats
+async def main():
+    nc = await nats.connect(os.environ["PS_NATS_SERVERS"].split(","), connect_timeout=3)
+    jsm = nc.jsm(timeout=15)
+    for info in await jsm.consumers_info("KV_portsentinel_bans"):
+        await jsm.delete_consumer("KV_portsentinel_bans", info.name)
+        print(info.name)
+    await nc.close()
+asyncio.run(main())
+"""
 
 FLOOD = """
 import asyncio, json, os, sys, time, nats
@@ -47,7 +77,7 @@ def fleet() -> Iterator[tuple[NatsLab, dict[str, Daemon], Path]]:
     if problem:
         pytest.fail(f"NATS lab unavailable: {problem}")
     work = Path(tempfile.mkdtemp(prefix="pslab-fleetd-"))
-    with nats_lab(("a", "b", "c", "x"), servers=3) as lab:
+    with nats_lab(("a", "b", "c", "x", "j"), servers=3) as lab:
         make_bucket(lab, "a")
         daemons = {"a": Daemon(lab, "a", work).start(),
                    "b": Daemon(lab, "b", work, origin_rate=1000, origin_max=5000).start()}
@@ -148,3 +178,65 @@ def test_per_origin_rate_cap_under_a_flood(fleet: tuple[NatsLab, dict[str, Daemo
     assert status["bans_by_origin"]["x"] == 1000  # origin_rate = 1000 a minute
     assert status["refused"] >= 2000
     assert sum(1 for x in b.lines() if x.get("PS_ORIGIN") == "x") == 1000
+    # the audit: the refusals are a few aggregated journal records, not one per value
+    deadline = time.monotonic() + 15
+    while True:
+        out = subprocess.run(["journalctl", "-o", "json", "--no-pager", "SYSLOG_IDENTIFIER=portsentinel-fleet",
+                              "PS_EVENT=ignored", "PS_ORIGIN=x"], capture_output=True, text=True, timeout=30).stdout
+        records = [json.loads(line) for line in out.splitlines() if line.strip()]
+        if sum(int(r["PS_HITS"]) for r in records) >= 2000 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert sum(int(r["PS_HITS"]) for r in records) >= 2000 and len(records) <= 10
+
+
+def _lifted_fleet_wide(daemon: Daemon, addr: str) -> bool:
+    return any(x["PS_EVENT"] == "unban" and x["PS_ORIGIN_JAIL"] == "_unban" and x["PS_SRC"] == addr
+               for x in daemon.lines())
+
+
+def test_fleet_wide_unban(fleet: tuple[NatsLab, dict[str, Daemon], Path]) -> None:
+    lab, d, _ = fleet
+    a, b, c = d["a"], d["b"], d["c"]
+    a.decide("ban", "203.0.113.60")
+    b.decide("ban", "203.0.113.60")
+    c.wait(lambda: sum(1 for x in c.lines() if x["PS_SRC"] == "203.0.113.60") == 2, 15, "two origins on c")
+    a.decide("unban", "203.0.113.60", fleet=True)  # portsentinel unban --fleet on a
+    for host in (b, c):
+        host.wait(partial(_lifted_fleet_wide, host, "203.0.113.60"), 15, "fleet-wide unban")
+    # b deletes its own key for the address; the marker stands
+    b.wait(lambda: lab.python("x", GET, "b.portsentinel.203-0-113-60").stdout.strip() != "PUT", 15, "b's key gone")
+    assert lab.python("x", GET, "a._unban.203-0-113-60").stdout.strip() == "PUT"
+    b.decide("ban", "203.0.113.61")  # other bans of b are untouched
+    c.wait(lambda: c.banned().get("203.0.113.61") == "b", 15, "b's next ban")
+    assert lab.python("x", GET, "b.portsentinel.203-0-113-61").stdout.strip() == "PUT"
+
+
+def test_journal_input_and_a_vanished_consumer(fleet: tuple[NatsLab, dict[str, Daemon], Path]) -> None:
+    """decisions = journal (the Debian default): the responder's records by uid 0 are published, a forged one
+    (another uid) is not. Then every consumer of the bucket is deleted on the server: the watches recover."""
+    from systemd import journal
+
+    lab, d, work = fleet
+    b = d["b"]
+    j = d["j"] = Daemon(lab, "j", work, decisions="journal").start()
+    time.sleep(0.5)
+    forged = ("from systemd import journal; journal.send('forged', SYSLOG_IDENTIFIER='portsentinel-responder', "
+              "PS_EVENT='ban', PS_SHARE='1', PS_JAIL='portsentinel', PS_SRC='203.0.113.71', PS_BANTIME='600')")
+    subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-c",
+                    forged], check=True, timeout=30)
+    journal.send("jail portsentinel: banned 203.0.113.70", SYSLOG_IDENTIFIER="portsentinel-responder",
+                 PS_EVENT="ban", PS_SHARE="1", PS_JAIL="portsentinel", PS_SRC="203.0.113.70", PS_BANTIME="600",
+                 PS_TIME=f"{time.time():.6f}")
+    j.nudge()
+    b.wait(lambda: b.banned().get("203.0.113.70") == "j", 15, "j's journal decision on b")
+    assert "203.0.113.71" not in b.banned()
+    dropped = lab.python("x", DROP_CONSUMERS).stdout.split()
+    assert dropped  # every host's watch had one
+    j.decide("ban", "203.0.113.72")  # in j's decisions file, which a journal-reading daemon does not follow
+    journal.send("jail portsentinel: banned 203.0.113.73", SYSLOG_IDENTIFIER="portsentinel-responder",
+                 PS_EVENT="ban", PS_SHARE="1", PS_JAIL="portsentinel", PS_SRC="203.0.113.73", PS_BANTIME="600",
+                 PS_TIME=f"{time.time():.6f}")
+    j.nudge()
+    b.wait(lambda: b.banned().get("203.0.113.73") == "j", 30, "a ban after the consumers vanished")
+    assert "203.0.113.72" not in b.banned()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,20 +77,26 @@ class Daemon:
         self.proc = None
 
     def decide(self, event: str, addr: str, *, jail: str = "portsentinel", bantime: int = 600,
-               share: str = "1") -> None:
-        """One decision record of the responder, as its JSON-lines decisions file carries it."""
+               share: str = "1", fleet: bool = False) -> None:
+        """One decision record of the responder, as its JSON-lines decisions file carries it (``fleet``: the
+        record of ``portsentinel unban --fleet``)."""
         rec = {"SYSLOG_IDENTIFIER": "portsentinel-responder", "PS_EVENT": event, "PS_JAIL": jail, "PS_SRC": addr,
                "PS_BANTIME": str(bantime), "PS_TIME": f"{time.time():.6f}", "PS_SCAN": "syn", "PS_SHARE": share,
                "MESSAGE": f"jail {jail}: {event} {addr}"}
+        if fleet:
+            del rec["PS_JAIL"]
+            rec["PS_FLEET"] = "1"
         with open(self.decisions, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
-        try:
-            import socket
+        self.nudge()
 
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-                s.sendto(b"", str(self.dir / "wake"))
-        except OSError:
-            pass
+    def nudge(self) -> None:
+        """The responder's wake-up datagram to the daemon."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.sendto(b"", str(self.dir / "wake"))
+            except OSError:
+                pass
 
     def lines(self) -> list[dict[str, str]]:
         try:

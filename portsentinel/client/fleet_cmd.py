@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .fleet_status import add_status_parser
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``fleet`` and its subcommands on the client's subparsers."""
     fl: argparse.ArgumentParser = sub.add_parser("fleet", help="ban sharing between hosts (docs/fleet.md)")
     fsub = fl.add_subparsers(dest="fleet_command", required=True, metavar="FLEET_COMMAND")
+    add_status_parser(fsub)  # `fleet status` (portsentinel.client.fleet_status)
     st = fsub.add_parser("setup", help="make the fleet's CA, server certificates, per-host nkeys and the servers' "
                                        "permissions; --create-bucket makes the bucket on the running cluster")
     st.add_argument("--hosts", metavar="A,B,C", help="the fleet's host names ([A-Za-z0-9_-], 1 to 64 each)")

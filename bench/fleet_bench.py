@@ -1,0 +1,158 @@
+"""The fleet daemon's two figures, each side by side with the engine's own floor measured in the same run.
+
+1. Latency: a shared decision appended to host A's decisions file (+ the responder's wake datagram) -> the remote
+   ban's JSON line written on host E by E's daemon. Floor: a bare nats-py put -> the same client's KV watch
+   receiving it (one process in host A: put and watch through the cluster).
+2. Catch-up: a host joining a bucket holding ``--keys`` active bans (100,000) -> every one of them applied (lines
+   written, sequence committed). Floor: a bare nats-py ordered consumer receiving the same keys.
+
+A 3-server JetStream cluster and the hosts are network namespaces of the NATS lab (tests/lab/nats.py); nothing
+leaves them. Run as root:
+  unshare --mount --propagation private --fork -- bash scripts/with-journald.sh \\
+      .venv/bin/python -m bench.fleet_bench [--count 200] [--keys 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tests.lab.fleetd import Daemon, make_bucket
+from tests.lab.nats import nats_lab
+
+FLOOR_LATENCY = """
+import asyncio, os, sys, time, json, nats
+async def main():
+    nc = await nats.connect(os.environ["PS_NATS_SERVERS"].split(","), connect_timeout=3)
+    js = nc.jetstream(timeout=15)
+    got = {}
+    async def cb(msg):
+        got[msg.subject] = time.monotonic()
+    await js.subscribe("$KV.portsentinel_bans.floor.>", stream="KV_portsentinel_bans", cb=cb, ordered_consumer=True,
+                       deliver_policy=nats.js.api.DeliverPolicy.NEW)
+    out = []
+    for i in range(int(sys.argv[1])):
+        subject = f"$KV.portsentinel_bans.floor.j.198-18-{i // 256}-{i % 256}"
+        t0 = time.monotonic()
+        await js.publish(subject, b"{}")
+        while subject not in got:
+            await asyncio.sleep(0.0002)
+        out.append((got[subject] - t0) * 1000)
+        await asyncio.sleep(0.02)
+    print(json.dumps(out))
+    await nc.close()
+asyncio.run(main())
+"""
+
+PUT_MANY = """
+import asyncio, json, os, sys, time, nats
+async def main():
+    nc = await nats.connect(os.environ["PS_NATS_SERVERS"].split(","), connect_timeout=3)
+    js = nc.jetstream(timeout=30)
+    now = time.time()
+    pending = []
+    for i in range(int(sys.argv[1])):
+        addr = f"100.{64 + i // 65536}.{(i // 256) % 256}.{i % 256}"
+        value = {"v": 1, "addr": addr, "jail": "portsentinel", "until": now + 3600, "scan": "syn", "verified": 0,
+                 "offence": 1, "at": now}
+        pending.append(await js.publish_async("$KV.portsentinel_bans.x.portsentinel." + addr.replace(".", "-"),
+                                              json.dumps(value, separators=(",", ":")).encode()))
+        if len(pending) >= 2000:
+            await asyncio.gather(*pending)
+            pending = []
+    await asyncio.gather(*pending)
+    await nc.close()
+asyncio.run(main())
+"""
+
+FLOOR_CATCHUP = """
+import asyncio, os, sys, time, nats
+async def main():
+    nc = await nats.connect(os.environ["PS_NATS_SERVERS"].split(","), connect_timeout=3)
+    js = nc.jetstream(timeout=30)
+    want = int(sys.argv[1])
+    seen = 0
+    done = asyncio.Event()
+    async def cb(msg):
+        nonlocal seen
+        seen += 1
+        if seen >= want:
+            done.set()
+    t0 = time.monotonic()
+    await js.subscribe("$KV.portsentinel_bans.x.>", stream="KV_portsentinel_bans", cb=cb, ordered_consumer=True,
+                       deliver_policy=nats.js.api.DeliverPolicy.LAST_PER_SUBJECT)
+    await asyncio.wait_for(done.wait(), 300)
+    print(time.monotonic() - t0)
+    await nc.close()
+asyncio.run(main())
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--count", type=int, default=200, help="decisions for the latency figure")
+    ap.add_argument("--keys", type=int, default=100_000, help="active bans in the bucket for the catch-up")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pslab-fleetbench-"))
+    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cpu; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    with nats_lab(("a", "e", "j", "x"), servers=3) as lab:
+        print(f"nats-server {lab.version}, 3 servers, R3")
+        make_bucket(lab, "a")
+        a = Daemon(lab, "a", work).start()
+        e = Daemon(lab, "e", work, origin_rate=100_000).start()
+        time.sleep(1)
+        daemon_ms: list[float] = []
+        for i in range(args.count):
+            addr = f"198.19.{i // 256}.{i % 256}"
+            t0 = time.monotonic()
+            a.decide("ban", addr)
+            size = 0
+            while True:  # E's output grows by this ban's line
+                st = e.output.stat().st_size if e.output.exists() else 0
+                if st != size:
+                    size = st
+                    if addr in e.output.read_text()[-400:]:
+                        break
+                if time.monotonic() - t0 > 10:
+                    raise SystemExit(f"{addr}: no line on E within 10 s")
+                time.sleep(0.0002)
+            daemon_ms.append((time.monotonic() - t0) * 1000)
+            time.sleep(0.02)
+        floor_ms: list[float] = json.loads(lab.python("a", FLOOR_LATENCY, str(args.count), timeout=120).stdout)
+        print(f"latency, decision on A -> line on E ({args.count}): median {statistics.median(daemon_ms):.1f} ms, "
+              f"p99 {pct(daemon_ms, 0.99):.1f} ms, max {max(daemon_ms):.1f} ms")
+        print(f"  floor, bare nats-py put -> watch ({args.count}): median {statistics.median(floor_ms):.1f} ms, "
+              f"p99 {pct(floor_ms, 0.99):.1f} ms")
+        a.stop()
+        e.stop()
+        t0 = time.monotonic()
+        lab.python("x", PUT_MANY, str(args.keys), timeout=600)
+        print(f"catch-up: {args.keys} keys put in {time.monotonic() - t0:.1f} s")
+        floor_s = float(lab.python("j", FLOOR_CATCHUP, str(args.keys), timeout=600).stdout)
+        # The keys were put moments ago: live updates for the rate cap, which the bench lifts.
+        t0 = time.monotonic()
+        j = Daemon(lab, "j", work, origin_max=args.keys * 2, origin_rate=args.keys * 2).start()
+        j.wait(lambda: j.status().get("bans_by_origin", {}).get("x", 0) >= args.keys and j.status()["lag"] == 0,
+               300, "catch-up")
+        joined = time.monotonic() - t0
+        lines = sum(1 for _ in j.output.open())
+        print(f"catch-up, a joining daemon: {args.keys} bans applied ({lines} lines) in {joined:.1f} s "
+              f"(start to status; the status file is written once a second)")
+        print(f"  floor, bare nats-py ordered consumer: {floor_s:.1f} s")
+        j.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -76,7 +76,8 @@ async def connect(servers: Sequence[str], *, seed: Path, ca: Path | None, watch:
                               allow_reconnect=reconnects != 0, **kw)
 
 
-def _differences(old: api.StreamConfig, new: api.StreamConfig) -> list[str]:
+def differences(old: api.StreamConfig, new: api.StreamConfig) -> list[str]:
+    """The settings that matter to the fleet in which an existing bucket differs from ``new``."""
     fields = ("subjects", "max_msgs_per_subject", "max_age", "max_msg_size", "num_replicas", "discard",
               "allow_rollup_hdrs", "deny_delete", "allow_direct", "storage")
     return [f for f in fields if getattr(old, f) != getattr(new, f)]
@@ -95,7 +96,7 @@ async def create_bucket(nc: Client, watch: PermissionWatch, config: api.StreamCo
             raise
         info = await guarded(js.add_stream(config), watch, f"$JS.API.STREAM.CREATE.{config.name}")
         return "created", info
-    changed = _differences(old.config, config)
+    changed = differences(old.config, config)
     if not changed:
         return "unchanged", old
     info = await guarded(js.update_stream(config), watch, f"$JS.API.STREAM.UPDATE.{config.name}")

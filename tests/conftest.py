@@ -8,8 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.lab.netns import Lab, lab_problem, sweep_stale
+
+# Tests assert behaviour, never timings: no per-example deadline (hypothesis's 200 ms fails a busy 2-core CI
+# machine as "flaky" when a rerun of the same example is fast).
+settings.register_profile("portsentinel", deadline=None)
+settings.load_profile("portsentinel")
 
 ROOT = Path(__file__).resolve().parent.parent
 

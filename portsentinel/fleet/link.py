@@ -93,7 +93,8 @@ class Link:
         text = str(exc) or type(exc).__name__
         self.last_error = text
         if "permissions violation" in text.lower():
-            subject = text.rsplit(" ", 1)[-1].strip("\"'")
+            # nats-py lower-cases the server's line before the callback sees it: subjects compare lower-cased
+            subject = text.rsplit(" ", 1)[-1].strip("\"'").lower()
             self._denied[subject] = time.monotonic()
         log.debug("nats: %s", text)
 
@@ -138,8 +139,8 @@ class Link:
             ack = await self.js.publish(subject, payload, timeout=JS_TIMEOUT, stream=self.stream, headers=headers)
         except Exception as exc:
             await asyncio.sleep(0)  # let a permissions error that came with it reach _error first
-            if subject in self._denied:
-                del self._denied[subject]
+            if subject.lower() in self._denied:
+                del self._denied[subject.lower()]
                 raise Refused(f"{subject}: permissions violation") from None
             raise LinkDown(str(exc) or type(exc).__name__) from None
         return int(ack.seq)

@@ -130,3 +130,36 @@ def test_guarded_does_not_wait_for_the_timeout_of_a_denied_request() -> None:
 
     asyncio.run(scenario())
     assert cancelled == [True]
+
+
+def test_link_reports_a_denied_put_as_refused_not_as_an_outage() -> None:
+    """The daemon's Link: nats-py hands the violation lower-cased ($kv...), the put's subject is $KV...: still a
+    refusal (never spooled and retried forever), while a plain timeout stays an outage."""
+    from nats.js import api
+
+    from portsentinel.fleet.config import FleetConfig
+    from portsentinel.fleet.link import Link, LinkDown, Refused
+
+    class Js:
+        def __init__(self, link: Link, deny: bool) -> None:
+            self.link, self.deny = link, deny
+
+        async def publish(self, subject: str, payload: bytes, **_: object) -> api.PubAck:
+            if self.deny:
+                await self.link._error(Exception(f'nats: permissions violation for publish to "{subject.lower()}"'))
+            raise nats_errors.TimeoutError
+
+    class Nc:
+        is_connected, is_closed = True, False
+
+    async def attempt(deny: bool) -> Exception:
+        link = Link(FleetConfig(host="a", bucket="portsentinel_bans"), lambda kind, text: None)
+        link.nc, link.js = Nc(), Js(link, deny)  # type: ignore[assignment]
+        try:
+            await link.put("b.portsentinel.1-2-3-4", b"{}")
+        except (Refused, LinkDown) as exc:
+            return exc
+        raise AssertionError("the put did not fail")
+
+    assert isinstance(asyncio.run(attempt(True)), Refused)
+    assert isinstance(asyncio.run(attempt(False)), LinkDown)

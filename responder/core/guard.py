@@ -11,6 +11,10 @@ from portsentinel.record import canonical_address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+_LOOPBACK4 = ipaddress.ip_network("127.0.0.0/8")
+_LOOPBACK6 = ipaddress.ip_network("::1/128")
+
+
 class NeverBan:
     """The host's own addresses, its default gateways, its resolvers, and the jail's ignoreip."""
 
@@ -22,6 +26,8 @@ class NeverBan:
                     self.reasons.setdefault(canonical_address(a.split("%")[0]), kind)
                 except ValueError:
                     continue
+        #: The same addresses as networks, parsed once (safe_target checks each network ban against them).
+        self._own: list[tuple[IPNetwork, str]] = [(ipaddress.ip_network(a), k) for a, k in self.reasons.items()]
 
     def why(self, ip: str, ignoreip: Iterable[IPNetwork] = (), ignoreself: bool = True) -> str | None:
         """The reason ``ip`` must not be banned, or None."""
@@ -63,9 +69,8 @@ class NeverBan:
             return net, ""
         addr = ipaddress.ip_address(ip)
         wide = ipaddress.ip_network(net)
-        protected: list[tuple[IPNetwork, str]] = [(ipaddress.ip_network(a), k) for a, k in self.reasons.items()
-                                                  if ignoreself] + [(n, f"ignoreip {n}") for n in ignoreip]
-        protected.append((ipaddress.ip_network("::1/128" if addr.version == 6 else "127.0.0.0/8"), "loopback"))
+        protected = (self._own if ignoreself else []) + [(n, f"ignoreip {n}") for n in ignoreip]
+        protected.append((_LOOPBACK6 if addr.version == 6 else _LOOPBACK4, "loopback"))
         for pnet, kind in protected:
             if pnet.version == addr.version and wide.overlaps(pnet):
                 what = pnet.network_address if pnet.prefixlen == pnet.max_prefixlen else pnet

@@ -59,9 +59,7 @@ class Remote:
         if self.scan:
             out["scan"] = self.scan
         out["verified"] = "1" if self.verified else "0"
-        if self.target != self.src:
-            out["src"] = self.src
-        return out
+        return out  # (no "src": PS_SRC of a remote network ban is the network's first address, its default)
 
     def fields(self) -> dict[str, str]:
         """The origin's fields for a record about this line (a refusal, an unban)."""

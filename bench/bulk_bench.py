@@ -11,7 +11,8 @@ Everything happens in a fresh namespace lab (tests/lab/netns.py); nft runs only 
               the ban records are in the journal (aggregated: one entry per 256 bans)
   in-process  in the victim namespace, the same N bans through the executor (libnftables in-process):
               bulk      Executor.ban_many(all N)            one plan per ban, one nft transaction for all
-              per-ban   Executor.ban_many([ban]), N times    one transaction per ban (the per-ban path)
+              per-ban   Executor.ban_many([ban]), M times    one transaction per ban (the per-ban path; M =
+                        --per-ban-n, 1,000 by default: each transaction costs more as the set grows)
               bare nft  NftBatch of the same N elements       one transaction, no plans: the floor
 It prints figures; it is a benchmark, not a test (docs/performance.md).
 """
@@ -45,7 +46,7 @@ from tests.lab.pipeline import ResponderProcess, make_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def inner(n: int) -> dict[str, Any]:
+def inner(n: int, per_ban_n: int) -> dict[str, Any]:
     """In the victim namespace: the executor's bulk and per-ban paths and a bare nft batch, same N elements."""
     from portsentinel.responder.actions.executor import Executor
     from portsentinel.responder.adapters.libnft import NftRunner
@@ -54,7 +55,7 @@ def inner(n: int) -> dict[str, Any]:
     from portsentinel.responder.config.jailconf import ActionRef, JailConfig
     from portsentinel.responder.core.bans import Ban
 
-    out: dict[str, Any] = {"n": n}
+    out: dict[str, Any] = {"n": n, "per_ban_n": per_ban_n}
     now = time.time()
 
     def executor(name: str) -> Executor:
@@ -64,7 +65,7 @@ def inner(n: int) -> dict[str, Any]:
         return ex
 
     for kind, first in (("bulk", "10.64.0.1"), ("per_ban", "10.65.0.1"), ("bare", "10.66.0.1")):
-        ips = addresses(first, n)
+        ips = addresses(first, per_ban_n if kind == "per_ban" else n)
         name = f"b{kind.replace('_', '')}"
         if kind == "bare":
             ex = executor(name)  # only for its set; the elements go in without plans
@@ -85,7 +86,7 @@ def inner(n: int) -> dict[str, Any]:
                 applied = [a for b in bans for a in ex.ban_many([b], now=now, restoring=True)]
             seconds = time.perf_counter() - t0
             ok = all(names for _, names in applied)
-        out[kind] = {"seconds": seconds, "ok": ok}
+        out[kind] = {"seconds": seconds, "ok": ok, "n": len(ips)}
     return out
 
 
@@ -128,10 +129,11 @@ def responder(lab: Lab, work: Path, n: int) -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bans", type=int, default=10_000)
+    p.add_argument("--per-ban-n", type=int, default=1_000, help="bans through the per-ban path (in-process)")
     p.add_argument("--inner", type=int, help=argparse.SUPPRESS)  # the in-process part, in the victim namespace
     args = p.parse_args()
     if args.inner:
-        print(json.dumps(inner(args.inner)))
+        print(json.dumps(inner(args.inner, args.per_ban_n)))
         return 0
     problem = lab_problem()
     if problem:
@@ -142,11 +144,12 @@ def main() -> int:
         return 2
     n = args.bans
     print(machine())
-    print(time.strftime("%Y-%m-%d %H:%M:%S %Z"), f"| {n} bans")
+    print(time.strftime("%Y-%m-%d %H:%M:%S %Z"), f"| {n} bans", flush=True)
     sweep_stale()
     with tempfile.TemporaryDirectory(prefix="ps-bulk-") as tmp, Lab() as lab:
         r = responder(lab, Path(tmp), n)
-        res = lab.victim.run([PY, "-m", "bench.bulk_bench", "--inner", str(n)], timeout=900)
+        res = lab.victim.run([PY, "-m", "bench.bulk_bench", "--inner", str(n), "--per-ban-n", str(args.per_ban_n)],
+                             timeout=900)
         i = json.loads(res.stdout.strip().splitlines()[-1])
     print(f"\n== the responder: {n} scan records appended at once to its JSON-lines source")
     if r["set_s"]:
@@ -156,12 +159,12 @@ def main() -> int:
         print(f"  the last address was never blocked (the set holds {r['in_set']})")
     print(f"  ban records: {r['addresses']} addresses in {r['entries']} journal entries, the last after "
           f"{r['records_s'] * 1000:9.1f} ms")
-    print(f"\n== in-process in the victim namespace, the same {n} bans (libnftables)")
+    print("\n== in-process in the victim namespace, the same bans (libnftables)")
     for key, label in (("bulk", "executor, bulk path (one transaction)"),
                        ("per_ban", "executor, per-ban path (one transaction each)"),
                        ("bare", "bare nft batch of the same elements")):
         f = i[key]
-        print(f"  {label:<48} {f['seconds'] * 1000:9.1f} ms -> {n / f['seconds']:9.0f} bans/s"
+        print(f"  {label:<48} {f['n']:6d} in {f['seconds'] * 1000:9.1f} ms -> {f['n'] / f['seconds']:9.0f} bans/s"
               + ("" if f["ok"] else "  (FAILED)"))
     return 0
 

@@ -134,12 +134,17 @@ def watch_end(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
+#: The open-port server of each lab (by the lab's id): one per lab, stopped with the lab's namespaces.
+_SERVERS: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def serve(lab: Lab) -> None:
     """The victim's open TCP port the probes go to (once per lab)."""
-    if getattr(lab, "_bench_server", None) is None:
+    srv = _SERVERS.get(id(lab))
+    if srv is None or srv.poll() is not None:
         srv = lab.victim.popen([PY, "-c", SERVER], stdout=subprocess.PIPE)
         assert srv.stdout is not None and srv.stdout.readline().strip() == b"ready"
-        lab._bench_server = srv  # type: ignore[attr-defined]
+        _SERVERS[id(lab)] = srv
 
 
 def start_timed(lab: Lab, resp: ResponderProcess, ip: str, limit: float = 120) -> dict[str, Any]:

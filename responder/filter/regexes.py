@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from re import _parser as sre_parser  # type: ignore[attr-defined]  # no public regex parser since 3.11
 from typing import Any
 
 # An IPv4 or IPv6 address as fail2ban spells it; ipaddress validates it afterwards.
@@ -246,7 +247,7 @@ def anchored_first_chars(pat: re.Pattern[str]) -> set[str] | None:
     if pat.flags & re.MULTILINE or not src.startswith("^") or _NUMBERED.search(src):
         return None
     try:
-        parsed = re._parser.parse(src, pat.flags)  # type: ignore[attr-defined]
+        parsed = sre_parser.parse(src, pat.flags)
     except (re.error, RecursionError):
         return None
     items = list(parsed)

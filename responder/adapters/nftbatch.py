@@ -55,13 +55,21 @@ class NftBatch:
         self.timeout = timeout
         # (set, addr) -> ("add", timeout seconds | None) or ("delete", None)
         self._ops: dict[tuple[str, str], tuple[str, int | None]] = {}
+        self._sets: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self._ops)
 
+    def _set(self, name: str) -> str:
+        """The set's name, checked once per batch (a bulk batch adds thousands of elements to one set)."""
+        checked = self._sets.get(name)
+        if checked is None:
+            checked = self._sets[name] = _ident("set", name)
+        return checked
+
     def add(self, set_name: str, ip: str, timeout: int | None = None) -> None:
         """Queue an element (``timeout`` seconds; None or a negative value: no timeout)."""
-        key = (_ident("set", set_name), _addr(ip))
+        key = (self._set(set_name), _addr(ip))
         t = None if timeout is None or timeout < 0 else int(timeout)
         prev = self._ops.get(key)
         if prev is not None and prev[0] == "add":
@@ -71,7 +79,7 @@ class NftBatch:
 
     def delete(self, set_name: str, ip: str) -> None:
         """Queue the removal of an element."""
-        self._ops[(_ident("set", set_name), _addr(ip))] = ("delete", None)
+        self._ops[(self._set(set_name), _addr(ip))] = ("delete", None)
 
     @staticmethod
     def _elem(addr: str, op: tuple[str, int | None]) -> str:

@@ -83,13 +83,15 @@ class Store:
                                  json.dumps(b.info, sort_keys=True), reason, now))
             for jail, ip in unbanned:
                 self.db.execute("DELETE FROM unbans WHERE jail=? AND ip=?", (jail, ip))
-            for b in added:
-                self.db.execute("DELETE FROM unbans WHERE jail=? AND ip=?", (b.jail, b.ip))
-                self.db.execute("INSERT OR REPLACE INTO bans VALUES (?,?,?,?,?,?,?)",
-                                (b.jail, b.ip, b.banned_at, b.expires, b.count, b.failures,
-                                 json.dumps(b.info, sort_keys=True)))
-                self.db.execute("INSERT INTO offences VALUES (?,?,?,?) ON CONFLICT(jail, ip) DO UPDATE SET "
-                                "count=excluded.count, last=excluded.last", (b.jail, b.ip, b.count, b.banned_at))
+            added = list(added)  # many at once (the bulk path): one statement each, run over all of them
+            if added:
+                self.db.executemany("DELETE FROM unbans WHERE jail=? AND ip=?", [(b.jail, b.ip) for b in added])
+                self.db.executemany("INSERT OR REPLACE INTO bans VALUES (?,?,?,?,?,?,?)",
+                                    [(b.jail, b.ip, b.banned_at, b.expires, b.count, b.failures,
+                                      json.dumps(b.info, sort_keys=True)) for b in added])
+                self.db.executemany("INSERT INTO offences VALUES (?,?,?,?) ON CONFLICT(jail, ip) DO UPDATE SET "
+                                    "count=excluded.count, last=excluded.last",
+                                    [(b.jail, b.ip, b.count, b.banned_at) for b in added])
             for jail, ip in removed:
                 self.db.execute("DELETE FROM bans WHERE jail=? AND ip=?", (jail, ip))
             for source, cur in (cursors or {}).items():

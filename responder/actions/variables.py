@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from portsentinel.record import canonical_network
 
@@ -96,12 +95,11 @@ def family_of(ip: str) -> str:
     return "inet6" if ":" in ip else "inet"
 
 
-@dataclass(frozen=True, slots=True)
-class BanVars:
+class BanVars(NamedTuple):
     """One ban's template variables, validated when made (:meth:`of`, :meth:`parse`): ``ip`` canonical, ``family``
     derived from it, numbers in range, words checked. ``port`` None and empty words mean "not known": they are
     left out of :meth:`context`, so a template must say ``{{ port|default('') }}`` to use one that may be missing
-    (PortSentry's ``$PORT$`` and ``$MODE$`` do)."""
+    (PortSentry's ``$PORT$`` and ``$MODE$`` do). A named tuple: immutable, and cheap to make for 100,000 bans."""
 
     ip: str
     family: str

@@ -8,7 +8,8 @@ bucket from a stream sequence. The only module that imports ``nats``.
 - A put or delete is a JetStream publish to ``$KV.<bucket>.<key>`` that waits for the stream's acknowledgement;
   whatever fails (no connection, no stream leader during an election, a timeout) raises :class:`LinkDown` and
   the caller keeps the operation spooled. A put the server's permissions refuse surfaces in nats-py only as a
-  timeout plus an asynchronous error: :class:`Refused` when that error names the subject.
+  timeout plus an asynchronous error: :mod:`.nats_errors` tells it apart (:class:`Refused`, as is an error answer
+  of JetStream, e.g. a refused rollup: retrying would not help).
 - The watch is an ordered push consumer on ``$KV.<bucket>.>`` with an idle heartbeat, from a stream sequence
   (resume) or the last value per key (first start). nats-py resets an ordered consumer that misses heartbeats
   but gives up when recreating it fails; :meth:`Watch.healthy` lets the caller notice and restart it.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +31,7 @@ from nats.js import api
 from nats.js.client import JetStreamContext
 
 from .config import FleetConfig
+from .nats_errors import Denied, PermissionWatch, Rejected, Unreachable, guarded
 
 log = logging.getLogger("portsentinel.fleet")
 
@@ -75,7 +76,8 @@ class Link:
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self.last_error = ""
-        self._denied: dict[str, float] = {}
+        #: The connection's permission violations (nats-py reports a denied put only there; nats_errors).
+        self.perms = PermissionWatch(chain=self._error)
 
     # ------------------------------------------------------------------ connection
     @property
@@ -90,13 +92,9 @@ class Link:
         return f"{url.scheme}://{url.netloc}"
 
     async def _error(self, exc: Exception) -> None:
-        text = str(exc) or type(exc).__name__
-        self.last_error = text
-        if "permissions violation" in text.lower():
-            # nats-py lower-cases the server's line before the callback sees it: subjects compare lower-cased
-            subject = text.rsplit(" ", 1)[-1].strip("\"'").lower()
-            self._denied[subject] = time.monotonic()
-        log.debug("nats: %s", text)
+        """Errors other than permission violations (those go to :attr:`perms`)."""
+        self.last_error = str(exc) or type(exc).__name__
+        log.debug("nats: %s", self.last_error)
 
     async def _disconnected(self) -> None:
         self._on_event("disconnected", self.last_error)
@@ -112,7 +110,7 @@ class Link:
             self.nc = await nats.connect(
                 servers=list(self.cfg.servers), name=f"portsentinel-fleet {self.cfg.host}",
                 nkeys_seed=self.cfg.nkey_seed or None, tls=_tls(self.cfg), inbox_prefix=f"_INBOX_{self.cfg.host}",
-                error_cb=self._error, disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
+                error_cb=self.perms.error_cb, disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
                 allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=2,
                 ping_interval=max(1, int(self.cfg.heartbeat)), max_outstanding_pings=2)
         except Exception as exc:  # nats-py raises many kinds (NoServersError, OSError, ssl errors, auth)
@@ -136,13 +134,12 @@ class Link:
             raise LinkDown("not connected")
         subject = self.subject_prefix + key
         try:
-            ack = await self.js.publish(subject, payload, timeout=JS_TIMEOUT, stream=self.stream, headers=headers)
-        except Exception as exc:
-            await asyncio.sleep(0)  # let a permissions error that came with it reach _error first
-            if subject.lower() in self._denied:
-                del self._denied[subject.lower()]
-                raise Refused(f"{subject}: permissions violation") from None
-            raise LinkDown(str(exc) or type(exc).__name__) from None
+            ack = await guarded(self.js.publish(subject, payload, timeout=JS_TIMEOUT, stream=self.stream,
+                                                headers=headers), self.perms, subject)
+        except (Denied, Rejected) as exc:
+            raise Refused(str(exc)) from None
+        except Unreachable as exc:
+            raise LinkDown(str(exc)) from None
         return int(ack.seq)
 
     async def put(self, key: str, value: bytes) -> int:

@@ -145,6 +145,8 @@ class FleetService:
     # ------------------------------------------------------------------ applying
     async def on_entry(self, entry: Entry) -> None:
         self._activity = time.monotonic()
+        if self.watch is not None:
+            self.watch.pending = entry.pending  # the lag, as the server counted it when it sent this entry
         if entry.seq <= self.seq:
             return  # delivered again after a consumer reset
         now = time.time()

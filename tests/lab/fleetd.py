@@ -42,7 +42,9 @@ def make_bucket(lab: NatsLab, host: str, name: str = "portsentinel_bans") -> Non
 
 
 class Daemon:
-    def __init__(self, lab: NatsLab, host: str, workdir: Path, **settings: object) -> None:
+    def __init__(self, lab: NatsLab, host: str, workdir: Path, *, name: str | None = None,
+                 **settings: object) -> None:
+        """The daemon of lab host ``host``, calling itself ``name`` in the fleet (default: ``host``)."""
         self.lab = lab
         self.host = host
         self.dir = workdir / f"fleet-{host}"
@@ -53,7 +55,7 @@ class Daemon:
         self.output = self.dir / "remote.jsonl"
         self.status_path = self.dir / "status.json"
         self.conf = self.dir / "fleet.conf"
-        conf = {"enabled": "true", "host": host, "servers": ", ".join(lab.urls()), "decisions": self.decisions,
+        conf = {"enabled": "true", "host": name or host, "servers": ", ".join(lab.urls()), "decisions": self.decisions,
                 "state": self.dir / "state.sqlite3", "output": self.output, "wake": self.dir / "wake",
                 "responder_wake": "", "status": self.status_path, "heartbeat": "1s"}
         conf.update(settings)

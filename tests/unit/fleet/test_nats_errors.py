@@ -146,7 +146,8 @@ def test_link_reports_a_denied_put_as_refused_not_as_an_outage() -> None:
 
         async def publish(self, subject: str, payload: bytes, **_: object) -> api.PubAck:
             if self.deny:
-                await self.link._error(Exception(f'nats: permissions violation for publish to "{subject.lower()}"'))
+                violation = f'nats: permissions violation for publish to "{subject.lower()}"'
+                await self.link.perms.error_cb(Exception(violation))
             raise nats_errors.TimeoutError
 
     class Nc:

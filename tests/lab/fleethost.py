@@ -165,21 +165,22 @@ class FleetHost:
             self.join()
         return self
 
-    def join(self, timeout: float = 30) -> None:
+    def join(self, timeout: float = 30, *, wait: bool = True) -> None:
         """Start portsentinel-fleet with the host's credentials from ``fleet setup`` (fleet.local beside it)."""
         d = self.base / "fleet"
         d.mkdir(exist_ok=True)
         conf = {"decisions": "journal", "responder_uid": "0", "state": d / "state.sqlite3", "output": self.remote,
                 "wake": d / "wake", "responder_wake": self.responder.wake if self.responder else "",
-                "status": self.status_path, "heartbeat": "1s", "origin_rate": "100000"}
+                "status": self.status_path, "heartbeat": "1s", "origin_rate": "100000", "origin_max": "200000"}
         (d / "fleet.conf").write_text("[fleet]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
         (d / "fleet.local").write_text((self.setup_dir / "hosts" / self.name / "fleet.local").read_text())
         log = open(d / "daemon.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
         self.fleet = self.machine.popen([FLEET, "--config", str(d / "fleet.conf"), "-v"], stdout=log,
                                         stderr=subprocess.STDOUT)
-        wait_until(lambda: self.status().get("connected") is True, timeout, f"[{self.name}] fleet connected",
-                   self.fleet_log)
+        if wait:
+            wait_until(lambda: self.status().get("connected") is True, timeout, f"[{self.name}] fleet connected",
+                       self.fleet_log)
 
     def status(self) -> dict[str, Any]:
         if self.fleet is not None and self.fleet.poll() is not None:
@@ -271,7 +272,16 @@ class FleetSite:
         proc = host.popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", JOURNALD])
         self._journalds.append(proc)
         socks = [Path(f"/proc/{proc.pid}/root/run/systemd/journal/{s}") for s in ("socket", "stdout")]
-        wait_until(lambda: all(s.is_socket() for s in socks) or proc.poll() is not None, 10, f"[{name}] journald")
+
+        def ready() -> bool:
+            # until the PID is journald itself, /proc/PID/root still shows the mounts from before the tmpfs
+            try:
+                running = os.readlink(f"/proc/{proc.pid}/exe").endswith("systemd-journald")
+            except OSError:
+                return proc.poll() is not None
+            return running and all(s.is_socket() for s in socks)
+
+        wait_until(ready, 10, f"[{name}] journald")
         if proc.poll() is not None:
             raise LabError(f"[{name}] journald exited {proc.returncode}")
         machine = Machine(host.ns, host.iface, host.addr4, host.addr6, mnt_pid=proc.pid)
@@ -281,12 +291,12 @@ class FleetSite:
         wait_until(lambda: any(files.glob("*/*.journal")), 10, f"[{name}] journal files")
         return machine
 
-    def start(self, names: Sequence[str], *, fleet: bool = True) -> None:
+    def start(self, names: Sequence[str], *, detector: bool = True, fleet: bool = True) -> None:
         """Start the named hosts' daemons side by side (threads only wait on child processes)."""
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(len(names)) as pool:
-            for started in [pool.submit(self.hosts[n].start, fleet=fleet) for n in names]:
+            for started in [pool.submit(self.hosts[n].start, detector=detector, fleet=fleet) for n in names]:
                 started.result()
 
     @property

@@ -1,0 +1,241 @@
+"""The fleet's speed end to end (issue 13, "Speed"), on real hosts of the lab (tests/lab/fleethost.py): five fleet
+hosts, each a network namespace with its own journald, a three-server JetStream cluster with TLS and per-host nkeys
+from `portsentinel fleet setup`, and a scanner; nothing leaves the lab's namespaces.
+
+(a) Scan on host A -> ban in force on host E, measured at E's firewall: the scanner pings A and E from a fresh
+    source address every 0.5 ms, sends the scan (SYNs to two watched ports of A), and the ban is in force at a host
+    from the first probe it never answered (bench/fleet_probe.py). Side by side: the same scan's local ban on A.
+    Each hop is dated by its own record (PS_TIME, one clock): A's detector record, A's responder ban (shared),
+    E's fleet line, E's responder ban.
+(b) A host joining a fleet with ``--keys`` (100,000) active bans: from starting its portsentinel-fleet to every one
+    of them in its nft set. Side by side: a bare nats-py watcher receiving the same keys, and one `nft -f` batch
+    of as many elements, both in the joining host's namespace.
+(c) ``--bulk`` (10,000) remote bans put at once by one host: from the first put to all in force on E; side by
+    side the puts' own time.
+
+Run as root (scripts/setup.sh --test first):
+    unshare --mount --propagation private --fork -- bash scripts/with-journald.sh \\
+        .venv/bin/python -m bench.fleet_e2e_bench [--scans 40] [--keys 100000] [--bulk 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.lab.fleethost import FleetHost, FleetSite, fleet_site, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+HOSTS = ("a", "b", "c", "d", "e")  # a: scanned; b, c: put the bulk keys; d: joins late; e: measured
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def row(name: str, values: list[float]) -> str:
+    if not values:
+        return f"  {name:<44} (none)"
+    ms = [v * 1000 for v in values]
+    return (f"  {name:<44} median {statistics.median(ms):7.1f} ms   p99 {pct(ms, 0.99):7.1f} ms   "
+            f"max {max(ms):7.1f} ms   (n={len(ms)})")
+
+
+def first_time(records: list[dict[str, str]], **match: str) -> float | None:
+    times = [float(r["PS_TIME"]) for r in records if all(r.get(k) == v for k, v in match.items()) and "PS_TIME" in r]
+    return min(times) if times else None
+
+
+def remote_line_time(host: FleetHost, addr: str) -> float | None:
+    try:
+        lines = host.remote.read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        if f'"{addr}"' in line:
+            rec = json.loads(line)
+            if rec.get("PS_SRC") == addr and rec.get("PS_EVENT") == "ban":
+                return float(rec["PS_TIME"])
+    return None
+
+
+def latency(site: FleetSite, scans: int) -> None:
+    a, e = site.hosts["a"], site.hosts["e"]
+    hops: dict[str, list[float]] = {k: [] for k in ("a_inforce", "e_inforce", "detector", "a_ban", "e_line",
+                                                    "e_ban", "e_minus_a")}
+    missed = 0
+    for _ in range(scans):
+        (src,) = site.aliases(1)
+        out = site.scanner.run([PY, str(ROOT / "bench" / "fleet_probe.py"), "--src", src, "--targets",
+                                f"{a.machine.addr4},{e.machine.addr4}"], timeout=30).stdout
+        probe = json.loads(out.strip().splitlines()[-1])
+        t0, at_a, at_e = probe["scan_at"], probe[a.machine.addr4], probe[e.machine.addr4]
+        if at_a is None or at_e is None:
+            missed += 1
+            continue
+        hops["a_inforce"].append(at_a - t0)
+        hops["e_inforce"].append(at_e - t0)
+        hops["e_minus_a"].append(at_e - at_a)
+        recs_a = a.machine.journal(f"PS_SRC={src}")
+        recs_e = e.machine.journal(f"PS_SRC={src}", "PS_EVENT=ban")
+        marks = {"detector": first_time(recs_a, SYSLOG_IDENTIFIER="portsentinel-detector"),
+                 "a_ban": first_time(recs_a, SYSLOG_IDENTIFIER="portsentinel-responder", PS_EVENT="ban"),
+                 "e_line": remote_line_time(e, src), "e_ban": first_time(recs_e, PS_JAIL="fleet")}
+        for key, when in marks.items():
+            if when is not None:
+                hops[key].append(when - t0)
+    print(f"(a) scan on A -> ban in force, {scans} scans from fresh addresses ({missed} not measured):")
+    print(row("local ban on A, in force at A's firewall", hops["a_inforce"]))
+    print(row("remote ban on E, in force at E's firewall", hops["e_inforce"]))
+    print(row("  E after A (the fleet's share)", hops["e_minus_a"]))
+    print("  hops, each from the scan's first SYN, by the records' PS_TIME:")
+    print(row("  A detector record written", hops["detector"]))
+    print(row("  A responder ban record (shared)", hops["a_ban"]))
+    print(row("  E fleet line written (wake->put->watch)", hops["e_line"]))
+    print(row("  E responder ban record (fleet jail)", hops["e_ban"]))
+
+
+def keys_tool(site: FleetSite, host: str, what: str, count: int, first: str = "100.64.0.0",
+              timeout: float = 300) -> tuple[float, float]:
+    """(seconds, epoch of the first put or of the watch's start) of bench/fleet_keys.py in ``host``."""
+    setup = site.setup_dir
+    out = site.lab.run(host, [PY, str(ROOT / "bench" / "fleet_keys.py"), what, "--host", host, "--seed",
+                              str(setup / "hosts" / host / f"{host}.nk"), "--ca", str(setup / "ca.pem"),
+                              "--count", str(count), "--first", first, "--limit", str(timeout - 10)],
+                       timeout=timeout).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    return float(got["seconds"]), float(got["start"])
+
+
+def last_fleet_ban(host: FleetHost) -> float:
+    """PS_TIME of the host's last ban record of the fleet jail (its journal)."""
+    recs = host.machine.journal("-n", "1", "SYSLOG_IDENTIFIER=portsentinel-responder", "PS_JAIL=fleet",
+                                "PS_EVENT=ban")
+    return float(recs[-1]["PS_TIME"]) if recs else float("nan")
+
+
+def line_times(host: FleetHost, skip: int) -> tuple[int, float, float]:
+    """(count, first PS_TIME, last PS_TIME) of the host's fleet lines after the first ``skip``."""
+    lines = host.remote.read_text().splitlines()[skip:]
+    if not lines:
+        return 0, float("nan"), float("nan")
+    return len(lines), float(json.loads(lines[0])["PS_TIME"]), float(json.loads(lines[-1])["PS_TIME"])
+
+
+def in_range(host: FleetHost, first: str, count: int) -> int:
+    low = int(ipaddress.IPv4Address(first))
+    return sum(1 for x in host.nft_set("fleet_v4") if "/" not in x and "-" not in x
+               and low <= int(ipaddress.IPv4Address(x)) < low + count)
+
+
+def sample_present(host: FleetHost, first: str, count: int) -> bool:
+    low = int(ipaddress.IPv4Address(first))
+    picks = sorted({low + count - 1, low, *(low + (count * i) // 16 for i in range(16))})
+    elems = ", ".join(str(ipaddress.IPv4Address(x)) for x in picks)
+    got = host.machine.run(["nft", "get", "element", "inet", "portsentinel", "fleet_v4", f"{{ {elems} }}"],
+                           check=False, timeout=60)
+    return got.returncode == 0
+
+
+def wait_all(host: FleetHost, first: str, count: int, limit: float) -> float:
+    """The time (epoch) by which ``count`` addresses from ``first`` are all in the host's fleet set: a sample of
+    18 polled every 50 ms, then every element checked."""
+    start = time.time()
+    wait_until(lambda: sample_present(host, first, count), limit, "sample in force", host.info)
+    done = time.time()
+    while in_range(host, first, count) < count:
+        if time.time() - start > limit:
+            raise AssertionError(f"{in_range(host, first, count)} of {count} in force after {limit:.0f} s")
+        time.sleep(0.2)
+        done = time.time()
+    return done
+
+
+def nft_floor(host: FleetHost, count: int) -> float:
+    """One `nft -f` batch adding ``count`` timeout elements to a scratch set in the host's namespace."""
+    elems = ", ".join(f"{ipaddress.IPv4Address(int(ipaddress.IPv4Address('100.80.0.0')) + i)} timeout 600s"
+                      for i in range(count))
+    script = ("add table inet psbench\n"
+              "add set inet psbench s { type ipv4_addr; flags interval,timeout; }\n"
+              f"add element inet psbench s {{ {elems} }}\n")
+    start = time.monotonic()
+    host.machine.run(["nft", "-f", "-"], input=script, timeout=120)
+    took = time.monotonic() - start
+    host.machine.run(["nft", "delete", "table", "inet", "psbench"], timeout=60)
+    return took
+
+
+def join(site: FleetSite, keys: int) -> None:
+    d = site.hosts["d"]
+    first = "100.64.0.0"
+    put, _ = keys_tool(site, "b", "fill", keys, first)
+    floor_watch, _ = keys_tool(site, "d", "watch", keys)
+    floor_nft = nft_floor(d, keys)
+    start = time.time()
+    d.join(wait=False)
+    done = wait_all(d, first, keys, 300)
+    n, first_line, last_line = line_times(d, 0)
+    print(f"(b) a host joining a fleet with {keys:,} active bans (put by b in {put:.1f} s):")
+    print(f"  all {keys:,} in force in the joiner's nft set, from starting portsentinel-fleet  "
+          f"{done - start:6.2f} s   (goal <= 5 s)")
+    print(f"    its first fleet line written                     {first_line - start:6.2f} s")
+    print(f"    its last fleet line written ({n:,} lines)        {last_line - start:6.2f} s")
+    print(f"    its responder's last fleet ban record            {last_fleet_ban(d) - start:6.2f} s")
+    print(f"  floor: bare nats-py watcher receiving the keys     {floor_watch:6.2f} s")
+    print(f"  floor: one nft batch of {keys:,} elements           {floor_nft:6.2f} s")
+
+
+def bulk(site: FleetSite, count: int) -> None:
+    e = site.hosts["e"]
+    first = "100.96.0.0"
+    before = len(e.remote.read_text().splitlines())
+    put, start = keys_tool(site, "c", "fill", count, first)
+    done = wait_all(e, first, count, 120)
+    n, first_line, last_line = line_times(e, before)
+    print(f"(c) {count:,} remote bans put at once by c (acknowledged in {put:.2f} s):")
+    print(f"  all in force on e, from the first put              {done - start:6.2f} s   "
+          f"({count / (done - start):,.0f} bans/s)")
+    print(f"    e's first fleet line written                     {first_line - start:6.2f} s")
+    print(f"    e's last fleet line written ({n:,} lines)        {last_line - start:6.2f} s")
+    print(f"    e's responder's last fleet ban record            {last_fleet_ban(e) - start:6.2f} s")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scans", type=int, default=40)
+    p.add_argument("--keys", type=int, default=100_000, help="(b); 0 skips it")
+    p.add_argument("--bulk", type=int, default=10_000, help="(c); 0 skips it")
+    args = p.parse_args()
+    if not 1 <= args.scans <= 140:
+        p.error("--scans: 1 to 140 (one fresh scanner address each)")
+    print(f"# fleet_e2e_bench on {platform.node()}, {os.cpu_count()} cores, {platform.platform()}, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    with fleet_site(HOSTS) as site:
+        print(f"# nats-server {site.lab.version}, 3 servers (R3), TLS + nkeys; hosts {', '.join(HOSTS)}")
+        site.start(["a"])
+        site.start(["b", "c", "e"], detector=False)
+        site.hosts["d"].start(detector=False, fleet=False)
+        latency(site, args.scans)
+        if args.keys:
+            join(site, args.keys)
+        if args.bulk:
+            bulk(site, args.bulk)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except subprocess.TimeoutExpired as exc:
+        print(f"timed out: {exc}", file=sys.stderr)
+        sys.exit(1)

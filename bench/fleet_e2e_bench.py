@@ -149,7 +149,7 @@ def sample_present(host: FleetHost, first: str, count: int) -> bool:
 
 def wait_all(host: FleetHost, first: str, count: int, limit: float) -> float:
     """The time (epoch) by which ``count`` addresses from ``first`` are all in the host's fleet set: a sample of
-    18 polled every 50 ms, then every element checked."""
+    18 polled every 50 ms (one `nft get element`), then every element checked."""
     start = time.time()
     wait_until(lambda: sample_present(host, first, count), limit, "sample in force", host.info)
     done = time.time()

@@ -77,6 +77,7 @@ class ControlServer:
             conn.settimeout(2.0)
             try:
                 if not self._allowed(conn):
+                    # refused at once, before reading: a peer that may not talk to us cannot hold the loop
                     conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
                     return
                 buf = b""
@@ -107,7 +108,10 @@ def request(path: str, req: dict[str, Any], timeout: float = 30.0) -> dict[str, 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall(json.dumps(req).encode() + b"\n")
+        try:
+            s.sendall(json.dumps(req).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the responder answered early (a refusal, an oversize request): its answer is still to be read
         buf = b""
         while not buf.endswith(b"\n"):
             chunk = s.recv(65536)

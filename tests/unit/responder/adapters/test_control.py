@@ -197,3 +197,26 @@ def test_without_a_group_only_root_is_let_in(tmp_path: Path) -> None:
         assert s.requests == []
     finally:
         s.close()
+
+
+
+def test_request_reads_an_answer_sent_before_its_request_was_read(tmp_path: Path) -> None:
+    """The server refuses before reading (a peer outside the group, an oversize request) and closes: the client's
+    send then breaks, and request() must still return that answer, not an OSError that reads as 'the responder is
+    not there'."""
+    path = str(tmp_path / "early.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(path)
+        srv.listen(1)
+
+        def answer_at_once() -> None:
+            conn, _ = srv.accept()
+            with conn:
+                conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
+
+        t = threading.Thread(target=answer_at_once, daemon=True)
+        t.start()
+        # larger than the socket buffers, so the send cannot complete before the server has closed
+        assert request(path, {"cmd": "status", "pad": "x" * (4 << 20)}, timeout=20) == {
+            "ok": False, "error": "permission denied"}
+        t.join(10)

@@ -94,9 +94,6 @@ def remote_unban(r: Daemon, d: Decision) -> None:
             tarpits.append(jail)
             r.report(R.Event.UNBAN, f"jail {jail}: kernel trap tarpit of {addr} lifted ({d.reason})",
                      PS_JAIL=jail, PS_SRC=addr, PS_ACTION="kernel-trap", PS_DETAIL=d.reason, **d.extra)
-    if not d.lifts and not tarpits:
-        r.report(R.Event.IGNORED, f"jail {d.jail}: {d.ip} not banned here: nothing to lift ({d.reason})",
-                 PS_JAIL=d.jail, PS_SRC=d.ip, PS_DETAIL=d.reason, **d.extra)
 
 
 def handle(r: Daemon, req: dict[str, Any]) -> dict[str, Any]:

@@ -66,6 +66,20 @@ def build(config_dir: Path, executor: Executor, backend: str, use_journal: bool)
     return Built(cfg, runtimes, actions, errors)
 
 
+def _file_start(path: str) -> str | None:
+    """The cursor of a file's first line. The fleet jail reads the fleet daemon's file from its start the first
+    time (a file source without a cursor starts at the end): the remote bans written before the jail was enabled
+    or before the responder's state was lost are still in force at their origins, and their lines say until when
+    (an expired one is skipped, a repeated one changes nothing)."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # not there yet: read from its start when it appears
+    return f"{st.st_dev}:{st.st_ino}:0"
+
+
 def open_sources(sources: dict[str, Source], runtimes: list[JailRuntime], sel: selectors.BaseSelector,
                  store: Store) -> None:
     """``sources`` made to hold exactly the sources the jails read: new ones opened at their stored cursor and
@@ -95,7 +109,10 @@ def open_sources(sources: dict[str, Source], runtimes: list[JailRuntime], sel: s
             path = name.split(":", 1)[1]
             src = FileSource(path, kind="jsonl" if path.endswith(".jsonl") else "text",
                              expected_uid=rts[0].cfg.file_owner, name=name)
-        src.seek(store.cursor(name))
+        cursor = store.cursor(name)
+        if cursor is None and any(rt.cfg.fleet for rt in rts):
+            cursor = _file_start(name.split(":", 1)[1])
+        src.seek(cursor)
         sources[name] = src
         if src.fileno() >= 0:
             sel.register(src, selectors.EVENT_READ, ("source", name))

@@ -161,10 +161,9 @@ class Engine:
             return Decision("unban", name, r.target, why, lifts=lifts, extra=extra)
         assert r.until is not None  # parse() requires it on a ban
         seconds = remote.bantime(rt.cfg, r.until, r.origins, now)
-        if seconds is None:
+        if seconds is None:  # over at its origin: counted, not recorded (a file read from its start has many)
             rt.ignored_total += 1
-            return Decision("ignored", name, r.src, f"fleet ban from {r.origin} already over (PS_UNTIL "
-                                                    f"{r.until:.3f})", extra=r.fields())
+            return None
         old = self.book.covering(name, r.target)
         if old is not None and not (old.ip == r.target and remote.renews(old.expires, now + seconds)):
             return None  # banned here already, at least as long: nothing runs again

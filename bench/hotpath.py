@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The detector's per-packet cost without a network: a TPACKET_V2 ring in memory, filled with SYNs, drained
-by the real RingCapture.drain into the real Detector.on_packet, and by the real Detector.on_ring (what the
-detector's loop runs: the same per batch). No root needed.
+by the real RingCapture.drain into the per-packet reference path (tests/reference/packet_path.py), and by the
+real Pipeline.on_ring (what the detector's loop runs: the same per batch). No root needed.
 
   .venv/bin/python -m bench.hotpath            ns per packet, split by stage
   .venv/bin/python -m bench.hotpath --profile  plus cProfile of the drain loop
@@ -33,7 +33,9 @@ from portsentinel.detector.classify import classify
 from portsentinel.detector.config.model import DetectorConfig
 from portsentinel.detector.other import OtherSentries
 from portsentinel.detector.packet import Bad, parse, parse_tuple
-from portsentinel.detector.service import OTHER_BADS, Detector
+from portsentinel.detector.pipeline import OTHER_BADS
+from portsentinel.detector.service import Detector
+from tests.reference.packet_path import handler
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,11 +94,12 @@ def make_detector() -> Detector:
     cfg = DetectorConfig(modes=("atcp",), interface="lab0", output="jsonl", advanced_tcp=65535,
                          advanced_exclude_tcp=())
     det = Detector(cfg, sink=NullSink())
-    det.watch = {6: {p: "atcp" for p in range(1, 65536)}, 17: {}}
-    det.local = frozenset({ipaddress.ip_address(DST).packed})
-    det._local_at = time.monotonic() + 1e9
-    det.in_use = {6: frozenset(), 17: frozenset()}
-    det._in_use_at = {6: time.monotonic() + 1e9, 17: time.monotonic() + 1e9}  # no /proc reads here
+    det.pipe.watch = {6: {p: "atcp" for p in range(1, 65536)}, 17: {}}
+    view = det.pipe.view
+    view.local = frozenset({ipaddress.ip_address(DST).packed})
+    view.local_at = time.monotonic() + 1e9
+    view.in_use = {6: frozenset(), 17: frozenset()}
+    view.in_use_at = {6: time.monotonic() + 1e9, 17: time.monotonic() + 1e9}  # no /proc reads here
     return det
 
 
@@ -144,38 +147,39 @@ def main() -> int:
 
     stages = [("drain loop, empty handler", nothing), ("+ parse", parse_only), ("+ classify", parse_classify),
               ("+ parse_tuple (hot path's)", tuple_only),
-              ("Detector.on_packet (whole)", det.on_packet)]
+              ("reference on_packet (whole)", handler(det.pipe))]
     print(f"python {sys.version.split()[0]}; {NFRAMES} frames per round, best of {args.rounds}; "
           f"{'random fragments' if args.fragments else f'{args.sources} source(s)'}")
     for name, fn in stages:
         print(f"  {name:<30} {per_packet(fn, cap, args.rounds):7.0f} ns/packet")
-    det = make_detector()  # a fresh tracker, as for on_packet
-    print(f"  {'Detector.on_ring (whole, batch)':<30} {per_packet(None, cap, args.rounds, det.on_ring):7.0f} "
+    det = make_detector()  # a fresh tracker, as for the reference path
+    print(f"  {'Pipeline.on_ring (whole, batch)':<30} {per_packet(None, cap, args.rounds, det.pipe.on_ring):7.0f} "
           "ns/packet  <- the detector's hot path")
     if args.fragments:  # a full ring sheds the fragments of its first half (see service.py); half a ring does not
         fed = make_detector()
-        half = per_packet(None, cap, 2 * args.rounds, fed.on_ring, NFRAMES // 2 - 1)
+        half = per_packet(None, cap, 2 * args.rounds, fed.pipe.on_ring, NFRAMES // 2 - 1)
         print(f"  {'on_ring, every fragment fed':<30} {half:7.0f} ns/packet  (ring under half full: "
               f"{fed.frags.counters.shed} shed; {det.frags.counters.shed} shed in the full-ring line above)")
     # The same ring size of SCTP INITs and IP protocol probes through the SCTP and IP-protocol sentries.
     odet = make_detector()
-    odet.other = OtherSentries(dict.fromkeys(range(1, 65536), "asctp"), "aproto")
-    odet.other.handled4, odet.other.handled6 = handled_protocols()
-    odet._other_bads = OTHER_BADS
-    odet._other_at = time.monotonic() + 1e9  # no /proc reads here
+    opipe = odet.pipe
+    opipe.other = OtherSentries(dict.fromkeys(range(1, 65536), "asctp"), "aproto")
+    opipe.other.handled4, opipe.other.handled6 = handled_protocols()
+    opipe.other_bads = OTHER_BADS
+    opipe.other_at = time.monotonic() + 1e9  # no /proc reads here
     other = make_ring(args.sources, other=True)
-    print(f"  {'on_ring, SCTP INIT + -sO probes':<30} {per_packet(None, other, args.rounds, odet.on_ring):7.0f} "
+    print(f"  {'on_ring, SCTP INIT + -sO probes':<30} {per_packet(None, other, args.rounds, opipe.on_ring):7.0f} "
           "ns/packet  (asctp + aproto, not TCP/UDP)")
     t = time.perf_counter()
     for _ in range(100):
-        det.refresh_in_use(6, time.monotonic())
+        det.pipe.refresh_in_use(6, time.monotonic())
     print(f"  refresh_in_use(tcp), every socket {(time.perf_counter() - t) * 10:6.2f} ms per call "
           "(the tick: every 2 s; the hot path: for ACK and FIN/ACK probes, at most every 50 ms)")
     if args.profile:
         prof = cProfile.Profile()
         refill(cap)
         prof.enable()
-        while det.on_ring(cap):
+        while det.pipe.on_ring(cap):
             pass
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(12)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What the metrics cost (docs/metrics.md, docs/performance.md), measured without a network, side by side:
 
-- the detector's hot path (``Detector.on_ring`` over a ring of SYNs, bench/hotpath.py's harness) and the one
+- the detector's hot path (``Pipeline.on_ring`` over a ring of SYNs, bench/hotpath.py's harness) and the one
   thing metrics add to it whether on or off: a probe counted by its TCP flags byte (``kinds[flags] += 1``);
 - one exposition (collect + text format, what a scrape or a textfile write costs) of each daemon, the detector's
   after the ring was read, the responder's with ``--bans`` bans in force over ten jails; as a share of one core
@@ -27,7 +27,7 @@ import types
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bench.hotpath import make_detector, make_ring, per_packet
-from portsentinel.detector import service as svc
+from portsentinel.detector import pipeline
 from portsentinel.detector.metrics import DetectorCollector
 from portsentinel.detector.service import Detector
 from portsentinel.responder.core.bans import FOREVER, Ban, BanBook
@@ -63,14 +63,14 @@ def best(fn: object, rounds: int, number: int) -> float:
 def lean_detector() -> Detector:
     """The same detector whose on_ring lacks the probe tally (its source with that one line removed), for an
     A/B of the exact hot path in one process."""
-    src = textwrap.dedent(inspect.getsource(svc.Detector.on_ring))
+    src = textwrap.dedent(inspect.getsource(pipeline.Pipeline.on_ring))
     lean = re.sub(r"\n[ ]*kinds_n\[flags\] \+= 1(?=\n)", "", src)
     if lean.count("\n") != src.count("\n") - 1:
-        raise SystemExit("bench: the tally line is not in Detector.on_ring any more")
+        raise SystemExit("bench: the tally line is not in Pipeline.on_ring any more")
     space: dict[str, object] = {}
-    exec(compile(lean, svc.__file__, "exec"), vars(svc), space)  # noqa: S102 - the project's own source
+    exec(compile(lean, pipeline.__file__, "exec"), vars(pipeline), space)  # noqa: S102 - the project's own source
     det = make_detector()
-    det.on_ring = types.MethodType(space["on_ring"], det)  # type: ignore[method-assign, arg-type]
+    det.pipe.on_ring = types.MethodType(space["on_ring"], det.pipe)  # type: ignore[method-assign, arg-type]
     return det
 
 
@@ -104,8 +104,8 @@ def main() -> int:
     cap = make_ring()
     ring_ns = lean_ns = float("inf")
     for _ in range(args.rounds):  # interleaved: both see the same machine
-        ring_ns = min(ring_ns, per_packet(None, cap, 1, batch=det.on_ring))
-        lean_ns = min(lean_ns, per_packet(None, cap, 1, batch=lean.on_ring))
+        ring_ns = min(ring_ns, per_packet(None, cap, 1, batch=det.pipe.on_ring))
+        lean_ns = min(lean_ns, per_packet(None, cap, 1, batch=lean.pipe.on_ring))
     add_ns = tally_ns(args.rounds)
     dreg = CollectorRegistry(auto_describe=False)
     dreg.register(DetectorCollector(det))
@@ -124,7 +124,7 @@ def main() -> int:
     print()
     print(f"{'figure':<58} {'value':>12}")
     print("-" * 71)
-    print(f"{'detector hot path, Detector.on_ring per packet':<58} {ring_ns:9.0f} ns")
+    print(f"{'detector hot path, Pipeline.on_ring per packet':<58} {ring_ns:9.0f} ns")
     print(f"{'  the same without the probe tally line (A/B, one process)':<58} {lean_ns:9.0f} ns "
           f"(tally: {100 * (ring_ns - lean_ns) / lean_ns:+.2f} %)")
     print(f"{'  the tally alone in a loop (kinds[flags] += 1)':<58} {add_ns:9.1f} ns "

@@ -1,4 +1,5 @@
-"""Wiring: sentries → parser → classifier → tracker → decider → sink, in one selector loop.
+"""Wiring: the sentries' sockets → ``pipeline.Pipeline`` (parse, admit, tracker, decide) → sink, in one
+selector loop.
 
 SIGTERM/SIGINT stop cleanly, SIGHUP reloads the configuration (a bad new one is reported and the old one
 kept) and reopens the JSON-lines file. A timer tick each second writes due summaries, pings the watchdog
@@ -9,50 +10,36 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import selectors
 import signal
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from portsentinel import __version__
 from portsentinel import record as R
-from portsentinel.common import hostproto
 from portsentinel.common import rearm as rearm_msg
 from portsentinel.common.metrics import Exporter
 from portsentinel.common.sdnotify import Notifier
 from portsentinel.common.wake import Waker
 
 from .adapters import listeners as L
-from .adapters import procnet
-from .adapters.capture import FRAME, TP_STATUS_USER, CaptureError, RingCapture, ifindex_at
+from .adapters.capture import CaptureError, RingCapture
+from .adapters.history import HistoryFile
 from .adapters.rearm import RearmSocket
 from .adapters.sinks import Sink, open_sink
 from .bpf import build as build_bpf
 from .bpf import port_ranges
-from .classify import classify
 from .config.model import DetectorConfig
 from .decide import Decider
-from .metrics import PROTO_NAMES, tally_record
 from .metrics import exporter as metrics_exporter
-from .other import OtherSentries
-from .packet import V4_L4, Bad, OtherTuple, Probe, ProbeTuple, parse, parse_other, parse_tuple
+from .metrics import tally_record
+from .pipeline import BATCH, TCP, UDP, Counters, Pipeline
 from .reassembly import Reassembler
-from .tracker import SourceState, Tracker, masker
+from .tracker import Tracker
 
 log = logging.getLogger("portsentinel.detector")
 
-TCP, UDP = 6, 17
-STEALTH = {"stcp": TCP, "atcp": TCP, "sudp": UDP, "audp": UDP}
-#: What parse says of a packet that parse_other may read (another protocol; an IPv6 extension chain cut short).
-OTHER_BADS = frozenset((Bad.OTHER_PROTO, Bad.TRUNCATED))
-#: classify(TCP, flags) for every flags byte, computed once: one tuple index on the hot path.
-_TCP_KINDS: tuple[str | None, ...] = tuple(classify(TCP, f) for f in range(256))
-#: Frames per on_ring call.
-BATCH = 4096
 #: After a short batch (fewer than COALESCE_BELOW frames), the loop waits COALESCE seconds before it looks
 #: again, so that a steady flood is read in batches of a few hundred frames rather than a wake-up every few
 #: packets (each wake-up costs several µs: epoll, the selector, a context switch). This is what TPACKET_V3's
@@ -66,28 +53,6 @@ def ranges_text(ports: frozenset[int] | list[int]) -> str:
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in port_ranges(ports))
 
 
-@dataclass
-class Counters:
-    packets: int = 0
-    probes: int = 0
-    records: int = 0
-    not_local: int = 0
-    in_use: int = 0
-    ignored: int = 0
-    late_ack: int = 0  # ACK-bearing segments to a free port of the ephemeral range: late ends of connections
-    drops: int = 0
-    rearm_msgs: int = 0  # valid re-arm messages from the responder
-    rearm_bad: int = 0  # refused ones
-    rearmed: int = 0  # sources forgotten because their ban ended
-    bad: Counter[str] = field(default_factory=Counter)
-    #: Probes by kind, for the metrics (detector/metrics.py): index = TCP flags byte, 256 = UDP (the hot path's
-    #: list), and (protocol, scan) for the other paths (SCTP, IP protocols, classic sentries).
-    kinds: list[int] = field(default_factory=lambda: [0] * 257)
-    other_kinds: Counter[tuple[str, str]] = field(default_factory=Counter)
-    events: Counter[str] = field(default_factory=Counter)  # records written, by PS_EVENT
-    ports: Counter[tuple[str, str]] = field(default_factory=Counter)  # scan records by (protocol, port), capped
-
-
 class Detector:
     """One detector process: every configured sentry in one loop."""
 
@@ -97,74 +62,52 @@ class Detector:
         self._reload = reload
         self.sink = sink or open_sink(cfg.output, cfg.jsonl_path)
         self.waker = Waker(cfg.wake_socket)
-        self.counters = Counters()
+        self.history = HistoryFile(cfg.history_file) if cfg.history_file else None
+        self.pipe = Pipeline(cfg, self.emit)
         self.notifier = Notifier()
         self.sel = selectors.DefaultSelector()
         self.captures: list[RingCapture] = []
         self.listeners: list[L.Listener] = []
-        self.watch: dict[int, dict[int, str]] = {TCP: {}, UDP: {}}
-        self.in_use: dict[int, frozenset[int]] = {TCP: frozenset(), UDP: frozenset()}
-        self._in_use_at: dict[int, float] = {TCP: 0.0, UDP: 0.0}
-        self.other = OtherSentries({})
-        self._other_bads: frozenset[Bad] = frozenset()
-        self._other_at = 0.0
-        self._connected: frozenset[int] = frozenset()  # TCP ports with any socket at the last full read
-        self._full_at = 0.0
-        self.local: frozenset[bytes] = frozenset()
-        self._local_at = 0.0
-        self._ignore_cache: dict[bytes, bool] = {}
-        self._ignore_int = self._ignore_ranges(cfg)
         self._stop = False
         self._hup = False
         self._last_overload = (0, 0, 0)
         self._last_overload_at = 0.0
-        self.tracker = Tracker(trigger=cfg.scan_trigger, window=cfg.window,
-                               summary_interval=cfg.summary_interval, max_sources=cfg.max_sources,
-                               proto_trigger=cfg.proto_trigger)
-        self.frags = Reassembler(**procnet.fragment_sysctls())
-        self.decider = Decider(self.tracker, window=cfg.window,
-                               max_records_per_second=cfg.max_records_per_second, ifname=procnet.ifname,
-                               resolve=self._resolver(cfg), prefixes=(cfg.ipv4_prefix, cfg.ipv6_prefix))
-        #: raw source address → raw address of the network it is tracked by (ipv4_prefix / ipv6_prefix).
-        #: Networks (ipv4_prefix / ipv6_prefix) of the host's own addresses: the LAN, whose hosts are counted one
-        #: by one (a scanner next door is not its neighbours), as the responder bans them and the trap holds them.
-        self._near: set[bytes] = set()
-        self.netof = masker(cfg.ipv4_prefix, cfg.ipv6_prefix, self._near)
-        self._full4 = cfg.ipv4_prefix == 32
         self._banner = cfg.port_banner.encode("utf-8", "replace")
         self.rearm_sock: RearmSocket | None = None
-        #: The host's ephemeral port range: an ACK or FIN/ACK to a free port there is the late end of one of its
-        #: own outgoing connections (a retransmission or a duplicate after the socket closed), not a probe.
-        self._eph_lo, self._eph_hi = procnet.ephemeral_ports()
         self._rearm_problem = ""  # why the re-arm socket is not open, or why the last message was refused
         self._rearm_bad_logged = 0
         self.metrics: Exporter | None = None
 
+    # What the metrics read (detector/metrics.py's Detector): the pipeline's.
+    @property
+    def counters(self) -> Counters:
+        return self.pipe.counters
+
+    @property
+    def tracker(self) -> Tracker:
+        return self.pipe.tracker
+
+    @property
+    def decider(self) -> Decider:
+        return self.pipe.decider
+
+    @property
+    def frags(self) -> Reassembler:
+        return self.pipe.frags
+
     # ----------------------------------------------------------------- records
     def emit(self, record: R.Record) -> None:
+        c = self.pipe.counters
         try:
             self.sink.write(record)
-            self.counters.records += 1
-            tally_record(self.counters, record)
+            c.records += 1
+            tally_record(c, record)
             if record.event in ("scan", "summary"):
                 self.waker.send()
         except OSError as exc:  # a full disk must not kill the sentry; the failure goes to stderr
             log.error("cannot write record to %s: %s", self.sink.name, exc)
-        if record.event == R.Event.SCAN.value and self.cfg.history_file:
-            self._history(record)
-
-    def _history(self, record: R.Record) -> None:
-        line = (f"{int(time.time())} - {time.strftime('%m/%d/%Y %H:%M:%S')} Host: {record.src}/{record.src} "
-                f"Port: {record.get(R.F_PORT)} {record.get(R.F_PROTO).upper()} Detected "
-                f"scan: {record.get(R.F_SCAN)}\n")
-        try:
-            fd = os.open(self.cfg.history_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            try:
-                os.write(fd, line.encode("ascii", "replace"))
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            log.error("history file %s: %s", self.cfg.history_file, exc)
+        if self.history is not None:
+            self.history.write(record, time.time())
 
     def lifecycle(self, event: R.Event, message: str, **extra: str) -> None:
         fields = {R.F_MESSAGE: message, R.F_MSGID: R.MESSAGE_IDS[event], R.F_PRIORITY: str(R.PRIORITY_INFO),
@@ -172,69 +115,9 @@ class Detector:
         log.info("%s", message)
         self.emit(R.validate({k: v for k, v in fields.items() if v != ""}))
 
-    @staticmethod
-    def _resolver(cfg: DetectorConfig) -> Callable[[str], str] | None:
-        if not cfg.resolve_host:
-            return None
-        from .adapters.resolver import reverse_name
-
-        return reverse_name
-
-    # ----------------------------------------------------------------- host facts
-    def refresh_in_use(self, proto: int, now: float, *, listening_only: bool = False) -> None:
-        """Re-read the ports with a socket. ``listening_only`` (cheap, for the hot path) re-reads TCP listeners
-        and keeps the connected sockets from the last full read."""
-        name = "tcp" if proto == TCP else "udp"
-        if listening_only and proto == TCP:
-            self.in_use[proto] = self._connected | procnet.ports_in_use(name, listening_only=True)
-        else:
-            self.in_use[proto] = procnet.ports_in_use(name)
-            if proto == TCP:
-                self._connected = self.in_use[proto]
-                self._full_at = now
-        self._in_use_at[proto] = now
-
-    def refresh_other(self, now: float) -> None:
-        """Re-read the SCTP ports in use and the protocols this host handles (the SCTP and IP-protocol sentries)."""
-        o = self.other
-        if o.sctp_watch:
-            o.sctp_in_use = procnet.ports_in_use("sctp")
-        if o.proto_mode:
-            o.handled4, o.handled6 = hostproto.handled_protocols()
-        self._other_at = now
-
-    def refresh_local(self, now: float) -> None:
-        self.local = procnet.local_addresses()
-        self._local_at = now
-        self._ignore_cache.clear()
-        plain = masker(self.cfg.ipv4_prefix, self.cfg.ipv6_prefix)
-        near = {plain(a) for a in self.local}
-        if near != self._near:
-            self._near.clear()
-            self._near.update(near)
-
-    @staticmethod
-    def _ignore_ranges(cfg: DetectorConfig) -> tuple[tuple[int, int, int], ...]:
-        """The ignore list as (address length, first, last) integer ranges: no ipaddress object per source."""
-        return tuple((4 if net.version == 4 else 16, int(net.network_address), int(net.broadcast_address))
-                     for net in cfg.ignore)
-
-    def ignored(self, src: bytes) -> bool:
-        hit = self._ignore_cache.get(src)
-        if hit is None:
-            if len(self._ignore_cache) > 100_000:
-                self._ignore_cache.clear()
-            if self.cfg.ignore_self and src in self.local:
-                hit = True
-            else:
-                n, size = int.from_bytes(src, "big"), len(src)
-                hit = any(size == length and lo <= n <= hi for length, lo, hi in self._ignore_int)
-            self._ignore_cache[src] = hit
-        return hit
-
     # ----------------------------------------------------------------- sentries
     def start(self) -> None:
-        self.refresh_local(time.monotonic())
+        self.pipe.refresh_local(time.monotonic())
         self._open_sentries()  # reads the ports in use once its own listeners are bound
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -259,20 +142,9 @@ class Detector:
         self.notifier.ready(f"watching: {','.join(self.cfg.modes)}")
 
     def _open_sentries(self) -> None:
-        cfg = self.cfg
-        self.watch = {TCP: {}, UDP: {}}
-        for mode in ("atcp", "audp", "stcp", "sudp"):  # a listed port takes the list mode's name
-            if mode in cfg.modes:
-                proto = STEALTH[mode]
-                for port in cfg.watched_ports("tcp" if proto == TCP else "udp", mode):
-                    self.watch[proto][port] = mode
-        sctp_watch: dict[int, str] = {}
-        for mode in ("asctp", "ssctp"):  # a listed port takes the list mode's name
-            if mode in cfg.modes:
-                sctp_watch.update(dict.fromkeys(cfg.watched_ports("sctp", mode), mode))
-        self.other = OtherSentries(sctp_watch, "aproto" if "aproto" in cfg.modes else "",
-                                   frozenset(cfg.proto_exclude))
-        self._other_bads = OTHER_BADS if self.other.active else frozenset()
+        cfg, pipe = self.cfg, self.pipe
+        pipe.set_watch(cfg)
+        watch = pipe.watch
         for mode in ("tcp", "udp"):
             if mode not in cfg.modes:
                 continue
@@ -286,11 +158,11 @@ class Detector:
             self._listen_record(mode, mode, [lst.port for lst in opened], skipped)
         now = time.monotonic()
         for proto in (TCP, UDP):
-            self.refresh_in_use(proto, now)
-        self.refresh_other(now)
-        o = self.other
-        if self.watch[TCP] or self.watch[UDP] or o.active:
-            program = build_bpf(self.watch[TCP], self.watch[UDP], o.sctp_watch,
+            pipe.refresh_in_use(proto, now)
+        pipe.refresh_other(now)
+        o = pipe.other
+        if watch[TCP] or watch[UDP] or o.active:
+            program = build_bpf(watch[TCP], watch[UDP], o.sctp_watch,
                                 (o.handled4 | o.exclude) if o.proto_mode else None)
             try:
                 cap = RingCapture(cfg.interface, program)
@@ -300,9 +172,9 @@ class Detector:
             self.sel.register(cap.sock, selectors.EVENT_READ, cap)
             for mode in ("stcp", "sudp", "atcp", "audp"):
                 if mode in cfg.modes:
-                    proto = STEALTH[mode]
-                    ports = [p for p, m in self.watch[proto].items() if m == mode]
-                    busy = sorted(set(ports) & self.in_use[proto])
+                    proto = TCP if mode[1:] == "tcp" else UDP
+                    ports = [p for p, m in watch[proto].items() if m == mode]
+                    busy = sorted(set(ports) & pipe.view.in_use[proto])
                     self._listen_record(mode, "tcp" if proto == TCP else "udp", ports,
                                         [(p, "in use now") for p in busy])
             for mode in ("ssctp", "asctp"):
@@ -376,296 +248,9 @@ class Detector:
                 self._rearm_problem = why
                 continue
             c.rearm_msgs += 1
-            states: list[SourceState] = []
-            for addr in msg.addresses:  # the source is tracked by its network (ipv4_prefix, ipv6_prefix)
-                states += self.tracker.rearm(self.netof(addr))
-                if len(addr) == 4:  # the same host seen through IPv6 as a v4-mapped address
-                    states += self.tracker.rearm(self.netof(b"\0" * 10 + b"\xff\xff" + addr))
-            for size, lo, _hi in msg.networks:  # a network narrower than the one the detector counts by
-                states += self.tracker.rearm(self.netof(lo.to_bytes(size, "big")))
-            if msg.networks or msg.everything:
-                states += self.tracker.rearm_networks(msg.networks, everything=msg.everything)
-            c.rearmed += len(states)
-            if states:
-                for rec in self.decider.rearmed(states, time.monotonic(), time.time()):
-                    self.emit(rec)
+            c.rearmed += self.pipe.rearm(msg)
 
-    # ----------------------------------------------------------------- the hot path
-    def on_packet(self, buf: bytes | bytearray | memoryview | object, start: int, length: int,
-                  ifoff: int) -> None:
-        """One captured packet (``buf`` is the capture ring): the per-packet form of :meth:`on_ring`, for a
-        ``RingCapture.drain`` handler. The run loop uses :meth:`on_ring`, which does the same per batch."""
-        c = self.counters
-        c.packets += 1
-        res = parse(buf, start, length)  # type: ignore[arg-type]
-        whole = None
-        if res is Bad.FRAGMENT:
-            whole = self.frags.feed(buf, start, length, time.monotonic())  # type: ignore[arg-type]
-            if whole is None:
-                return
-            res = parse(whole)
-        if not isinstance(res, Probe):
-            if res not in self._other_bads:
-                oth: OtherTuple | Bad = res
-            else:
-                oth = parse_other(buf, start, length) if whole is None else parse_other(whole)  # type: ignore[arg-type]
-            if isinstance(oth, Bad):
-                c.bad[res.name.lower()] += 1
-            else:
-                self.on_other(oth, ifindex_at(buf, ifoff), time.monotonic(), res)  # type: ignore[arg-type]
-            return
-        src, dst, proto, port, flags = res
-        mode = self.watch[proto].get(port)
-        if mode is None:
-            c.bad["unwatched"] += 1
-            return
-        scan = "udp" if proto == UDP else _TCP_KINDS[flags]  # == classify(proto, flags); parse gives 6 or 17
-        if scan is None:
-            return
-        now = time.monotonic()
-        if dst not in self.local:
-            if now - self._local_at < 1.0:
-                c.not_local += 1
-                return
-            self.refresh_local(now)
-            if dst not in self.local:
-                c.not_local += 1
-                return
-        if port in self.in_use[proto]:
-            c.in_use += 1
-            return
-        if now - self._in_use_at[proto] > 0.05:  # a listener may have appeared since the last look
-            self.refresh_in_use(proto, now, listening_only=True)
-            if port in self.in_use[proto]:
-                c.in_use += 1
-                return
-        if (scan == "ack" or scan == "maimon") and self._eph_lo <= port <= self._eph_hi:
-            c.late_ack += 1  # a late or duplicate segment of one of this host's own (closed) connections
-            return
-        if (scan == "ack" or scan == "maimon") and now - self._full_at > 0.05:
-            # ACK and FIN/ACK may belong to a connection opened since the last full read: look at all sockets.
-            self.refresh_in_use(proto, now)
-            if port in self.in_use[proto]:
-                c.in_use += 1
-                return
-        ignored = self._ignore_cache.get(src)
-        if ignored is None:
-            ignored = self.ignored(src)
-        if ignored:
-            c.ignored += 1
-            return
-        c.probes += 1
-        c.kinds[256 if proto == UDP else flags] += 1
-        # Tracker.hit stores the interface index only on the probe that crosses the trigger: read it then.
-        net = src if self._full4 and len(src) == 4 else self.netof(src)
-        st = self.tracker.hit(net + (b"\x06" if proto == TCP else b"\x11"), dst, proto, port, scan, mode,
-                              0, False, now)
-        if st is not None:
-            st.src = src
-            st.ifindex = ifindex_at(buf, ifoff)  # type: ignore[arg-type]
-            rec = self.decider.on_trigger(st, now, time.time())
-            if rec is not None:
-                self.emit(rec)
-
-    def on_ring(self, cap: RingCapture, budget: int = BATCH) -> int:
-        """Every packet waiting in ``cap``'s ring, at most ``budget`` of them: what :meth:`on_packet` does for
-        each, in one function. Returns how many. This is the hot path (bench/hotpath.py measures it).
-
-        What is done once per batch instead of once per packet:
-
-        - The time: one ``time.monotonic()`` for the batch (4,096 frames take a few ms), read again after
-          anything slow (a refresh of the host's sockets or addresses, a record).
-        - Counters: local ints, added to ``self.counters`` at the end. Bound to locals: the watch dicts, the
-          in-use dicts and the ignore cache's ``get`` (refreshes assign their items or clear them in place, so
-          the bindings stay valid), the local-address set (re-bound after a refresh).
-        - The tracker: a probe from the same source as the previous one, already triggered, goes through
-          ``Tracker.hit_again`` (no lookup; the source is already the most recently seen, so the order is as
-          ``hit`` leaves it). Nothing else touches the tracker during a batch: ``tick`` runs between batches.
-
-        Each frame goes back to the kernel as soon as it is parsed: ``parse_tuple`` copies what is needed and
-        the interface index is read with the frame header, so a slow step does not hold ring space.
-        """
-        ring, status, fs, nframes = cap.ring, cap.status, cap.frame_size, cap.nframes
-        frag_feed = self.frags.feed
-        frame, v4_l4, size = FRAME.unpack_from, V4_L4.unpack_from, len(ring)
-        watch_tcp, watch_udp = self.watch[TCP], self.watch[UDP]
-        in_use, in_use_at = self.in_use, self._in_use_at
-        ignore_get = self._ignore_cache.get
-        other_bads = self._other_bads
-        kinds = _TCP_KINDS
-        kinds_n = self.counters.kinds
-        tracker = self.tracker
-        hit, hit_again, tracker_get = tracker.hit, tracker.hit_again, tracker.get
-        netof, full4 = self.netof, self._full4
-        local = self.local
-        now = time.monotonic()
-        # The source the previous hit counted: (address, protocol) and its state.
-        prev_src, prev_proto = b"", 0
-        prev_st: SourceState | None = None
-        i = cap.index
-        # Over half the ring waiting: fragments are shed (counted) until it drains, so that a fragment flood the
-        # loop cannot keep up with costs frames of itself, not the kernel dropping whole probes with it.
-        shed = status[((i + (nframes >> 1)) % nframes) * fs >> 2] & TP_STATUS_USER
-        n = probes = not_local = busy = ignored = 0
-        try:
-            while n < budget:
-                off = i * fs
-                if not status[off >> 2] & TP_STATUS_USER:
-                    break
-                length, net, ifindex = frame(ring, off)
-                start = off + net
-                # parse_tuple's common case inline (same checks, see packet.py): IPv4 without options, TCP with
-                # a valid data offset or UDP, 40 bytes or more. Anything else goes through parse_tuple.
-                fast = False
-                if length >= 40 and start + 40 <= size:
-                    vi, frag, proto, src, dst, port, doff, flags = v4_l4(ring, start)  # flags: junk for UDP
-                    fast = vi == 0x45 and not frag & 0x3FFF and (proto == TCP and doff >= 0x50 or proto == UDP)
-                if not fast:  # (an IPv4 fragment has an offset or MF in 0x3FFF: one bit test above)
-                    whole = None
-                    if (other_bads and length >= 20 and ring[start] == 0x45 and ring[start + 9] != TCP
-                            and ring[start + 9] != UDP and not (ring[start + 6] & 0x3F or ring[start + 7])):
-                        res: ProbeTuple | Bad | None = Bad.OTHER_PROTO  # IPv4, not TCP/UDP, whole: parse_other
-                    elif length >= 20 and ring[start] >> 4 == 4 and (ring[start + 6] & 0x3F or ring[start + 7]):
-                        res = Bad.FRAGMENT  # an IPv4 fragment (offset or MF): straight to the reassembler
-                    else:
-                        res = parse_tuple(ring, start, length)
-                    if res is Bad.FRAGMENT:  # copied out of the ring by the reassembler
-                        if shed:
-                            self.frags.counters.shed += 1
-                            res = None
-                        else:
-                            whole = frag_feed(ring, start, length, now)
-                            res = None if whole is None else parse_tuple(whole)
-                    # SCTP or another IP protocol: read it before the frame goes back
-                    oth = ((parse_other(ring, start, length) if whole is None else parse_other(whole))
-                           if type(res) is Bad and res in other_bads else None)
-                status[off >> 2] = 0  # give the frame back to the kernel: what is needed is copied out
-                i += 1
-                if i == nframes:
-                    i = 0
-                n += 1
-                if not fast:
-                    if res is None:  # a fragment held for its datagram, or dropped as the host drops it
-                        continue
-                    if isinstance(res, Bad):
-                        if oth is not None and not isinstance(oth, Bad):
-                            self.on_other(oth, ifindex, now, res)
-                            now = time.monotonic()
-                            prev_st = None  # the tracker may have changed: hit_again's shortcut is off
-                        else:
-                            self.counters.bad[res.name.lower()] += 1
-                        continue
-                    src, dst, proto, port, flags = res
-                if proto == TCP:
-                    mode = watch_tcp.get(port)
-                    scan = kinds[flags]  # == classify(TCP, flags)
-                else:  # parse gives 6 or 17
-                    mode = watch_udp.get(port)
-                    scan = "udp"
-                    flags = 256  # kinds' UDP slot
-                if mode is None:
-                    self.counters.bad["unwatched"] += 1
-                    continue
-                if scan is None:
-                    continue
-                if dst not in local:
-                    if now - self._local_at < 1.0:
-                        not_local += 1
-                        continue
-                    self.refresh_local(now)
-                    local = self.local
-                    now = time.monotonic()
-                    if dst not in local:
-                        not_local += 1
-                        continue
-                if port in in_use[proto]:
-                    busy += 1
-                    continue
-                if now - in_use_at[proto] > 0.05:  # a listener may have appeared since the last look
-                    self.refresh_in_use(proto, now, listening_only=True)
-                    now = time.monotonic()
-                    if port in in_use[proto]:
-                        busy += 1
-                        continue
-                if (scan == "ack" or scan == "maimon") and self._eph_lo <= port <= self._eph_hi:
-                    self.counters.late_ack += 1  # the late end of one of this host's own connections
-                    continue
-                if (scan == "ack" or scan == "maimon") and now - self._full_at > 0.05:
-                    # ACK and FIN/ACK may belong to a connection opened since the last full read.
-                    self.refresh_in_use(proto, now)
-                    now = time.monotonic()
-                    if port in in_use[proto]:
-                        busy += 1
-                        continue
-                ign = ignore_get(src)
-                if ign is None:
-                    ign = self.ignored(src)
-                if ign:
-                    ignored += 1
-                    continue
-                probes += 1
-                kinds_n[flags] += 1
-                if prev_st is not None and src == prev_src and proto == prev_proto and prev_st.triggered:
-                    hit_again(prev_st, port + 65536 if proto == UDP else port, now)
-                    continue
-                # The key is the source's network (its IPv6 /64 by default), the record names the address.
-                key = (src if full4 and len(src) == 4 else netof(src)) + (b"\x06" if proto == TCP else b"\x11")
-                st = hit(key, dst, proto, port, scan, mode, 0, False, now)
-                if st is not None:  # hit stores the interface index only on the probe that crosses the trigger
-                    st.src = src
-                    st.ifindex = ifindex
-                    rec = self.decider.on_trigger(st, now, time.time())
-                    if rec is not None:
-                        self.emit(rec)
-                        now = time.monotonic()
-                # Not hit's return value: the state may be gone already (evicted by its own insert).
-                prev_src, prev_proto, prev_st = src, proto, tracker_get(key)
-        finally:
-            cap.index = i
-            c = self.counters
-            c.packets += n
-            c.probes += probes
-            c.not_local += not_local
-            c.in_use += busy
-            c.ignored += ignored
-        return n
-
-    def on_other(self, pkt: OtherTuple, ifindex: int, now: float, reason: Bad = Bad.OTHER_PROTO) -> None:
-        """A packet that is neither TCP nor UDP, read by ``parse_other``: the SCTP and IP-protocol sentries.
-        ``reason`` is what ``parse`` said of it, counted when the packet is no probe of these sentries either
-        (a TCP header cut short stays ``truncated``)."""
-        c = self.counters
-        if now - self._other_at > 1.0:  # a listener, a raw socket or a tunnel may have appeared
-            self.refresh_other(now)
-        probes = self.other.probes(pkt)
-        if not probes:
-            c.bad[reason.name.lower()] += 1
-            return
-        src, dst = pkt[0], pkt[1]
-        if dst not in self.local:
-            if now - self._local_at >= 1.0:
-                self.refresh_local(now)
-            if dst not in self.local:
-                c.not_local += 1
-                return
-        ignored = self._ignore_cache.get(src)
-        if ignored is None:
-            ignored = self.ignored(src)
-        if ignored:
-            c.ignored += 1
-            return
-        net = src if self._full4 and len(src) == 4 else self.netof(src)  # tracked by network, as TCP and UDP
-        for key_byte, proto, port, scan, mode in probes:
-            c.probes += 1
-            c.other_kinds[(PROTO_NAMES.get(proto, "ip"), scan)] += 1
-            st = self.tracker.hit(net + key_byte, dst, proto, port, scan, mode, 0, False, now)
-            if st is not None:
-                st.src = src
-                st.ifindex = ifindex
-                rec = self.decider.on_trigger(st, now, time.time())
-                if rec is not None:
-                    self.emit(rec)
-
+    # ----------------------------------------------------------------- classic sentries
     def on_listener(self, lst: L.Listener) -> None:
         for _ in range(64):
             got = L.accept_one(lst, self._banner)
@@ -677,21 +262,7 @@ class Detector:
                 dst = ipaddress.ip_address(R.canonical_address(local)).packed
             except ValueError:
                 continue
-            self.counters.packets += 1
-            if self.ignored(src):
-                self.counters.ignored += 1
-                continue
-            self.counters.probes += 1
-            self.counters.other_kinds[("tcp", "connect") if lst.proto == "tcp" else ("udp", "udp")] += 1
-            now = time.monotonic()
-            tcp = lst.proto == "tcp"
-            st = self.tracker.hit(self.netof(src) + (b"\x06" if tcp else b"\x11"), dst, TCP if tcp else UDP,
-                                  lst.port, "connect" if tcp else "udp", lst.proto, 0, tcp, now)
-            if st is not None:
-                st.src = src
-                rec = self.decider.on_trigger(st, now, time.time())
-                if rec is not None:
-                    self.emit(rec)
+            self.pipe.on_connection(lst.proto, lst.port, src, dst)
 
     # ----------------------------------------------------------------- loop
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -701,19 +272,10 @@ class Detector:
             self._stop = True
 
     def tick(self, now: float) -> None:
-        for rec in self.decider.tick(now, time.time()):
-            self.emit(rec)
+        self.pipe.tick(now)
         for cap in self.captures:
             _, drops = cap.stats()
             self.counters.drops += drops
-        for proto in (TCP, UDP):
-            if now - self._in_use_at[proto] > 2.0:
-                self.refresh_in_use(proto, now)
-        if self.other.active and now - self._other_at > 2.0:
-            self.refresh_other(now)
-        if now - self._local_at > 10.0:
-            self.refresh_local(now)
-        self.frags.expire(now)
         fc = self.frags.counters
         over = (self.tracker.evictions, self.decider.suppressed, fc.evicted + fc.shed)
         if over != self._last_overload and now - self._last_overload_at >= self.cfg.summary_interval:
@@ -757,27 +319,13 @@ class Detector:
         if (new.output, new.jsonl_path) != old_out:
             self.sink.close()
             self.sink = open_sink(new.output, new.jsonl_path)
-        t = self.tracker
-        t.trigger, t.window, t.summary_interval, t.max_sources = (new.scan_trigger, new.window,
-                                                                  new.summary_interval, new.max_sources)
-        t.proto_trigger = new.proto_trigger
-        self.decider.window = new.window
-        if (new.ipv4_prefix, new.ipv6_prefix) != self.decider.prefixes:  # keys of another shape: start afresh
-            self.decider.prefixes = (new.ipv4_prefix, new.ipv6_prefix)
-            self.netof, self._full4 = masker(new.ipv4_prefix, new.ipv6_prefix, self._near), new.ipv4_prefix == 32
-            self.refresh_local(time.monotonic())  # the host's own networks for the new prefixes
-            self.tracker = self.decider.tracker = Tracker(trigger=new.scan_trigger, window=new.window,
-                                                          summary_interval=new.summary_interval,
-                                                          max_sources=new.max_sources,
-                                                          proto_trigger=new.proto_trigger)
+        self.pipe.reconfigure(new)
         self.waker.path = new.wake_socket
+        self.history = HistoryFile(new.history_file) if new.history_file else None
         if self.rearm_sock is None or self.rearm_sock.path != new.rearm_socket:
             self._close_rearm()
             self._open_rearm()
-        self.decider.resolve = self._resolver(new)
         self._banner = new.port_banner.encode("utf-8", "replace")
-        self._ignore_cache.clear()
-        self._ignore_int = self._ignore_ranges(new)
         self._open_sentries()
         self.lifecycle(R.Event.START, f"configuration reloaded: modes {','.join(new.modes)}",
                        PS_DETAIL="reloaded")
@@ -793,7 +341,7 @@ class Detector:
 
     def run(self) -> None:
         next_tick = time.monotonic() + 1.0
-        on_ring = self.on_ring
+        on_ring = self.pipe.on_ring
         while not self._stop:
             timeout = max(0.0, next_tick - time.monotonic())
             short = False

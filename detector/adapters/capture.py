@@ -28,7 +28,7 @@ TP_STATUS_USER = 1
 _HDR = struct.Struct("<IIIHH")  # tp_status, tp_len, tp_snaplen, tp_mac, tp_net
 _SLL_IFINDEX = struct.Struct("<i")
 _SLL_OFFSET = 32  # TPACKET_ALIGN(sizeof(struct tpacket2_hdr))
-#: One frame's header for a batch consumer (Detector.on_ring): tp_snaplen, tp_net and the sockaddr_ll's
+#: One frame's header for a batch consumer (Pipeline.on_ring): tp_snaplen, tp_net and the sockaddr_ll's
 #: interface index (at _SLL_OFFSET + 4), in one call.
 FRAME = struct.Struct("<8xIxxH20xi")
 

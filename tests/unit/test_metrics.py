@@ -18,7 +18,8 @@ from portsentinel.detector.config.model import ConfigError, DetectorConfig
 from portsentinel.detector.config.own_grammar import parse_config_text
 from portsentinel.detector.metrics import MAX_PORTS, DetectorCollector, probe_kinds, tally_record
 from portsentinel.detector.metrics import NAMES as DETECTOR_NAMES
-from portsentinel.detector.service import Counters, Detector
+from portsentinel.detector.pipeline import Counters
+from portsentinel.detector.service import Detector
 from portsentinel.responder.core.bans import Ban
 from portsentinel.responder.metrics import NAMES as RESPONDER_NAMES
 from portsentinel.responder.metrics import ResponderMetrics, unban_reason

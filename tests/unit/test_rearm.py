@@ -334,7 +334,7 @@ def test_detector_rearms_what_the_responder_names(tmp_path: Path) -> None:
     for n, src in enumerate(sources):
         raw = packed(src)
         for i in range(2):  # one probe reported, one more folded
-            st_ = det.tracker.hit(det.netof(raw) + b"\x06", DST, 6, 1 + i, "syn", "stcp", 0, False, float(n))
+            st_ = det.tracker.hit(det.pipe.netof(raw) + b"\x06", DST, 6, 1 + i, "syn", "stcp", 0, False, float(n))
             if st_ is not None:
                 st_.src = raw
                 assert det.decider.on_trigger(st_, float(n), 1.0) is not None

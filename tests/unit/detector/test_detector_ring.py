@@ -1,9 +1,10 @@
-"""detector.service.Detector.on_ring (the hot path, per batch) does what on_packet does for each packet.
+"""detector.pipeline.Pipeline.on_ring (the hot path, per batch) does what the reference path does for each
+packet (tests/reference/packet_path.py).
 
 Two detectors with the same configuration and host facts read the same packets from in-memory TPACKET_V2
-rings: one through RingCapture.drain into on_packet, the other through on_ring. The clock stands still within
-a ring (on_ring reads it once per batch, on_packet once per packet), so every counter, every tracker state
-in LRU order, every record and the ring's state must come out the same.
+rings: one through RingCapture.drain into the reference on_packet, the other through on_ring. The clock stands
+still within a ring (on_ring reads it once per batch, on_packet once per packet), so every counter, every
+tracker state in LRU order, every record and the ring's state must come out the same.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from portsentinel.detector.adapters import procnet
 from portsentinel.detector.adapters.capture import RingCapture
 from portsentinel.detector.config.model import DetectorConfig
 from portsentinel.detector.service import Detector
+from tests.reference.packet_path import handler
 
 FRAME, NFRAMES, NET_OFF = 512, 16, 80
 
@@ -126,12 +128,12 @@ def make_detector(trigger: int, max_sources: int, rate: int) -> tuple[Detector, 
                          ignore=(ipaddress.ip_network("10.9.0.0/16"),))
     sink = ListSink()
     det = Detector(cfg, sink=sink)
-    det.watch = {6: {p: ("atcp" if p % 2 else "stcp") for p in TCP_PORTS if p != 5000},
+    det.pipe.watch = {6: {p: ("atcp" if p % 2 else "stcp") for p in TCP_PORTS if p != 5000},
                  17: {p: "audp" for p in UDP_PORTS if p != 5000}}
     now = time.monotonic()
-    det.refresh_local(now)
-    det.refresh_in_use(6, now)
-    det.refresh_in_use(17, now)
+    det.pipe.refresh_local(now)
+    det.pipe.refresh_in_use(6, now)
+    det.pipe.refresh_in_use(17, now)
     return det, sink
 
 
@@ -150,9 +152,9 @@ def snapshot(det: Detector, sink: ListSink, cap: RingCapture) -> tuple[object, .
     c = det.counters
     return ([(k, dataclasses.astuple(s)) for k, s in t._sources.items()], sorted(t._triggered), t.bitmaps,
             t.evictions, det.decider.suppressed,
-            (c.packets, c.probes, c.records, c.not_local, c.in_use, c.ignored, sorted(c.bad.items())),
+            (c.packets, c.probes, c.records, c.not_local, c.in_use, c.late_ack, c.ignored, sorted(c.bad.items())),
             [r.fields for r in sink.records], cap.index, bytes(cap.ring[0::4]) == bytes(len(cap.ring) // 4),
-            det._in_use_at, det._full_at, det._local_at)
+            det.pipe.view.in_use_at, det.pipe.view.full_at, det.pipe.view.local_at)
 
 
 KINDS = ["tcp"] * 10 + ["udp"] * 6 + ["udp-short", "icmp", "tcp-bad-offset", "fragment", "truncated"]
@@ -192,10 +194,10 @@ def compare(clock: Clock, one: Detector, one_sink: ListSink, cap1: RingCapture, 
             frames.append((packet(kind, src, dst, port, flags), ifindex))
         fill(cap1, frames)
         fill(cap2, frames)
-        while cap1.drain(one.on_packet):
+        while cap1.drain(handler(one.pipe)):
             pass
         got = []
-        while k := two.on_ring(cap2, budget):
+        while k := two.pipe.on_ring(cap2, budget):
             got.append(k)
         assert sum(got) == len(frames) and all(k <= budget for k in got)
         for det in (one, two):  # the one-second tick's summaries, between batches as in Detector.run
@@ -207,14 +209,14 @@ def compare(clock: Clock, one: Detector, one_sink: ListSink, cap1: RingCapture, 
 def test_on_ring_counts_a_flood(clock: Clock) -> None:
     """One source, every port: one scan record, every probe counted, the trigger's interface index."""
     det, sink = make_detector(0, 65536, 50)
-    det.watch[6] = {p: "atcp" for p in range(1, 65536)}
+    det.pipe.watch[6] = {p: "atcp" for p in range(1, 65536)}
     cap = make_ring()
     src = a("198.51.100.1")
     total = 0
     for base in range(0, 160, NFRAMES):
         fill(cap, [(packet("tcp", src, LOCAL[0], 1000 + base + n, 0x02), 4 if base + n == 0 else 5)
                    for n in range(NFRAMES)])
-        while k := det.on_ring(cap):
+        while k := det.pipe.on_ring(cap):
             total += k
     assert total == 160 and det.counters.packets == 160 and det.counters.probes == 160
     st1 = det.tracker.get(src + b"\x06")
@@ -237,7 +239,7 @@ def test_fragments_complete_into_a_probe(clock: Clock) -> None:
     det, sink = make_detector(0, 65536, 50)
     cap = make_ring()
     fill(cap, _syn_fragments("198.51.100.1", 3, 1))
-    assert det.on_ring(cap) == 3
+    assert det.pipe.on_ring(cap) == 3
     assert det.counters.probes == 1 and det.frags.counters.datagrams == 1 and not det.counters.bad
     scan = [r for r in sink.records if r.event == "scan"]
     assert scan and scan[0].get(R.F_PORT) == "3" and scan[0].get(R.F_SCAN) == "syn"
@@ -250,10 +252,10 @@ def test_fragments_are_shed_while_the_ring_is_over_half_full(clock: Clock) -> No
     cap = make_ring()
     frames = _syn_fragments("198.51.100.1", 3, 1) * 4 + [(packet("tcp", SOURCES[1], LOCAL[0], 1, 2), 3)] * 4
     fill(cap, frames)  # 16 of 16 frames waiting: the frame half a ring ahead is ready
-    assert det.on_ring(cap) == NFRAMES
+    assert det.pipe.on_ring(cap) == NFRAMES
     assert det.frags.counters.shed == 12 and det.frags.counters.fragments == 0
     assert det.counters.probes == 4
     fill(cap, _syn_fragments("198.51.100.2", 1, 2))  # 3 waiting: fed to the reassembler again
-    det.on_ring(cap)
+    det.pipe.on_ring(cap)
     assert det.frags.counters.datagrams == 1 and det.counters.probes == 5
     close(det, cap)

@@ -23,8 +23,9 @@ from portsentinel.detector.config.model import ConfigError, DetectorConfig
 from portsentinel.detector.config.own_grammar import parse_config_text
 from portsentinel.detector.other import KEY_BYTE, PROTO_IP, OtherSentries
 from portsentinel.detector.packet import Bad, parse, parse_other
-from portsentinel.detector.service import OTHER_BADS
+from portsentinel.detector.pipeline import OTHER_BADS
 from portsentinel.detector.tracker import Tracker
+from tests.reference.packet_path import handler
 from tests.unit.detector import test_detector_ring as ring_test
 from tests.unit.detector.test_bpf import run_bpf
 from tests.unit.detector.test_detector_ring import clock  # noqa: F401 - the fixture
@@ -290,14 +291,15 @@ OTHER_PACKETS = st.tuples(st.sampled_from(OTHER_KINDS), st.sampled_from([0, 0, 0
 @given(st.lists(st.lists(OTHER_PACKETS, max_size=ring_test.NFRAMES), min_size=1, max_size=6))
 def test_on_ring_is_on_packet_for_sctp_and_protocols(clock: ring_test.Clock,  # noqa: F811 - the fixture
                                                      rings: list[list[tuple[str, int, int, int]]]) -> None:
-    """The hot path's SCTP / IP-protocol branch does what on_packet does, frame for frame."""
+    """The hot path's SCTP / IP-protocol branch does what the reference on_packet does, frame for frame."""
     clock.now = 1000.0
     dets = [ring_test.make_detector(0, 65536, 50) for _ in range(2)]
     for det, _ in dets:
-        det.other = OtherSentries({2905: "ssctp", 36412: "asctp", 1: "asctp"}, "aproto", frozenset({47}))
-        det.other.handled4, det.other.handled6 = hostproto.CORE4, hostproto.CORE6
-        det._other_bads = OTHER_BADS
-        det._other_at = clock.now + 1e9  # no /proc reads
+        pipe = det.pipe
+        pipe.other = OtherSentries({2905: "ssctp", 36412: "asctp", 1: "asctp"}, "aproto", frozenset({47}))
+        pipe.other.handled4, pipe.other.handled6 = hostproto.CORE4, hostproto.CORE6
+        pipe.other_bads = OTHER_BADS
+        pipe.other_at = clock.now + 1e9  # no /proc reads
     (one, one_sink), (two, two_sink) = dets
     cap1, cap2 = ring_test.make_ring(), ring_test.make_ring()
     try:
@@ -306,9 +308,9 @@ def test_on_ring_is_on_packet_for_sctp_and_protocols(clock: ring_test.Clock,  # 
             frames = [(_other_packet(k, ring_test.SOURCES[s], port, proto), 3) for k, s, port, proto in specs]
             ring_test.fill(cap1, frames)
             ring_test.fill(cap2, frames)
-            while cap1.drain(one.on_packet):
+            while cap1.drain(handler(one.pipe)):
                 pass
-            while two.on_ring(cap2):
+            while two.pipe.on_ring(cap2):
                 pass
             assert ring_test.snapshot(one, one_sink, cap1) == ring_test.snapshot(two, two_sink, cap2)
         for rec in two_sink.records:
@@ -320,14 +322,15 @@ def test_on_ring_is_on_packet_for_sctp_and_protocols(clock: ring_test.Clock,  # 
 
 def test_on_ring_reports_an_ip_protocol_scan(clock: ring_test.Clock) -> None:  # noqa: F811 - the fixture
     det, sink = ring_test.make_detector(0, 65536, 50)
-    det.other = OtherSentries({}, "aproto")
-    det.other.handled4, det.other.handled6 = hostproto.CORE4, hostproto.CORE6
-    det._other_bads = OTHER_BADS
-    det._other_at = clock.now + 1e9
+    pipe = det.pipe
+    pipe.other = OtherSentries({}, "aproto")
+    pipe.other.handled4, pipe.other.handled6 = hostproto.CORE4, hostproto.CORE6
+    pipe.other_bads = OTHER_BADS
+    pipe.other_at = clock.now + 1e9
     cap = ring_test.make_ring()
     src = ring_test.SOURCES[0]
     ring_test.fill(cap, [(_other_packet("proto", src, 0, p), 7) for p in (3, 3, 1, 5, 7, 8, 9, 99)])
-    while det.on_ring(cap):
+    while pipe.on_ring(cap):
         pass
     scans = [r for r in sink.records if r.get("PS_EVENT") == "scan"]
     assert len(scans) == 1 and scans[0].get("PS_PORT") == "9" and scans[0].get("PS_PORTS") == "5"

@@ -141,3 +141,10 @@ def test_no_import_circles() -> None:
             visit(node)
     assert circles == []
 
+
+
+def test_no_detector_module_over_450_lines() -> None:
+    """Small modules with one job (issue 12): none of the detector's modules is over 450 lines."""
+    big = {str(path.relative_to(ROOT)): n for path in (ROOT / "detector").rglob("*.py")
+           if (n := len(path.read_text().splitlines())) > 450}
+    assert big == {}

@@ -1,6 +1,6 @@
 """The detector's per-packet path: what ``pipeline.Pipeline.on_ring`` does for each frame of a batch, written
 plainly, one packet per call (a ``RingCapture.drain`` handler). Tests run both over the same rings and compare
-every counter, tracker state and record (tests/unit/detector/test_ring.py, test_proto_other.py);
+every counter, tracker state and record (tests/unit/detector/test_detector_ring.py, test_proto_other.py);
 bench/hotpath.py measures both.
 
 It uses the general parser (``packet.parse``, not the hot path's inline one), reads the clock for each packet,

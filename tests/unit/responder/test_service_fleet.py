@@ -227,3 +227,24 @@ def test_the_fleet_file_is_read_from_its_start_the_first_time_then_from_the_curs
         assert again.pump(name) == 1 and again.book.get("fleet", "198.51.100.43") is not None
     finally:
         _close(again)
+
+
+def test_more_origins_renew_a_remote_ban(responder: tuple[Responder, Path, socket.socket]) -> None:
+    r, tmp, _ = responder
+    name = f"file:{tmp}/remote.jsonl"
+    _append(tmp / "remote.jsonl", _remote("ban", "198.51.100.50"))
+    r.pump(name)
+    first = r.book.get("fleet", "198.51.100.50")
+    assert first is not None and 590 < first.bantime <= 600
+    _append(tmp / "remote.jsonl", _remote("ban", "198.51.100.50", origin="host-b", PS_ORIGINS="3"))
+    r.pump(name)
+    r.reporter.turn_done()
+    renewed = r.book.get("fleet", "198.51.100.50")
+    assert renewed is not None and renewed is not first and 2350 < renewed.bantime <= 2400  # x4, from now
+    assert [(b.ip, b.expires) for b in r.store.bans()] == [("198.51.100.50", renewed.expires)]
+    out = [d for d in _decisions(tmp) if d.get("PS_SRC") == "198.51.100.50"]
+    assert [d["PS_EVENT"] for d in out] == ["ban", "unban", "ban"]
+    assert "renewed from the fleet" in out[1]["PS_DETAIL"] and out[2]["PS_ORIGINS"] == "3"
+    _append(tmp / "remote.jsonl", _remote("ban", "198.51.100.50", origin="host-c", PS_ORIGINS="2"))
+    r.pump(name)  # ends sooner than the ban in force: nothing happens
+    assert r.book.get("fleet", "198.51.100.50") is renewed

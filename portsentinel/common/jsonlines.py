@@ -54,6 +54,20 @@ class JsonLinesWriter:
         else:
             self._dirty = True
 
+    def write_many(self, records: list[R.Record]) -> None:
+        """Several records in one ``write()`` (one rotation check): a batch of lines lands whole or not at all.
+        Not synced: :meth:`flush` after it."""
+        if not records:
+            return
+        if self._rotated():
+            self.reopen()
+        data = "".join(R.to_json_line(r) for r in records).encode("ascii")
+        view = memoryview(data)
+        while view:  # a regular file takes it whole; a short write (a full disk) continues or raises
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._dirty = True
+
     def flush(self) -> None:
         """Make every record written so far durable (one fdatasync for the batch)."""
         if self._dirty and self._fd >= 0:

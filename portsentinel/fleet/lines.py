@@ -2,6 +2,10 @@
 
 A network ban keeps ``PS_SRC`` an address (the network's first) and names the network in ``PS_SRC_NET``, as the
 responder's own records do, so ``journalctl PS_SRC=…`` and the record schema's checks hold for both.
+
+Every value comes from a line the applier built from a validated key and value (canonical address, names in the
+bucket's grammar, numbers), so the record is made without running the schema's checks again (a catch-up writes
+100,000 of them); the unit tests check that what this makes passes ``record.validate``.
 """
 
 from __future__ import annotations
@@ -43,4 +47,4 @@ def to_record(line: Line, now: float) -> R.Record:
         fields[R.F_SRC_NET] = line.addr
     if line.scan:
         fields[R.F_SCAN] = line.scan
-    return R.validate(fields)
+    return R.Record(fields)

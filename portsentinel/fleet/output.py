@@ -9,7 +9,6 @@ made durable once (fdatasync) before the wake-up, and beyond ``max_size`` bytes 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 from portsentinel import record as R
 from portsentinel.common.jsonlines import JsonLinesWriter
@@ -24,11 +23,9 @@ class RemoteOutput:
         self._waker = Waker(responder_wake)
         self.written = 0
 
-    def write(self, records: Iterable[R.Record]) -> int:
-        count = 0
-        for record in records:
-            self._writer.write(record)
-            count += 1
+    def write(self, records: list[R.Record]) -> int:
+        count = len(records)
+        self._writer.write_many(records)
         if count:
             self._writer.flush()
             self._waker.send()

@@ -34,6 +34,7 @@ def test_origin_comes_from_the_key_and_counts_origins() -> None:
     out = ap.entry("b.portsentinel.203-0-113-7", PUT, value, NOW, live=True)
     assert out.line is not None and out.line.origin == "b" and out.line.origins == 2
     rec = to_record(out.line, NOW)
+    assert R.validate(dict(rec.fields)) == rec  # made without the checks, passes them
     assert rec.get(R.F_ORIGIN) == "b" and rec.get(R.F_ORIGINS) == "2" and rec.get(R.F_IDENT) == "portsentinel-fleet"
     assert rec.src == "203.0.113.7" and float(rec.get(R.F_UNTIL)) == NOW + 60 and rec.get(R.F_VERIFIED) == "1"
 
@@ -98,7 +99,8 @@ def test_fleet_wide_unban_marker() -> None:
     out = ap.entry("admin._unban.203-0-113-7", PUT, marker, NOW, live=True)
     assert out.line is not None and out.line.event == "unban" and out.line.origin_jail == "_unban"
     assert out.delete_own == ["203.0.113.7"] and not ap.bans
-    assert to_record(out.line, NOW).get(R.F_EVENT) == "unban"
+    rec = to_record(out.line, NOW)
+    assert rec.get(R.F_EVENT) == "unban" and R.validate(dict(rec.fields)) == rec
     assert put(ap, "b", "203.0.113.7", at=NOW - 5) is None  # made before the marker: void
     assert put(ap, "b", "203.0.113.7", at=NOW + 1, now=NOW + 2) is not None  # a new ban after it counts
 
@@ -117,6 +119,7 @@ def test_network_ban_line() -> None:
     out = ap.entry("a.portsentinel.2001_db8_1_2__=64", PUT, value, NOW, live=True)
     assert out.line is not None
     rec = to_record(out.line, NOW)
+    assert R.validate(dict(rec.fields)) == rec
     assert rec.src == "2001:db8:1:2::" and rec.get(R.F_SRC_NET) == "2001:db8:1:2::/64" and not rec.get(R.F_SCAN)
 
 

@@ -1,6 +1,6 @@
 """Lines per second through fail2ban's stock sshd filter: portsentinel's filters vs fail2ban-regex, one run.
 
-    .venv/bin/python -m bench.filter_bench [--lines 1000000] [--mode normal] [--log PATH] [--keep-log]
+    .venv/bin/python -m bench.filter_bench [--lines 1000000] [--mode normal] [--log PATH] [--keep-log] [--stages]
 
 Writes a deterministic auth.log (``--lines`` lines: sshd failures of every common kind, successful logins,
 preauth closes, and the cron/sudo/systemd-logind noise of a real auth.log), then runs the same filter
@@ -101,33 +101,43 @@ def run_ours(log: Path, mode: str) -> tuple[float, float, list[str]]:
     return time.perf_counter() - t0, time.process_time() - c0, hosts
 
 
-def run_floor(log: Path, mode: str) -> tuple[float, float]:
-    """The regex work alone (the line's date template, prefregex, the candidate failregexes, their groups),
-    without dates parsed, sessions, verdicts: what no Python implementation of these regexes can go below."""
+STAGES = ("date", "+prefregex", "+failregexes", "+groups")
+
+
+def run_floor(log: Path, mode: str, upto: str = "+groups") -> tuple[float, float]:
+    """The regex work alone, up to a stage of STAGES: the date (the line's template, its lean twin, as the
+    filter runs it), then the prefregex on the rest, then the candidate failregexes on its content, then their
+    groups read; no date parsed, no sessions, no verdict. Run to "+groups" it is what no Python implementation
+    of these regexes goes below; each stage's share is its difference to the one before."""
     flt = load_filter(STOCK / "filter.d", "sshd", {} if mode == "normal" else {"mode": mode})
     rules = flt.line_rules
-    assert rules.dates is not None and rules.match.prefregex is not None and rules.match.dispatch is not None
+    match = rules.match
+    assert rules.dates is not None and match.prefregex is not None and match.dispatch is not None
+    assert match.pref_groups is not None
     with open(log, encoding="utf-8") as fh:
         flt.examine_line(fh.readline(), time.time())
     tpl = rules.dates._last
     assert tpl is not None
-    date_re, pref, fails, dispatch = tpl.regex, rules.match.prefregex, rules.match.failregex, rules.match.dispatch
+    date_re, pref, fails, dispatch = tpl.lean, match.prefregex, match.failregex, match.dispatch
+    pref_groups, fail_groups = match.pref_groups, match.fail_groups
+    level = STAGES.index(upto)
     t0, c0 = time.perf_counter(), time.process_time()
     with open(log, encoding="utf-8") as fh:
         for line in fh:
             dm = date_re.search(line)
-            if dm is None:
+            if dm is None or level == 0:
                 continue
             start, end = dm.span(1)
             pm = pref.search(line[:start] + line[end:].rstrip("\n") + "\n")
-            if pm is None:
+            if pm is None or level == 1:
                 continue
-            groups = {k: v for k, v in pm.groupdict().items() if v is not None}
-            content = groups.pop("content") + "\n"
+            content = pm.group("content") + "\n"
             for i in dispatch.candidates(content):
                 fm = fails[i].search(content)
                 if fm is not None:
-                    groups.update({k: v for k, v in fm.groupdict().items() if v is not None})
+                    if level == 3:
+                        groups = pref_groups.read(pm)
+                        groups.update(fail_groups[i].read(fm))
                     break
     return time.perf_counter() - t0, time.process_time() - c0
 
@@ -154,6 +164,7 @@ def main() -> int:
     ap.add_argument("--mode", default="normal", choices=("normal", "ddos", "extra", "aggressive"))
     ap.add_argument("--log", type=Path, help="use this auth.log instead of writing one")
     ap.add_argument("--keep-log", action="store_true", help="keep the generated log (its path is printed)")
+    ap.add_argument("--stages", action="store_true", help="also time the regex work stage by stage")
     args = ap.parse_args()
     if not (F2B / "usr/bin/fail2ban-regex").exists():
         sys.exit("tests/.cache/fail2ban missing: run scripts/setup.sh --test")
@@ -169,10 +180,18 @@ def main() -> int:
     ow, oc, ours = run_ours(log, args.mode)
     fw, fc, theirs = run_fail2ban(log, args.mode)
     rw, rc = run_floor(log, args.mode)
+    stages = [(name, *run_floor(log, args.mode, name)) for name in STAGES[:-1]] if args.stages else []
     print(f"{'':16}{'wall s':>9}{'cpu s':>9}{'lines/s':>12}{'failures':>10}")
     print(f"{'portsentinel':16}{ow:9.1f}{oc:9.1f}{n / ow:12,.0f}{len(ours):10}")
     print(f"{'fail2ban-regex':16}{fw:9.1f}{fc:9.1f}{n / fw:12,.0f}{len(theirs):10}")
     print(f"{'regex work only':16}{rw:9.1f}{rc:9.1f}{n / rw:12,.0f}{'':>10}")
+    for name, sw, sc in stages:
+        print(f"{'  ' + name:16}{sw:9.1f}{sc:9.1f}{n / sw:12,.0f}{'':>10}")
+    if stages:
+        print("per line, cpu (us): " + ", ".join(
+            f"{name} {(sc - prev) / n * 1e6:.2f}" for (name, _w, sc), prev in
+            zip([*stages, ("+groups", rw, rc)], [0.0] + [c for _n, _w, c in stages], strict=True))
+            + f", the rest (date parse, sessions, verdicts) {(oc - rc) / n * 1e6:.2f}; total {oc / n * 1e6:.2f}")
     print(f"ratio portsentinel/fail2ban: {fw / ow:.2f}x by wall clock, {fc / oc:.2f}x by cpu; "
           f"same failures in the same order: {ours == theirs}")
     if ours != theirs:

@@ -127,7 +127,7 @@ def cmd_banned(args: argparse.Namespace) -> int:
         return 1
     if not args.json:
         for b in a["bans"]:
-            extra = " ".join(f"{k}={b[k]}" for k in ("proto", "port", "scan") if k in b)
+            extra = " ".join(f"{k}={b[k]}" for k in ("proto", "port", "scan", "origin", "origins") if k in b)
             print(f"{b['jail']}\t{b['ip']}\t{_fmt_time(b['remaining'])}\toffence {b['count']}\t{extra}".rstrip())
     return 0
 

@@ -119,6 +119,9 @@ def test_the_fleet_jail_follows_the_daemons_file(mlab: Lab, tmp_path: Path, jour
         v4 = _elements(_fleet_set(mlab.victim, "v4"))
         assert mlab.victim.addr4 not in v4 and b4 not in v4 and c4 not in v4
         assert not _connects(mlab.attacker, a4, mlab.victim.addr4, 8081)  # the remote ban drops its packets
+        listed = subprocess.run([tool("portsentinel"), "--socket", resp.socket, "banned"], capture_output=True,
+                                text=True, timeout=30).stdout
+        assert any(a4 in line and "origin=host-a origins=2" in line for line in listed.splitlines()), listed
         bans = {r["PS_SRC"]: r for r in resp.wait_for(lambda r: r.get("PS_EVENT") == "ban", timeout=10)}
         assert set(bans) == {a4, a6.split("::")[0] + "::"}, bans
         assert bans[a4]["PS_ORIGIN"] == "host-a" and bans[a4]["PS_ORIGINS"] == "2"

@@ -39,7 +39,7 @@ from typing import Any
 from tests.lab.detector import VENV_BIN
 from tests.lab.machine import cpu_model
 from tests.lab.netns import Host, Lab, lab_problem, sweep_stale
-from tests.lab.pipeline import ResponderProcess, detector_for, make_config
+from tests.lab.pipeline import ResponderProcess, detector_for, make_config, per_address
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -360,7 +360,7 @@ class Bench:
             while time.monotonic() < deadline:
                 decided = (journal_records("SYSLOG_IDENTIFIER=portsentinel-responder", "PS_EVENT=ban", f"_PID={pid}")
                            if self.journald() else resp.records())
-                decided = [r for r in decided if r.get("PS_SRC")]
+                decided = [r for e in decided for r in per_address(e) if r.get("PS_SRC")]  # aggregated: per address
                 if len(decided) >= n:
                     break
                 time.sleep(0.5)

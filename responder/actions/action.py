@@ -116,12 +116,12 @@ class Action:
                 raise ActionError(f"{self.path}:0: {phase}: needs the ban's variables")
             if ban.family not in self.families:
                 return Steps()
-            ctx = {**self.params, **ban.context()}
             if batch and phase == "actionban" and self.batchset is not None:
-                name = self._set_name(ban, ctx)
+                name = self._set_name(ban)
                 if name is not None:
                     timeout = None if ban.bantime < 0 else ban.bantime + KERNEL_GRACE
                     return SetElement(str(self.params.get("table", "portsentinel")), name, ban.ip, timeout)
+            ctx = {**self.params, **ban.context()}
         elif ban is not None:
             raise ActionError(f"{self.path}:0: {phase}: takes no ban variables")
         else:
@@ -132,10 +132,13 @@ class Action:
     def _set_vars(self) -> tuple[str, ...]:
         return tuple(sorted(self.batchset.variables())) if self.batchset is not None else ()
 
-    def _set_name(self, ban: BanVars, ctx: Mapping[str, object]) -> str | None:
-        """The batchset template rendered: one word, the set's name (None: not batchable this time)."""
-        key = tuple(ctx.get(n) for n in self._set_vars)
+    def _set_name(self, ban: BanVars) -> str | None:
+        """The batchset template rendered: one word, the set's name (None: not batchable this time). Rendered
+        once per distinct value of the variables it names (the family, mostly), not once per ban."""
+        known = ban.context()
+        key = tuple(known.get(n, self.params.get(n)) for n in self._set_vars)
         if "ip" in self._set_vars or key not in self._sets:
+            ctx = {**self.params, **known}
             words = self.batchset.render(ctx) if self.batchset is not None else []
             name = words[0] if len(words) == 1 else None
             if "ip" in self._set_vars:

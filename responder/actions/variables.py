@@ -123,11 +123,16 @@ class BanVars(NamedTuple):
         info = ban.info
         port = info.get("port", "")
         ip = _ip(ban.ip)
-        return cls(ip=ip, family=family_of(ip), bantime=bantime,
-                   failures=_int("failures", ban.failures, 0, 10**9), time=_int("time", int(ban.banned_at), 0, 10**11),
-                   port=_int("port", port, 0, 65535) if port.isascii() and port.isdigit() else None,
-                   proto=_token("proto", info.get("proto", "")), scan=_token("scan", info.get("scan", "")),
-                   mode=_token("mode", info.get("mode", "")), matches=_matches(ban.matches) if ban.matches else "")
+        failures = ban.failures
+        if type(failures) is not int or not 0 <= failures <= 10**9:  # the common case without a call
+            failures = _int("failures", failures, 0, 10**9)
+        words = [info.get(name, "") for name in ("proto", "scan", "mode")]
+        for name, word in zip(("proto", "scan", "mode"), words, strict=True):
+            if word:
+                _token(name, word)
+        return cls(ip, family_of(ip), bantime, failures, _int("time", int(ban.banned_at), 0, 10**11),
+                   _int("port", port, 0, 65535) if port.isascii() and port.isdigit() else None,
+                   words[0], words[1], words[2], _matches(ban.matches) if ban.matches else "")
 
     @classmethod
     def parse(cls, values: Mapping[str, object]) -> BanVars:

@@ -34,9 +34,15 @@ CREATE TABLE IF NOT EXISTS unbans (
 _BAN_COLS = "jail, ip, banned_at, expires, count, failures, info"
 
 
-def _ban(row: tuple[str, str, float, float, int, int, str]) -> Ban:
+def _ban(row: tuple[str, str, float, float, int, int, str], infos: dict[str, dict[str, str]] | None = None) -> Ban:
+    """A ban from its row; ``infos`` caches parsed info texts (a restore of 100,000 bans has few distinct ones)."""
     j, ip, at, exp, cnt, fail, info = row
-    return Ban(j, ip, at, exp, cnt, fail, json.loads(info))
+    if infos is None:
+        return Ban(j, ip, at, exp, cnt, fail, json.loads(info))
+    parsed = infos.get(info)
+    if parsed is None:
+        parsed = infos[info] = json.loads(info)
+    return Ban(j, ip, at, exp, cnt, fail, dict(parsed))  # each ban its own dict
 
 
 class Store:
@@ -53,7 +59,8 @@ class Store:
         self.db.close()
 
     def bans(self) -> list[Ban]:
-        return [_ban(row) for row in self.db.execute(f"SELECT {_BAN_COLS} FROM bans").fetchall()]
+        infos: dict[str, dict[str, str]] = {}
+        return [_ban(row, infos) for row in self.db.execute(f"SELECT {_BAN_COLS} FROM bans")]
 
     def unbans(self) -> list[tuple[Ban, str, float]]:
         """Pending unbans: (the ban, why it is lifted, since when), oldest first."""

@@ -7,8 +7,10 @@ When journald takes them and a turn banned :data:`AGGREGATE_MIN` addresses or mo
 flood), the bans that share their fields are written as one entry per :data:`AGGREGATE_MAX` addresses, PS_SRC
 repeated once per address and PS_BATCH their number: ``journalctl PS_SRC=ADDR`` still finds each, and 100,000
 bans are 400 entries, far below journald's rate limit (10,000 per 30 s by default). Fields that differ between
-such bans (bantime, hits, port, until, offence) are left out of the entry and summarised in its MESSAGE. A shared
-ban (PS_SHARE=1, read by the fleet daemon) and a network ban are always written on their own.
+such bans (bantime, hits, port, until, offence) are left out of the entry and summarised in its MESSAGE. Network
+bans whose PS_SRC is the network's own address (a remote one, a manual one) are aggregated apart from address bans,
+PS_SRC_NET repeated too; one made by a record of another address keeps its own entry, which says which address
+it was. A shared ban (PS_SHARE=1: the fleet daemon reads one address per record) is always written on its own.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ AGGREGATE_MIN = 16
 #: At most this many addresses in one aggregated entry (journald's entry stays well under its size limits).
 AGGREGATE_MAX = 256
 #: Fields that may differ between the bans of one aggregated entry: left out of it, summarised in MESSAGE.
-VARYING = frozenset({R.F_MESSAGE, R.F_TIME, R.F_SRC, R.F_BANTIME, R.F_HITS, R.F_PORT, R.F_UNTIL, R.F_OFFENCE,
-                     R.F_ORIGINS})
+VARYING = frozenset({R.F_MESSAGE, R.F_TIME, R.F_SRC, R.F_SRC_NET, R.F_BANTIME, R.F_HITS, R.F_PORT, R.F_UNTIL,
+                     R.F_OFFENCE, R.F_ORIGINS})
 #: Bounds the ban records held in one turn (written, aggregated, when reached).
 HOLD_MAX = 65_536
 
@@ -87,8 +89,10 @@ class Reporter:
             level = logging.WARNING if prio <= R.PRIORITY_WARNING else logging.INFO
         if log.isEnabledFor(level):
             log.log(level, "%s", message)
-        if (journal and event is R.Event.BAN and R.F_SRC in rec and R.F_SRC_NET not in rec
-                and R.F_DETAIL not in rec and rec.get(R.F_SHARE) != "1"):
+        net = rec.get(R.F_SRC_NET)
+        if (journal and event is R.Event.BAN and R.F_SRC in rec and R.F_DETAIL not in rec
+                and rec.get(R.F_SHARE) != "1" and (net is None or net.partition("/")[0] == rec[R.F_SRC])):
+            # (a network ban is held when its PS_SRC is the network's own address: each pair can be told again)
             self._bans.append(rec)  # held to the end of the turn, maybe aggregated
             if len(self._bans) >= HOLD_MAX:
                 self.write_bans()
@@ -112,36 +116,43 @@ class Reporter:
         groups: dict[tuple[tuple[str, str], ...], list[dict[str, str]]] = {}
         for rec in held:
             key = tuple(sorted((k, v) for k, v in rec.items() if k not in VARYING))
+            key += (("network", str(R.F_SRC_NET in rec)),)  # address bans and network bans apart
             groups.setdefault(key, []).append(rec)
         for key, recs in groups.items():
             if len(recs) == 1:
                 self._write(recs[0])
                 continue
+            common = {k: v for k, v in key if k != "network"}
             for i in range(0, len(recs), AGGREGATE_MAX):
-                self._write_aggregate(dict(key), recs[i:i + AGGREGATE_MAX])
+                self._write_aggregate(dict(common), recs[i:i + AGGREGATE_MAX])
 
     def _write_aggregate(self, common: dict[str, str], recs: list[dict[str, str]]) -> None:
-        """One entry for ``recs``, bans that agree on ``common``: PS_SRC repeated, PS_BATCH their number."""
+        """One entry for ``recs``, bans that agree on ``common``: PS_SRC (and for network bans PS_SRC_NET) repeated,
+        PS_BATCH their number."""
         srcs = [r[R.F_SRC] for r in recs]
+        nets = [r[R.F_SRC_NET] for r in recs if R.F_SRC_NET in r]
         varying = []
-        for name in sorted(VARYING - {R.F_MESSAGE, R.F_TIME, R.F_SRC}):
+        for name in sorted(VARYING - {R.F_MESSAGE, R.F_TIME, R.F_SRC, R.F_SRC_NET}):
             values = {r.get(name, "") for r in recs}
             if len(values) == 1:
                 if (value := values.pop()) != "":
                     common[name] = value
             else:
                 varying.append(f"{name} {_span(values)}")
-        shown = ", ".join(srcs[:16]) + (f" and {len(srcs) - 16} more" if len(srcs) > 16 else "")
+        targets, what = (nets, "networks") if nets else (srcs, "addresses")
+        shown = ", ".join(targets[:16]) + (f" and {len(targets) - 16} more" if len(targets) > 16 else "")
         bantime = common.get(R.F_BANTIME)
         length = "" if bantime is None else " forever" if bantime == "-1" else f" for {bantime}s"
-        message = (f"jail {common.get(R.F_JAIL, '')}: banned {len(srcs)} addresses{length} by "
+        message = (f"jail {common.get(R.F_JAIL, '')}: banned {len(srcs)} {what}{length} by "
                    f"{common.get(R.F_ACTION) or 'no action'} (one record for the batch): {shown}"
                    + (f"; {'; '.join(varying)}" if varying else ""))
         fields = {**common, R.F_MESSAGE: message, R.F_TIME: recs[-1][R.F_TIME], R.F_SRC: srcs[0],
                   R.F_BATCH: str(len(srcs))}
+        if nets:
+            fields[R.F_SRC_NET] = nets[0]
         try:
             record = R.validate(fields)  # once for the batch; each address is canonical (the engine made it so)
-            self.decisions.write_aggregate(record, srcs[1:])
+            self.decisions.write_aggregate(record, {R.F_SRC: srcs[1:], R.F_SRC_NET: nets[1:]})
             self.aggregated += 1
         except (OSError, R.RecordError, ValueError) as exc:
             log.error("cannot write an aggregated decision record (%d bans; writing them one by one): %s",

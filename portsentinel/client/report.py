@@ -192,7 +192,9 @@ def _journal(since: float, until: float) -> Iterator[dict[str, str]]:
             continue
         if isinstance(rec, dict):
             fields = {k: v for k, v in rec.items() if isinstance(v, str)}
-            srcs = rec.get(R.F_SRC)
+            srcs, nets = rec.get(R.F_SRC), rec.get(R.F_SRC_NET)
+            if isinstance(nets, list):  # aggregated network bans: each PS_SRC is its network's own address
+                srcs = [net.partition("/")[0] for net in nets if isinstance(net, str)]
             if isinstance(srcs, list):  # an aggregated ban record (docs/records.md "Volume"): one per address
                 for src in srcs:
                     if isinstance(src, str):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from portsentinel import record as R
 
@@ -40,12 +40,11 @@ class JournalWriter:
 
         self._sendv: Callable[..., None] = journal.sendv
 
-    def write(self, record: R.Record, repeated: tuple[str, Iterable[str]] | None = None) -> None:
-        """Write one entry; ``repeated`` = (NAME, values) adds the field NAME once per value (journald keeps
-        every value of a field that repeats, and ``journalctl NAME=VALUE`` finds the entry by any of them)."""
+    def write(self, record: R.Record, repeated: Mapping[str, Iterable[str]] | None = None) -> None:
+        """Write one entry; ``repeated`` {NAME: values} adds the field NAME once per value (journald keeps every
+        value of a field that repeats, and ``journalctl NAME=VALUE`` finds the entry by any of them)."""
         args = [f"{name}={value}" for name, value in R.to_journal_fields(record).items()]
-        if repeated is not None:
-            name, values = repeated
+        for name, values in (repeated or {}).items():
             args.extend(f"{name}={value}" for value in values)
         self._sendv(*args)
 

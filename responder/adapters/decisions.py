@@ -25,12 +25,13 @@ class DecisionLog:
             self._writer = JsonLinesWriter(self.path, sync=False)
         self._writer.write(record)
 
-    def write_aggregate(self, record: R.Record, srcs: list[str]) -> None:
-        """One journal entry for many bans: ``record``'s fields with PS_SRC repeated once per address (journald
-        only; a JSON object has no repeated keys, so JSON lines get one line per ban)."""
+    def write_aggregate(self, record: R.Record, repeated: dict[str, list[str]]) -> None:
+        """One journal entry for many bans: ``record``'s fields, plus each field of ``repeated`` once per value
+        (PS_SRC once per address; journald only: a JSON object has no repeated keys, so JSON lines get one line
+        per ban)."""
         if not isinstance(self._writer, JournalWriter):
             raise ValueError("aggregated records go to the journal only")
-        self._writer.write(record, (R.F_SRC, srcs))
+        self._writer.write(record, repeated)
 
     def flush(self) -> None:
         if self._writer is not None:

@@ -93,6 +93,9 @@ class ResponderProcess(LabProcess):
 def per_address(entry: dict[str, Any]) -> list[dict[str, Any]]:
     """A journal entry as the tests read decisions: an aggregated ban record (PS_SRC repeated, PS_BATCH; see
     docs/records.md "Volume") is one view per address, each with its own PS_SRC; any other entry is itself."""
+    nets = entry.get("PS_SRC_NET")
+    if isinstance(nets, list):  # aggregated network bans: each one's PS_SRC is its network's own address
+        return [{**entry, "PS_SRC_NET": net, "PS_SRC": net.partition("/")[0]} for net in nets]
     srcs = entry.get("PS_SRC")
     if not isinstance(srcs, list):
         return [entry]

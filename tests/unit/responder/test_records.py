@@ -100,3 +100,25 @@ def test_json_lines_get_one_line_per_ban(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert [rec["PS_SRC"] for rec in lines] == ips and rep.aggregated == 0
     assert rep.metrics.bans["bulk"] == len(ips)
+
+
+def test_network_bans_of_their_own_address_are_aggregated_apart(journald: str, tmp_path: Path) -> None:
+    tag = new_tag()
+    rep = _reporter(tmp_path, journal=True)
+    nets = [f"2001:db8:{i:x}::/64" for i in range(1, AGGREGATE_MIN + 11)]
+    for net in nets:  # a fleet catch-up of /64 bans: PS_SRC is each network's own address
+        rep.report(R.Event.BAN, f"jail fleet: banned {net}", PS_JAIL="fleet", PS_SRC=net, PS_ACTION="nftables",
+                   PS_BANTIME="600", PS_TEST=tag)
+    ips = _addresses(AGGREGATE_MIN, third=60)
+    for ip in ips:
+        _ban(rep, ip, tag)
+    rep.report(R.Event.BAN, "jail fleet: banned 2001:db8:ff::/64 (record from 2001:db8:ff::9)", PS_JAIL="fleet",
+               PS_SRC="2001:db8:ff::9", PS_SRC_NET="2001:db8:ff::/64", PS_ACTION="nftables", PS_TEST=tag)
+    rep.turn_done()
+    got = entries(tag, 3)
+    assert len(got) == 3 and rep.aggregated == 2
+    (networks,) = [e for e in got if isinstance(e.get("PS_SRC_NET"), list)]
+    assert sorted(networks["PS_SRC_NET"]) == sorted(nets) and networks["PS_BATCH"] == str(len(nets))
+    assert sorted(networks["PS_SRC"]) == sorted(n.partition("/")[0] for n in nets)
+    (own,) = [e for e in got if e.get("PS_SRC_NET") == "2001:db8:ff::/64"]
+    assert own["PS_SRC"] == "2001:db8:ff::9" and "PS_BATCH" not in own  # which address made it stays told

@@ -230,9 +230,10 @@ class Pipeline:
           anything slow (a refresh of the host's sockets or addresses, a record).
         - Counters: local ints, added to ``self.counters`` at the end. Bound to locals: the watch dicts and the
           verdict (``HostView.probe``; its facts are refreshed in place).
-        - The tracker: a probe from the same source as the previous one, already triggered, goes through
-          ``Tracker.hit_again`` (no lookup; the source is already the most recently seen, so the order is as
-          ``hit`` leaves it). Nothing else touches the tracker during a batch: ``tick`` runs between batches.
+        - The tracker: probes from the same source as the previous one, already triggered, are collected
+          (their port codes in ``run``) and counted by one ``Tracker.hit_run`` (no lookup; the source is already
+          the most recently seen, so the order is as ``hit`` leaves it) before anything else touches the
+          tracker or the time moves on, and at the end of the batch. ``tick`` runs between batches.
 
         Each frame goes back to the kernel as soon as it is parsed: ``parse_tuple`` copies what is needed and
         the interface index is read with the frame header, so a slow step does not hold ring space.
@@ -246,12 +247,14 @@ class Pipeline:
         kinds = TCP_KINDS
         kinds_n = self.counters.kinds
         tracker = self.tracker
-        hit, hit_again, tracker_get = tracker.hit, tracker.hit_again, tracker.get
+        hit, hit_run, tracker_get = tracker.hit, tracker.hit_run, tracker.get
         netof, full4 = self.netof, self.full4
         now = time.monotonic()
         # The source the previous hit counted: (address, protocol) and its state.
         prev_src, prev_proto = b"", 0
         prev_st: SourceState | None = None
+        run: list[int] = []  # port codes of probes from prev_st's source not yet counted (hit_run)
+        run_append = run.append
         i = cap.index
         # Over half the ring waiting: fragments are shed (counted) until it drains, so that a fragment flood the
         # loop cannot keep up with costs frames of itself, not the kernel dropping whole probes with it.
@@ -300,6 +303,9 @@ class Pipeline:
                         continue
                     if isinstance(res, Bad):
                         if oth is not None and not isinstance(oth, Bad):
+                            if run:
+                                hit_run(prev_st, run, now)  # type: ignore[arg-type]  # (run: prev_st is set)
+                                run.clear()
                             self.on_other(oth, ifindex, now, res)
                             now = time.monotonic()
                             prev_st = None  # the tracker may have changed: hit_again's shortcut is off
@@ -322,6 +328,9 @@ class Pipeline:
                 v = verdict(src, dst, proto, port, scan, now)
                 if v:
                     if v >= REFRESH:  # a host fact may be stale: read it, then the verdict is final
+                        if run:  # the run so far was counted at this time
+                            hit_run(prev_st, run, now)  # type: ignore[arg-type]
+                            run.clear()
                         v = settle(v, src, dst, proto, port, scan, now)
                         now = time.monotonic()
                     if v:
@@ -330,8 +339,11 @@ class Pipeline:
                 probes += 1
                 kinds_n[flags] += 1
                 if prev_st is not None and src == prev_src and proto == prev_proto and prev_st.triggered:
-                    hit_again(prev_st, port + 65536 if proto == UDP else port, now)
+                    run_append(port + 65536 if proto == UDP else port)
                     continue
+                if run:
+                    hit_run(prev_st, run, now)  # type: ignore[arg-type]
+                    run.clear()
                 # The key is the source's network (its IPv6 /64 by default), the record names the address.
                 key = (src if full4 and len(src) == 4 else netof(src)) + (b"\x06" if proto == TCP else b"\x11")
                 st = hit(key, dst, proto, port, scan, mode, 0, False, now)
@@ -345,6 +357,8 @@ class Pipeline:
                 # Not hit's return value: the state may be gone already (evicted by its own insert).
                 prev_src, prev_proto, prev_st = src, proto, tracker_get(key)
         finally:
+            if run:
+                hit_run(prev_st, run, now)  # type: ignore[arg-type]
             cap.index = i
             c = self.counters
             c.packets += n

@@ -81,6 +81,9 @@ class Tracker:
         self.bitmaps = 0
         self.evictions = 0
         self._sources: OrderedDict[bytes, SourceState] = OrderedDict()
+        #: The state of a key, or None: the table's own ``get`` (a C call on the hot path; the table is only
+        #: ever changed in place, never replaced).
+        self.get: Callable[[bytes], SourceState | None] = self._sources.get
         self._triggered: dict[bytes, SourceState] = {}
         self._finished: list[SourceState] = []
         #: Protocol bytes (a key's last byte) of every source ever reported, for :meth:`rearm`.
@@ -88,9 +91,6 @@ class Tracker:
 
     def __len__(self) -> int:
         return len(self._sources)
-
-    def get(self, key: bytes) -> SourceState | None:
-        return self._sources.get(key)
 
     def hit(self, key: bytes, dst: bytes, proto: int, port: int, scan: str, mode: str, ifindex: int,
             verified: bool, now: float) -> SourceState | None:
@@ -133,6 +133,25 @@ class Tracker:
                 st.nports += 1
         else:
             self._add_port(st, code)
+
+    def hit_run(self, st: SourceState, codes: list[int], now: float) -> None:
+        """:meth:`hit_again` for each of ``codes`` in order, in one call: a run of probes from one source
+        (the hot path collects them and calls this when the source changes, before anything else touches the
+        tracker, or at the end of its batch). ``now`` is the time of the run's last probe."""
+        if not codes:
+            return
+        st.last = now
+        st.hits += len(codes)
+        add_port = self._add_port
+        for code in codes:
+            bm = st.bitmap
+            if bm is None:
+                add_port(st, code)
+            else:  # _add_port's bitmap case, inline
+                byte, bit = code >> 3, 1 << (code & 7)
+                if not bm[byte] & bit:
+                    bm[byte] |= bit
+                    st.nports += 1
 
     def mark_reported(self, st: SourceState, now: float) -> None:
         """The caller wrote the scan record: further probes fold into summaries."""

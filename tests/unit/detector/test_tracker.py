@@ -315,3 +315,24 @@ def test_hit_again_udp_port_code() -> None:
         fast.hit_again(st1, p + 65536, 1.0)
         assert _snapshot(slow) == _snapshot(fast)
     assert st1.bitmap is not None and st1.nports == 201 and st1.hits == 204
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 131071), max_size=300), st.sampled_from([0, 1, 2048]))
+def test_hit_run_is_hit_again_for_each(codes: list[int], bitmaps: int) -> None:
+    """A run of probes counted by one hit_run ends as hit_again for each in order: hits, last, the exact port
+    set or its bitmap (switching at the 65th distinct port, or inexact once the bitmap budget is spent)."""
+    states = []
+    for one_by_one in (True, False):
+        t = make(trigger=0, bitmaps=bitmaps)
+        st1 = hit(t, key(1), 1, 1.0)
+        assert st1 is not None
+        t.mark_reported(st1, 1.0)
+        if one_by_one:
+            for code in codes:
+                t.hit_again(st1, code, 2.0)
+        else:
+            t.hit_run(st1, codes, 2.0)
+        states.append((dataclasses.astuple(st1), t.bitmaps))
+    assert states[0] == states[1]
+    assert states[1][0][3] == 1 + len(codes)  # hits

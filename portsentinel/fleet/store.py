@@ -114,15 +114,17 @@ class Store:
 
     def commit_watch(self, seq: int, changes: Iterable[tuple[BanId, C.Ban | None]]) -> None:
         """The watch position and the remote bans it led to, atomically."""
+        gone: list[BanId] = []
+        kept: list[tuple[str, str, str, float, str, int, int, float]] = []
+        for (origin, jail, addr), ban in changes:
+            if ban is None:
+                gone.append((origin, jail, addr))
+            else:
+                kept.append((origin, jail, addr, ban.until, ban.scan, ban.verified, ban.offence, ban.at))
         with self.db:
             self.db.execute("BEGIN")
-            for (origin, jail, addr), ban in changes:
-                if ban is None:
-                    self.db.execute("DELETE FROM remote WHERE origin = ? AND jail = ? AND addr = ?",
-                                    (origin, jail, addr))
-                else:
-                    self.db.execute("INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                    (origin, jail, addr, ban.until, ban.scan, ban.verified, ban.offence, ban.at))
+            self.db.executemany("DELETE FROM remote WHERE origin = ? AND jail = ? AND addr = ?", gone)
+            self.db.executemany("INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?, ?, ?)", kept)
             self._set("last_seq", str(seq))
 
     def reset_watch(self) -> None:

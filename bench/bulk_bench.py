@@ -121,9 +121,14 @@ def responder(lab: Lab, work: Path, n: int) -> dict[str, Any]:
             if len(srcs) >= n:
                 break
             time.sleep(0.25)
-        if t_set is None:
+        if t_set is None:  # diagnostics: what the kernel and the responder say then
             out["stderr"] = resp.stderr()[-3000:]
-            out["sample"] = recs[:1]
+            out["sample"] = [{k: v for k, v in r.items() if k != "PS_SRC"} for r in recs[:1]]
+            out["alive"] = resp.proc.poll() is None
+            out["ruleset"] = lab.victim.run(["nft", "list", "tables"], check=False).stdout[-500:]
+            listed = lab.victim.run(["nft", "list", "set", "inet", "portsentinel", "scan_v4"], check=False)
+            out["list_rc"] = (listed.returncode, listed.stderr[-300:], len(listed.stdout))
+            out["status"] = str(resp.ask("status"))[:1500]
         out.update(set_s=None if t_set is None else t_set - t0, entries=len(recs), addresses=len(srcs),
                    records_s=max((float(r["PS_TIME"]) for r in recs), default=t0) - t0)
     return out
@@ -159,8 +164,9 @@ def main() -> int:
         print(f"  all in force after {r['set_s'] * 1000:9.1f} ms -> {n / r['set_s']:9.0f} bans/s  (set holds "
               f"{r['in_set']})")
     else:
-        print(f"  the last address was never blocked (the set holds {r['in_set']}); responder: {r.get('stderr')}; "
-              f"a record: {r.get('sample')}")
+        print(f"  the last address was never blocked (the set holds {r['in_set']}); responder alive "
+              f"{r.get('alive')}: {r.get('stderr')}; tables: {r.get('ruleset')}; nft list set: {r.get('list_rc')}; "
+              f"status: {r.get('status')}; a record: {r.get('sample')}")
     print(f"  ban records: {r['addresses']} addresses in {r['entries']} journal entries, the last after "
           f"{r['records_s'] * 1000:9.1f} ms")
     print("\n== in-process in the victim namespace, the same bans (libnftables)")

@@ -40,6 +40,9 @@ log = logging.getLogger("portsentinel.fleet")
 WINDOW = 64
 #: Lines and sequence are committed at the latest after this many entries, or when the watch has caught up.
 APPLY_BATCH = 2000
+#: After a wake-up that found no new decision yet, read again after these delays (seconds): journald notifies
+#: readers up to ~250 ms late, the ticker polls once a second (docs/performance.md, "Fleet").
+SETTLE = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 #: An entry stored this recently is a live update (the per-origin rate cap applies); older ones are catch-up.
 LIVE_AGE = 60.0
 
@@ -84,13 +87,15 @@ class FleetService:
         self._kick.set()
 
     # ------------------------------------------------------------------ publishing
-    def read_decisions(self) -> None:
+    def read_decisions(self) -> int:
+        """Read and spool the responder's new shared decisions; returns how many entries were read."""
         now = time.time()
-        total = 0
+        total = seen = 0
         while True:
             batch = self.input.read()
             if not batch:
                 break
+            seen += len(batch)
             ops = [op for op in (from_decision(fields, self.cfg.host, now, self.cfg.maxtime) for fields, _ in batch)
                    if op is not None]
             total += len(ops)
@@ -103,10 +108,19 @@ class FleetService:
                 self._spooled_offline += total
                 self.audit.count("spooled", total)
             self._kick.set()
+        return seen
 
     def _on_wake(self) -> None:
         self.wake.drain()
-        self.read_decisions()
+        self._settle(0)
+
+    def _settle(self, step: int) -> None:
+        """Read now; while nothing is there yet, look again after each of SETTLE's delays (then journald's own
+        notification and the ticker's poll remain). The responder wakes us right after writing its record, and
+        journald makes the record readable a little later, under load tens of milliseconds."""
+        if self.read_decisions() or step >= len(SETTLE):
+            return
+        asyncio.get_running_loop().call_later(SETTLE[step], self._settle, step + 1)
 
     async def publisher(self) -> None:
         """Drain the spool into the bucket, in order, a window of puts at a time; on failure wait and retry."""

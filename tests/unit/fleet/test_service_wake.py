@@ -1,0 +1,75 @@
+"""portsentinel.fleet.service: a wake-up that finds the responder's decision not yet readable looks again soon
+(journald makes a record readable a little after the responder wrote it and woke us; its own notification can
+come ~250 ms later), and stops looking once something was read or the last delay passed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from portsentinel.fleet import service as S
+from portsentinel.fleet.config import FleetConfig
+from portsentinel.fleet.inputs import Decision
+
+
+class LateInput:
+    """A decisions input whose one record becomes readable only at its ``ready`` read."""
+
+    name = "late"
+
+    def __init__(self, ready: int) -> None:
+        self.ready = ready
+        self.reads: list[float] = []
+
+    def fileno(self) -> int:
+        return -1
+
+    def close(self) -> None:
+        pass
+
+    def read(self, limit: int = 4096) -> list[Decision]:
+        self.reads.append(time.monotonic())
+        if len(self.reads) != self.ready:
+            return []
+        fields = {"SYSLOG_IDENTIFIER": "portsentinel-responder", "PS_EVENT": "ban", "PS_SHARE": "1",
+                  "PS_JAIL": "portsentinel", "PS_SRC": "203.0.113.7", "PS_TIME": f"{time.time():.6f}",
+                  "PS_UNTIL": f"{time.time() + 600:.3f}"}
+        return [(fields, "cursor-1")]
+
+
+def _service(tmp_path: Path) -> S.FleetService:
+    cfg = FleetConfig(host="a", servers=("nats://192.0.2.1:4222",), decisions=str(tmp_path / "decisions.jsonl"),
+                      state=str(tmp_path / "state.sqlite3"), output=str(tmp_path / "remote.jsonl"),
+                      wake=str(tmp_path / "wake"), responder_wake="", status=str(tmp_path / "status.json"))
+    return S.FleetService(cfg)
+
+
+def test_a_wake_before_the_record_is_readable_reads_again_until_it_is(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    late = LateInput(ready=4)  # readable at the 4th look: after the 1, 2 and 4 ms delays
+    svc.input = late
+
+    async def run() -> None:
+        svc._on_wake()
+        await asyncio.sleep(sum(S.SETTLE) + 0.2)
+
+    asyncio.run(run())
+    assert len(late.reads) == 5  # 4 until it came, then the batch loop's empty read; no more after that
+    assert svc.store.spool_size() == 1 and svc.store.cursor() == "cursor-1"
+    svc.close()
+
+
+def test_a_wake_with_nothing_to_read_gives_up_after_the_last_delay(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    never = LateInput(ready=0)
+    svc.input = never
+
+    async def run() -> None:
+        svc._on_wake()
+        await asyncio.sleep(sum(S.SETTLE) + 0.3)
+
+    asyncio.run(run())
+    assert len(never.reads) == len(S.SETTLE) + 1  # bounded: one read now, one after each delay
+    assert never.reads[-1] - never.reads[0] >= sum(S.SETTLE) * 0.9
+    svc.close()

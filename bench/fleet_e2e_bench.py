@@ -215,6 +215,9 @@ def main() -> int:
     p.add_argument("--scans", type=int, default=40)
     p.add_argument("--keys", type=int, default=100_000, help="(b); 0 skips it")
     p.add_argument("--bulk", type=int, default=10_000, help="(c); 0 skips it")
+    p.add_argument("--profile", metavar="DIR", type=Path,
+                   help="run d's and e's responder and portsentinel-fleet under cProfile (files in DIR) and print "
+                        "where their time went (slower: compare hops within one run only)")
     args = p.parse_args()
     if not 1 <= args.scans <= 140:
         p.error("--scans: 1 to 140 (one fresh scanner address each)")
@@ -222,6 +225,10 @@ def main() -> int:
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     with fleet_site(HOSTS) as site:
         print(f"# nats-server {site.lab.version}, 3 servers (R3), TLS + nkeys; hosts {', '.join(HOSTS)}")
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            for name in ("d", "e"):
+                site.hosts[name].profile = args.profile
         site.start(["a"])
         site.start(["b", "c", "e"], detector=False)
         site.hosts["d"].start(detector=False, fleet=False)
@@ -230,7 +237,27 @@ def main() -> int:
             join(site, args.keys)
         if args.bulk:
             bulk(site, args.bulk)
+        if args.profile:
+            for name in ("d", "e"):
+                site.hosts[name].stop()
+                for part in ("fleet", "responder"):
+                    top(args.profile / f"{name}-{part}.prof", f"{name}'s {part}")
     return 0
+
+
+def top(path: Path, what: str, lines: int = 14) -> None:
+    """The functions ``what`` spent most of its own time in (cProfile, by internal time)."""
+    import io
+    import pstats
+
+    if not path.exists():
+        print(f"  (no profile {path})")
+        return
+    out = io.StringIO()
+    pstats.Stats(str(path), stream=out).sort_stats("tottime").print_stats(lines)
+    body = out.getvalue()
+    print(f"--- profile of {what} (by own time; {path}):")
+    print(body[body.find("   ncalls"):].rstrip())
 
 
 if __name__ == "__main__":

@@ -69,9 +69,9 @@ def main() -> int:
     while True:
         now = time.time()
         if not scan_at and now >= start + args.lead:
+            scan_at = time.time()  # just before the first SYN leaves
             for i, port in enumerate(int(x) for x in args.ports.split(",")):
                 tcp.sendto(syn(args.src, targets[0], 40000 + i, port), (targets[0], 0))
-            scan_at = time.time()
         seq += 1
         if seq > 0xFFFF:
             break  # 65,535 probes: bounded whatever happens

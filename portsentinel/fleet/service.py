@@ -69,6 +69,7 @@ class FleetService:
         self._kick = asyncio.Event()
         self._stop = asyncio.Event()
         self._spooled_offline = 0
+        self._flush_soon = False
 
     # ------------------------------------------------------------------ records
     def _emit(self, records: list[R.Record]) -> None:
@@ -177,8 +178,18 @@ class FleetService:
             keys = self.store.own_keys(encode_addr(addr))
             self.store.spool((key, None) for key in keys)
             self._kick.set()
-        if entry.pending == 0 or len(self._lines) >= APPLY_BATCH:
+        if len(self._lines) >= APPLY_BATCH:
             self.flush_applied()
+        elif entry.pending == 0 and not self._flush_soon:
+            # Caught up: flush once the client has handed over what it already received (the loop runs this when
+            # the watch's task waits for more), not per entry: a burst of live bans is one write, one fdatasync,
+            # one commit and one wake of the responder, so the responder takes it as one batch.
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush_caught_up)
+
+    def _flush_caught_up(self) -> None:
+        self._flush_soon = False
+        self.flush_applied()
 
     def flush_applied(self) -> None:
         if self._lines:

@@ -133,6 +133,9 @@ class FleetHost:
     setup_dir: Path
     bantime: str = "10m"
     ignoreip: str = ""
+    #: A folder: the responder and portsentinel-fleet run under cProfile, writing responder.prof and fleet.prof
+    #: there when they stop (bench/fleet_e2e_bench.py --profile).
+    profile: Path | None = None
     detector: HostDetector | None = None
     responder: HostResponder | None = None
     fleet: subprocess.Popen[bytes] | None = None
@@ -154,6 +157,7 @@ class FleetHost:
             cfg = make_config(self.base, JAIL_CONF.format(bantime=self.bantime, remote=self.remote,
                                                           ignoreip=self.ignoreip or "127.0.0.1/8"))
             self.responder = HostResponder(self.machine, self.base, cfg, backend="systemd")
+            self.responder.argv[:1] = self._profiled("responder", self.responder.argv[0])
             self.responder.argv += ["--fleet-wake", str(self.base / "fleet" / "wake")]
             (self.base / "fleet").mkdir(exist_ok=True)
             self.responder.start()
@@ -176,11 +180,23 @@ class FleetHost:
         (d / "fleet.local").write_text((self.setup_dir / "hosts" / self.name / "fleet.local").read_text())
         log = open(d / "daemon.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
-        self.fleet = self.machine.popen([FLEET, "--config", str(d / "fleet.conf"), "-v"], stdout=log,
+        self.fleet = self.machine.popen([*self._profiled("fleet", FLEET), "--config", str(d / "fleet.conf"), "-v"],
+                                        stdout=log,
                                         stderr=subprocess.STDOUT)
         if wait:
             wait_until(lambda: self.status().get("connected") is True, timeout, f"[{self.name}] fleet connected",
                        self.fleet_log)
+
+    def _profiled(self, name: str, script: str) -> list[str]:
+        if self.profile is None:
+            return [script]
+        return [sys.executable, "-m", "cProfile", "-o", str(self.profile / f"{self.name}-{name}.prof"), script]
+
+    def stop_fleet(self) -> None:
+        """SIGTERM portsentinel-fleet (by PID) and wait: a clean stop (its profile written)."""
+        if self.fleet is not None and self.fleet.poll() is None:
+            self.fleet.terminate()
+            self.fleet.wait(30)
 
     def status(self) -> dict[str, Any]:
         if self.fleet is not None and self.fleet.poll() is not None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+from portsentinel import record as R
 from portsentinel.fleet import service as S
 from portsentinel.fleet.config import FleetConfig
 from portsentinel.fleet.inputs import Decision
@@ -72,4 +74,37 @@ def test_a_wake_with_nothing_to_read_gives_up_after_the_last_delay(tmp_path: Pat
     asyncio.run(run())
     assert len(never.reads) == len(S.SETTLE) + 1  # bounded: one read now, one after each delay
     assert never.reads[-1] - never.reads[0] >= sum(S.SETTLE) * 0.9
+    svc.close()
+
+
+def test_a_burst_of_live_entries_is_one_write_of_lines_for_the_responder(tmp_path: Path) -> None:
+    """Live bans arriving together (each with nothing pending after it) are flushed once, when the burst is over:
+    one write, one fdatasync, one commit, one wake of the responder."""
+    from portsentinel.fleet import codec as C
+    from portsentinel.fleet.keys import make_key
+    from portsentinel.fleet.link import Entry
+
+    svc = _service(tmp_path)
+    writes: list[int] = []
+    real = svc.output.write
+
+    def counted(records: Iterable[R.Record]) -> int:
+        batch = list(records)
+        writes.append(len(batch))
+        return real(batch)
+
+    svc.output.write = counted  # type: ignore[method-assign]
+
+    async def burst() -> None:
+        now = time.time()
+        for i in range(1, 51):
+            addr = f"203.0.113.{i}"
+            value = C.encode_ban(C.Ban(addr, "portsentinel", now + 600, "syn", 0, 1, now))
+            await svc.on_entry(Entry(make_key("b", "portsentinel", addr), "PUT", value, i, 0, now))
+        assert writes == []  # nothing yet: the burst is still being handed over
+        await asyncio.sleep(0)
+        assert writes == [50] and svc.store.last_seq() == 50
+        assert len((tmp_path / "remote.jsonl").read_text().splitlines()) == 50
+
+    asyncio.run(burst())
     svc.close()

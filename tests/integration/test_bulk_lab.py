@@ -1,6 +1,6 @@
 """The bulk path in the lab: 10,000 scan records arriving at once are all banned in the victim namespace's nft set
-(one transaction per table), every address has its ban record in the private journald, and the records are
-aggregated (a few dozen entries, PS_SRC repeated) instead of 10,000."""
+(one transaction per table) and in force (a banned source's ping is dropped), every address has its ban record in
+the private journald, and the records are aggregated (a few dozen entries, PS_SRC repeated) instead of 10,000."""
 
 from __future__ import annotations
 
@@ -69,3 +69,16 @@ def test_ten_thousand_records_at_once_are_all_in_the_set(lab: Lab, tmp_path: Pat
         assert all(int(r["PS_BATCH"]) <= 256 for r in batches)
         status = resp.ask("status")
         assert status["jails"]["portsentinel"]["bans_total"] == N
+        # in force in the kernel, not only listed: the last address's ping is dropped, an unbanned one answered
+        assert not _answers(lab, ips[-1]) and not _answers(lab, ips[N // 2])
+        assert _answers(lab, "198.18.200.1")
+
+
+def _answers(lab: Lab, src: str) -> bool:
+    """One ping from the attacker namespace with source ``src`` to the victim (bounded: one packet, 1 s)."""
+    lab.attacker.run(["ip", "addr", "replace", f"{src}/32", "dev", lab.attacker.iface])
+    lab.victim.run(["ip", "route", "replace", f"{src}/32", "dev", lab.victim.iface])
+    try:
+        return lab.attacker.run(["ping", "-c1", "-W1", "-I", src, lab.victim.addr4], check=False).returncode == 0
+    finally:
+        lab.attacker.run(["ip", "addr", "del", f"{src}/32", "dev", lab.attacker.iface], check=False)

@@ -4,7 +4,8 @@ setup`), a three-server JetStream cluster, and a scanner; all on one bridge, no 
 
 A real nmap scan of one host bans the scanner in every host's kernel (its own nft sets, read in its namespace);
 a host that joins late catches up; `portsentinel unban --fleet` on one host lifts the ban everywhere; a short ban
-ends everywhere; a host refuses a remote ban of an address it protects and records it; `journalctl PS_SRC=ADDR`
+ends everywhere; a host refuses a remote ban of an address it protects (on its never-ban list; its own address,
+forged by the scanner) and records it; `journalctl PS_SRC=ADDR`
 on a receiving host shows the remote ban and its origin. The tests run in order on one module-scoped site and
 use a fresh scanner address each.
 """
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.detector import nmap
+from tests.lab.detector import nmap, python_in
 from tests.lab.fleethost import FleetHost, FleetSite, fleet_site, wait_until
 from tests.lab.nats import nats_problem
 
@@ -128,3 +129,21 @@ def test_a_protected_address_is_refused_and_recorded_by_the_host_protecting_it(f
     assert refused[0]["PS_JAIL"] == "fleet" and refused[0]["PS_ORIGIN"] == "a", refused
     assert "never banned" in refused[0]["MESSAGE"]
     assert not d.banned(addr) and not d.machine.journal(f"PS_SRC={addr}", "PS_EVENT=ban")
+
+
+def test_a_remote_ban_of_a_hosts_own_address_is_refused_there(fleet: Site) -> None:
+    """A scan of a forged from d's own address: a bans it, the others follow, d refuses a ban of itself."""
+    d = fleet.h["d"]
+    own = d.machine.addr4
+    python_in(fleet.site.scanner, "from scapy.all import IP, TCP, send\n"  # a stealth SYN can carry any source
+              f"send(IP(src='{own}', dst='{fleet.h['a'].machine.addr4}')/TCP(dport=[1, 11], flags='S'), "
+              "iface='eth0', verbose=0)\n", timeout=30)
+    fleet.wait_banned(own, "a", ("a", "b", "c", "e"))
+    wait_until(lambda: bool(d.machine.journal(f"PS_SRC={own}", "PS_EVENT=ignored")), 20, "d's refusal",
+               fleet.site.info)
+    refused = d.machine.journal(f"PS_SRC={own}", "PS_EVENT=ignored")
+    assert refused[0]["PS_JAIL"] == "fleet" and refused[0]["PS_ORIGIN"] == "a", refused
+    assert "never banned" in refused[0]["MESSAGE"] and not d.banned(own)
+    answer = fleet.h["a"].ask("unban", "--fleet", own)  # and lifted again, everywhere
+    assert answer.get("ok"), answer
+    fleet.wait_lifted(own, "a")

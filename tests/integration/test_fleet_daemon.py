@@ -161,8 +161,12 @@ def test_late_joiner_catches_up(fleet: tuple[NatsLab, dict[str, Daemon], Path]) 
     b.wait(lambda: "203.0.113.50" in b.banned(), 15, "the ban on b")
     active = {addr for addr, origin in b.banned().items() if origin == "a"} - {"203.0.113.7"}
     c = d["c"] = Daemon(lab, "c", work).start()
-    c.wait(lambda: active <= set(c.banned()), 20, "the whole active set on the joiner")
-    assert c.status()["bans_by_origin"]["a"] == len(active)
+    try:
+        c.wait(lambda: active <= set(c.banned()) and c.status()["bans_by_origin"].get("a") == len(active), 30,
+               "the whole active set on the joiner")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nmissing on c: {sorted(active - set(c.banned()))[:10]}; "
+                             f"c: {c.status()}") from None
     # a lifted its ban of 203.0.113.7 before c joined: only b's ban of it reaches c
     assert [x["PS_ORIGIN"] for x in c.lines() if x["PS_SRC"] == "203.0.113.7"] == ["b"]
 

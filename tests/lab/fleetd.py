@@ -24,20 +24,23 @@ FLEET = str(Path(sys.executable).parent / "portsentinel-fleet")
 
 BUCKET_CODE = """
 import asyncio, os, sys, nats
-from nats.js.api import KeyValueConfig
+from portsentinel.fleet.bucket import bucket_config, create_bucket
+from portsentinel.fleet.nats_errors import PermissionWatch
 async def main():
-    nc = await nats.connect(os.environ["PS_NATS_SERVERS"].split(","), connect_timeout=3)
-    js = nc.jetstream(timeout=15)
-    await js.create_key_value(KeyValueConfig(bucket=sys.argv[1], history=1, replicas=int(sys.argv[2])))
-    info = await js.stream_info("KV_" + sys.argv[1])
-    assert not info.config.allow_rollup_hdrs or True
+    watch = PermissionWatch()
+    nc = await nats.connect(os.environ["PS_NATS_SERVERS"].split(","), connect_timeout=3, error_cb=watch.error_cb)
+    config = bucket_config(sys.argv[1], replicas=int(sys.argv[2]), max_age=30 * 86400)
+    what, info = await create_bucket(nc, watch, config)
+    assert info.config.allow_rollup_hdrs is False, info.config
+    print(what)
     await nc.close()
 asyncio.run(main())
 """
 
 
 def make_bucket(lab: NatsLab, host: str, name: str = "portsentinel_bans") -> None:
-    """The bucket, created from ``host`` without credentials (the lab's servers run without authorization)."""
+    """The bucket as `portsentinel fleet setup --create-bucket` makes it (rollups refused), created from ``host``
+    without credentials (these lab servers run without authorization)."""
     lab.python(host, BUCKET_CODE, name, str(min(3, len(lab.servers))), timeout=60)
 
 

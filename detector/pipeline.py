@@ -304,7 +304,8 @@ class Pipeline:
                     if isinstance(res, Bad):
                         if oth is not None and not isinstance(oth, Bad):
                             if run:
-                                hit_run(prev_st, run, now)  # type: ignore[arg-type]  # (run: prev_st is set)
+                                assert prev_st is not None  # a run is only collected while prev_st is set
+                                hit_run(prev_st, run, now)
                                 run.clear()
                             self.on_other(oth, ifindex, now, res)
                             now = time.monotonic()
@@ -329,7 +330,8 @@ class Pipeline:
                 if v:
                     if v >= REFRESH:  # a host fact may be stale: read it, then the verdict is final
                         if run:  # the run so far was counted at this time
-                            hit_run(prev_st, run, now)  # type: ignore[arg-type]
+                            assert prev_st is not None  # a run is only collected while prev_st is set
+                            hit_run(prev_st, run, now)
                             run.clear()
                         v = settle(v, src, dst, proto, port, scan, now)
                         now = time.monotonic()
@@ -342,7 +344,8 @@ class Pipeline:
                     run_append(port + 65536 if proto == UDP else port)
                     continue
                 if run:
-                    hit_run(prev_st, run, now)  # type: ignore[arg-type]
+                    assert prev_st is not None  # a run is only collected while prev_st is set
+                    hit_run(prev_st, run, now)
                     run.clear()
                 # The key is the source's network (its IPv6 /64 by default), the record names the address.
                 key = (src if full4 and len(src) == 4 else netof(src)) + (b"\x06" if proto == TCP else b"\x11")
@@ -358,7 +361,8 @@ class Pipeline:
                 prev_src, prev_proto, prev_st = src, proto, tracker_get(key)
         finally:
             if run:
-                hit_run(prev_st, run, now)  # type: ignore[arg-type]
+                assert prev_st is not None  # a run is only collected while prev_st is set
+                hit_run(prev_st, run, now)
             cap.index = i
             c = self.counters
             c.packets += n

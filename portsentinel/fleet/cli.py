@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from portsentinel.common.sdnotify import notify
+
 from .config import DEFAULT_PATH, ConfigError, load
 
 
@@ -37,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not cfg.enabled:
         print(f"{cfg.sources[-1]}: the fleet is disabled (enabled = false); nothing to do", file=sys.stderr)
+        notify("READY=1", "STATUS=disabled in fleet.conf")  # under systemd: a clean start and stop, not a failure
         return 0
     from .service import FleetService
 

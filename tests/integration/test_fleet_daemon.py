@@ -11,7 +11,6 @@ import json
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -72,11 +71,11 @@ asyncio.run(main())
 
 
 @pytest.fixture(scope="module")
-def fleet() -> Iterator[tuple[NatsLab, dict[str, Daemon], Path]]:
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NatsLab, dict[str, Daemon], Path]]:
     problem = nats_problem()
     if problem:
         pytest.fail(f"NATS lab unavailable: {problem}")
-    work = Path(tempfile.mkdtemp(prefix="pslab-fleetd-"))
+    work = tmp_path_factory.mktemp("fleetd")
     with nats_lab(("a", "b", "c", "x", "j"), servers=3) as lab:
         make_bucket(lab, "a")
         daemons = {"a": Daemon(lab, "a", work).start(),

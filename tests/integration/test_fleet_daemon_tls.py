@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,10 +53,10 @@ def _refusal(key: str) -> bool:
                for r in (json.loads(line) for line in out.splitlines() if line.strip()))
 
 
-def test_daemons_within_their_permissions(secured: tuple[NatsLab, Path]) -> None:
+def test_daemons_within_their_permissions(secured: tuple[NatsLab, Path], tmp_path: Path) -> None:
     lab, out = secured
     assert all(url.startswith("tls://") for url in lab.urls())
-    work = Path(tempfile.mkdtemp(prefix="pslab-fleetd-tls-"))
+    work = tmp_path
     a = Daemon(lab, "a", work, **creds(out, "a")).start()
     b = Daemon(lab, "b", work, **creds(out, "b")).start()
     # c's daemon calls itself "a": its puts land outside its permissions

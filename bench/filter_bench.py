@@ -116,7 +116,7 @@ def run_floor(log: Path, mode: str, upto: str = "+groups") -> tuple[float, float
     assert match.pref_groups is not None
     with open(log, encoding="utf-8") as fh:
         flt.examine_line(fh.readline(), time.time())
-    tpl = rules.dates._last
+    tpl = rules.dates.last
     assert tpl is not None
     date_re, pref, fails, dispatch = tpl.lean, match.prefregex, match.failregex, match.dispatch
     pref_groups, fail_groups = match.pref_groups, match.fail_groups

@@ -97,3 +97,14 @@ def test_exact_forms_and_epoch_variants() -> None:
 def test_zone_names() -> None:
     got = date_of("%Y-%m-%d %H:%M:%S %Exz", "2026-07-05 06:25:19 CEST x")
     assert got is not None and got[1] == utc(2026, 7, 5, 4, 25, 19)
+
+
+def test_last_is_the_template_that_matched_the_last_line() -> None:
+    dd = DateDetector.parse("{DEFAULT}")
+    assert dd is not None and dd.last is None
+    assert dd.find("host: no date here", NOW) is None and dd.last is None
+    assert dd.find("2026-07-05 06:25:19 host x", NOW) is not None
+    iso = dd.last
+    assert iso is not None and iso.lean.search("2026-07-05 06:25:19 host x") is not None
+    assert dd.find("Jul  5 06:25:19 host x", NOW) is not None
+    assert dd.last is not None and dd.last is not iso and dd.last.regex.search("Jul  5 06:25:19 host x")

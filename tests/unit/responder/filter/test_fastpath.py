@@ -2,7 +2,7 @@
 
 - the one-line matcher (multiline.find_single) against find_failures, line by line, sessions included;
 - regexes.Groups.read (from ``m.groups()``) against match_groups (from ``m.groupdict()``);
-- a date template's lean twin (datedetect.lean_regex) finds the same date at the same place.
+- a date template's lean twin (date_templates.lean_regex) finds the same date at the same place.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from portsentinel.responder.filter.datedetect import (
+from portsentinel.responder.filter.date_templates import (
     CASE_EXTRA,
     DEFAULT_PATTERNS,
     default_templates,

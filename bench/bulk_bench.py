@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.responder_bench import (
+from bench.responder_lab import (
     PY,
     addresses,
     jail,

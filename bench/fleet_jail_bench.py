@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.responder_bench import addresses, machine, scan_record, set_count
+from bench.responder_lab import addresses, machine, scan_record, set_count
 from tests.lab.netns import Host, Lab, lab_problem, sweep_stale
 from tests.lab.pipeline import ResponderProcess, make_config
 

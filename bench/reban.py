@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from tests.lab.netns import Lab
 from tests.lab.pipeline import ResponderProcess, detector_for, make_config
 
-from .responder_bench import OPEN_PORT, PROBE, PY, jail, journal_records, ms, pct, read_pcap, serve, tcp_view
+from .pcap_view import read_pcap, tcp_view
+from .responder_lab import OPEN_PORT, PROBE, PY, jail, journal_records, ms, pct, serve
 
 if TYPE_CHECKING:
     from .responder_bench import Bench

@@ -110,7 +110,9 @@ def responder(lab: Lab, work: Path, n: int) -> dict[str, Any]:
         t0 = time.time()
         os.write(fd, payload)
         os.close(fd)
-        t_set = watch_end(watcher)["first_blocked"]
+        watched = watch_end(watcher)
+        t_set = watched["first_blocked"]
+        out["watch_gap"] = watched.get("max_send_gap")  # the watcher's own longest pause (a loaded machine)
         out["in_set"] = set_count(lab.victim, "scan_v4")
         deadline = time.monotonic() + 120
         recs: list[dict[str, Any]] = []
@@ -162,11 +164,12 @@ def main() -> int:
     print(f"\n== the responder: {n} scan records appended at once to its JSON-lines source")
     if r["set_s"]:
         print(f"  all in force after {r['set_s'] * 1000:9.1f} ms -> {n / r['set_s']:9.0f} bans/s  (set holds "
-              f"{r['in_set']})")
+              f"{r['in_set']}; the watcher's longest pause {r['watch_gap'] * 1000:.0f} ms)")
     else:
         print(f"  the last address was never blocked (the set holds {r['in_set']}); responder alive "
               f"{r.get('alive')}: {r.get('stderr')}; tables: {r.get('ruleset')}; nft list set: {r.get('list_rc')}; "
-              f"status: {r.get('status')}; a record: {r.get('sample')}")
+              f"status: {r.get('status')}; a record: {r.get('sample')}; the watcher's longest pause "
+              f"{r['watch_gap'] * 1000:.0f} ms")
     print(f"  ban records: {r['addresses']} addresses in {r['entries']} journal entries, the last after "
           f"{r['records_s'] * 1000:9.1f} ms")
     print("\n== in-process in the victim namespace, the same bans (libnftables)")

@@ -98,7 +98,7 @@ def watch_begin(lab: Lab, ip: str, limit: float) -> subprocess.Popen[bytes]:
     lab.attacker.run(["ip", "addr", "replace", f"{ip}/32", "dev", lab.attacker.iface])
     lab.victim.run(["ip", "route", "replace", f"{ip}/32", "dev", lab.victim.iface])
     proc = lab.attacker.popen(["timeout", str(int(limit) + 5), PY, PROBE, "--victim", lab.victim.addr4,
-                               "--open-port", str(OPEN_PORT), "--interval", "0.001", "--quiet", "0.05",
+                               "--open-port", str(OPEN_PORT), "--interval", "0.001", "--quiet", "0.25",
                                "--watch", str(limit), ip], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != b"ready":

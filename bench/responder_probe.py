@@ -29,7 +29,7 @@ SYN, ACK = 0x02, 0x10
 def checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
@@ -45,9 +45,80 @@ def syn(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
     return ip + tcp
 
 
-def answers(rx: socket.socket, victim: bytes, me: bytes, open_port: int) -> list[int]:
-    """Destination ports of the SYN-ACKs from ``victim``'s open port to ``me`` queued on ``rx``."""
-    out = []
+class BlockWatch:
+    """When probes from one source stopped being answered, decided from the probes alone (watch mode).
+
+    Blocked means: at least ``min_probes`` probes sent after the last answered one, their send times spanning at
+    least ``quiet`` seconds, none answered. Time passing proves nothing by itself: when the watcher is not
+    scheduled (a loaded machine) it sends nothing, so a pause of its own between sending a probe and reading the
+    answer must not count as silence. (Judging by the clock since the last answered probe did count it: the
+    watcher stopped with the newest probe answered and no probe after it, i.e. "never blocked", or with a bogus
+    early time, while the responder had not banned anything yet.) Probes are numbered in send order and an
+    answer names its probe by number, so a late or repeated answer cannot be taken for another probe's.
+    """
+
+    def __init__(self, quiet: float, min_probes: int = 5) -> None:
+        self.quiet = quiet
+        self.min_probes = min_probes
+        self.sent: list[float] = []  # send time (wall clock) by probe number
+        self.last_ok = -1  # number of the newest probe answered
+        self.max_gap = 0.0  # longest time between two sends: how long the watcher itself stalled
+
+    def probe(self, at: float) -> int:
+        """A probe sent at ``at``: its number."""
+        if self.sent:
+            self.max_gap = max(self.max_gap, at - self.sent[-1])
+        self.sent.append(at)
+        return len(self.sent) - 1
+
+    def answered(self, number: int) -> None:
+        if 0 <= number < len(self.sent):
+            self.last_ok = max(self.last_ok, number)
+
+    @property
+    def ready(self) -> bool:
+        return self.last_ok >= 0
+
+    def blocked(self) -> float | None:
+        """Send time of the first probe of the silence, once the silence is proven; else None."""
+        first = self.last_ok + 1
+        if not self.ready or len(self.sent) - first < self.min_probes:
+            return None
+        return self.sent[first] if self.sent[-1] - self.sent[first] >= self.quiet else None
+
+    def result(self, src: str) -> dict[str, object]:
+        return {"src": src, "probes": len(self.sent),
+                "last_answered": self.sent[self.last_ok] if self.ready else 0.0, "first_blocked": self.blocked(),
+                "max_send_gap": round(self.max_gap, 6)}
+
+
+def watch(a: argparse.Namespace) -> int:
+    """Probe from one (already banned-to-be) source until probes stop being answered (``BlockWatch``): the wall
+    time of the first probe after which none was answered, and of the last answered one. Prints "ready" once
+    answered. A probe's number is its TCP sequence number; the SYN-ACK acknowledges number + 1."""
+    src = a.sources[0]
+    tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    rx.setblocking(False)
+    victim, me = socket.inet_aton(a.victim), socket.inet_aton(src)
+    w = BlockWatch(a.quiet)
+    end = time.monotonic() + a.watch
+    while time.monotonic() < end and w.blocked() is None:
+        i = w.probe(time.time())
+        tx.sendto(syn(src, a.victim, 10000 + i % 50000, a.open_port, i), (a.victim, 0))
+        time.sleep(a.interval)
+        was_ready = w.ready
+        for ack in acks(rx, victim, me, a.open_port):
+            w.answered(ack - 1)
+        if w.ready and not was_ready:
+            print("ready", flush=True)
+    print(json.dumps(w.result(src)), flush=True)
+    return 0
+
+
+def acks(rx: socket.socket, victim: bytes, me: bytes, open_port: int) -> list[int]:
+    """Acknowledgement numbers of the SYN-ACKs from ``victim``'s open port to ``me`` queued on ``rx``."""
+    out: list[int] = []
     while True:
         try:
             pkt = rx.recv(256)
@@ -56,41 +127,9 @@ def answers(rx: socket.socket, victim: bytes, me: bytes, open_port: int) -> list
         ihl = (pkt[0] & 0x0F) * 4
         if pkt[12:16] != victim or pkt[16:20] != me or len(pkt) < ihl + 14:
             continue
-        sp, dp = struct.unpack("!HH", pkt[ihl:ihl + 4])
+        sp, ack = struct.unpack("!H6xI", pkt[ihl:ihl + 12])
         if sp == open_port and pkt[ihl + 13] & (SYN | ACK) == SYN | ACK:
-            out.append(dp)
-
-
-def watch(a: argparse.Namespace) -> int:
-    """Probe from one (already banned-to-be) source until probes stop being answered: the wall time of the
-    first probe after which none was answered, and of the last answered one. Prints "ready" once answered."""
-    src = a.sources[0]
-    tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
-    rx.setblocking(False)
-    victim, me = socket.inet_aton(a.victim), socket.inet_aton(src)
-    sent: dict[int, float] = {}
-    last_ok = 0.0
-    ready = False
-    end = time.monotonic() + a.watch
-    i = 0
-    while time.monotonic() < end:
-        sport = 10000 + i % 50000
-        sent[sport] = time.time()
-        tx.sendto(syn(src, a.victim, sport, a.open_port, i), (a.victim, 0))
-        i += 1
-        time.sleep(a.interval)
-        for dp in answers(rx, victim, me, a.open_port):
-            if dp in sent:
-                last_ok = max(last_ok, sent[dp])
-        if last_ok and not ready:
-            print("ready", flush=True)
-            ready = True
-        if last_ok and time.time() - last_ok > a.quiet:
-            break
-    blocked = min((t for t in sent.values() if t > last_ok), default=None)
-    print(json.dumps({"src": src, "probes": i, "last_answered": last_ok, "first_blocked": blocked}), flush=True)
-    return 0
+            out.append(ack)
 
 
 def rounds(a: argparse.Namespace) -> int:

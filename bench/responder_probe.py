@@ -6,8 +6,9 @@ For each source address given (an alias of the attacker's interface), in turn:
 1. ``--pre`` probe SYNs to the victim's open port, one every ``--interval`` seconds (each from a new source
    port, so every SYN-ACK names the probe it answers);
 2. one SYN to the victim's monitored closed port: the scan that the detector reports and the responder bans;
-3. probes go on at the same pace until none has been answered for ``--quiet`` seconds (the ban is in force),
-   or ``--window`` seconds after the scan at the latest.
+3. probes go on at the same pace until ``--quiet`` seconds' worth of them (at least 5) went unanswered (the ban is
+   in force; ``silent``: judged by probes sent, not by the clock), or ``--window`` seconds after the scan at the
+   latest.
 
 The SYNs are hand-made IPv4/TCP packets on a raw socket; SYN-ACKs are read from a raw TCP socket. Every
 packet goes to ``--victim`` only; the count of packets is bounded by ``--window``/``--interval`` per source and
@@ -18,6 +19,7 @@ saw; bench/responder_bench.py takes the authoritative times from its tcpdump cap
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import socket
 import struct
@@ -43,6 +45,14 @@ def syn(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), sport, 0, 64, socket.IPPROTO_TCP, 0, s, d)
     ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
     return ip + tcp
+
+
+def silent(times: list[float], since: float, quiet: float, min_probes: int = 5) -> bool:
+    """True when the probes sent after ``since`` (``times``: send times in order) are at least ``min_probes`` and
+    span at least ``quiet`` seconds: none of them answered is then a block. Judged by probes sent, not by the clock,
+    so a pause of the prober itself (a loaded machine) is no silence (``BlockWatch`` says why)."""
+    k = bisect.bisect_right(times, since)
+    return len(times) - k >= min_probes and times[-1] - times[k] >= quiet
 
 
 class BlockWatch:
@@ -151,6 +161,7 @@ def rounds(a: argparse.Namespace) -> int:
         me = socket.inet_aton(src)
         sent: dict[int, float] = {}
         last_ok = 0.0  # send time of the latest probe answered
+        times: list[float] = []  # send times in order (monotonic)
         i = through = 0
         rnd, phase = 0, "pre"
         phase_at = blocked_at = next_through = time.monotonic()
@@ -164,6 +175,7 @@ def rounds(a: argparse.Namespace) -> int:
                 sent.pop(sport, None)
                 tx.sendto(syn(src, a.victim, sport, a.open_port, 1000 + i), (a.victim, 0))
                 sent[sport] = time.monotonic()
+                times.append(sent[sport])
                 i += 1
                 nxt += a.interval
             while True:
@@ -183,7 +195,7 @@ def rounds(a: argparse.Namespace) -> int:
                 tx.sendto(syn(src, a.victim, 60000 + rnd, a.scan_port, rnd), (a.victim, 0))
                 phase, phase_at = "scan", time.monotonic()
             elif phase == "scan":
-                if now - phase_at > a.quiet and now - max(last_ok, phase_at) > a.quiet:
+                if silent(times, max(last_ok, phase_at), a.quiet):
                     rows.append({"blocked_after": round(max(last_ok - phase_at, 0.0), 6)})
                     if rnd >= a.rounds:
                         break
@@ -248,6 +260,7 @@ def main() -> int:
         base = 10000 + (k * 2500) % 40000
         sent: dict[int, float] = {}
         answered: set[int] = set()
+        times: list[float] = []  # send times in order (monotonic)
         last_answered_probe = 0.0  # send time of the latest probe answered
         scan_at = 0.0
         i = 0
@@ -261,6 +274,7 @@ def main() -> int:
                 sport = base + i
                 tx.sendto(syn(src, a.victim, sport, a.open_port, 1000 + i), (a.victim, 0))
                 sent[sport] = time.monotonic()
+                times.append(sent[sport])
                 i += 1
                 nxt += a.interval
             while True:
@@ -279,7 +293,7 @@ def main() -> int:
             if scan_at:
                 if now - scan_at > a.window:
                     break
-                if now - scan_at > a.quiet and now - max(last_answered_probe, scan_at) > a.quiet:
+                if silent(times, max(last_answered_probe, scan_at), a.quiet):
                     break
             time.sleep(max(0.0, min(nxt - time.monotonic(), 0.0002)))
         pre_ok = sum(1 for sp in answered if sp < base + a.pre)

@@ -7,7 +7,7 @@ probe made it stop with "never blocked" (or a bogus early time) before the respo
 
 from __future__ import annotations
 
-from bench.responder_probe import BlockWatch
+from bench.responder_probe import BlockWatch, silent
 
 
 def sent(w: BlockWatch, times: list[float], answered: bool) -> list[int]:
@@ -64,3 +64,16 @@ def test_a_late_answer_counts_for_its_own_probe_only() -> None:
     assert w.blocked() is None  # only one probe after it
     sent(w, [0.041], answered=False)
     assert w.blocked() == 0.030
+
+
+def test_silent_needs_probes_sent_not_time_passed() -> None:
+    times = [0.000, 0.001, 0.002]
+    # the last answer was the probe sent at 0.002; the prober then paused: nothing sent after it, no silence
+    assert not silent(times, 0.002, quiet=0.05)
+    times += [0.300, 0.301]  # two probes after the pause, unanswered so far: their answers may be on the way
+    assert not silent(times, 0.002, quiet=0.05)
+    times += [0.302, 0.303, 0.304]
+    assert not silent(times, 0.002, quiet=0.05)  # five, but 4 ms of probes: the pause before them is no silence
+    times += [0.351]
+    assert silent(times, 0.002, quiet=0.05)  # five or more, spanning >= quiet
+    assert not silent(times, 0.302, quiet=0.05)  # since a later answer: three probes

@@ -76,7 +76,7 @@ def latency(site: FleetSite, scans: int) -> None:
     missed = 0
     for _ in range(scans):
         (src,) = site.aliases(1)
-        out = site.scanner.run([PY, str(ROOT / "bench" / "fleet_probe.py"), "--src", src, "--targets",
+        out = site.scanner.run([PY, "-m", "bench.fleet_probe", "--src", src, "--targets",
                                 f"{a.machine.addr4},{e.machine.addr4}"], timeout=30).stdout
         probe = json.loads(out.strip().splitlines()[-1])
         t0, at_a, at_e = probe["scan_at"], probe[a.machine.addr4], probe[e.machine.addr4]

@@ -2,7 +2,9 @@
 
 From one source address it pings each target (ICMP echo, raw socket bound to that address) every ``--interval``
 seconds, sends the scan (TCP SYNs to ``--ports`` of the first target) at a known time, and keeps pinging until
-every target has stopped answering for ``--quiet`` seconds, or ``--limit`` seconds passed. It prints one JSON
+every target is proven blocked, or ``--limit`` seconds passed. Blocked is decided from the probes, not the clock
+(bench.responder_probe.BlockWatch: at least 5 probes sent after the last answered one, spanning ``--quiet``, none
+answered), so a stall of the prober itself on a loaded machine is not taken for silence. It prints one JSON
 object: the scan's send time and, per target, the send time of the first probe after which none was answered
 (the ban in force at that target's firewall). Every loop is bounded in packets and seconds; times are
 ``time.time()`` so they compare with the records' PS_TIME.
@@ -13,13 +15,14 @@ object: the scan's send time and, per target, the send time of the first probe a
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import os
 import select
 import socket
 import struct
 import time
+
+from bench.responder_probe import BlockWatch
 
 
 def checksum(data: bytes) -> int:
@@ -59,9 +62,7 @@ def main() -> int:
     icmp.setblocking(False)
     tcp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
     tcp.bind((args.src, 0))
-    sent: dict[tuple[str, int], float] = {}
-    times: dict[str, list[float]] = {t: [] for t in targets}
-    last_answered = dict.fromkeys(targets, 0.0)  # send time of the last probe answered, per target
+    watches = {t: BlockWatch(args.quiet) for t in targets}  # probe number = seq - 1, the same for every target
     seq = 0
     start = time.time()
     scan_at = 0.0
@@ -77,8 +78,7 @@ def main() -> int:
             break  # 65,535 probes: bounded whatever happens
         for target in targets:
             icmp.sendto(echo(ident, seq), (target, 0))
-            sent[(target, seq)] = time.time()
-            times[target].append(sent[(target, seq)])
+            watches[target].probe(time.time())
         end = time.time() + args.interval
         while True:
             left = end - time.time()
@@ -90,18 +90,14 @@ def main() -> int:
                 continue
             hl = (packet[0] & 0x0F) * 4
             kind, _, _, rid, rseq = struct.unpack("!BBHHH", packet[hl:hl + 8])
-            at = sent.get((addr, rseq))
-            if kind == 0 and rid == ident and at is not None and at > last_answered[addr]:
-                last_answered[addr] = at
-        now = time.time()
-        if now > deadline or (scan_at and all(now - last_answered[t] > args.quiet for t in targets)):
+            if kind == 0 and rid == ident and addr in watches:
+                watches[addr].answered(rseq - 1)
+        if time.time() > deadline or (scan_at and all(w.blocked() is not None for w in watches.values())):
             break
-    out: dict[str, object] = {"scan_at": scan_at, "probes": seq}
+    out: dict[str, object] = {"scan_at": scan_at, "probes": seq,
+                              "max_send_gap": max(w.max_gap for w in watches.values())}
     for target in targets:
-        last = last_answered[target]
-        i = bisect.bisect_right(times[target], last)
-        quiet = time.time() - last > args.quiet
-        out[target] = times[target][i] if quiet and i < len(times[target]) and last else None
+        out[target] = watches[target].blocked()
     print(json.dumps(out))
     return 0
 

@@ -174,7 +174,24 @@ class Responder:
 
     def restore(self) -> None:
         """Bans from the database re-applied, the expired ones and the pending unbans lifted (responder.core.keeper)."""
-        self.keeper.restore(self.engine.jails)
+        self.keeper.restore(self.engine.jails, self._protected)
+
+    def _protected(self, ban: Ban) -> str | None:
+        """Why a restored ban must not be re-applied: its address (or an address its network holds) is never
+        banned now (own address, gateway, resolver, ignoreip, loopback), else None."""
+        rt = self.engine.jails.get(ban.jail)
+        if rt is None:
+            return None
+        never, cfg = self.engine.never, rt.cfg
+        try:
+            if "/" not in ban.ip:
+                return never.why(ban.ip, cfg.ignoreip, cfg.ignoreself)
+            src = ban.info.get("src") or ban.ip.split("/")[0]
+            target, note = never.safe_target(src, ban.ip, cfg.ignoreip, cfg.ignoreself)
+        except ValueError as exc:  # a corrupt row: the per-ban path reports it
+            log.debug("restore: %s: %s", ban.ip, exc)
+            return None
+        return note if target != ban.ip else None
 
     def apply_bans(self, bans: list[Ban], cursors: dict[str, str] | None = None) -> None:
         self._applying = {(b.jail, b.ip): b for b in bans}

@@ -128,6 +128,11 @@ class Action:
             ctx = dict(self.params)
         return Steps(tuple(Step(cmd.render(ctx), cmd.check, str(cmd.where)) for cmd in self.commands.get(phase, ())))
 
+    @property
+    def set_vars(self) -> tuple[str, ...]:
+        """The variables the batchset template names (``("family",)`` for the nftables action)."""
+        return self._set_vars
+
     @functools.cached_property
     def _set_vars(self) -> tuple[str, ...]:
         return tuple(sorted(self.batchset.variables())) if self.batchset is not None else ()

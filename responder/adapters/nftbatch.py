@@ -5,13 +5,15 @@
 delete), writes one script (one ``add element`` / ``delete element`` statement per set, in chunks) and runs
 it through the runner as a single atomic transaction. A delete is preceded by an add of the same element in the
 same transaction, so removing an element the kernel has already expired is not an error. When the batch
-fails, every element is retried on its own, so one bad element costs itself only.
+fails, its halves are retried, a failing half split again down to single elements, so one bad element costs
+itself only (and a few runs, not one per element).
 Addresses and networks are parsed (portsentinel.record.canonical_network) and set/table names checked, so
 the script text cannot be steered.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +27,11 @@ _ident = nft_ident
 
 def _addr(ip: str) -> str:
     return canonical_network(ip)  # an address, or a network for a set with flags interval
+
+
+#: Text that can only be an address or network in nft's grammar (digits, dots, hex, colons, one prefix): what the
+#: responder itself wrote to its store. Anything else is parsed (and refused) by :func:`_addr`.
+_PLAIN = re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?:/[0-9]{1,2})?|[0-9a-f:]{2,39}(?:/[0-9]{1,3})?)")
 
 
 @dataclass
@@ -77,6 +84,13 @@ class NftBatch:
                 return
         self._ops[key] = ("add", t)
 
+    def add_stored(self, set_name: str, ip: str, timeout: int | None) -> None:
+        """Queue an element the responder wrote itself (a restore of its store): text that can only be an
+        address or network is taken as it is (no parse per element; nft refuses a malformed one and the batch
+        falls back), anything else is parsed as :meth:`add` does. No merge with a pending op of the element."""
+        key = (self._set(set_name), ip if _PLAIN.fullmatch(ip) else _addr(ip))
+        self._ops[key] = ("add", None if timeout is None or timeout < 0 else timeout)
+
     def delete(self, set_name: str, ip: str) -> None:
         """Queue the removal of an element."""
         self._ops[(self._set(set_name), _addr(ip))] = ("delete", None)
@@ -119,11 +133,21 @@ class NftBatch:
             res.applied = len(ops)
             return res
         res.batched = False
-        for item in ops:
-            one = self._run(self.script([item]))
+        # halves retried, each failing half split again down to single elements: a bad element among a restore's
+        # 1,000,000 costs ~40 runs, not a million
+        todo = [ops[:len(ops) // 2], ops[len(ops) // 2:]] if len(ops) > 1 else []
+        if len(ops) == 1:
+            res.failed.append((ops[0][0][1], first.stderr.strip()))
+        while todo:
+            part = todo.pop()
+            if not part:
+                continue
+            one = self._run(self.script(part))
             res.runs += 1
             if one.ok:
-                res.applied += 1
+                res.applied += len(part)
+            elif len(part) == 1:
+                res.failed.append((part[0][0][1], one.stderr.strip()))
             else:
-                res.failed.append((item[0][1], one.stderr.strip()))
+                todo += [part[:len(part) // 2], part[len(part) // 2:]]
         return res

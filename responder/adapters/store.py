@@ -62,6 +62,22 @@ class Store:
         infos: dict[str, dict[str, str]] = {}
         return [_ban(row, infos) for row in self.db.execute(f"SELECT {_BAN_COLS} FROM bans")]
 
+    def expire(self, jails: Iterable[str], now: float, reason: str) -> int:
+        """Bans of ``jails`` whose time ran out by ``now`` moved to the pending unbans (with ``reason``) in one
+        transaction of two statements; how many. Their unbans then run like any pending one (a crash in between
+        loses nothing: the next start finds them pending)."""
+        names = sorted(set(jails))
+        if not names:
+            return 0
+        marks = ",".join("?" * len(names))
+        where = f"expires != -1 AND expires <= ? AND jail IN ({marks})"
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(f"INSERT OR REPLACE INTO unbans SELECT {_BAN_COLS}, ?, ? FROM bans WHERE {where}",
+                            (reason, now, now, *names))
+            cur = self.db.execute(f"DELETE FROM bans WHERE {where}", (now, *names))
+        return int(cur.rowcount)
+
     def unbans(self) -> list[tuple[Ban, str, float]]:
         """Pending unbans: (the ban, why it is lifted, since when), oldest first."""
         rows = self.db.execute(f"SELECT {_BAN_COLS}, reason, since FROM unbans ORDER BY since").fetchall()

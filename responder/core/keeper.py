@@ -41,33 +41,45 @@ class Keeper:
         self.clock = clock
         self.pending = PendingUnbans()
 
-    def restore(self, jails: Collection[str]) -> None:
-        """Bans from the database: the expired ones lifted, the others re-applied in one batch; unbans that were
-        pending when the responder stopped (or died) run again."""
+    def restore(self, jails: Collection[str], protected: Callable[[Ban], str | None] = lambda b: None) -> None:
+        """Bans from the database: the expired ones moved to the pending unbans in one statement and lifted, the
+        ones ``protected`` names a reason for (an address that became never-ban while stopped) lifted, the
+        others re-applied (plain set elements straight into one nft batch: Executor.restore); unbans that were
+        pending when the responder stopped (or died) run again. The store is only changed by the moves to the
+        pending unbans, so a crash during the restore leaves it to the next start."""
         now = self.clock()
+        expired = self.store.expire(jails, now, "expired while stopped")
         keep: list[Ban] = []
-        expired: list[Ban] = []
+        shielded: dict[str, list[Ban]] = {}
+        kept = 0
         for b in self.store.bans():
             if b.jail not in jails:
-                keep.append(b)  # its jail is gone or broken: keep the row, nothing to run
+                kept += 1  # its jail is gone or broken: keep the row, nothing to run
                 continue
-            if b.expires != FOREVER and b.expires <= now:
-                expired.append(b)
-            else:
-                keep.append(b)
-                self.book.add(b)
+            why = protected(b)
+            if why is not None:
+                shielded.setdefault(why, []).append(b)
+                continue
+            keep.append(b)
+            self.book.add(b)
         pending = [(b, why, since) for b, why, since in self.store.unbans() if b.jail in jails]
+        earlier = max(0, len(pending) - expired)  # pending before this start (the expired ones are pending now)
         for jail in jails:
             self.executor.start(jail, now=now)
-        self.executor.ban_many([b for b in keep if b.jail in jails], now=now, restoring=True)
-        if keep or expired or pending:
-            self.report(R.Event.BAN, f"restored {len(keep)} ban(s) from {self.store.path}; "
-                                     f"{len(expired)} expired while stopped; {len(pending)} unban(s) pending",
+        self.executor.restore(keep, now=now)
+        lifted = sum(len(v) for v in shielded.values())
+        restored = len(keep) + kept
+        if restored or expired or pending or lifted:
+            self.report(R.Event.BAN, f"restored {restored} ban(s) from {self.store.path}; "
+                                     f"{expired} expired while stopped; {lifted} now never banned; "
+                                     f"{earlier} unban(s) pending",
                         PS_ACTION="restore",
-                        PS_DETAIL=f"restored={len(keep)} expired={len(expired)} pending={len(pending)}")
+                        PS_DETAIL=f"restored={restored} expired={expired} protected={lifted} "
+                                  f"pending={earlier}")
         for b, why, since in pending:
             self.pending.add(b, why, now, since=since)
-        self.lift(expired, "expired while stopped")
+        for why, bans in shielded.items():
+            self.lift(bans, f"never banned now: {why}")
         self.unban_due()
 
     def _crash_point(self, point: str) -> None:

@@ -89,8 +89,9 @@ def test_ban_vars_carry_mode_and_matches() -> None:
 
 
 def test_a_failed_batch_falls_back_per_element_and_nothing_is_lost() -> None:
-    """The bulk path: one transaction for every element; when the kernel refuses it, each element on its own,
-    so the one bad element fails (reported, retried) and every other ban is still in force and reported."""
+    """The bulk path: one transaction for every element; when the kernel refuses it, its halves, a failing half
+    split again down to the element, so the one bad element fails (reported, retried) and every other ban is
+    still in force and reported."""
     class Refusing(FakeRunner):
         def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None) -> Result:
             self.calls.append((list(argv), input))
@@ -104,7 +105,9 @@ def test_a_failed_batch_falls_back_per_element_and_nothing_is_lost() -> None:
     bans = [Ban("scan", f"198.51.100.{i}", 1000.0, 1600.0) for i in range(1, 201)]
     applied = ex.ban_many(bans, now=1000.0)
     scripts = [c[1] or "" for c in runner.calls[started:]]
-    assert len(scripts) == 1 + 200  # the batch, then one element at a time
+    # the batch, then two halves per level down to the element (8 levels for 200), not 200 single runs
+    assert len(scripts) == 1 + 2 * 7
+    assert any(s.count("timeout") == 1 and "198.51.100.13 " in s for s in scripts)  # it, alone, at the end
     held = {b.ip for b, names in applied if names == ["nftables"]}
     assert held == {b.ip for b in bans} - {"198.51.100.13"}
     failed = [f for ev, _, f in reports if ev is R.Event.FAILED]

@@ -57,11 +57,17 @@ class JsonLinesWriter:
     def write_many(self, records: list[R.Record]) -> None:
         """Several records in one ``write()`` (one rotation check): a batch of lines lands whole or not at all.
         Not synced: :meth:`flush` after it."""
-        if not records:
+        if records:
+            self.write_lines("".join(R.to_json_line(r) for r in records))
+
+    def write_lines(self, text: str) -> None:
+        """Lines already made by ``record.to_json_line`` (or byte for byte like it), in one ``write()``, as
+        :meth:`write_many`. Not synced: :meth:`flush` after it."""
+        if not text:
             return
         if self._rotated():
             self.reopen()
-        data = "".join(R.to_json_line(r) for r in records).encode("ascii")
+        data = text.encode("ascii")
         view = memoryview(data)
         while view:  # a regular file takes it whole; a short write (a full disk) continues or raises
             written = os.write(self._fd, view)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import codec as C
 from .config import FleetConfig
@@ -58,7 +58,7 @@ class Outcome:
     origin: str = ""
     expired: bool = False
     #: Addresses whose bans this host must delete from the bucket (a fleet-wide unban).
-    delete_own: list[str] = field(default_factory=list)
+    delete_own: tuple[str, ...] = ()
 
 
 BanId = tuple[str, str, str]  # origin, jail, addr
@@ -109,7 +109,11 @@ class Applier:
 
     def origins_of(self, addr: str, now: float) -> int:
         """Distinct origins whose ban of ``addr`` is running."""
-        return len({bid[0] for bid in self._by_addr.get(addr, ()) if self.bans[bid].until > now})
+        ids = self._by_addr.get(addr, ())
+        if len(ids) == 1:  # the common case: one origin bans it (no set built)
+            for bid in ids:
+                return 1 if self.bans[bid].until > now else 0
+        return len({bid[0] for bid in ids if self.bans[bid].until > now})
 
     def expire(self, now: float) -> int:
         """Forget bans whose ``until`` has passed (no line: the fleet jail's own bantime ends them)."""
@@ -205,4 +209,4 @@ class Applier:
         for bid in list(self._by_addr.get(addr, ())):
             self._remove(bid)
         return Outcome(line=Line("unban", addr, origin, UNBAN_JAIL, marker.until, 0), origin=origin,
-                       delete_own=[addr])
+                       delete_own=(addr,))

@@ -19,6 +19,10 @@ from portsentinel import record as R
 UNBAN_JAIL = "_unban"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 _ADDR_TOKEN = re.compile(r"[0-9a-f_=-]{1,50}", re.ASCII)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: The common key, a plain IPv4 address: host, jail and the token of a canonical dotted quad (each part without
+#: leading zeros, at most 255), which is exactly an encoding :func:`decode_addr` accepts. Read by one match.
+_V4_KEY = re.compile(rf"([A-Za-z0-9_-]{{1,64}})\.([A-Za-z0-9_-]{{1,64}})\.((?:{_OCTET}-){{3}}{_OCTET})", re.ASCII)
 
 
 class BadKey(ValueError):
@@ -81,6 +85,10 @@ def make_key(host: str, jail: str, addr: str) -> str:
 
 def parse_key(text: str) -> Key:
     """A key in the bucket -> (host, jail, addr); BadKey naming what is wrong."""
+    m = _V4_KEY.fullmatch(text)
+    if m is not None:
+        host, jail, token = m.groups()
+        return Key(host, jail, token.replace("-", "."))
     parts = text.split(".")
     if len(parts) != 3:
         raise BadKey(f"key {text[:120]!r}: expected <host>.<jail>.<addr>")

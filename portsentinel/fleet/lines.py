@@ -5,10 +5,14 @@ responder's own records do, so ``journalctl PS_SRC=…`` and the record schema's
 
 Every value comes from a line the applier built from a validated key and value (canonical address, names in the
 bucket's grammar, numbers), so the record is made without running the schema's checks again (a catch-up writes
-100,000 of them); the unit tests check that what this makes passes ``record.validate``.
+100,000 of them); the unit tests check that what this makes passes ``record.validate``. :func:`to_json_line` writes
+the same record's JSON line directly (``record.to_json_line(to_record(line, now))``, byte for byte, as the unit
+tests check), without the record and the general JSON encoder in between.
 """
 
 from __future__ import annotations
+
+from json.encoder import encode_basestring_ascii as _quote
 
 from portsentinel import record as R
 
@@ -16,6 +20,10 @@ from .applier import Line
 
 
 def to_record(line: Line, now: float) -> R.Record:
+    return R.Record(_fields(line, now))
+
+
+def _fields(line: Line, now: float) -> dict[str, str]:
     src = line.addr.split("/", 1)[0]
     if line.event == "ban":
         left = max(0, round(line.until - now))
@@ -47,4 +55,16 @@ def to_record(line: Line, now: float) -> R.Record:
         fields[R.F_SRC_NET] = line.addr
     if line.scan:
         fields[R.F_SCAN] = line.scan
-    return R.Record(fields)
+    return fields
+
+
+#: Every field a line may hold, in ``record.to_json_line``'s order (sorted), with its quoted name.
+_ORDER = tuple((name, _quote(name) + ":") for name in sorted(
+    (R.F_IDENT, R.F_MESSAGE, R.F_MSGID, R.F_PRIORITY, R.F_EVENT, R.F_SRC, R.F_SRC_NET, R.F_ORIGIN, R.F_ORIGIN_JAIL,
+     R.F_UNTIL, R.F_VERIFIED, R.F_OFFENCE, R.F_ORIGINS, R.F_TIME, R.F_SCAN)))
+
+
+def to_json_line(line: Line, now: float) -> str:
+    """``record.to_json_line(to_record(line, now))``, written directly (a catch-up writes 100,000 lines)."""
+    fields = _fields(line, now)
+    return "{" + ",".join([key + _quote(fields[name]) for name, key in _ORDER if name in fields]) + "}\n"

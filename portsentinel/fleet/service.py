@@ -1,8 +1,8 @@
 """portsentinel-fleet's wiring: one asyncio loop, thin adapters around the pure halves (docs/fleet.md).
 
     decisions (journal / file) --publish.from_decision--> store.spool --Link.put/delete--> bucket
-    bucket --Link.watch--> applier.entry --lines.to_record--> output (JSON lines + responder wake)
-                                        \\-> store.commit_watch (sequence and remote bans, one transaction)
+    bucket --Link.watch--> (buffered) applier.entry --lines.to_json_line--> output (JSON lines + responder wake)
+                                                     \\-> store.commit_watch (sequence and remote bans, one transaction)
 
 Every operation this host owes the bucket goes through the sqlite spool and leaves it only when the cluster
 acknowledged it, so an unreachable cluster, a stream-leader election or a restart loses nothing. The watch resumes
@@ -28,7 +28,7 @@ from .audit import Audit
 from .config import FleetConfig
 from .inputs import open_input
 from .keys import encode_addr
-from .lines import to_record
+from .lines import to_json_line
 from .link import Entry, Link, LinkDown, Refused, Watch
 from .output import RemoteOutput
 from .publish import from_decision
@@ -38,7 +38,8 @@ log = logging.getLogger("portsentinel.fleet")
 
 #: Puts in flight at once while draining the spool (distinct keys: the spool holds one operation per key).
 WINDOW = 64
-#: Lines and sequence are committed at the latest after this many entries, or when the watch has caught up.
+#: Entries are applied in batches of at most this many (or when the watch has caught up): one tight loop over the
+#: batch, one write and fdatasync of its lines, one sqlite transaction for its sequence and remote bans.
 APPLY_BATCH = 2000
 #: After a wake-up that found no new decision yet, read again after these delays (seconds): journald notifies
 #: readers up to ~250 ms late, the ticker polls once a second (docs/performance.md, "Fleet").
@@ -64,7 +65,8 @@ class FleetService:
         self.watch: Watch | None = None
         self.watch_restarts = 0
         self.published = 0
-        self._lines: list[R.Record] = []
+        #: Entries received and not applied yet (applied by :meth:`flush_applied`), and the last one's sequence.
+        self._entries: list[Entry] = []
         self._activity = time.monotonic()
         self._kick = asyncio.Event()
         self._stop = asyncio.Event()
@@ -164,21 +166,9 @@ class FleetService:
             self.watch.pending = entry.pending  # the lag, as the server counted it when it sent this entry
         if entry.seq <= self.seq:
             return  # delivered again after a consumer reset
-        now = time.time()
-        out = self.applier.entry(entry.key, entry.op, entry.value, now, live=now - entry.stamp < LIVE_AGE)
         self.seq = entry.seq
-        if out.refused:
-            self.audit.refuse(out.origin, out.refused)
-        elif out.expired:
-            self.audit.count("expired")
-        if out.line is not None:
-            self._lines.append(to_record(out.line, now))
-            self.audit.count("applied" if out.line.event == "ban" else "unbanned")
-        for addr in out.delete_own:
-            keys = self.store.own_keys(encode_addr(addr))
-            self.store.spool((key, None) for key in keys)
-            self._kick.set()
-        if len(self._lines) >= APPLY_BATCH:
+        self._entries.append(entry)
+        if len(self._entries) >= APPLY_BATCH:
             self.flush_applied()
         elif entry.pending == 0 and not self._flush_soon:
             # Caught up: flush once the client has handed over what it already received (the loop runs this when
@@ -191,10 +181,39 @@ class FleetService:
         self._flush_soon = False
         self.flush_applied()
 
+    def _apply_entries(self) -> list[str]:
+        """The buffered entries through the applier, in order, in one loop; their lines for the responder."""
+        entries, self._entries = self._entries, []
+        now = time.time()
+        apply = self.applier.entry
+        lines: list[str] = []
+        applied = unbanned = expired = 0
+        for entry in entries:
+            out = apply(entry.key, entry.op, entry.value, now, live=now - entry.stamp < LIVE_AGE)
+            line = out.line
+            if line is not None:
+                lines.append(to_json_line(line, now))
+                if line.event == "ban":
+                    applied += 1
+                else:
+                    unbanned += 1
+            elif out.refused:
+                self.audit.refuse(out.origin, out.refused)
+            elif out.expired:
+                expired += 1
+            for addr in out.delete_own:
+                keys = self.store.own_keys(encode_addr(addr))
+                self.store.spool((key, None) for key in keys)
+                self._kick.set()
+        for what, n in (("applied", applied), ("unbanned", unbanned), ("expired", expired)):
+            if n:
+                self.audit.count(what, n)
+        return lines
+
     def flush_applied(self) -> None:
-        if self._lines:
-            self.output.write(self._lines)
-            self._lines = []
+        lines = self._apply_entries() if self._entries else []
+        if lines:
+            self.output.write_lines(lines)
         self.store.commit_watch(self.seq, self.applier.take_changes())
 
     async def watcher(self) -> None:
@@ -208,6 +227,7 @@ class FleetService:
             if self.watch is None:
                 try:
                     last = await self.link.last_seq()
+                    self.flush_applied()  # what the old stream delivered is applied and committed first
                     if last < self.seq:
                         self.audit.event(R.Event.SUMMARY, f"fleet: the bucket's stream ends at {last}, before our "
                                          f"sequence {self.seq}: it was made anew; catching up from scratch",

@@ -98,7 +98,7 @@ def test_fleet_wide_unban_marker() -> None:
     assert refused.refused == "origin a is not in unban_origins" and ap.bans
     out = ap.entry("admin._unban.203-0-113-7", PUT, marker, NOW, live=True)
     assert out.line is not None and out.line.event == "unban" and out.line.origin_jail == "_unban"
-    assert out.delete_own == ["203.0.113.7"] and not ap.bans
+    assert out.delete_own == ("203.0.113.7",) and not ap.bans
     rec = to_record(out.line, NOW)
     assert rec.get(R.F_EVENT) == "unban" and R.validate(dict(rec.fields)) == rec
     assert put(ap, "b", "203.0.113.7", at=NOW - 5) is None  # made before the marker: void
@@ -110,7 +110,7 @@ def test_own_unban_marker_is_honoured() -> None:
     put(ap, "a", "203.0.113.7")
     marker = C.encode_unban(C.Unban("203.0.113.7", NOW, NOW + 3600))
     out = ap.entry("e._unban.203-0-113-7", PUT, marker, NOW, live=True)
-    assert out.line is not None and out.delete_own == ["203.0.113.7"]
+    assert out.line is not None and out.delete_own == ("203.0.113.7",)
 
 
 def test_network_ban_line() -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
-from portsentinel import record as R
 from portsentinel.fleet import service as S
 from portsentinel.fleet.config import FleetConfig
 from portsentinel.fleet.inputs import Decision
@@ -86,14 +84,13 @@ def test_a_burst_of_live_entries_is_one_write_of_lines_for_the_responder(tmp_pat
 
     svc = _service(tmp_path)
     writes: list[int] = []
-    real = svc.output.write
+    real = svc.output.write_lines
 
-    def counted(records: Iterable[R.Record]) -> int:
-        batch = list(records)
-        writes.append(len(batch))
-        return real(batch)
+    def counted(lines: list[str]) -> int:
+        writes.append(len(lines))
+        return real(lines)
 
-    svc.output.write = counted  # type: ignore[method-assign]
+    svc.output.write_lines = counted  # type: ignore[method-assign]
 
     async def burst() -> None:
         now = time.time()

@@ -105,6 +105,7 @@ def test_near_ipv4_keys_refused(text: str) -> None:
 @pytest.mark.parametrize("line", [
     Line("ban", "203.0.113.7", "a", "portsentinel", NOW + 600.25, 1, "syn", 1, 3),
     Line("ban", "2001:db8::/64", "host-b", "ssh", NOW + 1, 3),
+    Line("ban", "2001:db8::7", "host-b", "ssh", NOW - 5, 2, "", 0, 1_000_000),
     Line("unban", "203.0.113.7", "a", "portsentinel", NOW + 60, 0, "xmas"),
     Line("unban", "2001:db8::7", "a", "_unban", NOW + 60, 0),
 ])

@@ -61,7 +61,7 @@ class Keeper:
                 shielded.setdefault(why, []).append(b)
                 continue
             keep.append(b)
-            self.book.add(b)
+        self.book.add_many(keep)
         pending = [(b, why, since) for b, why, since in self.store.unbans() if b.jail in jails]
         earlier = max(0, len(pending) - expired)  # pending before this start (the expired ones are pending now)
         for jail in jails:

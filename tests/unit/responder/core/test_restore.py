@@ -110,3 +110,19 @@ def test_a_crash_during_the_restore_leaves_the_store_for_the_next_start(tmp_path
     k2, _ = _keeper(db, runner, [ActionRef("nftables", {"name": "scan"}, "x")])
     k2.restore(["j"])
     assert len(_batch(runner).split("scan_v4 { ")[1].split(", ")) == 102 and k2.store.unbans() == []
+
+
+def test_the_book_filled_at_once_is_the_book_filled_one_by_one() -> None:
+    bans = [Ban("j", f"198.51.100.{i}", 0.0, 1000.0 - i) for i in range(1, 200)]
+    bans += [Ban("j", "2001:db8::/64", 0.0, 50.5), Ban("k", "192.0.2.0/24", 0.0, FOREVER)]
+    one, many = BanBook(), BanBook()
+    one.add(Ban("j", "203.0.113.1", 0.0, 70.0))
+    many.add(Ban("j", "203.0.113.1", 0.0, 70.0))
+    many.inside("j", "198.51.100.0/24")  # an index built before: kept up to date
+    for b in bans:
+        one.add(b)
+    many.add_many(bans)
+    assert many.active == one.active and many.next_expiry() == one.next_expiry() == 50.5
+    assert many.covering("k", "192.0.2.9") is one.covering("k", "192.0.2.9") is bans[-1]
+    assert len(many.inside("j", "198.51.100.0/24")) == 199
+    assert [b.ip for b in many.due(805.0)] == [b.ip for b in one.due(805.0)]

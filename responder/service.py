@@ -45,6 +45,7 @@ from portsentinel.responder.loading import Built, build, open_sources
 from portsentinel.responder.metrics import ResponderMetrics
 from portsentinel.responder.metrics import exporter as metrics_exporter
 from portsentinel.responder.records import Reporter
+from portsentinel.responder.trap import turn as trap_turn
 
 log = logging.getLogger("portsentinel.responder")
 
@@ -311,35 +312,6 @@ class Responder:
     def expire(self) -> None:
         self.lift(self.book.due(time.time()), "expired")
 
-    # ------------------------------------------------------------------ kernel trap (docs/kernel-trap.md)
-    def trap_events(self, group: int) -> None:
-        """Kernel bans reported by NFLOG: each one logged, then counted by its jail (which may escalate)."""
-        from portsentinel.responder.trap.escalation import escalate
-
-        bans: list[Ban] = []
-        for jail, hit in self.traps.read(group):
-            tarpit = self.traps.traps[jail].settings.tarpit if jail in self.traps.traps else 0
-            self.report(R.Event.BAN, f"jail {jail}: kernel trap banned {hit.ip} for {tarpit}s ({hit.proto} port "
-                                     f"{hit.port})", PS_JAIL=jail, PS_SRC=hit.ip, PS_ACTION="kernel-trap",
-                        PS_BANTIME=str(tarpit), PS_PROTO=hit.proto, PS_PORT=str(hit.port),
-                        PS_DETAIL=f"kernel_time={hit.time:.6f}")
-            d = escalate(self.engine, jail, hit, time.time(), self.traps.strikes.get(jail))
-            if d is not None and d.kind == "ban" and d.ban is not None:
-                self.lift_covered(d)
-                bans.append(d.ban)
-            elif d is not None:
-                self._decision(d)
-        if bans:
-            self.apply_bans(bans)
-
-    def trap_tick(self) -> None:
-        """Listening ports and never-ban facts into the trap's sets; tarpits that ran out, logged."""
-        self.traps.tick()
-        for jail, hit in self.traps.expired(time.time()):
-            if self.book.covering(jail, hit.ip) is None:  # nor a network that holds it
-                self.report(R.Event.UNBAN, f"jail {jail}: kernel trap tarpit of {hit.ip} expired",
-                            PS_JAIL=jail, PS_SRC=hit.ip, PS_ACTION="kernel-trap", PS_DETAIL="expired")
-
     def timeout(self) -> float:
         nxt = self.book.next_expiry()
         t = 5.0 if nxt is None else max(0.0, min(5.0, nxt - time.time()))
@@ -375,7 +347,7 @@ class Responder:
                     for sname in list(self.sources):
                         self.pump(sname, settle=0.02 if sname == "journal" else 0.0)
                 elif kind == "trap":
-                    self.trap_events(int(name))
+                    trap_turn.events(self, int(name))
                 elif kind == "control":
                     self.control.serve_one()
                 elif kind == "host":
@@ -395,7 +367,7 @@ class Responder:
             self.forgeries_due()
             self.keeper.unban_due()
             self.executor.retry_due(time.time())
-            self.trap_tick()
+            trap_turn.tick(self)  # kernel trap (docs/kernel-trap.md)
             self.health.run(self.engine.jails)
             self.reporter.turn_done()  # one fdatasync for what this turn decided (JSON lines only), re-arms sent
             if self.exporter is not None:

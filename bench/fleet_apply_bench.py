@@ -1,0 +1,99 @@
+"""The fleet daemon's catch-up work in one process, without NATS: ``--keys`` entries (valid IPv4 bans from one
+origin, as the bucket delivers them to a joining host) through ``FleetService.on_entry`` and its batch flush
+(applier, lines, output file with fdatasync, sqlite), beside a floor measured in the same run: a bare loop that
+only parses each value with ``json.loads`` and splits its key. Files live in a temporary directory; no network.
+
+    .venv/bin/python -m bench.fleet_apply_bench [--keys 100000] [--rounds 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import platform
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+from portsentinel.fleet.config import FleetConfig
+from portsentinel.fleet.link import Entry
+from portsentinel.fleet.service import FleetService
+
+
+def entries(count: int, now: float) -> list[Entry]:
+    out = []
+    for i in range(count):
+        addr = f"100.{64 + i // 65536}.{(i // 256) % 256}.{i % 256}"
+        value = {"v": 1, "addr": addr, "jail": "portsentinel", "until": round(now + 3600, 3), "scan": "syn",
+                 "verified": 0, "offence": 1, "at": round(now, 3)}
+        out.append(Entry("x.portsentinel." + addr.replace(".", "-"), "PUT",
+                         json.dumps(value, separators=(",", ":")).encode(), i + 1, count - i - 1, now - 1000))
+    return out
+
+
+def floor(batch: list[Entry]) -> float:
+    t0 = time.perf_counter()
+    for entry in batch:
+        entry.key.split(".")
+        json.loads(entry.value)
+    return time.perf_counter() - t0
+
+
+def daemon(batch: list[Entry], work: Path, profile: Path | None) -> tuple[float, int]:
+    work.mkdir()
+    (work / "decisions.jsonl").touch()
+    cfg = FleetConfig(host="j", state=str(work / "state.sqlite3"), output=str(work / "remote.jsonl"),
+                      responder_wake="", wake=str(work / "wake"), status=str(work / "status.json"),
+                      decisions=str(work / "decisions.jsonl"), origin_max=len(batch) * 2, origin_rate=len(batch) * 2)
+
+    async def run() -> float:
+        svc = FleetService(cfg)
+        t0 = time.perf_counter()
+        for entry in batch:
+            await svc.on_entry(entry)
+        await asyncio.sleep(0)  # the caught-up flush
+        svc.flush_applied()
+        took = time.perf_counter() - t0
+        svc.close()
+        return took
+
+    if profile is None:
+        took = asyncio.run(run())
+    else:
+        prof = cProfile.Profile()
+        took = prof.runcall(asyncio.run, run())
+        prof.dump_stats(profile)
+    with open(cfg.output, "rb") as fh:
+        lines = sum(1 for _ in fh)
+    return took, lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="one more round under cProfile; its top functions")
+    args = ap.parse_args()
+    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cpu, load {os.getloadavg()[0]:.1f}; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    batch = entries(args.keys, time.time())
+    with tempfile.TemporaryDirectory(prefix="fleet-apply-") as tmp:
+        for r in range(args.rounds):
+            took, lines = daemon(batch, Path(tmp) / f"r{r}", None)
+            base = floor(batch)
+            print(f"round {r + 1}: {args.keys} entries applied ({lines} lines) in {took:.2f} s "
+                  f"({took / args.keys * 1e6:.1f} us each); floor json.loads + key split {base:.2f} s "
+                  f"({base / args.keys * 1e6:.1f} us each)")
+        if args.profile:
+            path = Path(tmp) / "profile"
+            took, _ = daemon(batch, Path(tmp) / "prof", path)
+            print(f"under cProfile: {took:.2f} s")
+            pstats.Stats(str(path)).sort_stats("tottime").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()

@@ -337,6 +337,47 @@ class Executor:
                                     f"(unban stays pending, attempt {attempt + 1})")
         return done, failed
 
+    def lift_many(self, bans: list[Ban], *, now: float, attempts: list[int]) -> list[tuple[list[str], list[str]]]:
+        """:meth:`lift` for many bans: a ban of a jail whose every unbanning action is a set action (nftables)
+        has its elements deleted in one nft batch per table with the others (one transaction, not one per ban:
+        each costs tens of ms on a big interval set); any other ban by :meth:`lift`. Same order as ``bans``."""
+        out: list[tuple[list[str], list[str]]] = []
+        batches: dict[str, NftBatch] = {}
+        queued: list[tuple[int, str, Action, Ban]] = []  # (index in out, table, action, ban)
+        for i, ban in enumerate(bans):
+            acts = [a for a in reversed(self.actions.get(ban.jail, [])) if a.has("actionunban")]
+            if not acts or any(a.batchset is None or "ip" in a.set_vars for a in acts):
+                out.append(self.lift(ban, now=now, attempt=attempts[i]))
+                continue
+            out.append(([], []))
+            try:
+                ban_vars = BanVars.of(ban, now)
+            except VarError:
+                out[i] = self.lift(ban, now=now, attempt=attempts[i])  # reports what is wrong
+                continue
+            for action in acts:
+                if ban_vars.family not in action.families:
+                    continue
+                plan = action.plan("actionban", ban_vars)
+                if not isinstance(plan, SetElement):
+                    out[i][1].append(action.name)
+                    continue
+                nb = batches.get(plan.table)
+                if nb is None:
+                    nb = batches[plan.table] = NftBatch(self.nft_runner, table=plan.table)
+                nb.delete(plan.set, plan.element)
+                queued.append((i, plan.table, action, ban))
+        results = {table: nb.commit() for table, nb in batches.items()}
+        for i, table, action, ban in queued:
+            err = dict(results[table].failed).get(ban.ip)
+            if err is None:
+                out[i][0].append(action.name)
+            else:
+                out[i][1].append(action.name)
+                self._report_failed(ban.jail, action, "actionunban", ban, Result((), 1, stderr=err),
+                                    f"(unban stays pending, attempt {attempts[i] + 1})")
+        return out
+
     def check(self, jail: str) -> list[Action]:
         """Run ``actioncheck`` of every started action of the jail; the actions whose check failed."""
         broken = []

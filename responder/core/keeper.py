@@ -109,17 +109,27 @@ class Keeper:
         self.unban_due()
 
     def unban_due(self) -> None:
-        """Run the pending unbans whose time has come."""
-        for p in self.pending.due(self.clock()):
+        """Run the pending unbans whose time has come (set elements of many in one nft batch:
+        Executor.lift_many), then drop the rows of those that all actions lifted, in one transaction."""
+        due = list(self.pending.due(self.clock()))
+        if not due:
+            return
+        results = self.executor.lift_many([p.ban for p in due], now=self.clock(), attempts=[p.attempts for p in due])
+        lifted = []
+        for p, (done, failed) in zip(due, results, strict=True):
             b = p.ban
-            done, failed = self.executor.lift(b, now=self.clock(), attempt=p.attempts)
             if failed:
                 delay = self.pending.failed(p, self.clock())
                 log.warning("jail %s: unban of %s pending (%s failed); next try in %gs", b.jail, b.ip,
                             ", ".join(failed), delay)
                 continue
-            self._crash_point("unban-applied")
-            self.store.commit(unbanned=[(b.jail, b.ip)])
+            lifted.append((p, done))
+        if not lifted:
+            return
+        self._crash_point("unban-applied")
+        self.store.commit(unbanned=[(p.ban.jail, p.ban.ip) for p, _ in lifted])
+        for p, done in lifted:
+            b = p.ban
             self.pending.done(p)
             retried = f", after {p.attempts} retr{'y' if p.attempts == 1 else 'ies'}" if p.attempts else ""
             self.report(R.Event.UNBAN, f"jail {b.jail}: unbanned {b.ip} ({p.reason}) by "

@@ -4,8 +4,8 @@ unbans ran, their rows are gone) and does not re-apply a ban of an address that 
 own address: ignoreself).
 
 50,000, not the 200,000 the issue's brief names: the nftables action's sets are ``flags interval``, and on the
-2-core CI VM under load the kernel alone spends 25-35 s of system time inserting 200,000 elements into such a set
-(one transaction; 1,000,000 took 82 s with ``nft -f``, docs/performance.md), past the 30 s this test may take."""
+2-core CI VM a test of 200,000 took 38 s (the kernel's interval set grows superlinearly: 1,000,000 elements took
+82 s with a bare ``nft -f``, docs/performance.md), past the 30 s this test may take; 50,000 take ~5 s."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tests.lab.pipeline import ResponderProcess, make_config
 pytestmark = pytest.mark.lab
 
 N = 50_000
-EXPIRED = 20  # each expired ban's unban is its own transaction on the big interval set (tens of ms each)
+EXPIRED = 20  # lifted in one nft batch (Executor.lift_many); 500 took > 30 s: docs/performance.md
 
 
 def _elements(lab: Lab) -> set[str]:

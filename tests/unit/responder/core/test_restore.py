@@ -50,7 +50,8 @@ def _fill(path: Path) -> None:
 
 
 def _batch(runner: Runner) -> str:
-    scripts = [text for argv, text in runner.calls if argv == ["nft", "-f", "-"] and text and "add element" in text]
+    scripts = [text for argv, text in runner.calls if argv == ["nft", "-f", "-"] and text and "add element" in text
+               and "delete element" not in text]
     assert len(scripts) == 1  # every element in one transaction
     return scripts[0]
 
@@ -69,6 +70,10 @@ def test_restore_puts_the_unexpired_rows_into_one_batch_and_lifts_the_rest(tmp_p
     # the expired and the protected: lifted (their unban ran), gone from the store, not in the book
     unbans = [m for ev, m in reports if ev is R.Event.UNBAN]
     assert len(unbans) == 11 and sum("expired while stopped" in m for m in unbans) == 10
+    deletes = [text for _, text in runner.calls if text and "delete element" in text]
+    assert len(deletes) == 1  # the expired and the protected, all in one transaction
+    assert {f"203.0.113.{i}" for i in range(1, 11)} | {"192.0.2.66"} == set(
+        deletes[0].split("delete element inet portsentinel scan_v4 { ")[1].split(" }")[0].split(", "))
     assert sum("never banned now: own address" in m for m in unbans) == 1
     assert k.store.unbans() == [] and len(k.store.bans()) == 102 and len(k.book) == 102
     assert k.book.get("j", "192.0.2.66") is None and k.book.next_expiry() == NOW + 60

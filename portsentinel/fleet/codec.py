@@ -123,9 +123,19 @@ def _object(data: bytes, fields: frozenset[str]) -> dict[str, Any]:
     return obj
 
 
+#: The largest integer a number field may hold (2**53: every integer up to it is exact as a float).
+_MAX_INT = 2**53
+
+
 def _number(obj: dict[str, Any], name: str) -> float:
     value = obj[name]
-    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+    # an integer is bounded before any float conversion: a 400-digit one (it fits in a value's 512 bytes) would
+    # raise OverflowError there instead of being refused
+    if type(value) is int:
+        ok = 0 <= value <= _MAX_INT
+    else:
+        ok = type(value) is float and math.isfinite(value) and value >= 0
+    if not ok:
         raise BadValue(f"{name}: not a finite non-negative number: {str(value)[:40]!r}")
     return float(value)
 

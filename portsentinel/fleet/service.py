@@ -201,7 +201,12 @@ class FleetService:
         lines: list[str] = []
         applied = unbanned = expired = 0
         for entry in entries:
-            out = apply(entry.key, entry.op, entry.value, now, live=now - entry.stamp < LIVE_AGE)
+            try:
+                out = apply(entry.key, entry.op, entry.value, now, live=now - entry.stamp < LIVE_AGE)
+            except Exception as exc:  # a remote entry never stops the watch (a crash would replay it at every start)
+                log.error("fleet: entry %.120r from the bucket skipped: %s: %s", entry.key, type(exc).__name__, exc)
+                self.audit.refuse(entry.key.split(".", 1)[0][:64], f"unexpected {type(exc).__name__}")
+                continue
             line = out.line
             if line is not None:
                 lines.append(to_json_line(line, now))

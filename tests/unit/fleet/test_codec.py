@@ -106,6 +106,8 @@ def test_ban_round_trip_and_size() -> None:
     ({"until": True}, "not a finite"),
     ({"until": "1"}, "not a finite"),
     ({"until": -5}, "not a finite"),
+    ({"until": 10**320}, "not a finite"),  # beyond a float: refused, not an OverflowError (a crash of the watch)
+    ({"at": 10**320}, "not a finite"),
     ({"scan": "bogus"}, "scan kind"),
     ({"verified": True}, "0 or 1"),
     ({"verified": 2}, "0 or 1"),
@@ -117,6 +119,7 @@ def test_ban_round_trip_and_size() -> None:
     ({"extra": 1}, "unknown field"),
 ])
 def test_bad_bans_refused(over: dict[str, object], reason: str) -> None:
+    assert len(json.dumps(ban(**over))) <= C.MAX_BYTES  # refused for its field, not its size
     with pytest.raises(C.BadValue, match=reason):
         dec(ban(**over))
 

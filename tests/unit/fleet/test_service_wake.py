@@ -105,3 +105,35 @@ def test_a_burst_of_live_entries_is_one_write_of_lines_for_the_responder(tmp_pat
 
     asyncio.run(burst())
     svc.close()
+
+
+def test_an_entry_that_breaks_the_applier_is_skipped_not_a_stopped_watch(tmp_path: Path) -> None:
+    """Whatever a remote entry makes the applier raise, the watch goes on: the entry is counted as refused for its
+    origin, the entries after it are applied, and the sequence moves past it (no replay at the next start)."""
+    from portsentinel.fleet import codec as C
+    from portsentinel.fleet.keys import make_key
+    from portsentinel.fleet.link import Entry
+
+    svc = _service(tmp_path)
+    real = svc.applier.entry
+
+    def breaks_on_one(key: str, *args: object, **kw: object) -> object:
+        if key.endswith("203-0-113-2"):
+            raise OverflowError("int too large to convert to float")
+        return real(key, *args, **kw)  # type: ignore[arg-type]
+
+    svc.applier.entry = breaks_on_one  # type: ignore[assignment, method-assign]
+
+    async def three() -> None:
+        now = time.time()
+        for i in range(1, 4):
+            addr = f"203.0.113.{i}"
+            value = C.encode_ban(C.Ban(addr, "portsentinel", now + 600, "syn", 0, 1, now))
+            await svc.on_entry(Entry(make_key("b", "portsentinel", addr), "PUT", value, i, 0, now))
+        await asyncio.sleep(0)
+
+    asyncio.run(three())
+    lines = (tmp_path / "remote.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and "203.0.113.3" in lines[1] and svc.store.last_seq() == 3
+    assert svc.audit.totals["refused"] == 1
+    svc.close()

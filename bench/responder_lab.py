@@ -18,6 +18,7 @@ from typing import Any
 from tests.lab.detector import VENV_BIN
 from tests.lab.machine import cpu_model
 from tests.lab.netns import Host, Lab
+from tests.lab.nftset import set_elements
 from tests.lab.pipeline import ResponderProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,13 +81,7 @@ def journal_records(*matches: str) -> list[dict[str, str]]:
 
 
 def set_count(host: Host, set_name: str, table: str = "portsentinel") -> int:
-    out = host.run(["nft", "-j", "list", "set", "inet", table, set_name], check=False, timeout=120)
-    if out.returncode != 0:
-        return 0
-    for item in json.loads(out.stdout)["nftables"]:
-        if "set" in item:
-            return len(item["set"].get("elem", []))
-    return 0
+    return len(set_elements(host, set_name, table=table, missing_ok=True))
 
 
 PROBE = str(ROOT / "bench" / "responder_probe.py")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.netns import Lab
+from tests.lab.nftset import set_addresses
 from tests.lab.pipeline import ResponderProcess, make_config
 
 pytestmark = pytest.mark.lab
@@ -24,16 +25,6 @@ def _record(src: str) -> str:
     return json.dumps({"MESSAGE": f"attackalert: TCP SYN/Normal scan from host: {src}/{src} to TCP port: 1",
                        "SYSLOG_IDENTIFIER": "portsentinel-detector", "PS_EVENT": "scan", "PS_SRC": src,
                        "PS_PROTO": "tcp", "PS_PORT": "1", "PS_SCAN": "syn", "PS_MODE": "stcp", "PS_VERIFIED": "0"})
-
-
-def _set_elements(lab: Lab) -> set[str]:
-    out = lab.victim.run(["nft", "-j", "list", "set", "inet", "portsentinel", "scan_v4"], check=False)
-    if out.returncode != 0:
-        return set()
-    for item in json.loads(out.stdout)["nftables"]:
-        if "set" in item:
-            return {e["elem"]["val"] if isinstance(e, dict) else e for e in item["set"].get("elem", [])}
-    return set()
 
 
 def test_ten_thousand_records_at_once_are_all_in_the_set(lab: Lab, tmp_path: Path, journald: str) -> None:
@@ -53,7 +44,7 @@ def test_ten_thousand_records_at_once_are_all_in_the_set(lab: Lab, tmp_path: Pat
         held: set[str] = set()
         while time.monotonic() < deadline and len(held) < N:
             time.sleep(0.5)
-            held = _set_elements(lab)
+            held = set_addresses(lab.victim, "scan_v4", missing_ok=True)
         assert held == set(ips), f"{len(held)} of {N} in the set; {resp.stderr()[-2000:]}"
         recs: list[dict[str, str]] = []
         while time.monotonic() < deadline:

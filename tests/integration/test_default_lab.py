@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_prefix_lab import add_addresses, own_networks, rotate, set_elements
+from tests.integration.test_prefix_lab import add_addresses, own_networks, rotate
 from tests.lab.counting import answers, install_counters, tcp_answers
 from tests.lab.detector import DetectorProcess, tool
 from tests.lab.netns import Lab
+from tests.lab.nftset import set_elements
 from tests.lab.pipeline import ResponderProcess, can_connect
 
 pytestmark = pytest.mark.lab

@@ -10,7 +10,6 @@ victim's side (tests/lab/counting.py). One detector and one responder serve the 
 from __future__ import annotations
 
 import ipaddress
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 from tests.lab.counting import answers, install_counters, tcp_answers
 from tests.lab.detector import DetectorProcess, python_in
 from tests.lab.netns import Host, Lab
+from tests.lab.nftset import set_elements
 from tests.lab.pipeline import ResponderProcess, detector_for, make_config
 
 pytestmark = pytest.mark.lab
@@ -50,18 +50,6 @@ def rotate(lab: Lab, sources: list[str], *, ports: tuple[int, ...] = PORTS, inte
             f"for p in {list(ports)!r}], inter={inter}, verbose=False)\n"
             f"    time.sleep({pause})\n")
     python_in(lab.attacker, code, timeout=120)
-
-
-def set_elements(host: Host, set_name: str) -> list[str]:
-    out = host.run(["nft", "-j", "list", "set", "inet", "portsentinel", set_name]).stdout
-    elems = json.loads(out)["nftables"][1]["set"].get("elem", [])
-    got = []
-    for e in elems:
-        val = e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
-        if isinstance(val, dict) and "prefix" in val:
-            val = f"{val['prefix']['addr']}/{val['prefix']['len']}"
-        got.append(str(val))
-    return got
 
 
 def bans(resp: ResponderProcess) -> list[dict[str, str]]:
@@ -119,7 +107,7 @@ def test_several_64s_of_one_48_escalate_to_the_48(pipeline: tuple[Lab, Responder
     covered = [r for r in resp.records() if r.get("PS_EVENT") == "unban" and "covered by" in r.get("PS_DETAIL", "")]
     assert sorted(r["PS_SRC_NET"] for r in covered) == ["2001:db8:cafe:1::/64", "2001:db8:cafe:2::/64"]
     elems = set_elements(lab.victim, "scan_v6")
-    narrow = [e for e in elems if e.endswith("/64") and e.startswith("2001:db8:cafe:")]
+    narrow = [e for e in map(str, elems) if e.endswith("/64") and e.startswith("2001:db8:cafe:")]
     assert "2001:db8:cafe::/48" in elems and not narrow, elems
     # Sources of the /48 outside the banned /64s are dropped by the kernel now.
     answers(lab.victim, reset=True)

@@ -126,7 +126,8 @@ def net64(addr: str) -> str:
 def test_kernel_trap_bans_sctp_and_ip_protocol_scans(mlab: Lab, tmp_path: Path) -> None:
     """The trap's default protocols (tcp, udp, sctp, ip): -sY, -sZ and -sO sources land in the tarpit sets at
     their first probe, IPv4 and IPv6; handled protocols (ICMP echo) from another source do not."""
-    from tests.integration.test_trap import scan, set_elements, trap_config
+    from tests.integration.test_trap import scan, trap_config
+    from tests.lab.nftset import set_elements
     from tests.lab.pipeline import ResponderProcess
 
     cfg = trap_config(tmp_path, "rate=1000/second")

@@ -19,22 +19,13 @@ import pytest
 
 from portsentinel.responder.adapters.store import Store
 from tests.lab.netns import Lab
+from tests.lab.nftset import set_addresses
 from tests.lab.pipeline import ResponderProcess, make_config
 
 pytestmark = pytest.mark.lab
 
 N = 50_000
 EXPIRED = 20  # lifted in one nft batch (Executor.lift_many); 500 took > 30 s: docs/performance.md
-
-
-def _elements(lab: Lab) -> set[str]:
-    out = lab.victim.run(["nft", "-j", "list", "set", "inet", "portsentinel", "scan_v4"], check=False, timeout=120)
-    if out.returncode != 0:
-        return set()
-    for item in json.loads(out.stdout)["nftables"]:
-        if "set" in item:
-            return {e["elem"]["val"] if isinstance(e, dict) else e for e in item["set"].get("elem", [])}
-    return set()
 
 
 def test_restart_over_50000_bans_restores_exactly_the_unexpired(mlab: Lab, tmp_path: Path, journald: str) -> None:
@@ -62,7 +53,7 @@ def test_restart_over_50000_bans_restores_exactly_the_unexpired(mlab: Lab, tmp_p
     resp.start(timeout=30)  # answering on its socket: the restore is done
     try:
         assert time.monotonic() - t0 < 30
-        held = _elements(mlab)
+        held = set_addresses(mlab.victim, "scan_v4", missing_ok=True)
         assert held == set(live), f"{len(held)} of {len(live)} in the set; {resp.stderr()[-2000:]}"
         deadline = time.monotonic() + 15
         lifted: set[str] = set()

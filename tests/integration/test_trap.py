@@ -10,7 +10,6 @@ already holds. Excluded ports are emptied for the scan tests: an excluded port w
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import subprocess
 import time
@@ -23,6 +22,7 @@ import pytest
 from tests.lab.counting import answers, install_counters
 from tests.lab.detector import python_in, tool
 from tests.lab.netns import Host, Lab
+from tests.lab.nftset import set_elements
 from tests.lab.pipeline import ResponderProcess, can_connect, make_config
 
 pytestmark = pytest.mark.lab
@@ -48,13 +48,6 @@ def listen(host: Host, proto: str, port: int) -> subprocess.Popen[bytes]:
     proc = host.popen([tool("python"), "-c", LISTENER, proto, str(port)], stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
     return proc
-
-
-def set_elements(host: Host, set_name: str) -> list[str | int]:
-    """A set's elements as nft's JSON gives them: addresses as strings, ports as numbers."""
-    out = host.run(["nft", "-j", "list", "set", "inet", "portsentinel", set_name]).stdout
-    elems = json.loads(out)["nftables"][1]["set"].get("elem", [])
-    return [e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e for e in elems]
 
 
 def scan(lab: Lab, args: list[str], target: str, source: str, timeout: int = 100) -> subprocess.CompletedProcess[str]:

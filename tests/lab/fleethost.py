@@ -29,6 +29,7 @@ from typing import Any
 from tests.lab.detector import DetectorProcess, tool
 from tests.lab.nats import NatsLab, nats_problem
 from tests.lab.netns import Host, LabError, sweep_stale
+from tests.lab.nftset import set_addresses
 from tests.lab.pipeline import ResponderProcess, make_config
 
 FLEET = str(Path(sys.executable).parent / "portsentinel-fleet")
@@ -74,17 +75,6 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, info: Callab
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:.0f} s\n{info()}")
         time.sleep(0.05)
-
-
-def set_elements(listing: str) -> set[str]:
-    """The elements of an ``nft list set`` listing (addresses and networks; timeouts and words dropped)."""
-    body = listing.split("elements = {", 1)[1].split("}", 1)[0] if "elements = {" in listing else ""
-    out = set()
-    for item in body.replace("\n", " ").split(","):
-        words = item.split()
-        if words:
-            out.add(words[0])
-    return out
 
 
 @dataclass
@@ -214,8 +204,7 @@ class FleetHost:
 
     def nft_set(self, name: str) -> set[str]:
         """The elements of this host's nft set ``name`` (``local_v4``, ``fleet_v4``), from its own kernel."""
-        out = self.machine.run(["nft", "list", "set", "inet", "portsentinel", name], check=False, timeout=60)
-        return set_elements(out.stdout) if out.returncode == 0 else set()
+        return set_addresses(self.machine, name, missing_ok=True, timeout=60)
 
     def banned(self, addr: str, *, local: bool = False) -> bool:
         return addr in self.nft_set(("local" if local else "fleet") + "_v4")
@@ -365,4 +354,4 @@ def fleet_site(hosts: Sequence[str] = ("a", "b", "c", "d", "e")) -> Iterator[Fle
             shutil.rmtree(site.work, ignore_errors=True)
 
 
-__all__ = ["FleetHost", "FleetSite", "Machine", "fleet_site", "set_elements", "tool", "wait_until"]
+__all__ = ["FleetHost", "FleetSite", "Machine", "fleet_site", "tool", "wait_until"]

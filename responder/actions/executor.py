@@ -267,26 +267,27 @@ class Executor:
     def _restore_plain(self, jail: str, action: Action, bans: list[Ban], now: float,
                        batches: dict[str, NftBatch]) -> None:
         """The set elements of ``bans`` for one plain set action, added to its table's batch."""
-        sets: dict[str, str | None] = {}  # family -> set name (None: the action plans nothing for it)
+        # (family, network) -> set name (None: the action plans nothing for it)
+        sets: dict[tuple[bool, bool], str | None] = {}
         table = str(action.params.get("table", "portsentinel"))
         nb = batches.get(table)
         if nb is None:
             nb = batches[table] = NftBatch(self.nft_runner, table=table)
         for ban in bans:
-            family = "inet6" if ":" in ban.ip else "inet"
-            name = sets.get(family, "")
+            kind = (":" in ban.ip, "/" in ban.ip)
+            name = sets.get(kind, "")
             if name == "":
                 name = None
-                if family in action.families:
+                if ("inet6" if kind[0] else "inet") in action.families:
                     try:
                         plan = action.plan("actionban", BanVars.of(ban, now, remaining=True))
                         name = plan.set if isinstance(plan, SetElement) else None
                     except ValueError:
                         name = None
-                if name is None:  # this family's bans by the per-ban path (which reports what is wrong)
-                    self.ban_many([b for b in bans if (":" in b.ip) == (family == "inet6")], now=now,
+                if name is None:  # these bans by the per-ban path (which reports what is wrong)
+                    self.ban_many([b for b in bans if (":" in b.ip, "/" in b.ip) == kind], now=now,
                                   restoring=True, only={action.name})
-                sets[family] = name
+                sets[kind] = name
             if name is None:
                 continue
             exp = ban.expires

@@ -3,7 +3,8 @@ variables (docs/actions.md lists them), and :func:`validate_vars` for the config
 (``[Init]`` and the jail's action arguments). Pure; the template language itself is responder.actions.render.
 
 ``ip`` must parse as an address (or, for a network ban, ADDRESS/PREFIX without host bits) and is replaced by
-its canonical text; ``family`` is derived from it; numbers are integers in range; ``proto``, ``scan`` and ``mode``
+its canonical text; ``family`` and ``network`` (true for a network shorter than the family's full length: a
+full-length one is its address) are derived from it; numbers are integers in range; ``proto``, ``scan`` and ``mode``
 short lower-case words; ``matches`` text with control characters replaced; ``jail`` and ``name`` names; any other
 configuration value text without a NUL byte.
 """
@@ -17,7 +18,8 @@ from typing import NamedTuple, Protocol
 from portsentinel.record import canonical_network
 
 #: Variables filled in per ban; validated, and never allowed in ``|args``.
-BAN_VARS = frozenset({"ip", "family", "port", "proto", "scan", "mode", "bantime", "failures", "time", "matches"})
+BAN_VARS = frozenset({"ip", "family", "network", "port", "proto", "scan", "mode", "bantime", "failures", "time",
+                      "matches"})
 #: Documented variables; ``jail`` and ``name`` come from the jail's configuration.
 DOCUMENTED_VARS = BAN_VARS | {"jail", "name"}
 
@@ -99,7 +101,9 @@ class BanVars(NamedTuple):
     """One ban's template variables, validated when made (:meth:`of`, :meth:`parse`): ``ip`` canonical, ``family``
     derived from it, numbers in range, words checked. ``port`` None and empty words mean "not known": they are
     left out of :meth:`context`, so a template must say ``{{ port|default('') }}`` to use one that may be missing
-    (PortSentry's ``$PORT$`` and ``$MODE$`` do). A named tuple: immutable, and cheap to make for 100,000 bans."""
+    (PortSentry's ``$PORT$`` and ``$MODE$`` do). ``network`` is true when ``ip`` is a network (ADDRESS/PREFIX,
+    shorter than the family's full length): the nftables action puts those in an interval set of their own.
+    A named tuple: immutable, and cheap to make for 100,000 bans."""
 
     ip: str
     family: str
@@ -111,6 +115,7 @@ class BanVars(NamedTuple):
     scan: str = ""
     mode: str = ""
     matches: str = ""
+    network: bool = False
 
     @classmethod
     def of(cls, ban: BanLike, now: float, *, remaining: bool = False) -> BanVars:
@@ -132,7 +137,7 @@ class BanVars(NamedTuple):
                 _token(name, word)
         return cls(ip, family_of(ip), bantime, failures, _int("time", int(ban.banned_at), 0, 10**11),
                    _int("port", port, 0, 65535) if port.isascii() and port.isdigit() else None,
-                   words[0], words[1], words[2], _matches(ban.matches) if ban.matches else "")
+                   words[0], words[1], words[2], _matches(ban.matches) if ban.matches else "", "/" in ip)
 
     @classmethod
     def parse(cls, values: Mapping[str, object]) -> BanVars:
@@ -147,18 +152,21 @@ class BanVars(NamedTuple):
         given = values.get("family")
         if given is not None and given != family_of(ip):
             raise VarError("family", f"{given!r} does not match ip {ip}")
+        if "network" in values and values["network"] != ("/" in ip):
+            raise VarError("network", f"{values['network']!r} does not match ip {ip}")
         port = values.get("port")
         return cls(ip=ip, family=family_of(ip), bantime=_int("bantime", values.get("bantime", -1), -1, 10**10),
                    failures=_int("failures", values.get("failures", 1), 0, 10**9),
                    time=_int("time", values.get("time", 0), 0, 10**11),
                    port=None if port is None or port == "" else _int("port", port, 0, 65535),
                    proto=_token("proto", values.get("proto", "")), scan=_token("scan", values.get("scan", "")),
-                   mode=_token("mode", values.get("mode", "")), matches=_matches(values.get("matches", "")))
+                   mode=_token("mode", values.get("mode", "")), matches=_matches(values.get("matches", "")),
+                   network="/" in ip)
 
     def context(self) -> dict[str, object]:
         """The variables by name, for the templates (names not known left out)."""
-        out: dict[str, object] = {"ip": self.ip, "family": self.family, "bantime": self.bantime,
-                                  "failures": self.failures, "time": self.time}
+        out: dict[str, object] = {"ip": self.ip, "family": self.family, "network": self.network,
+                                  "bantime": self.bantime, "failures": self.failures, "time": self.time}
         if self.port is not None:
             out["port"] = self.port
         for name in ("proto", "scan", "mode", "matches"):
@@ -182,7 +190,7 @@ def validate_vars(values: Mapping[str, object]) -> dict[str, object]:
             raise VarError(name, "not a valid variable name")
         if name == "ip":
             out["ip"] = _ip(value)
-        elif name == "family":
+        elif name in ("family", "network"):
             continue  # derived below
         elif name == "port":
             out[name] = _int(name, value, 0, 65535)
@@ -212,6 +220,10 @@ def validate_vars(values: Mapping[str, object]) -> dict[str, object]:
         if given is not None and given != family:
             raise VarError("family", f"{given!r} does not match ip {out['ip']}")
         out["family"] = family
+        network = "/" in str(out["ip"])
+        if "network" in values and values["network"] != network:
+            raise VarError("network", f"{values['network']!r} does not match ip {out['ip']}")
+        out["network"] = network
     elif "family" in values:
         if values["family"] not in ("inet", "inet6"):
             raise VarError("family", "must be inet or inet6")

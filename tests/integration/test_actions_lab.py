@@ -65,7 +65,7 @@ def test_nftables_set_with_timeouts_and_batch(ns: str) -> None:
     a = load_action(SHIPPED, "nftables[name=ps]", "ps")
     run_phase(runner, a, "actionstart")
     run_phase(runner, a, "actionstart")  # idempotent: still one rule per family
-    assert sh(ns, "nft", "list", "chain", "inet", "portsentinel", "ps").count("saddr @ps_v") == 2
+    assert sh(ns, "nft", "list", "chain", "inet", "portsentinel", "ps").count("saddr @ps_v") == 4  # one per set
     run_phase(runner, a, "actionban", {"ip": V4, "bantime": 600})
     run_phase(runner, a, "actionban", {"ip": V6, "bantime": -1})
     s4 = sh(ns, "nft", "list", "set", "inet", "portsentinel", "ps_v4")
@@ -92,6 +92,35 @@ def test_nftables_set_with_timeouts_and_batch(ns: str) -> None:
     assert "10.9.0.2 " not in listed and "10.9.0.3 " in listed
     run_phase(runner, a, "actionstop")
     assert "ps_v4" not in sh(ns, "nft", "list", "ruleset")
+
+
+def test_nftables_networks_in_interval_sets_and_the_old_layout_replaced(ns: str) -> None:
+    """A network ban lands in <name>_v6net (flags interval), an address in the hash set <name>_v6; an address
+    set of the layout before (flags interval,timeout, with the chain's rule on it, as a responder killed before the
+    upgrade leaves it) is replaced by actionstart, and a second actionstart keeps the hash set and its elements."""
+    runner = SubprocessRunner(["ip", "netns", "exec", ns])
+    sh(ns, "nft", "add table inet portsentinel; add set inet portsentinel ps_v4 { type ipv4_addr; "
+                  "flags interval,timeout; }; add element inet portsentinel ps_v4 { 192.168.0.0/16, 10.1.1.1 }; "
+                  "add chain inet portsentinel ps { type filter hook input priority -1; policy accept; }; "
+                  "add rule inet portsentinel ps ip saddr @ps_v4 drop")
+    a = load_action(SHIPPED, "nftables[name=ps]", "ps")
+    run_phase(runner, a, "actionstart")
+    s4 = sh(ns, "nft", "list", "set", "inet", "portsentinel", "ps_v4")
+    assert "interval" not in s4 and "flags timeout" in s4 and "10.1.1.1" not in s4
+    run_phase(runner, a, "actionban", {"ip": "2001:db8:9::/64", "bantime": 600})
+    run_phase(runner, a, "actionban", {"ip": V6, "bantime": 600})
+    run_phase(runner, a, "actionban", {"ip": V4, "bantime": 600})
+    run_phase(runner, a, "actionstart")  # idempotent: the hash sets and their elements stay
+    net6 = sh(ns, "nft", "list", "set", "inet", "portsentinel", "ps_v6net")
+    assert "flags interval,timeout" in net6 and "2001:db8:9::/64" in net6 and V6 not in net6
+    s6 = sh(ns, "nft", "list", "set", "inet", "portsentinel", "ps_v6")
+    assert "interval" not in s6 and V6 in s6 and "/64" not in s6
+    assert V4 in sh(ns, "nft", "list", "set", "inet", "portsentinel", "ps_v4")
+    run_phase(runner, a, "actionunban", {"ip": "2001:db8:9::/64"})
+    assert "2001:db8:9::" not in sh(ns, "nft", "list", "set", "inet", "portsentinel", "ps_v6net")
+    run_phase(runner, a, "actioncheck")
+    run_phase(runner, a, "actionstop")
+    assert "ps_v" not in sh(ns, "nft", "list", "ruleset")
 
 
 def test_nftables_batch_falls_back_per_element(ns: str) -> None:

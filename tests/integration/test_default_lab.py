@@ -134,4 +134,4 @@ def test_rotating_ipv6_scanner_against_the_default(shipped: tuple[Lab, Responder
     lifted = {(b["jail"], b["ip"]) for b in resp.ask("unban", sources[-1])["unbanned"]}
     assert ("portsentinel", f"{net}::/64") in lifted, lifted
     assert f"{net}::" not in set_elements(lab.victim, "portsentinel_t6")
-    assert f"{net}::/64" not in set_elements(lab.victim, "portsentinel_v6")
+    assert f"{net}::/64" not in set_elements(lab.victim, "portsentinel_v6net", only=True)

@@ -82,7 +82,9 @@ def _elements(listing: str) -> set[str]:
 
 
 def _in_set(host: Host, elem: str) -> bool:
-    return elem in _elements(_fleet_set(host, "v6" if ":" in elem else "v4"))
+    """Whether ``elem`` is in the fleet jail's set: addresses in fleet_v4 / fleet_v6, networks in fleet_v4net /
+    fleet_v6net."""
+    return elem in _elements(_fleet_set(host, ("v6" if ":" in elem else "v4") + ("net" if "/" in elem else "")))
 
 
 def _connects(host: Host, src: str, dst: str, port: int) -> bool:

@@ -88,7 +88,9 @@ def test_rotating_scanner_in_its_64_gets_few_answers_and_one_ban(
     mine = [b for b in bans(resp) if b.get("PS_SRC_NET", "").startswith("2001:db8:beef:1:")]
     assert len(mine) == 1, mine
     assert mine[0]["PS_SRC_NET"] == "2001:db8:beef:1::/64" and mine[0]["PS_SRC"] in sources
-    assert "2001:db8:beef:1::/64" in set_elements(lab.victim, "scan_v6")
+    # A network ban goes to the jail's interval set, not to its address (hash) set.
+    assert "2001:db8:beef:1::/64" in set_elements(lab.victim, "scan_v6net", only=True)
+    assert "2001:db8:beef:1::/64" not in set_elements(lab.victim, "scan_v6", only=True)
     # The detector counted the /64 as one source: one scan record naming the address and its network.
     scans = [r for r in det.records() if r.get("PS_EVENT") == "scan" and r.get("PS_SRC") in sources]
     assert len(scans) == 1 and scans[0]["PS_SRC_NET"] == "2001:db8:beef:1::/64", scans
@@ -106,7 +108,7 @@ def test_several_64s_of_one_48_escalate_to_the_48(pipeline: tuple[Lab, Responder
     assert mine == ["2001:db8:cafe:1::/64", "2001:db8:cafe:2::/64", "2001:db8:cafe::/48"], mine
     covered = [r for r in resp.records() if r.get("PS_EVENT") == "unban" and "covered by" in r.get("PS_DETAIL", "")]
     assert sorted(r["PS_SRC_NET"] for r in covered) == ["2001:db8:cafe:1::/64", "2001:db8:cafe:2::/64"]
-    elems = set_elements(lab.victim, "scan_v6")
+    elems = set_elements(lab.victim, "scan_v6net", only=True)
     narrow = [e for e in map(str, elems) if e.endswith("/64") and e.startswith("2001:db8:cafe:")]
     assert "2001:db8:cafe::/48" in elems and not narrow, elems
     # Sources of the /48 outside the banned /64s are dropped by the kernel now.
@@ -129,6 +131,7 @@ def test_a_prefix_holding_a_protected_address_is_not_banned(
     assert got, resp.records()[-5:]
     assert "PS_SRC_NET" not in got[0] and "holds protected" in got[0]["PS_DETAIL"], got[0]
     assert f"/64 holds protected {lab.victim.addr6} (own address)" in got[0]["PS_DETAIL"]
+    assert a6 in set_elements(lab.victim, "scan_v6", only=True)
     elems = set_elements(lab.victim, "scan_v6")
     assert a6 in elems and not [e for e in elems if ipaddress.ip_address(lab.victim.addr6)
                                 in ipaddress.ip_network(e)], elems
@@ -153,7 +156,9 @@ def test_ipv4_stays_per_address(pipeline: tuple[Lab, ResponderProcess, DetectorP
 def test_manual_network_ban_and_unban_by_address(pipeline: tuple[Lab, ResponderProcess, DetectorProcess]) -> None:
     lab, resp, _ = pipeline
     assert resp.ask("ban", "scan", "2001:db8:77::/64")["ok"]
-    listed = lab.victim.run(["nft", "list", "set", "inet", "portsentinel", "scan_v6"]).stdout
+    listed = lab.victim.run(["nft", "list", "set", "inet", "portsentinel", "scan_v6net"]).stdout
     assert "flags interval,timeout" in listed and "2001:db8:77::/64" in listed
+    hashed = lab.victim.run(["nft", "list", "set", "inet", "portsentinel", "scan_v6"]).stdout
+    assert "flags timeout" in hashed and "interval" not in hashed
     assert [b["ip"] for b in resp.ask("unban", "2001:db8:77::5")["unbanned"]] == ["2001:db8:77::/64"]
     assert "2001:db8:77::/64" not in set_elements(lab.victim, "scan_v6")

@@ -142,4 +142,29 @@ def test_nftables_chain_exempts_loopback_and_own_addresses_before_its_drop_rules
     rules = [s for s in start if s.startswith("nft add rule inet portsentinel web ")]
     assert rules[:2] == ["nft add rule inet portsentinel web iif lo accept",
                          "nft add rule inet portsentinel web fib saddr type local accept"]
-    assert [r.rsplit(" ", 1)[1] for r in rules[2:]] == ["drop", "drop"]
+    assert [r.rsplit(" ", 1)[1] for r in rules[2:]] == ["drop"] * 4
+    assert [r.split()[-2] for r in rules[2:]] == ["@web_v4", "@web_v6", "@web_v4net", "@web_v6net"]
+
+
+def test_nftables_addresses_in_hash_sets_networks_in_interval_sets() -> None:
+    """An address goes to <name>_v4 / _v6 (flags timeout: a hash set), a network (shorter than the family's full
+    length) to <name>_v4net / _v6net (flags interval,timeout); ban, unban and the batch agree, and check, flush and
+    stop cover all four sets."""
+    a = load_action(SHIPPED, "nftables[name=web]", "webjail")
+    start = [" ".join(words) for words in argv(a, "actionstart")]
+    assert "nft add set inet portsentinel web_v4 { type ipv4_addr; flags timeout; }" in start
+    assert "nft add set inet portsentinel web_v6 { type ipv6_addr; flags timeout; }" in start
+    assert "nft add set inet portsentinel web_v4net { type ipv4_addr; flags interval,timeout; }" in start
+    assert "nft add set inet portsentinel web_v6net { type ipv6_addr; flags interval,timeout; }" in start
+    for ip, expected in (("10.1.2.3", "web_v4"), ("10.1.2.0/24", "web_v4net"), ("10.1.2.3/32", "web_v4"),
+                         ("2001:db8::1", "web_v6"), ("2001:db8:1:2::/64", "web_v6net"),
+                         ("2001:db8::1/128", "web_v6")):
+        assert set_name(a, {"ip": ip}) == expected, ip
+        (ban,) = argv(a, "actionban", {"ip": ip, "bantime": 60})
+        assert ban[5] == expected
+        (unban,) = argv(a, "actionunban", {"ip": ip})
+        assert unban[1].count(f" {expected} ") == 2
+    sets = ["web_v4", "web_v6", "web_v4net", "web_v6net"]
+    assert argv(a, "actioncheck") == [["@nft-check", "inet", "portsentinel", "web", *sets]]
+    assert [w[-1] for w in argv(a, "actionflush")] == sets
+    assert [w[-1] for w in argv(a, "actionstop")] == ["web", *sets]

@@ -26,7 +26,11 @@ def test_ban_vars_are_validated_once_with_family_mode_and_matches() -> None:
     assert BanVars.of(_ban("2001:db8::7"), 1000.0).family == "inet6"
     assert BanVars.of(_ban(), 1300.0, remaining=True).bantime == 300
     assert BanVars.of(Ban("ssh", "2001:db8:1::/48", 0.0, FOREVER), 5.0).context() == {
-        "ip": "2001:db8:1::/48", "family": "inet6", "bantime": -1, "failures": 1, "time": 0}
+        "ip": "2001:db8:1::/48", "family": "inet6", "network": True, "bantime": -1, "failures": 1, "time": 0}
+    assert not BanVars.of(_ban("2001:db8::7"), 1000.0).network
+    assert not BanVars.parse({"ip": "192.0.2.0/32"}).network and BanVars.parse({"ip": "192.0.2.0/31"}).network
+    with pytest.raises(VarError, match="network"):
+        BanVars.parse({"ip": "192.0.2.7", "network": True})
 
 
 @pytest.mark.parametrize(("info", "name"), [({"scan": "syn; rm -rf /"}, "scan"), ({"mode": "STCP"}, "mode"),

@@ -49,7 +49,7 @@ def test_record_fields_keep_ps_src_an_address() -> None:
         R.validate({R.F_MESSAGE: "m", R.F_SRC_NET: "2001:db8::7"})
     assert src_fields("2001:db8::/64", {"src": "2001:db8::7"}) == {"PS_SRC": "2001:db8::7",
                                                                   "PS_SRC_NET": "2001:db8::/64"}
-    assert validate_vars({"ip": "2001:db8:1::/48"}) == {"ip": "2001:db8:1::/48", "family": "inet6"}
+    assert validate_vars({"ip": "2001:db8:1::/48"}) == {"ip": "2001:db8:1::/48", "family": "inet6", "network": True}
 
 
 # -- detector -----------------------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ def _fill(path: Path) -> None:
              + [Ban("j", f"203.0.113.{i}", NOW - 900, NOW - i) for i in range(1, 11)]  # expired while stopped
              + [Ban("j", "192.0.2.1", NOW - 100, FOREVER), Ban("j", "2001:db8::/64", NOW - 100, NOW + 60,
                                                            info={"src": "2001:db8::7"}),
-                Ban("j", "192.0.2.66", NOW - 100, NOW + 60)])  # protected now
+                Ban("j", "192.0.2.66", NOW - 100, NOW + 60),  # protected now
+                Ban("j", "2001:db8:5::9", NOW - 100, NOW + 90)])
     s.close()
 
 
@@ -65,7 +66,9 @@ def test_restore_puts_the_unexpired_rows_into_one_batch_and_lifts_the_rest(tmp_p
     text = _batch(runner)
     v4 = text.split("scan_v4 { ")[1].split(" }")[0].split(", ")
     assert sorted(v4) == sorted([f"198.51.100.{i} timeout {500 + i + 1}s" for i in range(1, 101)] + ["192.0.2.1"])
-    assert "add element inet portsentinel scan_v6 { 2001:db8::/64 timeout 61s }" in text
+    # a network to the interval set, an address of the same family to the hash set
+    assert "add element inet portsentinel scan_v6net { 2001:db8::/64 timeout 61s }" in text
+    assert "add element inet portsentinel scan_v6 { 2001:db8:5::9 timeout 91s }" in text
     assert "203.0.113." not in text and "192.0.2.66 " not in text
     # the expired and the protected: lifted (their unban ran), gone from the store, not in the book
     unbans = [m for ev, m in reports if ev is R.Event.UNBAN]
@@ -75,9 +78,9 @@ def test_restore_puts_the_unexpired_rows_into_one_batch_and_lifts_the_rest(tmp_p
     assert {f"203.0.113.{i}" for i in range(1, 11)} | {"192.0.2.66"} == set(
         deletes[0].split("delete element inet portsentinel scan_v4 { ")[1].split(" }")[0].split(", "))
     assert sum("never banned now: own address" in m for m in unbans) == 1
-    assert k.store.unbans() == [] and len(k.store.bans()) == 102 and len(k.book) == 102
+    assert k.store.unbans() == [] and len(k.store.bans()) == 103 and len(k.book) == 103
     assert k.book.get("j", "192.0.2.66") is None and k.book.next_expiry() == NOW + 60
-    assert any("restored 102 ban(s)" in m and "10 expired while stopped" in m and "1 now never banned" in m
+    assert any("restored 103 ban(s)" in m and "10 expired while stopped" in m and "1 now never banned" in m
                for ev, m in reports if ev is R.Event.BAN)
 
 
@@ -93,7 +96,8 @@ def test_a_command_action_beside_the_set_still_gets_each_ban(tmp_path: Path) -> 
         return {argv[5] for argv, _ in runner.calls if argv[:5] in (["ip", "-4", "route", verb, "blackhole"],
                                                                      ["ip", "-6", "route", verb, "blackhole"])}
     held = routes("replace") - routes("del")
-    assert held == {f"198.51.100.{i}/32" for i in range(1, 101)} | {"192.0.2.1/32", "192.0.2.66/32", "2001:db8::/64"}
+    assert held == {f"198.51.100.{i}/32" for i in range(1, 101)} | {"192.0.2.1/32", "192.0.2.66/32", "2001:db8::/64",
+                    "2001:db8:5::9/128"}
     assert routes("del") == {f"203.0.113.{i}/32" for i in range(1, 11)}
     assert len(_batch(runner).split("scan_v4 { ")[1].split(", ")) == 102  # 100, 192.0.2.1 and .66
 
@@ -109,7 +113,7 @@ def test_a_crash_during_the_restore_leaves_the_store_for_the_next_start(tmp_path
     k.store.close()
     # the unexpired rows are all there; the expired ones are pending unbans (moved in one transaction)
     again = Store(str(db))
-    assert len(again.bans()) == 103 and len(again.unbans()) == 10
+    assert len(again.bans()) == 104 and len(again.unbans()) == 10
     again.close()
     runner = Runner()
     k2, _ = _keeper(db, runner, [ActionRef("nftables", {"name": "scan"}, "x")])

@@ -6,11 +6,13 @@ Writes a deterministic auth.log (``--lines`` lines: sshd failures of every commo
 preauth closes, and the cron/sudo/systemd-logind noise of a real auth.log), then runs the same filter
 (tests/.cache/fail2ban/etc/fail2ban/filter.d/sshd.conf, Debian's fail2ban package) over it twice:
 
-- ours: ``Filter.examine_line`` for every line (date detection, prefregex, failregexes, sessions);
+- ours, serial: ``batch.examine_lines`` in this process (date detection, prefregex, failregexes, sessions);
+- ours, parallel: the same with its regex stage in a worker process (the machine's second CPU);
 - fail2ban: ``fail2ban-regex --raw -o ip LOG sshd`` (no DNS) (Debian's python3 with the unpacked package; the fail2ban
   service is never started), which prints the failure id of every failure, as the server would count them.
 
-It prints lines per second and CPU seconds of both, and checks both found the same failures in the same order.
+It prints lines per second and CPU seconds of each (the parallel run's: both processes), and checks all found
+the same failures in the same order (else it exits 1).
 Nothing here touches the network. Figures go into docs/performance.md.
 """
 
@@ -25,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from portsentinel.responder.filter.batch import examine_lines
 from portsentinel.responder.filter.filters import load_filter
 from tests.lab.machine import cpu_model
 
@@ -87,18 +90,20 @@ def write_log(path: Path, lines: int, seed: int = 11) -> None:
                 out.write(f"{stamp} gw {rng.choices(_OTHER, other_w)[0][1].format(pid=pid)}\n")
 
 
-def run_ours(log: Path, mode: str) -> tuple[float, float, list[str]]:
+def run_ours(log: Path, mode: str, parallel: bool) -> tuple[float, float, float, list[str]]:
+    """(wall s, cpu s of this process, cpu s of the worker process, failures' hosts) of ``examine_lines``."""
     flt = load_filter(STOCK / "filter.d", "sshd", {} if mode == "normal" else {"mode": mode})
     now = time.time()
     hosts: list[str] = []
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, before = time.perf_counter(), os.times()
     with open(log, encoding="utf-8") as fh:
-        examine = flt.examine_line
-        for line in fh:
-            v = examine(line, now)
+        for v in examine_lines(flt, fh, now, parallel=parallel):
             if v.kind == "matched" or (v.host and "not an IP" in v.reason):
                 hosts.append(v.host)
-    return time.perf_counter() - t0, time.process_time() - c0, hosts
+    wall, after = time.perf_counter() - t0, os.times()
+    own = (after.user - before.user) + (after.system - before.system)
+    worker = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return wall, own, worker, hosts
 
 
 STAGES = ("date", "+prefregex", "+failregexes", "+groups")
@@ -177,31 +182,38 @@ def main() -> int:
     n = sum(1 for _ in open(log, encoding="utf-8"))
     print(f"machine: {cpu_model()}, {os.cpu_count()} cpus; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"filter: fail2ban's stock sshd.conf, mode={args.mode}; {n} lines")
-    ow, oc, ours = run_ours(log, args.mode)
+    sw, sc, _sx, ours = run_ours(log, args.mode, parallel=False)
+    pw, pc, px, ours_par = run_ours(log, args.mode, parallel=True)
     fw, fc, theirs = run_fail2ban(log, args.mode)
     rw, rc = run_floor(log, args.mode)
     stages = [(name, *run_floor(log, args.mode, name)) for name in STAGES[:-1]] if args.stages else []
-    print(f"{'':16}{'wall s':>9}{'cpu s':>9}{'lines/s':>12}{'failures':>10}")
-    print(f"{'portsentinel':16}{ow:9.1f}{oc:9.1f}{n / ow:12,.0f}{len(ours):10}")
-    print(f"{'fail2ban-regex':16}{fw:9.1f}{fc:9.1f}{n / fw:12,.0f}{len(theirs):10}")
-    print(f"{'regex work only':16}{rw:9.1f}{rc:9.1f}{n / rw:12,.0f}{'':>10}")
-    for name, sw, sc in stages:
-        print(f"{'  ' + name:16}{sw:9.1f}{sc:9.1f}{n / sw:12,.0f}{'':>10}")
+    print(f"{'':22}{'wall s':>9}{'cpu s':>9}{'lines/s':>12}{'failures':>10}")
+    print(f"{'portsentinel serial':22}{sw:9.1f}{sc:9.1f}{n / sw:12,.0f}{len(ours):10}")
+    print(f"{'portsentinel parallel':22}{pw:9.1f}{pc + px:9.1f}{n / pw:12,.0f}{len(ours_par):10}"
+          f"   (cpu: {pc:.1f} s this process + {px:.1f} s its worker)")
+    print(f"{'fail2ban-regex':22}{fw:9.1f}{fc:9.1f}{n / fw:12,.0f}{len(theirs):10}")
+    print(f"{'regex work only':22}{rw:9.1f}{rc:9.1f}{n / rw:12,.0f}{'':>10}")
+    for name, tw, tc in stages:
+        print(f"{'  ' + name:22}{tw:9.1f}{tc:9.1f}{n / tw:12,.0f}{'':>10}")
     if stages:
         print("per line, cpu (us): " + ", ".join(
-            f"{name} {(sc - prev) / n * 1e6:.2f}" for (name, _w, sc), prev in
+            f"{name} {(tc - prev) / n * 1e6:.2f}" for (name, _w, tc), prev in
             zip([*stages, ("+groups", rw, rc)], [0.0] + [c for _n, _w, c in stages], strict=True))
-            + f", the rest (date parse, sessions, verdicts) {(oc - rc) / n * 1e6:.2f}; total {oc / n * 1e6:.2f}")
-    print(f"ratio portsentinel/fail2ban: {fw / ow:.2f}x by wall clock, {fc / oc:.2f}x by cpu; "
-          f"same failures in the same order: {ours == theirs}")
-    if ours != theirs:
-        diff = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), min(len(ours),
-                                                                                                  len(theirs)))
-        print(f"first difference at failure #{diff}: ours {ours[diff:diff + 3]} theirs {theirs[diff:diff + 3]}")
+            + f", the rest (date parse, sessions, verdicts) {(sc - rc) / n * 1e6:.2f}; total {sc / n * 1e6:.2f}")
+    print(f"ratio portsentinel/fail2ban: serial {fw / sw:.2f}x by wall clock, {fc / sc:.2f}x by cpu; "
+          f"parallel {fw / pw:.2f}x by wall clock, {fc / (pc + px):.2f}x by cpu")
+    same = ours == theirs and ours_par == theirs
+    print(f"same failures in the same order: serial {ours == theirs}, parallel {ours_par == theirs}")
+    for name, got in (("serial", ours), ("parallel", ours_par)):
+        if got != theirs:
+            diff = next((i for i, (a, b) in enumerate(zip(got, theirs, strict=False)) if a != b),
+                        min(len(got), len(theirs)))
+            print(f"{name}: first difference at failure #{diff}: ours {got[diff:diff + 3]} "
+                  f"theirs {theirs[diff:diff + 3]}")
     if args.log is None and not args.keep_log:
         log.unlink()
         os.rmdir(tmpdir)
-    return 0 if ours == theirs else 1
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from portsentinel import record as R
 from portsentinel.responder.config.inifile import KNOWN_PREFIX, Ini, IniError, Value, read_layered
 from portsentinel.responder.filter.datedetect import DateDetector
+from portsentinel.responder.filter.journalmatch import field_name, journal_line, parse_journalmatch
 from portsentinel.responder.filter.multiline import Hit, MatchState, Rules, TupleLine, find_failures, find_single
 from portsentinel.responder.filter.regexes import Dispatch, compile_regex, has_failure_id
 
@@ -81,56 +82,6 @@ class Verdict:
     also: tuple[int, ...] = ()  # other failregexes that found a failure too (only in check_all mode)
 
 
-_FIELD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-
-
-def _field_name(name: str) -> bool:
-    """journald field names: ASCII upper-case letters, digits, underscore; not starting with a digit."""
-    return bool(name) and len(name) <= 64 and set(name) <= _FIELD_CHARS and not name[0].isdigit()
-
-
-# -- journalmatch ----------------------------------------------------------------------------------------
-def parse_journalmatch(text: str) -> list[dict[str, str]]:
-    """``A=1 B=2 + C=3`` → ``[{A: 1, B: 2}, {C: 3}]``; a field twice in a group splits it into OR-ed groups."""
-    groups: list[list[tuple[str, str]]] = [[]]
-    for term in text.split():
-        if term == "+":
-            groups.append([])
-            continue
-        name, eq, value = term.partition("=")
-        if not eq or not _field_name(name):
-            raise ValueError(f"journalmatch term {term!r} is not FIELD=value")
-        groups[-1].append((name, value))
-    out: list[dict[str, str]] = []
-    for terms in groups:
-        if not terms:
-            continue
-        alts: list[dict[str, str]] = [{}]
-        for name, value in terms:
-            if any(name in a for a in alts):
-                alts = alts + [{**{k: v for k, v in a.items() if k != name}, name: value} for a in alts]
-            else:
-                for a in alts:
-                    a[name] = value
-        for a in alts:
-            if a not in out:
-                out.append(a)
-    return out
-
-
-def journal_line(fields: Mapping[str, str]) -> str:
-    """A record as fail2ban formats a journal entry: ``[HOSTNAME] [IDENT[PID]:] MESSAGE``."""
-    parts: list[str] = []
-    if fields.get("_HOSTNAME"):
-        parts.append(fields["_HOSTNAME"])
-    ident = fields.get(R.F_IDENT) or fields.get("_COMM")
-    if ident:
-        pid = fields.get("SYSLOG_PID") or fields.get("_PID")
-        parts.append(f"{ident}[{pid}]:" if pid else f"{ident}:")
-    parts.append(fields.get(R.F_MESSAGE, ""))
-    return " ".join(parts)
-
-
 # -- compiled rules --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Rules:
@@ -169,7 +120,7 @@ class Filter:
         if self.hostfield and self.hostfield in record:
             if any(p.search(text[:MAX_LINE] + "\n") for p in self.record_rules.match.ignoreregex):
                 return Verdict("ignored", "ignoreregex matched", time=stamp)
-            return _verdict(record[self.hostfield], stamp, dict(record), record.get(R.F_MESSAGE, ""), -1)
+            return verdict_of(record[self.hostfield], stamp, dict(record), record.get(R.F_MESSAGE, ""), -1)
         return self.examine_entry(text, stamp, now)
 
     def examine_entry(self, text: str, stamp: float | None, now: float | None = None) -> Verdict:
@@ -188,11 +139,12 @@ class Filter:
         if len(line) > MAX_LINE:
             return Verdict("missed", f"line longer than {MAX_LINE} characters")
         clock = time.time() if now is None else now
-        tup, stamp = self._split_date(line, clock)
+        tup, stamp = self.split_date(line, clock)
         return self._examine(self.line_rules, self.line_state, tup, stamp, clock)
 
-    def _split_date(self, line: str, now: float) -> tuple[TupleLine, float | None]:
-        """fail2ban's processLine: cut the date out; a line without one may inherit the last date."""
+    def split_date(self, line: str, now: float) -> tuple[TupleLine, float | None]:
+        """fail2ban's processLine: cut the date out; a line without one may inherit the last date.
+        Lines come here in their order (no line end): the filter remembers the last date."""
         st = self.line_state
         dates = self.line_rules.dates
         found = dates.find(line, now) if dates is not None else (0, 0, None)
@@ -219,27 +171,33 @@ class Filter:
         if match.maxlines == 1 and not self.check_all:
             text = tup[0] + tup[2]
             index, host, fail, reason = find_single(match, state, text, now=now)
-            if host is not None:
-                assert fail is not None
-                ip = fail.get("ip")  # as _host_of
-                return _verdict(host if ip is None else str(ip), stamp, fail, text, index)
-            if fail is not None:
-                return Verdict("ignored", "matched a no-failure or pending pattern", time=stamp, regex=index,
-                               user=_user(fail), fields=fail)
-            return _no_failure(reason, stamp, None)
+            return single_verdict(index, host, fail, reason, text, stamp)
         hits, reason = find_failures(match, state, tup, stamp, now=now, check_all=self.check_all)
         real = [h for h in hits if h.fid is not None and not h.fail.get("nofail")]
         if not real:
-            return _no_failure(reason, stamp, hits[0] if hits else None)
+            return no_failure(reason, stamp, hits[0] if hits else None)
         hit = real[0]
         text = tup[0] + tup[2] if match.maxlines == 1 else "\n".join(hit.fail.get("matches", [])[-1:])
-        v = _verdict(_host_of(hit), stamp, hit.fail, text, hit.regex)
+        v = verdict_of(_host_of(hit), stamp, hit.fail, text, hit.regex)
         if len(real) > 1:
             v.also = tuple(h.regex for h in real[1:])
         return v
 
 
-def _no_failure(reason: str, stamp: float | None, some: Hit | None) -> Verdict:
+def single_verdict(index: int, host: str | None, fail: Mapping[str, Any] | None, reason: str, text: str,
+                   stamp: float | None) -> Verdict:
+    """The verdict of :func:`multiline.find_single`'s result for an entry's ``text`` (without its date)."""
+    if host is not None:
+        assert fail is not None
+        ip = fail.get("ip")  # as _host_of
+        return verdict_of(host if ip is None else str(ip), stamp, fail, text, index)
+    if fail is not None:
+        return Verdict("ignored", "matched a no-failure or pending pattern", time=stamp, regex=index,
+                       user=_user(fail), fields=fail)
+    return no_failure(reason, stamp, None)
+
+
+def no_failure(reason: str, stamp: float | None, some: Hit | None) -> Verdict:
     if reason.startswith("no failregex") or reason.startswith("prefregex"):
         return Verdict("missed", reason, time=stamp)
     return Verdict("ignored", reason or "matched a no-failure or pending pattern", time=stamp,
@@ -272,7 +230,7 @@ def _canonical(raw: str) -> str:
     return host
 
 
-def _verdict(raw: str, stamp: float | None, fields: Mapping[str, Any], matched: str, index: int) -> Verdict:
+def verdict_of(raw: str, stamp: float | None, fields: Mapping[str, Any], matched: str, index: int) -> Verdict:
     user = fields.get("user")
     if not isinstance(user, str):
         user = ""
@@ -423,7 +381,7 @@ def filter_from_ini(ini: Ini, name: str, args: Mapping[str, str]) -> Filter:
     line_opts = _Options(ini, args, None if fixed else "file")
     rec_opts = _Options(ini, args, None if fixed else "journal")
     hostfield = (line_opts.get("hostfield") or "").strip()
-    if hostfield and not _field_name(hostfield):
+    if hostfield and not field_name(hostfield):
         raise line_opts.error("hostfield", f"{hostfield!r} is not a journal field name")
     try:
         jm = parse_journalmatch(rec_opts.get("journalmatch") or "")

@@ -183,17 +183,33 @@ def find_single(rules: Rules, state: MatchState, text: str, *, now: float) -> tu
     """:func:`find_failures` for ``maxlines`` = 1 outside check-all mode (every line of a usual filter), on
     the entry's text without its date: the same result without the line buffer, which one line never needs.
     Returns (failregex index, host, captures, reason): index -1 and captures None when no failregex matched
-    (or the match was ignored, or its host is still pending); host None for a match that is no failure."""
+    (or the match was ignored, or its host is still pending); host None for a match that is no failure.
+
+    Two steps: :func:`scan_single` (the regexes: no state) and :func:`settle_single` (the sessions)."""
+    index, fail, reason = scan_single(rules, text)
+    if fail is None:
+        return -1, None, None, reason
+    return settle_single(state, index, fail, text, now)
+
+
+#: Why :func:`scan_single` found no failure, by code (its index, -1 - code: see :func:`scan_single`).
+SCAN_REASONS = ("no failregex matched", "prefregex did not match", "ignoreregex matched")
+
+
+def scan_single(rules: Rules, text: str) -> tuple[int, Fail | None, str]:
+    """The regex work of :func:`find_single`, which needs no state (so it may run anywhere, in any order):
+    (failregex index, its captures merged over the prefregex's, "") for a match; (-1 - code, None, reason)
+    when there is none, ``reason`` being ``SCAN_REASONS[code]``."""
     buf = text + "\n"
     if rules.ignore_first:
         for pat in rules.ignoreregex:
             if pat.search(buf) is not None:
-                return -1, None, None, "ignoreregex matched"
+                return -3, None, SCAN_REASONS[2]
     pre: Fail | None = None
     if rules.prefregex is not None:
         pm = rules.prefregex.search(buf)
         if pm is None:
-            return -1, None, None, "prefregex did not match"
+            return -2, None, SCAN_REASONS[1]
         assert rules.pref_groups is not None
         pre = rules.pref_groups.read(pm)
         content = pre.pop("content", None)
@@ -208,29 +224,36 @@ def find_single(rules: Rules, state: MatchState, text: str, *, now: float) -> tu
         fail: Fail = rules.fail_groups[index].read(m)
         for pat in rules.ignoreregex:
             if pat.search(buf) is not None:
-                return -1, None, None, "ignoreregex matched"
+                return -3, None, SCAN_REASONS[2]
         if pre:
             pre.update(fail)
             fail = pre
-        mlfid = fail.get("mlfid")
-        if mlfid is not None:
-            fail = _merge(state, str(mlfid), fail, [text], now)
-            if fail.get("nofail"):
-                return -1, None, None, "matched a no-failure pattern (F-NOFAIL / F-MLFGAINED)"
-        else:
-            fail["matches"] = fail.get("matches", []) + [text]
-        fid = fail.get("fid")
-        host = fail.get("ip4") or fail.get("ip6") or fail.get("dns")
-        if host is None:
-            host = fid
-        if host is None:
-            fail["mlfpending"] = 1
-            return -1, None, None, "matched, host not known yet (pending in its session)"
-        if fid is not None and fid != host:
-            fail["ip"] = host
-            host = fid
-        return index, None if fail.get("nofail") else str(host), fail, ""
-    return -1, None, None, "no failregex matched"
+        return index, fail, ""
+    return -1, None, SCAN_REASONS[0]
+
+
+def settle_single(state: MatchState, index: int, fail: Fail, text: str, now: float
+                  ) -> tuple[int, str | None, Fail | None, str]:
+    """The rest of :func:`find_single` for a match of :func:`scan_single`: its session (``<F-MLFID>``) and host.
+    Entries must come here in their order."""
+    mlfid = fail.get("mlfid")
+    if mlfid is not None:
+        fail = _merge(state, str(mlfid), fail, [text], now)
+        if fail.get("nofail"):
+            return -1, None, None, "matched a no-failure pattern (F-NOFAIL / F-MLFGAINED)"
+    else:
+        fail["matches"] = fail.get("matches", []) + [text]
+    fid = fail.get("fid")
+    host = fail.get("ip4") or fail.get("ip6") or fail.get("dns")
+    if host is None:
+        host = fid
+    if host is None:
+        fail["mlfpending"] = 1
+        return -1, None, None, "matched, host not known yet (pending in its session)"
+    if fid is not None and fid != host:
+        fail["ip"] = host
+        host = fid
+    return index, None if fail.get("nofail") else str(host), fail, ""
 
 
 def find_failures(rules: Rules, state: MatchState, line: TupleLine, date: float | None, *, now: float,

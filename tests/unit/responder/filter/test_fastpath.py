@@ -47,7 +47,7 @@ def test_one_line_matcher_is_find_failures(name: str) -> None:
     general, single = MatchState(), MatchState()
     compared = matched = 0
     for line in sample_lines(name):
-        tup, stamp = flt._split_date(line, NOW)
+        tup, stamp = flt.split_date(line, NOW)
         hits, reason = find_failures(rules, general, tup, stamp, now=NOW)
         index, host, fail, why = find_single(rules, single, tup[0] + tup[2], now=NOW)
         if hits:
@@ -68,7 +68,7 @@ def test_groups_read_is_match_groups(name: str) -> None:
     rules = flt.line_rules.match
     seen = 0
     for line in sample_lines(name):
-        tup, _stamp = flt._split_date(line, NOW)
+        tup, _stamp = flt.split_date(line, NOW)
         texts = [(rules.prefregex, tup[0] + tup[2] + "\n")] if rules.prefregex is not None else []
         content = tup[0] + tup[2] + "\n"
         if texts:

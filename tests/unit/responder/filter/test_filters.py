@@ -14,7 +14,8 @@ import pytest
 
 from portsentinel.responder.config.inifile import IniError
 from portsentinel.responder.filter.datedetect import DateDetector
-from portsentinel.responder.filter.filters import FilterError, journal_line, load_filter, parse_journalmatch
+from portsentinel.responder.filter.filters import FilterError, load_filter
+from portsentinel.responder.filter.journalmatch import journal_line, parse_journalmatch
 from portsentinel.responder.filter.regexes import translate as translate_tags
 from portsentinel.responder.filter.testfilter import format_summary, run_lines, run_records, to_json
 from tests.conftest import CACHE, ROOT, stock_file

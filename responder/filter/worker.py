@@ -1,0 +1,167 @@
+"""A second process for a stateless stage of a big run (:func:`batch.examine_lines`'s regexes).
+
+:meth:`Worker.start` forks; the child inherits the compiled filter and applies one function to each chunk it
+is sent (a list of texts, marshalled), sending back the results (marshalled) in the order it got them.
+:meth:`Worker.run` sends chunks ahead of the one being used, so both processes stay busy, and yields each
+chunk with its results in order. Nothing the child does is seen here but those results.
+
+No deadlock: chunks are sent ahead only while those not yet answered fit the pipe to the child
+(:data:`PIPE_SIZE`, set with ``F_SETPIPE_SZ``), so writing never blocks; this process only ever waits for
+results. A child that fails or dies ends the run with :class:`WorkerError`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import marshal
+import os
+import signal
+import traceback
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, BinaryIO, TypeVar
+
+PIPE_SIZE = 1 << 20
+#: A chunk's size when marshalled, at most (batch's chunks: 64 Ki characters and one more line of 8 Ki, at up to
+#: 4 bytes each in UTF-8, 5 bytes of framing per text, stay below this).
+MAX_FRAME = PIPE_SIZE // 2
+_HEADER = 8
+
+Extra = TypeVar("Extra")
+
+
+class WorkerError(RuntimeError):
+    """The worker process failed (its traceback, or how it ended)."""
+
+
+def cpus() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+class Worker:
+    """A forked child applying ``work`` to each chunk (see the module's text)."""
+
+    def __init__(self, pid: int, to_child: BinaryIO, from_child: BinaryIO) -> None:
+        self.pid = pid
+        self._to = to_child
+        self._from = from_child
+        self._done = False
+
+    @classmethod
+    def start(cls, work: Callable[[Any], Any]) -> Worker | None:
+        """Fork the worker; None when the pipe cannot be made big enough (then do the work here)."""
+        r_in, w_in = os.pipe()
+        try:
+            fcntl.fcntl(w_in, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            big = fcntl.fcntl(w_in, fcntl.F_GETPIPE_SZ) >= PIPE_SIZE
+        except OSError:
+            big = False
+        if not big:
+            os.close(r_in)
+            os.close(w_in)
+            return None
+        r_out, w_out = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: serve until told to stop, never return into the caller's code
+            status = 1
+            try:
+                os.close(w_in)
+                os.close(r_out)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _serve(work, os.fdopen(r_in, "rb"), os.fdopen(w_out, "wb"))
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(r_in)
+        os.close(w_out)
+        return cls(pid, os.fdopen(w_in, "wb"), os.fdopen(r_out, "rb"))
+
+    def run(self, chunks: Iterator[tuple[list[Any], Extra]]) -> Generator[tuple[list[Any], Extra, Any], None, None]:
+        """Each chunk ``(items, extra)`` with ``work(items)`` done by the child, in order. As many chunks are
+        sent ahead as the pipe holds (so a child that was not scheduled for a while finds work waiting).
+        Closing the generator early stops the child."""
+        ahead: deque[tuple[list[Any], Extra, int]] = deque()
+        queued = 0  # bytes of the chunks sent and not yet answered: at least what the pipe holds
+        try:
+            for items, extra in chunks:
+                data = marshal.dumps(items)
+                if len(data) > MAX_FRAME:
+                    raise WorkerError(f"a chunk of {len(data)} bytes is over {MAX_FRAME}")
+                while ahead and queued + _HEADER + len(data) > PIPE_SIZE:
+                    done, done_extra, size = ahead.popleft()
+                    queued -= size
+                    yield done, done_extra, self._receive()
+                self._to.write(len(data).to_bytes(_HEADER, "little") + data)
+                self._to.flush()
+                ahead.append((items, extra, _HEADER + len(data)))
+                queued += _HEADER + len(data)
+            while ahead:
+                done, done_extra, _size = ahead.popleft()
+                yield done, done_extra, self._receive()
+            self._stop()
+        finally:
+            self.close()
+
+    def _receive(self) -> Any:
+        frame = _read_frame(self._from)
+        if frame is None:
+            raise WorkerError(f"the worker process {self.pid} ended early ({self._reap()})")
+        ok, value = marshal.loads(frame)
+        if not ok:
+            raise WorkerError(f"the worker process {self.pid} failed:\n{value}")
+        return value
+
+    def _stop(self) -> None:
+        self._to.write(bytes(_HEADER))
+        self._to.flush()
+        how = self._reap()
+        if how != "exit status 0":
+            raise WorkerError(f"the worker process {self.pid} ended with {how}")
+
+    def _reap(self) -> str:
+        if self._done:
+            return "exit status 0"
+        _pid, status = os.waitpid(self.pid, 0)
+        self._done = True
+        code = os.waitstatus_to_exitcode(status)
+        return f"exit status {code}" if code >= 0 else f"signal {-code}"
+
+    def close(self) -> None:
+        """Stop the child if it still runs, and reap it."""
+        for f in (self._to, self._from):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if not self._done:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self._reap()
+
+
+def _serve(work: Callable[[Any], Any], inp: BinaryIO, out: BinaryIO) -> None:
+    while True:
+        frame = _read_frame(inp)
+        if not frame:
+            return
+        try:
+            reply = marshal.dumps((True, work(marshal.loads(frame))))
+        except Exception:  # the caller raises it as WorkerError, with this traceback
+            reply = marshal.dumps((False, traceback.format_exc()))
+        out.write(len(reply).to_bytes(_HEADER, "little") + reply)
+        out.flush()
+
+
+def _read_frame(f: BinaryIO) -> bytes | None:
+    """The next frame's bytes; b"" for the stop frame; None at the end of the stream."""
+    head = f.read(_HEADER)
+    if len(head) < _HEADER:
+        return None
+    size = int.from_bytes(head, "little")
+    data = f.read(size)
+    if len(data) < size:
+        return None
+    return data

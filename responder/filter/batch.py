@@ -42,12 +42,12 @@ def batched(flt: Filter) -> bool:
 
 
 def examine_lines(flt: Filter, lines: Iterable[str], now: float, *, parallel: bool | None = None,
-                  after: int = PARALLEL_AFTER) -> Iterator[Verdict]:
+                  after: int | None = None) -> Iterator[Verdict]:
     """``flt.examine_line(line, now)`` for every line, in order, as one generator.
 
     ``parallel``: None decides by the machine (a worker process when this process may use two CPUs); True
-    uses a worker whenever the input has more than ``after`` lines; False never does. Lines are read ahead
-    by a few chunks."""
+    uses a worker whenever the input has more than ``after`` lines (default :data:`PARALLEL_AFTER`); False never
+    does. Lines are read ahead by a few chunks."""
     if not batched(flt):
         for line in lines:
             yield flt.examine_line(line, now)
@@ -55,7 +55,7 @@ def examine_lines(flt: Filter, lines: Iterable[str], now: float, *, parallel: bo
     rules = flt.line_rules.match
     chunks = prepared(flt, lines, now)
     use_worker = cpus() >= 2 if parallel is None else parallel
-    seen = 0
+    seen, after = 0, PARALLEL_AFTER if after is None else after
     while not use_worker or seen < after:
         chunk = next(chunks, None)
         if chunk is None:

@@ -19,6 +19,7 @@ import pytest
 from portsentinel.responder.filter import batch
 from portsentinel.responder.filter.batch import examine_lines
 from portsentinel.responder.filter.filters import MAX_LINE, Filter, FilterError, Verdict, load_filter
+from portsentinel.responder.filter.testfilter import run_lines, to_json
 from portsentinel.responder.filter.worker import Worker, WorkerError
 from tests.samples.f2b_suite import LOGS, STOCK_DIR, TEST_NOW, fail2ban_clock
 
@@ -160,6 +161,26 @@ def test_auto_stays_serial_for_a_small_input_or_one_cpu(monkeypatch: pytest.Monk
     monkeypatch.setattr(batch, "cpus", lambda: 2)
     list(examine_lines(flt, lines, TEST_NOW, after=0))
     assert started
+
+
+def test_test_filter_run_alike(small_chunks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``portsentinel test-filter``'s run (comments and blank lines skipped, numbers kept) both ways."""
+    monkeypatch.setattr(batch, "PARALLEL_AFTER", 7)
+    started: list[int] = []
+    real_start = Worker.start
+
+    def start(work: Callable[[Any], Any]) -> Worker | None:
+        started.append(1)
+        return real_start(work)
+
+    monkeypatch.setattr(Worker, "start", start)
+    lines = (LOGS / "sshd").read_text(encoding="utf-8", errors="replace").splitlines(keepends=True) * 2
+    with fail2ban_clock():
+        docs = [to_json(run_lines(load_filter(STOCK_DIR, "sshd", {}), lines, now=TEST_NOW, keep=None,
+                                  parallel=way)) for way in (False, True)]
+    assert docs[0] == docs[1] and started == [1]
+    doc = json.loads(docs[0])
+    assert doc["skipped"] > 10 and doc["matched"] > 50 and len(doc["entries"]) == doc["lines"]
 
 
 def _boom(items: list[Any]) -> list[Any]:

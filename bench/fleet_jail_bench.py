@@ -13,14 +13,22 @@ figures are ±50 ms):
   local scan records     N IPv4 sources, the detector's records
   fleet, IPv4            N remote bans of addresses (one origin)
   fleet, IPv6 /64        N remote bans of /64 networks (PS_SRC_NET), as origins ban IPv6 sources
+With ``--inproc`` it measures the responder's own work in one process instead (no lab, no second process):
+a Responder on the same jail.conf, N lines written to the fleet file, then ``pump`` (read, validate, filter, engine,
+sqlite, actions, decision records) until all are decided, beside the floors measured in the same run: a bare
+``json.loads`` of the same lines and (``--nft``) one bare nft batch of the same elements. ``--nft`` runs the
+actions for real inside a private network namespace of its own (``unshare --net``: the host's firewall is never
+touched); without it the jails have no action. ``--profile FILE`` writes a cProfile of the responder part.
 It prints figures; it is a benchmark, not a test (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,10 +85,127 @@ def timed(host: Host, path: Path, records: list[dict[str, str]], set_name: str, 
     return None
 
 
+def inproc_lines(kind: str, n: int) -> list[dict[str, str]]:
+    if kind == "scan":
+        return [scan_record(ip) for ip in addresses("198.19.0.1", n)]
+    if kind == "v6":
+        return [fleet_line(f"2001:db8:{i // 65536:x}:{i % 65536:x}::", f"2001:db8:{i // 65536:x}:{i % 65536:x}::/64")
+                for i in range(n)]
+    return [fleet_line(ip) for ip in addresses("100.64.0.1", n)]
+
+
+def inproc(args: argparse.Namespace) -> int:
+    """The responder's work in this process (see the docstring): N lines -> pump -> decided and applied."""
+    if args.nft and not os.environ.get("PS_BENCH_NETNS"):
+        # libnftables works on this process's namespace: a private one, which only the bench's tables enter
+        module = __spec__.name if __spec__ is not None else "bench.fleet_jail_bench"
+        argv = ["unshare", "--net", "--", sys.executable, "-m", module, *sys.argv[1:]]
+        return subprocess.run(argv, env={**os.environ, "PS_BENCH_NETNS": "1"}, check=False).returncode
+    from portsentinel.common.systemd import journal_available
+    from portsentinel.responder.adapters.decisions import DecisionLog
+    from portsentinel.responder.adapters.libnft import NftRunner
+    from portsentinel.responder.adapters.nftbatch import NftBatch
+    from portsentinel.responder.adapters.runner import SubprocessRunner
+    from portsentinel.responder.service import Options, Responder
+
+    import logging
+
+    logging.getLogger("portsentinel").setLevel(logging.ERROR)  # no per-ban line on stderr (the records count)
+    n, kind = args.bans, args.kind
+    journal = journal_available() and bool(os.environ.get("PORTSENTINEL_PRIVATE_JOURNALD"))
+    print(machine())
+    print(time.strftime("%Y-%m-%d %H:%M:%S %Z"), f"| in-process, {n} lines ({kind}), actions "
+          f"{'nftables (private netns)' if args.nft else 'none'}, decisions to {'journald' if journal else 'JSON lines'}")
+    with tempfile.TemporaryDirectory(prefix="ps-fleetjail-") as tmp:
+        base = Path(tmp)
+        for name in ("alerts.jsonl", "remote.jsonl"):
+            (base / name).touch()
+            os.chmod(base / name, 0o640)
+        conf = JAILS.format(base=base)
+        if not args.nft:
+            conf = conf.replace("action = nftables[name=scan]", "action =").replace(
+                "action = nftables[name=fleet]", "action =")
+        cfg = make_config(base, conf)
+        r = Responder(Options(cfg, base / "state", str(base / "ctl.sock"), backend="pyinotify",
+                              wake=str(base / "w.sock"), decisions_jsonl=str(base / "decisions.jsonl"), rearm="",
+                              fleet_wake=""))
+        r.decisions = r.reporter.decisions = DecisionLog(str(base / "decisions.jsonl"), use_journal=journal)
+        r.load()
+        now = time.time()
+        for jail in r.engine.jails:
+            r.executor.start(jail, now=now)
+        lines = inproc_lines(kind, n)
+        text = "".join(json.dumps(x) + "\n" for x in lines)
+        t0 = time.perf_counter()
+        for line in text.splitlines():
+            json.loads(line)
+        t_json = time.perf_counter() - t0
+        path, source = (base / "alerts.jsonl", "alerts") if kind == "scan" else (base / "remote.jsonl", "remote")
+        with path.open("a") as f:
+            f.write(text)
+        name = next(s for s in r.sources if s.endswith(f"/{source}.jsonl"))
+        prof = cProfile.Profile() if args.profile else None
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        if prof is not None:
+            prof.enable()
+        total = 0
+        while total < n:
+            got = r.pump(name)
+            if not got:
+                break
+            total += got
+        r.reporter.turn_done()
+        if prof is not None:
+            prof.disable()
+        t_resp = time.perf_counter() - t0
+        c_resp = time.process_time() - c0
+        if prof is not None:
+            prof.dump_stats(args.profile)
+        banned = sum(1 for (j, _) in r.book.active if j == ("local" if kind == "scan" else "fleet"))
+        t_nft = None
+        if args.nft:
+            set_name = ("scan" if kind == "scan" else "fleet") + ("_v6" if kind == "v6" else "_v4")
+            nb = NftBatch(NftRunner(SubprocessRunner()))
+            other = [f"2001:db8:{i // 65536 + 100:x}:{i % 65536:x}::/64" for i in range(n)] if kind == "v6" \
+                else addresses("10.96.0.1", n)
+            t0 = time.perf_counter()
+            for ip in other:
+                nb.add(set_name, ip, 3601)
+            ok = nb.commit().ok
+            t_nft = time.perf_counter() - t0 if ok else None
+        r.executor.stop("fleet")
+        r.executor.stop("local")
+        for src in r.sources.values():
+            src.close()
+        r.store.close()
+        r.decisions.close()
+        r.rearm.close()
+        r.host.close()
+    print(f"\n== {n} lines through the responder in one process ({total} read, {banned} banned)")
+    print(f"  {'responder: pump + turn_done':<40} {t_resp * 1000:9.0f} ms -> {n / t_resp:9.0f} bans/s "
+          f"({t_resp / n * 1e6:.1f} us a ban; CPU {c_resp / n * 1e6:.1f} us a ban)")
+    print(f"  {'floor: json.loads of each line':<40} {t_json * 1000:9.0f} ms -> {n / t_json:9.0f} lines/s "
+          f"({t_json / n * 1e6:.1f} us a line)")
+    if args.nft:
+        if t_nft is None:
+            print("  floor: bare nft batch failed")
+        else:
+            print(f"  {'floor: one bare nft batch, same count':<40} {t_nft * 1000:9.0f} ms -> {n / t_nft:9.0f} "
+                  f"bans/s ({t_nft / n * 1e6:.1f} us a ban)")
+    return 0 if banned == n else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bans", type=int, default=10_000)
+    p.add_argument("--inproc", action="store_true", help="the responder's work in this process (no lab)")
+    p.add_argument("--kind", choices=("v4", "v6", "scan"), default="v4", help="--inproc: which lines")
+    p.add_argument("--nft", action="store_true", help="--inproc: real nftables actions in a private netns")
+    p.add_argument("--profile", metavar="FILE", help="--inproc: cProfile of the responder part")
     args = p.parse_args()
+    if args.inproc:
+        return inproc(args)
     problem = lab_problem()
     if problem:
         print(f"fleet jail bench: {problem}", file=sys.stderr)

@@ -160,6 +160,22 @@ class ResponderMetrics(Collector):
             else:
                 self.ignored[jail] += 1
 
+    def on_ban_records(self, recs: list[dict[str, str]]) -> None:
+        """Ban records of the bulk path (no retry, no kernel trap among them): :meth:`on_record` for each, counted
+        per jail and action at once."""
+        per: Counter[tuple[str, str]] = Counter((r.get(R.F_JAIL, ""), r.get(R.F_ACTION, "")) for r in recs)
+        for (jail, action), n in per.items():
+            if jail:
+                self.bans[jail] += n
+                for name in filter(None, action.split(",")):
+                    self.runs[(name, "ban")] += n
+        if self._pending:
+            now = time.time()
+            for r in recs:
+                t = self._pending.pop((r.get(R.F_JAIL, ""), r.get(R.F_SRC_NET) or r.get(R.F_SRC, "")), None)
+                if t is not None:
+                    self.latency.observe(max(0.0, now - t))
+
     # ------------------------------------------------------------------ scraped
     def collect(self) -> Iterable[Metric]:
         # The endpoint's thread runs this while the loop decides: each dict is copied first (dict() and list()

@@ -16,8 +16,10 @@ it was. A shared ban (PS_SHARE=1: the fleet daemon reads one address per record)
 from __future__ import annotations
 
 import logging
+import operator
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from portsentinel import record as R
 from portsentinel.common.wake import send_wake
@@ -80,6 +82,42 @@ class Reporter:
                R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: event.value,
                R.F_TIME: f"{time.time():.6f}", **{k: v for k, v in fields.items() if v != ""}}
         self.metrics.on_record(rec)
+        self._emit(event, prio, rec)
+
+    def report_bans(self, bans: list[tuple[str, dict[str, str]]]) -> None:
+        """Ban records of many bans applied together (the bulk path), as :meth:`report` would write each:
+        (message, fields) each, no field empty, PS_SRC an address (a network in PS_SRC_NET). Counted by the
+        metrics at once."""
+        if not bans:
+            return
+        head = {R.F_MSGID: R.MESSAGE_IDS[R.Event.BAN], R.F_PRIORITY: str(R.PRIORITY_WARNING),
+                R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: R.Event.BAN.value, R.F_TIME: f"{time.time():.6f}"}
+        recs = [{R.F_MESSAGE: message, **head, **fields} for message, fields in bans]
+        self.metrics.on_ban_records(recs)
+        journal = self.decisions.name == "journal"  # (what _emit decides for each ban record, decided once)
+        level = logging.DEBUG if journal else logging.WARNING
+        logged = log.isEnabledFor(level)
+        held = self._bans
+        for rec in recs:
+            shared = rec.get(R.F_SHARE) == "1"
+            if shared:
+                self.shared = True
+            if logged:
+                log.log(level, "%s", rec[R.F_MESSAGE])
+            net = rec.get(R.F_SRC_NET)
+            if (journal and not shared and R.F_DETAIL not in rec
+                    and (net is None or net.partition("/")[0] == rec[R.F_SRC])):
+                held.append(rec)
+                if len(held) >= HOLD_MAX:
+                    self.write_bans()
+                    held = self._bans
+                continue
+            self.write_bans()
+            held = self._bans
+            self._write(rec)
+
+    def _emit(self, event: R.Event, prio: int, rec: dict[str, str]) -> None:
+        """A record made and counted: logged, then held (a ban record for journald) or written."""
         if rec.get(R.F_SHARE) == "1":
             self.shared = True
         journal = self.decisions.name == "journal"
@@ -88,7 +126,7 @@ class Reporter:
         else:
             level = logging.WARNING if prio <= R.PRIORITY_WARNING else logging.INFO
         if log.isEnabledFor(level):
-            log.log(level, "%s", message)
+            log.log(level, "%s", rec[R.F_MESSAGE])
         net = rec.get(R.F_SRC_NET)
         if (journal and event is R.Event.BAN and R.F_SRC in rec and R.F_DETAIL not in rec
                 and rec.get(R.F_SHARE) != "1" and (net is None or net.partition("/")[0] == rec[R.F_SRC])):
@@ -113,16 +151,23 @@ class Reporter:
             for rec in held:
                 self._write(rec)
             return
-        groups: dict[tuple[tuple[str, str], ...], list[dict[str, str]]] = {}
+        # grouped by the names and values of their fields outside VARYING (address bans and network bans apart:
+        # PS_SRC_NET is one of the names); the names of one shape of record are worked out once
+        shapes: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[dict[str, str]], Any], bool]] = {}
+        groups: dict[tuple[tuple[str, ...], Any, bool], list[dict[str, str]]] = {}
         for rec in held:
-            key = tuple(sorted((k, v) for k, v in rec.items() if k not in VARYING))
-            key += (("network", str(R.F_SRC_NET in rec)),)  # address bans and network bans apart
-            groups.setdefault(key, []).append(rec)
-        for key, recs in groups.items():
+            shape = tuple(rec)
+            known = shapes.get(shape)
+            if known is None:
+                names = tuple(sorted(k for k in shape if k not in VARYING))
+                known = shapes[shape] = (names, operator.itemgetter(*names) if names else lambda r: (),
+                                         R.F_SRC_NET in shape)
+            groups.setdefault((known[0], known[1](rec), known[2]), []).append(rec)
+        for (names, values, _network), recs in groups.items():
             if len(recs) == 1:
                 self._write(recs[0])
                 continue
-            common = {k: v for k, v in key if k != "network"}
+            common = dict(zip(names, values if len(names) != 1 else (values,), strict=True))
             for i in range(0, len(recs), AGGREGATE_MAX):
                 self._write_aggregate(dict(common), recs[i:i + AGGREGATE_MAX])
 

@@ -24,6 +24,7 @@ from portsentinel.common.sdnotify import watchdog_interval
 from portsentinel.common.systemd import journal_available
 from portsentinel.responder import commands
 from portsentinel.responder.actions.action import Action
+from portsentinel.responder.actions.bulkban import ban_record
 from portsentinel.responder.actions.executor import Executor
 from portsentinel.responder.adapters import facts
 from portsentinel.responder.adapters.control import ControlServer
@@ -89,6 +90,7 @@ class Responder:
         self.use_journal = journal_readable() if opts.backend == "auto" else opts.backend == "systemd"
         self.decisions = DecisionLog(opts.decisions_jsonl, use_journal=self._journal_socket())
         self.executor = Executor(opts.config_dir / "actions.d", self.report)
+        self.executor.report_bans = self.report_bans  # the bulk path's ban records, all at once
         #: Bans that end are told to the detector, so a returning scanner is a new scan (docs/responder.md).
         self.rearm = RearmSender(opts.rearm)
         self.metrics = ResponderMetrics()  # fed by report(); exported when the options ask (start())
@@ -120,6 +122,15 @@ class Responder:
             if ban is not None:  # a shared ban, or a remote one (responder.core.share)
                 fields = {**record_fields(ban), **fields}
         self.reporter.report(event, message, **fields)
+
+    def report_bans(self, applied: list[tuple[Ban, list[str]]]) -> None:
+        """The ban records of bans applied together, with a shared or remote ban's fleet fields."""
+        recs = []
+        for ban, names in applied:
+            message, fields = ban_record(ban, names)
+            extra = record_fields(ban)
+            recs.append((message, {**extra, **fields} if extra else fields))
+        self.reporter.report_bans(recs)
 
     def _decision(self, d: Decision) -> None:
         self.reporter.decision(d)

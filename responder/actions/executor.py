@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from portsentinel import record as R
+from portsentinel.responder.actions import bulkban
 from portsentinel.responder.actions.action import KERNEL_GRACE, Action, Plan, SetElement, load_action
 from portsentinel.responder.actions.variables import BanVars, VarError
 from portsentinel.responder.adapters.libnft import NftRunner
@@ -27,6 +28,8 @@ from portsentinel.responder.core.bans import BACKOFF, FOREVER, Ban, src_fields
 log = logging.getLogger("portsentinel.responder")
 
 Report = Callable[..., None]
+#: Ban records of many applied bans at once: (ban, names of the actions that hold it) each.
+ReportBans = Callable[[list[tuple[Ban, list[str]]]], None]
 
 
 @dataclass(order=True)
@@ -43,6 +46,8 @@ class Executor:
     def __init__(self, actions_dir: Path, report: Report, runner: Runner | None = None) -> None:
         self.actions_dir = actions_dir
         self.report = report
+        #: When set (the service), the bans a ban_many applied are reported through it in one call.
+        self.report_bans: ReportBans | None = None
         self.runner: Runner = runner or SubprocessRunner()
         #: nft batches: in-process libnftables for the real runner (no process start per batch).
         self.nft_runner: Runner = NftRunner(self.runner) if runner is None else self.runner
@@ -178,50 +183,40 @@ class Executor:
     def ban_many(self, bans: list[Ban], *, now: float, restoring: bool = False,
                  only: set[str] | None = None) -> list[tuple[Ban, list[str]]]:
         """Apply bans: every action's plan, set elements in one nft batch per table, commands one by one
-        (``only``: just these actions). A ban that cannot be planned is reported with its address and skipped; it
-        never stops the others. Returns each ban with the actions that hold it; unless ``restoring``, each is
-        also reported as a ban record."""
+        (``only``: just these actions). A jail whose actions are all plain set actions (the nftables action)
+        has its elements added straight to the batch (responder.actions.bulkban: no variables or plan per ban).
+        A ban that cannot be planned is reported with its address and skipped; it never stops the others.
+        Returns each ban with the actions that hold it; unless ``restoring``, each is also reported as a ban
+        record (all at once through ``report_bans`` when the service set it)."""
         if not bans:
             return []
         batches: dict[str, NftBatch] = {}
         done: dict[tuple[str, str], list[str]] = {(b.jail, b.ip): [] for b in bans}
         batched: dict[str, list[tuple[Ban, Action]]] = {}
+        by_jail: dict[str, list[Ban]] = {}
         for ban in bans:
-            actions = [a for a in self.actions.get(ban.jail, []) if a.has("actionban")
+            by_jail.setdefault(ban.jail, []).append(ban)
+        for jail, jbans in by_jail.items():
+            actions = [a for a in self.actions.get(jail, []) if a.has("actionban")
                        and (only is None or a.name in only)]
             if not actions:
                 continue
-            try:
-                ban_vars = BanVars.of(ban, now, remaining=True)  # validated once, for every action
-            except VarError as exc:
-                for action in actions:
-                    self._failed(ban.jail, action, "actionban", ban, Result((), 2, stderr=str(exc)), 0, now)
+            if not all(bulkban.plain(a) for a in actions):
+                for ban in jbans:
+                    self._ban_one(ban, actions, now, batches, batched, done)
                 continue
             for action in actions:
-                if ban_vars.family not in action.families:
-                    continue  # not this action's family
-                try:
-                    self._ensure_started(ban.jail, action)
-                    plan = action.plan("actionban", ban_vars)
-                    if isinstance(plan, SetElement):
-                        nb = batches.get(plan.table)
-                        if nb is None:
-                            nb = batches[plan.table] = NftBatch(self.nft_runner, table=plan.table)
-                        nb.add(plan.set, plan.element, plan.timeout)
-                        batched.setdefault(plan.table, []).append((ban, action))
-                        continue
-                    res = self.send(plan)
-                except Exception as exc:  # noqa: BLE001 - one bad ban is logged and skipped, never a crash loop
-                    log.exception("jail %s: action %s: ban of %s skipped", ban.jail, action.name, ban.ip)
-                    res = Result((), 2, stderr=f"{type(exc).__name__}: {exc}")
-                if res is None:
-                    done[(ban.jail, ban.ip)].append(action.name)
-                else:
-                    self._failed(ban.jail, action, "actionban", ban, res, 0, now)
+                self._ensure_started(jail, action)
+                table = str(action.params.get("table", "portsentinel"))
+                nb = batches.get(table)
+                if nb is None:
+                    nb = batches[table] = NftBatch(self.nft_runner, table=table)
+                for ban in bulkban.add_elements(action, jbans, now, nb, batched.setdefault(table, [])):
+                    self._ban_one(ban, [action], now, batches, batched, done)
         for table, nb in batches.items():
             result = nb.commit()
             errors = dict(result.failed)
-            for ban, action in batched[table]:
+            for ban, action in batched.get(table, ()):
                 err = errors.get(ban.ip) if errors else None
                 if err is not None:
                     self._failed(ban.jail, action, "actionban", ban, Result((), 1, stderr=err), 0, now)
@@ -230,9 +225,43 @@ class Executor:
         applied = [(ban, done[(ban.jail, ban.ip)]) for ban in bans
                    if ban.expires == FOREVER or math.isfinite(ban.bantime)]  # else reported above as failed
         if not restoring:
-            for ban, names in applied:
-                self._report_ban(ban, names)
+            if self.report_bans is not None:
+                self.report_bans(applied)
+            else:
+                for ban, names in applied:
+                    self._report_ban(ban, names)
         return applied
+
+    def _ban_one(self, ban: Ban, actions: list[Action], now: float, batches: dict[str, NftBatch],
+                 batched: dict[str, list[tuple[Ban, Action]]], done: dict[tuple[str, str], list[str]]) -> None:
+        """One ban's variables and each action's plan: a set element into its table's batch, commands run now."""
+        try:
+            ban_vars = BanVars.of(ban, now, remaining=True)  # validated once, for every action
+        except VarError as exc:
+            for action in actions:
+                self._failed(ban.jail, action, "actionban", ban, Result((), 2, stderr=str(exc)), 0, now)
+            return
+        for action in actions:
+            if ban_vars.family not in action.families:
+                continue  # not this action's family
+            try:
+                self._ensure_started(ban.jail, action)
+                plan = action.plan("actionban", ban_vars)
+                if isinstance(plan, SetElement):
+                    nb = batches.get(plan.table)
+                    if nb is None:
+                        nb = batches[plan.table] = NftBatch(self.nft_runner, table=plan.table)
+                    nb.add(plan.set, plan.element, plan.timeout)
+                    batched.setdefault(plan.table, []).append((ban, action))
+                    continue
+                res = self.send(plan)
+            except Exception as exc:  # noqa: BLE001 - one bad ban is logged and skipped, never a crash loop
+                log.exception("jail %s: action %s: ban of %s skipped", ban.jail, action.name, ban.ip)
+                res = Result((), 2, stderr=f"{type(exc).__name__}: {exc}")
+            if res is None:
+                done[(ban.jail, ban.ip)].append(action.name)
+            else:
+                self._failed(ban.jail, action, "actionban", ban, res, 0, now)
 
     def restore(self, bans: list[Ban], *, now: float) -> None:
         """Re-apply restored bans (a start): for an action whose ban is an element of a set named by the family
@@ -301,18 +330,8 @@ class Executor:
             nb.add_stored(name, ban.ip, max(1, int(round(left))) + KERNEL_GRACE)
 
     def _report_ban(self, ban: Ban, names: list[str]) -> None:
-        bantime = "forever" if ban.expires == FOREVER else f"{int(round(ban.bantime))}s"
-        note = ban.info.get("note", "")
-        self.report(R.Event.BAN,
-                    f"jail {ban.jail}: banned {ban.ip} for {bantime} (offence {ban.count}, {ban.failures} "
-                    f"failure(s)) by {', '.join(names) or 'no action'}"
-                    + (f" (record from {ban.info['src']})" if ban.info.get("src") else "")
-                    + (f"; {note}" if note else ""),
-                    PS_JAIL=ban.jail, **src_fields(ban.ip, ban.info), PS_ACTION=",".join(names),
-                    PS_DETAIL=note,
-                    PS_BANTIME=str(-1 if ban.expires == FOREVER else int(round(ban.bantime))),
-                    PS_PORT=ban.info.get("port", ""), PS_PROTO=ban.info.get("proto", ""),
-                    PS_SCAN=ban.info.get("scan", ""), PS_HITS=str(ban.failures))
+        message, fields = bulkban.ban_record(ban, names)
+        self.report(R.Event.BAN, message, **fields)
 
     def lift(self, ban: Ban, *, now: float, attempt: int = 0) -> tuple[list[str], list[str]]:
         """Run actionunban of every action of the jail (reverse order), each failure reported and none retried

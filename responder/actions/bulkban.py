@@ -1,0 +1,94 @@
+"""The bulk path's two pure helpers for :meth:`Executor.ban_many`: a ban's record (its message and fields, made
+the same way for one ban and for 100,000), and the set elements of many bans for a *plain* set action (the
+nftables action: its ``batchset`` names the set by the family and whether the ban is a network, never by the
+address), added without a ``BanVars`` or a plan per ban.
+
+The set's name is learnt once per kind of ban (IPv4 or IPv6, address or network) from the action's own plan of
+the first such ban (its variables validated as any ban's); every element then goes through
+:meth:`NftBatch.add`, which parses the address or network, so no text reaches the nft script unchecked. A ban
+the fast path cannot place (a kind whose plan is not a set element, a bantime that is not a number) is handed
+back for the per-ban path, which reports what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from portsentinel.responder.actions.action import KERNEL_GRACE, Action, SetElement
+from portsentinel.responder.actions.variables import BanVars
+from portsentinel.responder.adapters.nftbatch import NftBatch
+from portsentinel.responder.core.bans import FOREVER, Ban, src_fields
+
+#: A remaining time beyond this (seconds) is absurd: the per-ban path refuses it with its reason.
+MAX_SECONDS = 10**10
+
+
+def plain(action: Action) -> bool:
+    """The action's ban is a set element whose set does not depend on the address itself."""
+    return action.batchset is not None and "ip" not in action.set_vars
+
+
+def add_elements(action: Action, bans: list[Ban], now: float, nb: NftBatch,
+                 queued: list[tuple[Ban, Action]]) -> list[Ban]:
+    """The elements of ``bans`` for the plain set action ``action`` added to ``nb`` (its table's batch), each
+    (ban, action) appended to ``queued``; returns the bans left to the per-ban path. Bans of a family the action
+    does not handle are neither (as the per-ban path skips them)."""
+    sets: dict[tuple[bool, bool], str | None] = {}  # (IPv6, network) -> set name; None: skip; "": per-ban path
+    slow: list[Ban] = []
+    for ban in bans:
+        ip = ban.ip
+        kind = (":" in ip, "/" in ip)
+        name = sets.get(kind)
+        if name is None and kind not in sets:
+            name = sets[kind] = _set_of(action, ban, now)
+        if not name:
+            if name == "":
+                slow.append(ban)
+            continue
+        exp = ban.expires
+        if exp == FOREVER:
+            nb.add(name, ip, None)
+        else:
+            left = exp - now
+            if not left < MAX_SECONDS:  # NaN, infinity, absurd
+                slow.append(ban)
+                continue
+            nb.add(name, ip, max(1, int(round(left if left > 0 else 0.0))) + KERNEL_GRACE)
+        queued.append((ban, action))
+    return slow
+
+
+def _set_of(action: Action, ban: Ban, now: float) -> str | None:
+    """The set the action puts bans of ``ban``'s kind in: its name, None when the action does not handle the
+    family, "" when the per-ban path must decide (the plan is not a set element, or the ban is not plannable)."""
+    try:
+        ban_vars = BanVars.of(ban, now, remaining=True)
+        if ban_vars.family not in action.families:
+            return None
+        plan = action.plan("actionban", ban_vars)
+    except ValueError:
+        return ""
+    return plan.set if isinstance(plan, SetElement) and plan.element == ban.ip else ""
+
+
+def ban_record(ban: Ban, names: list[str]) -> tuple[str, dict[str, str]]:
+    """The message and fields of the ban record of ``ban``, held by the actions ``names`` (no field whose value
+    is empty)."""
+    info = ban.info
+    bantime = -1 if ban.expires == FOREVER else int(round(ban.bantime))
+    note = info.get("note", "")
+    src = info.get("src")
+    action = ",".join(names)
+    message = (f"jail {ban.jail}: banned {ban.ip} for {'forever' if bantime == -1 else f'{bantime}s'} (offence "
+               f"{ban.count}, {ban.failures} failure(s)) by {', '.join(names) or 'no action'}"
+               + (f" (record from {src})" if src else "") + (f"; {note}" if note else ""))
+    fields = {"PS_JAIL": ban.jail, **src_fields(ban.ip, info)}
+    if action:
+        fields["PS_ACTION"] = action
+    if note:
+        fields["PS_DETAIL"] = note
+    fields["PS_BANTIME"] = str(bantime)
+    for key, name in (("port", "PS_PORT"), ("proto", "PS_PROTO"), ("scan", "PS_SCAN")):
+        value = info.get(key)
+        if value:
+            fields[name] = value
+    fields["PS_HITS"] = str(ban.failures)
+    return message, fields

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -108,14 +109,13 @@ def inproc(args: argparse.Namespace) -> int:
     from portsentinel.responder.adapters.runner import SubprocessRunner
     from portsentinel.responder.service import Options, Responder
 
-    import logging
-
     logging.getLogger("portsentinel").setLevel(logging.ERROR)  # no per-ban line on stderr (the records count)
     n, kind = args.bans, args.kind
     journal = journal_available() and bool(os.environ.get("PORTSENTINEL_PRIVATE_JOURNALD"))
     print(machine())
-    print(time.strftime("%Y-%m-%d %H:%M:%S %Z"), f"| in-process, {n} lines ({kind}), actions "
-          f"{'nftables (private netns)' if args.nft else 'none'}, decisions to {'journald' if journal else 'JSON lines'}")
+    actions = "nftables (private netns)" if args.nft else "none"
+    print(time.strftime("%Y-%m-%d %H:%M:%S %Z"), f"| in-process, {n} lines ({kind}), actions {actions}, "
+          f"decisions to {'journald' if journal else 'JSON lines'}")
     with tempfile.TemporaryDirectory(prefix="ps-fleetjail-") as tmp:
         base = Path(tmp)
         for name in ("alerts.jsonl", "remote.jsonl"):
@@ -141,8 +141,8 @@ def inproc(args: argparse.Namespace) -> int:
             json.loads(line)
         t_json = time.perf_counter() - t0
         path, source = (base / "alerts.jsonl", "alerts") if kind == "scan" else (base / "remote.jsonl", "remote")
-        with path.open("a") as f:
-            f.write(text)
+        chunk = args.chunk or n
+        parts = ["".join(json.dumps(x) + "\n" for x in lines[i:i + chunk]) for i in range(0, n, chunk)]
         name = next(s for s in r.sources if s.endswith(f"/{source}.jsonl"))
         prof = cProfile.Profile() if args.profile else None
         c0 = time.process_time()
@@ -150,12 +150,15 @@ def inproc(args: argparse.Namespace) -> int:
         if prof is not None:
             prof.enable()
         total = 0
-        while total < n:
-            got = r.pump(name)
-            if not got:
-                break
-            total += got
-        r.reporter.turn_done()
+        for part in parts:  # as the fleet daemon writes a catch-up: a batch of lines, then a wake-up
+            with path.open("a") as f:
+                f.write(part)
+            while True:
+                got = r.pump(name)
+                total += got
+                if not got:
+                    break
+            r.reporter.turn_done()
         if prof is not None:
             prof.disable()
         t_resp = time.perf_counter() - t0
@@ -203,6 +206,9 @@ def main() -> int:
     p.add_argument("--kind", choices=("v4", "v6", "scan"), default="v4", help="--inproc: which lines")
     p.add_argument("--nft", action="store_true", help="--inproc: real nftables actions in a private netns")
     p.add_argument("--profile", metavar="FILE", help="--inproc: cProfile of the responder part")
+    p.add_argument("--chunk", type=int, default=0,
+                   help="--inproc: write the lines this many at a time, each read and applied before the next "
+                        "(the fleet daemon's catch-up writes 2,000 at a time); 0: all at once")
     args = p.parse_args()
     if args.inproc:
         return inproc(args)

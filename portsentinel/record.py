@@ -279,6 +279,12 @@ _CHECKS: dict[str, Callable[[str, str], str]] = {
 }
 
 
+#: Field names already found valid (no underscore) → their check (None: free text). A record's dozen names are
+#: then one dict look-up each, not a grammar check; bounded, so a writer inventing names cannot grow it.
+_KNOWN: dict[str, Callable[[str, str], str] | None] = {}
+_KNOWN_MAX = 4096
+
+
 def validate(fields: Mapping[str, object], *, allow_trusted: bool = False) -> Record:
     """Check ``fields`` against the schema and return a Record of strings.
 
@@ -289,16 +295,9 @@ def validate(fields: Mapping[str, object], *, allow_trusted: bool = False) -> Re
     if len(fields) > _MAX_FIELDS:
         raise RecordError("*", f"too many fields ({len(fields)} > {_MAX_FIELDS})")
     out: dict[str, str] = {}
+    known = _KNOWN
     for name, raw in fields.items():
-        if type(name) is not str:
-            raise RecordError(repr(name), "field name is not a string")
-        if name[:1] == "_":
-            if not allow_trusted:
-                raise RecordError(name, "trusted journald fields cannot be set by a writer")
-            if not _field_name_ok(name.lstrip("_")):
-                raise RecordError(name, "not a valid journald field name")
-        elif not _field_name_ok(name):
-            raise RecordError(name, "not a valid journald field name")
+        check = known[name] if type(name) is str and name in known else _name_check(name, allow_trusted)
         if type(raw) is str:
             value = raw
         elif isinstance(raw, int) and not isinstance(raw, bool):
@@ -307,11 +306,29 @@ def validate(fields: Mapping[str, object], *, allow_trusted: bool = False) -> Re
             raise RecordError(name, f"value must be a string or integer, not {type(raw).__name__}")
         if len(value) > _MAX_VALUE:
             raise RecordError(name, f"value longer than {_MAX_VALUE} characters")
-        check = _CHECKS.get(name)
         out[name] = value if check is None else check(name, value)
     if F_MESSAGE not in out:
         raise RecordError(F_MESSAGE, "missing")
     return Record(out)
+
+
+def _name_check(name: object, allow_trusted: bool) -> Callable[[str, str], str] | None:
+    """The check of a field name not known yet (RecordError when the name is not allowed); a valid name without
+    an underscore is remembered in :data:`_KNOWN`."""
+    if type(name) is not str:
+        raise RecordError(repr(name), "field name is not a string")
+    if name[:1] == "_":
+        if not allow_trusted:
+            raise RecordError(name, "trusted journald fields cannot be set by a writer")
+        if not _field_name_ok(name.lstrip("_")):
+            raise RecordError(name, "not a valid journald field name")
+        return _CHECKS.get(name)
+    if not _field_name_ok(name):
+        raise RecordError(name, "not a valid journald field name")
+    check = _CHECKS.get(name)
+    if len(_KNOWN) < _KNOWN_MAX:
+        _KNOWN[name] = check
+    return check
 
 
 def to_json_line(record: Record) -> str:

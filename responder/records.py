@@ -23,11 +23,13 @@ from typing import Any
 
 from portsentinel import record as R
 from portsentinel.common.wake import send_wake
+from portsentinel.responder.actions.bulkban import ban_record
 from portsentinel.responder.adapters.decisions import DecisionLog
 from portsentinel.responder.adapters.rearm import RearmSender
 from portsentinel.responder.core.bans import Ban, src_fields
 from portsentinel.responder.core.engine import Decision
 from portsentinel.responder.core.forgery import ForgeryTally, Report, describe, writer_of
+from portsentinel.responder.core.share import record_fields
 from portsentinel.responder.metrics import ResponderMetrics
 
 log = logging.getLogger("portsentinel.responder")
@@ -83,6 +85,16 @@ class Reporter:
                R.F_TIME: f"{time.time():.6f}", **{k: v for k, v in fields.items() if v != ""}}
         self.metrics.on_record(rec)
         self._emit(event, prio, rec)
+
+    def report_applied(self, applied: list[tuple[Ban, list[str]]]) -> None:
+        """The ban records of bans applied together (Executor.ban_many), with a shared or remote ban's fleet
+        fields (responder.core.share)."""
+        recs = []
+        for ban, names in applied:
+            message, fields = ban_record(ban, names)
+            extra = record_fields(ban)
+            recs.append((message, {**extra, **fields} if extra else fields))
+        self.report_bans(recs)
 
     def report_bans(self, bans: list[tuple[str, dict[str, str]]]) -> None:
         """Ban records of many bans applied together (the bulk path), as :meth:`report` would write each:

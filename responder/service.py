@@ -8,6 +8,7 @@ every action has lifted it (responder.core.keeper). One entry or ban that raises
 
 from __future__ import annotations
 
+import gc
 import logging
 import selectors
 import signal
@@ -24,7 +25,6 @@ from portsentinel.common.sdnotify import watchdog_interval
 from portsentinel.common.systemd import journal_available
 from portsentinel.responder import commands
 from portsentinel.responder.actions.action import Action
-from portsentinel.responder.actions.bulkban import ban_record
 from portsentinel.responder.actions.executor import Executor
 from portsentinel.responder.adapters import facts
 from portsentinel.responder.adapters.control import ControlServer
@@ -53,6 +53,8 @@ log = logging.getLogger("portsentinel.responder")
 #: Entries read from a source and decided together: their bans are one sqlite transaction and one nft batch per
 #: table (the bulk path: a fleet catch-up or a flood of records is applied in a few transactions).
 READ_BATCH = 16_384
+#: A batch of at least this many entries is decided with the garbage collector paused.
+GC_PAUSE_MIN = 256
 
 
 @dataclass
@@ -90,11 +92,11 @@ class Responder:
         self.use_journal = journal_readable() if opts.backend == "auto" else opts.backend == "systemd"
         self.decisions = DecisionLog(opts.decisions_jsonl, use_journal=self._journal_socket())
         self.executor = Executor(opts.config_dir / "actions.d", self.report)
-        self.executor.report_bans = self.report_bans  # the bulk path's ban records, all at once
         #: Bans that end are told to the detector, so a returning scanner is a new scan (docs/responder.md).
         self.rearm = RearmSender(opts.rearm)
         self.metrics = ResponderMetrics()  # fed by report(); exported when the options ask (start())
         self.reporter = Reporter(self.decisions, self.rearm, self.metrics, fleet_wake=opts.fleet_wake)
+        self.executor.report_bans = self.reporter.report_applied  # the bulk path's ban records, all at once
         self.forgeries = self.reporter.forgeries
         from portsentinel.responder.adapters.trapkernel import KernelTraps  # kernel trap (docs/kernel-trap.md)
 
@@ -122,15 +124,6 @@ class Responder:
             if ban is not None:  # a shared ban, or a remote one (responder.core.share)
                 fields = {**record_fields(ban), **fields}
         self.reporter.report(event, message, **fields)
-
-    def report_bans(self, applied: list[tuple[Ban, list[str]]]) -> None:
-        """The ban records of bans applied together, with a shared or remote ban's fleet fields."""
-        recs = []
-        for ban, names in applied:
-            message, fields = ban_record(ban, names)
-            extra = record_fields(ban)
-            recs.append((message, {**extra, **fields} if extra else fields))
-        self.reporter.report_bans(recs)
 
     def _decision(self, d: Decision) -> None:
         self.reporter.decision(d)
@@ -282,7 +275,18 @@ class Responder:
         return total
 
     def _apply(self, source: str, entries: list[Any]) -> None:
-        now = time.time()
+        self.engine.prefetch(source, entries)  # offence counts of the batch at once
+        paused = len(entries) >= GC_PAUSE_MIN and gc.isenabled()
+        if paused:  # thousands of lasting objects (bans, records), no garbage cycle: no collection pass midway
+            gc.disable()
+        try:
+            self._decide(source, entries, time.time())
+        finally:
+            self.engine.end_batch()
+            if paused:
+                gc.enable()
+
+    def _decide(self, source: str, entries: list[Any], now: float) -> None:
         bans: list[Ban] = []
         previous = ""  # cursor of the entry before the current one
         for e in entries:

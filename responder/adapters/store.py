@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS unbans (
 """
 
 _BAN_COLS = "jail, ip, banned_at, expires, count, failures, info"
+#: A ban's info as stored (json.dumps(info, sort_keys=True) would make an encoder per call: 100,000 at once).
+_info_text = json.JSONEncoder(sort_keys=True).encode
+#: Offence counts looked up per statement (sqlite's default limit of host parameters is far above).
+_LOOKUP = 500
 
 
 def _ban(row: tuple[str, str, float, float, int, int, str], infos: dict[str, dict[str, str]] | None = None) -> Ban:
@@ -87,6 +91,18 @@ class Store:
         row = self.db.execute("SELECT count FROM offences WHERE jail=? AND ip=?", (jail, ip)).fetchone()
         return int(row[0]) if row else 0
 
+    def offences_many(self, jail: str, ips: Iterable[str]) -> dict[str, int]:
+        """The offence counts of many addresses or networks of ``jail`` at once (a batch of entries): ip -> count,
+        for those with a row."""
+        todo = sorted(set(ips))
+        out: dict[str, int] = {}
+        for i in range(0, len(todo), _LOOKUP):
+            part = todo[i:i + _LOOKUP]
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(f"SELECT ip, count FROM offences WHERE jail=? AND ip IN ({marks})", (jail, *part))
+            out.update((str(ip), int(count)) for ip, count in rows)
+        return out
+
     def cursor(self, source: str) -> str | None:
         row = self.db.execute("SELECT cursor FROM cursors WHERE source=?", (source,)).fetchone()
         return str(row[0]) if row else None
@@ -103,7 +119,7 @@ class Store:
                 self.db.execute("DELETE FROM bans WHERE jail=? AND ip=?", (b.jail, b.ip))
                 self.db.execute("INSERT OR REPLACE INTO unbans VALUES (?,?,?,?,?,?,?,?,?)",
                                 (b.jail, b.ip, b.banned_at, b.expires, b.count, b.failures,
-                                 json.dumps(b.info, sort_keys=True), reason, now))
+                                 _info_text(b.info), reason, now))
             for jail, ip in unbanned:
                 self.db.execute("DELETE FROM unbans WHERE jail=? AND ip=?", (jail, ip))
             added = list(added)  # many at once (the bulk path): one statement each, run over all of them
@@ -111,7 +127,7 @@ class Store:
                 self.db.executemany("DELETE FROM unbans WHERE jail=? AND ip=?", [(b.jail, b.ip) for b in added])
                 self.db.executemany("INSERT OR REPLACE INTO bans VALUES (?,?,?,?,?,?,?)",
                                     [(b.jail, b.ip, b.banned_at, b.expires, b.count, b.failures,
-                                      json.dumps(b.info, sort_keys=True)) for b in added])
+                                      _info_text(b.info)) for b in added])
                 self.db.executemany("INSERT INTO offences VALUES (?,?,?,?) ON CONFLICT(jail, ip) DO UPDATE SET "
                                     "count=excluded.count, last=excluded.last",
                                     [(b.jail, b.ip, b.count, b.banned_at) for b in added])

@@ -11,12 +11,31 @@ from portsentinel.record import canonical_address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-_LOOPBACK4 = ipaddress.ip_network("127.0.0.0/8")
-_LOOPBACK6 = ipaddress.ip_network("::1/128")
+#: (first, last, what, kind) of one protected address or network, as integers of its family.
+Span = tuple[int, int, str, str]
+_LOOPBACK = "loopback, unspecified or multicast address"
+#: Loopback networks, for safe_target (a network ban must not hold them).
+_LOOPBACK_SPANS: dict[int, Span] = {4: (127 << 24, (128 << 24) - 1, "127.0.0.0/8", "loopback"),
+                                    6: (1, 1, "::1", "loopback")}
+
+
+def _v4_int(text: str) -> int:
+    """A canonical dotted quad (canonical_address's text) as an integer."""
+    a, b, c, d = text.split(".")
+    return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+
+
+def _span(net: IPNetwork, kind: str) -> Span:
+    what = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+    return int(net.network_address), int(net.broadcast_address), what, kind
 
 
 class NeverBan:
-    """The host's own addresses, its default gateways, its resolvers, and the jail's ignoreip."""
+    """The host's own addresses, its default gateways, its resolvers, and the jail's ignoreip.
+
+    Built once per configuration and per change of the host's facts: addresses are looked up by their text, and
+    networks (ignoreip; the protected addresses a network ban must not hold) are compared as integer ranges made
+    once per ignoreip tuple, so a ban parses at most its own address (an IPv6 one) and never a protected one."""
 
     def __init__(self, *, own: Iterable[str] = (), gateways: Iterable[str] = (), resolvers: Iterable[str] = ()) -> None:
         self.reasons: dict[str, str] = {}
@@ -26,55 +45,85 @@ class NeverBan:
                     self.reasons.setdefault(canonical_address(a.split("%")[0]), kind)
                 except ValueError:
                     continue
-        #: The same addresses as networks, parsed once (safe_target checks each network ban against them).
-        self._own: list[tuple[IPNetwork, str]] = [(ipaddress.ip_network(a), k) for a, k in self.reasons.items()]
+        #: The same addresses as integer ranges by IP version, parsed once (safe_target checks network bans).
+        self._own: dict[int, list[Span]] = {4: [], 6: []}
+        for a, k in self.reasons.items():
+            net = ipaddress.ip_network(a)
+            self._own[net.version].append(_span(net, k))
+        #: id(ignoreip tuple) -> (that tuple, its spans by IP version): a jail's ignoreip is one tuple per config.
+        self._ignore: dict[int, tuple[tuple[IPNetwork, ...], dict[int, list[Span]]]] = {}
+
+    def _ignored(self, ignoreip: Iterable[IPNetwork]) -> dict[int, list[Span]]:
+        """The spans of ``ignoreip`` by IP version (made once per tuple; a list or other iterable each time)."""
+        if isinstance(ignoreip, tuple):
+            known = self._ignore.get(id(ignoreip))
+            if known is not None and known[0] is ignoreip:
+                return known[1]
+        spans: dict[int, list[Span]] = {4: [], 6: []}
+        for net in ignoreip:
+            spans[net.version].append(_span(net, f"ignoreip {net}"))
+        if isinstance(ignoreip, tuple):
+            if len(self._ignore) >= 256:  # configurations come and go: never more than a few alive
+                self._ignore.clear()
+            self._ignore[id(ignoreip)] = (ignoreip, spans)
+        return spans
 
     def why(self, ip: str, ignoreip: Iterable[IPNetwork] = (), ignoreself: bool = True) -> str | None:
         """The reason ``ip`` must not be banned, or None."""
         text = canonical_address(ip)  # v4-mapped → v4; a zone id is refused
-        nets = ignoreip if isinstance(ignoreip, tuple | list) else list(ignoreip)
-        if ":" not in text:  # IPv4 from its text (the bulk path: no address object per ban unless ignoreip)
+        if ":" not in text:  # IPv4 from its text: no address object
             first = int(text[:text.index(".")])
             if first == 127 or 224 <= first <= 239 or text == "0.0.0.0":
-                return "loopback, unspecified or multicast address"
-            if ignoreself:
-                reason = self.reasons.get(text)
-                if reason:
-                    return reason
-            if not nets:
-                return None
-        addr = ipaddress.ip_address(text)
-        if addr.is_loopback or addr.is_unspecified or addr.is_multicast:
-            return "loopback, unspecified or multicast address"
+                return _LOOPBACK
+            version = 4
+        else:
+            value = int(ipaddress.IPv6Address(text))
+            if value <= 1 or value >> 120 == 0xFF:  # ::, ::1, ff00::/8
+                return _LOOPBACK
+            version = 6
         if ignoreself:
             reason = self.reasons.get(text)
             if reason:
                 return reason
-        for net in nets:
-            if addr.version == net.version and addr in net:
-                return f"ignoreip {net}"
+        if not ignoreip:
+            return None
+        spans = self._ignored(ignoreip)[version]
+        if spans:
+            value = _v4_int(text) if version == 4 else value
+            for lo, hi, _what, kind in spans:
+                if lo <= value <= hi:
+                    return kind
         return None
-
 
     def safe_target(self, ip: str, net: str, ignoreip: Iterable[IPNetwork] = (),
                     ignoreself: bool = True) -> tuple[str, str]:
         """``net`` (a network that holds ``ip``, itself never banned), or ``ip`` alone when ``net`` holds a
         protected address: one of this host's own addresses, gateways or resolvers (with ``ignoreself``), a part
-        of ``ignoreip``, loopback. Returns (the network or address to ban, "" or why it fell back).
+        of ``ignoreip``, loopback. Returns (the network or address to ban, "" or why it fell back). ValueError
+        for a network that is not one (host bits set, a bad prefix).
 
         The fallback is the address, not the widest network that would miss the protected one: a network near
         a protected address is usually the host's own LAN, whose other hosts did nothing (the kernel trap holds
         such a source by its address too)."""
+        addr = canonical_address(ip)
         if "/" not in net:
             return net, ""
-        addr = ipaddress.ip_address(ip)
-        wide = ipaddress.ip_network(net)
-        protected = (self._own if ignoreself else []) + [(n, f"ignoreip {n}") for n in ignoreip]
-        protected.append((_LOOPBACK6 if addr.version == 6 else _LOOPBACK4, "loopback"))
-        for pnet, kind in protected:
-            if pnet.version == addr.version and wide.overlaps(pnet):
-                what = pnet.network_address if pnet.prefixlen == pnet.max_prefixlen else pnet
-                return str(addr), f"{net} holds protected {what} ({kind}): banned {addr} alone"
+        base, _, plen_text = net.partition("/")
+        first = ipaddress.ip_address(base)
+        bits = first.max_prefixlen
+        if not (plen_text.isascii() and plen_text.isdigit()) or int(plen_text) > bits:
+            raise ValueError(f"not a network: {net[:60]!r}")
+        lo = int(first)
+        host = (1 << (bits - int(plen_text))) - 1
+        if lo & host:
+            raise ValueError(f"{net[:60]!r} has host bits set")
+        hi = lo | host
+        version = first.version
+        protected = [*(self._own[version] if ignoreself else ()), *self._ignored(ignoreip)[version],
+                     _LOOPBACK_SPANS[version]]
+        for plo, phi, what, kind in protected:
+            if plo <= hi and lo <= phi:
+                return addr, f"{net} holds protected {what} ({kind}): banned {addr} alone"
         return net, ""
 
 

@@ -1,0 +1,92 @@
+"""The bulk path of Executor.ban_many (responder.actions.bulkban): a plain set action's elements added without a
+plan per ban are the very elements the per-ban plans make, a ban it cannot place goes the per-ban way (which
+reports it), and a ban record is the one the per-ban path writes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from portsentinel import record as R
+from portsentinel.responder.actions.bulkban import ban_record
+from portsentinel.responder.actions.executor import Executor
+from portsentinel.responder.actions.variables import BanVars
+from portsentinel.responder.adapters.nftbatch import NftBatch
+from portsentinel.responder.adapters.runner import Result
+from portsentinel.responder.config.jailconf import ActionRef, JailConfig
+from portsentinel.responder.core.bans import FOREVER, Ban, src_fields
+from tests.conftest import ROOT
+
+NOW = 1_000_000.0
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None) -> Result:
+        if input is not None:
+            self.scripts.append(input)
+        return Result(tuple(argv), 0)
+
+
+def _executor(runner: Recorder) -> tuple[Executor, list[tuple[Any, str, dict[str, str]]]]:
+    reports: list[tuple[Any, str, dict[str, str]]] = []
+    ex = Executor(ROOT / "actions.d", lambda ev, msg, **f: reports.append((ev, msg, f)), runner)
+    ex.configure(JailConfig(name="fleet", where="x", enabled=True, filter="portsentinel-fleet",
+                            actions=[ActionRef("nftables", {"name": "fleet"}, "x")]))
+    ex.start("fleet", now=NOW)
+    runner.scripts.clear()
+    return ex, reports
+
+
+BANS = [Ban("fleet", "198.51.100.7", NOW - 10, NOW + 3000.4), Ban("fleet", "198.51.100.8", NOW, FOREVER),
+        Ban("fleet", "2001:db8::7", NOW, NOW + 59.6), Ban("fleet", "2001:db8:1:2::/64", NOW, NOW + 600),
+        Ban("fleet", "192.0.2.0/24", NOW, NOW + 86400), Ban("fleet", "198.51.100.9", NOW - 100, NOW - 5),
+        Ban("fleet", "203.0.113.1", NOW, NOW + 0.2, info={"src": "203.0.113.1", "note": "n"})]
+
+
+def test_the_elements_are_those_of_the_per_ban_plans() -> None:
+    runner = Recorder()
+    ex, _ = _executor(runner)
+    applied = ex.ban_many(list(BANS), now=NOW)
+    assert [names for _, names in applied] == [["nftables"]] * len(BANS)
+    (action,) = ex.actions["fleet"]
+    expected = NftBatch(runner, table="portsentinel")
+    for ban in BANS:
+        plan = action.plan("actionban", BanVars.of(ban, NOW, remaining=True))
+        expected.add(plan.set, plan.element, plan.timeout)  # type: ignore[union-attr]
+    assert runner.scripts == [expected.script()]
+
+
+def test_a_ban_the_fast_path_cannot_place_is_reported_by_the_per_ban_path() -> None:
+    runner = Recorder()
+    ex, reports = _executor(runner)
+    bad = Ban("fleet", "198.51.100.10", NOW, math.inf)
+    applied = ex.ban_many([BANS[0], bad], now=NOW)
+    assert [b.ip for b, _ in applied] == ["198.51.100.7"]
+    failed = [f for ev, _, f in reports if ev is R.Event.FAILED]
+    assert [f["PS_SRC"] for f in failed] == ["198.51.100.10"] and "bantime" in failed[0]["PS_STDERR"]
+    assert "198.51.100.10" not in "".join(runner.scripts)
+
+
+def _per_ban_record(ban: Ban, names: list[str]) -> tuple[str, dict[str, str]]:
+    """The ban record as the per-ban path wrote it before the bulk path (its empty fields left out)."""
+    bantime = "forever" if ban.expires == FOREVER else f"{int(round(ban.bantime))}s"
+    note = ban.info.get("note", "")
+    message = (f"jail {ban.jail}: banned {ban.ip} for {bantime} (offence {ban.count}, {ban.failures} "
+               f"failure(s)) by {', '.join(names) or 'no action'}"
+               + (f" (record from {ban.info['src']})" if ban.info.get("src") else "") + (f"; {note}" if note else ""))
+    fields = dict(PS_JAIL=ban.jail, **src_fields(ban.ip, ban.info), PS_ACTION=",".join(names), PS_DETAIL=note,
+                  PS_BANTIME=str(-1 if ban.expires == FOREVER else int(round(ban.bantime))),
+                  PS_PORT=ban.info.get("port", ""), PS_PROTO=ban.info.get("proto", ""),
+                  PS_SCAN=ban.info.get("scan", ""), PS_HITS=str(ban.failures))
+    return message, {k: v for k, v in fields.items() if v != ""}
+
+
+def test_a_ban_record_is_the_per_ban_paths() -> None:
+    extra = [Ban("scan", "203.0.113.5", NOW, NOW + 60, 3, 7, {"port": "22", "proto": "tcp", "scan": "syn"})]
+    for ban in BANS + extra:
+        for names in ([], ["nftables"], ["nftables", "mail"]):
+            assert ban_record(ban, names) == _per_ban_record(ban, names)

@@ -358,9 +358,9 @@ class Responder:
                 if kind == "source":
                     self.pump(name)
                 elif kind == "wake":
-                    self.wake.drain()
+                    self.wake.drain()  # only the detector's (empty) wake-up waits for journald to show its record
                     for sname in list(self.sources):
-                        self.pump(sname, settle=0.02 if sname == "journal" else 0.0)
+                        self.pump(sname, settle=0.02 if sname == "journal" and self.wake.plain else 0.0)
                 elif kind == "trap":
                     trap_turn.events(self, int(name))
                 elif kind == "control":

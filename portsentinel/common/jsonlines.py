@@ -80,6 +80,19 @@ class JsonLinesWriter:
             os.fdatasync(self._fd)
             self._dirty = False
 
+    def sync_handle(self) -> int:
+        """For a caller that makes the lines durable elsewhere (a worker thread): a duplicate of the descriptor
+        when something was written since the last sync (the caller fdatasyncs and closes it), else -1. What was
+        written before this call is durable once that fdatasync returns, whatever is written or rotated after."""
+        if not self._dirty or self._fd < 0:
+            return -1
+        self._dirty = False
+        return os.dup(self._fd)
+
+    def sync_failed(self) -> None:
+        """The fdatasync of a :meth:`sync_handle` failed: what was written is to be synced again."""
+        self._dirty = True
+
     def reopen(self) -> None:
         old = self._fd
         if old >= 0 and self._dirty:

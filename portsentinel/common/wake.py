@@ -31,11 +31,12 @@ class Waker:
         self.path = path
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
 
-    def send(self) -> None:
+    def send(self, payload: bytes = b"") -> None:
+        """One datagram (empty unless ``payload``: a receiver may tell its senders apart by it)."""
         if not self.path:
             return
         try:
-            self._sock.sendto(b"", self.path)
+            self._sock.sendto(payload, self.path)
         except OSError:
             pass
 
@@ -71,13 +72,19 @@ class WakeSocket(OwnedSocket):
     def __init__(self, path: str, *, mode: int = 0o660, gid: int | None = None) -> None:
         super().__init__(path, "wake socket", mode=mode, dir_mode=0o755, gid=gid)
 
+    #: The last :meth:`drain` consumed an empty datagram (the detector's: "a record is on its way through
+    #: journald"); the fleet daemon's carries a word (it wrote a file the reader follows by inotify anyway).
+    plain = False
+
     def drain(self) -> int:
         """Consume the queued wake-ups (at most :data:`DRAIN_MAX`); returns how many there were."""
         n = 0
+        self.plain = False
         while n < DRAIN_MAX:
             try:
-                self.sock.recv(64)
+                data = self.sock.recv(64)
             except (BlockingIOError, InterruptedError):
                 break
+            self.plain = self.plain or not data
             n += 1
         return n

@@ -2,7 +2,8 @@
 
     decisions (journal / file) --publish.from_decision--> store.spool --Link.put/delete--> bucket
     bucket --Link.watch--> (buffered) applier.entry --lines.to_json_line--> output (JSON lines + responder wake)
-                                                     \\-> store.commit_watch (sequence and remote bans, one transaction)
+                                  then, in a worker thread, fdatasync --durable--> store.commit_watch (sequence and
+                                  remote bans, one transaction)
 
 Every operation this host owes the bucket goes through the sqlite spool and leaves it only when the cluster
 acknowledged it, so an unreachable cluster, a stream-leader election or a restart loses nothing. The watch resumes
@@ -27,6 +28,7 @@ from . import status as S
 from .applier import Applier
 from .audit import Audit
 from .config import FleetConfig
+from .durable import DurableCommits
 from .inputs import open_input
 from .keys import encode_addr
 from .lines import to_json_line
@@ -56,6 +58,7 @@ class FleetService:
         self.applier = Applier(cfg)
         self.applier.load(self.store.remote_bans(), time.time())
         self.output = RemoteOutput(cfg.output, cfg.output_size, cfg.responder_wake)
+        self.durable = DurableCommits(self.output, self.store)
         self.audit = Audit()
         self.sink: JournalWriter | None = JournalWriter() if journal_available() else None
         self.link = Link(cfg, self._link_event)
@@ -228,10 +231,12 @@ class FleetService:
         return lines
 
     def flush_applied(self) -> None:
+        """The buffered entries applied; their lines written and the responder woken now, the position committed
+        once the lines are durable (:class:`.durable.DurableCommits`)."""
         lines = self._apply_entries() if self._entries else []
         if lines:
             self.output.write_lines(lines)
-        self.store.commit_watch(self.seq, self.applier.take_changes())
+        self.durable.add(self.seq, self.applier.take_changes())
 
     async def watcher(self) -> None:
         """Keep a watch running: connect, resume after the last sequence, restart a watch that went blind."""
@@ -245,6 +250,7 @@ class FleetService:
                 try:
                     last = await self.link.last_seq()
                     self.flush_applied()  # what the old stream delivered is applied and committed first
+                    await self.durable.wait()
                     if last < self.seq:
                         self.audit.event(R.Event.SUMMARY, f"fleet: the bucket's stream ends at {last}, before our "
                                          f"sequence {self.seq}: it was made anew; catching up from scratch",
@@ -331,6 +337,7 @@ class FleetService:
         if self.watch is not None:
             await self.watch.stop()
         self.flush_applied()
+        await self.durable.wait()
         await self.link.close()
         self.audit.event(R.Event.STOP, f"fleet: stopped after sequence {self.seq}; {self.store.spool_size()} "
                          "operation(s) left in the spool", time.time())

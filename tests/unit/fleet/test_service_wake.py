@@ -77,7 +77,7 @@ def test_a_wake_with_nothing_to_read_gives_up_after_the_last_delay(tmp_path: Pat
 
 def test_a_burst_of_live_entries_is_one_write_of_lines_for_the_responder(tmp_path: Path) -> None:
     """Live bans arriving together (each with nothing pending after it) are flushed once, when the burst is over:
-    one write, one fdatasync, one commit, one wake of the responder."""
+    one write, one wake of the responder, one fdatasync, one commit."""
     from portsentinel.fleet import codec as C
     from portsentinel.fleet.keys import make_key
     from portsentinel.fleet.link import Entry
@@ -100,7 +100,9 @@ def test_a_burst_of_live_entries_is_one_write_of_lines_for_the_responder(tmp_pat
             await svc.on_entry(Entry(make_key("b", "portsentinel", addr), "PUT", value, i, 0, now))
         assert writes == []  # nothing yet: the burst is still being handed over
         await asyncio.sleep(0)
-        assert writes == [50] and svc.store.last_seq() == 50
+        assert writes == [50]
+        await svc.durable.wait()  # the position is committed once the lines are durable
+        assert svc.store.last_seq() == 50
         assert len((tmp_path / "remote.jsonl").read_text().splitlines()) == 50
 
     asyncio.run(burst())
@@ -131,6 +133,7 @@ def test_an_entry_that_breaks_the_applier_is_skipped_not_a_stopped_watch(tmp_pat
             value = C.encode_ban(C.Ban(addr, "portsentinel", now + 600, "syn", 0, 1, now))
             await svc.on_entry(Entry(make_key("b", "portsentinel", addr), "PUT", value, i, 0, now))
         await asyncio.sleep(0)
+        await svc.durable.wait()
 
     asyncio.run(three())
     lines = (tmp_path / "remote.jsonl").read_text().splitlines()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from portsentinel import record as R
-from portsentinel.common.wake import send_wake
+from portsentinel.common.wake import records_payload, send_wake
 from portsentinel.responder.actions.bulkban import ban_record
 from portsentinel.responder.adapters.decisions import DecisionLog
 from portsentinel.responder.adapters.rearm import RearmSender
@@ -55,9 +55,10 @@ class Reporter:
     def __init__(self, decisions: DecisionLog, rearm: RearmSender, metrics: ResponderMetrics, *,
                  fleet_wake: str = "") -> None:
         self.decisions = decisions
-        #: The fleet daemon's wake socket: nudged at the end of a turn that wrote a shared decision (PS_SHARE=1).
+        #: The fleet daemon's wake socket: nudged at the end of a turn that wrote a shared decision (PS_SHARE=1),
+        #: the datagram carrying those decisions (already in the journal) so it need not wait for journald.
         self.fleet_wake = fleet_wake
-        self.shared = False
+        self.shared: list[dict[str, str]] = []
         self.rearm = rearm
         self.metrics = metrics
         self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (core.forgery)
@@ -131,7 +132,7 @@ class Reporter:
     def _emit(self, event: R.Event, prio: int, rec: dict[str, str]) -> None:
         """A record made and counted: logged, then held (a ban record for journald) or written."""
         if rec.get(R.F_SHARE) == "1":
-            self.shared = True
+            self.shared.append(rec)
         journal = self.decisions.name == "journal"
         if event in (R.Event.BAN, R.Event.UNBAN, R.Event.IGNORED) and journal:
             level = logging.DEBUG  # the record itself is in the journal: no second copy on stderr
@@ -251,13 +252,13 @@ class Reporter:
 
     def turn_done(self) -> None:
         """End of a loop turn: held ban records written, decisions made durable (JSON lines: one fdatasync),
-        the fleet daemon woken when one of them is to be shared (it reads them now, not at journald's next
-        notification), re-arms sent."""
+        the fleet daemon woken when one of them is to be shared (the datagram carries them: it publishes them now,
+        not once journald shows them), re-arms sent."""
         self.write_bans()
         self.decisions.flush()
         if self.shared:
-            self.shared = False
-            send_wake(self.fleet_wake)
+            send_wake(self.fleet_wake, records_payload(self.shared))
+            self.shared = []
         self.rearm.flush()
         self.rearmed.clear()
 

@@ -13,7 +13,9 @@ The senders (:class:`Waker`, :func:`send_wake`) need nothing but the standard li
 from __future__ import annotations
 
 import atexit
+import json
 import socket
+from collections.abc import Mapping, Sequence
 
 from portsentinel.common.dgram import OwnedSocket
 
@@ -44,8 +46,8 @@ class Waker:
         self._sock.close()
 
 
-def send_wake(path: str) -> None:
-    """Send one empty datagram to the wake socket at ``path``. Never blocks, never raises.
+def send_wake(path: str, payload: bytes = b"") -> None:
+    """Send one datagram (empty unless ``payload``) to the wake socket at ``path``. Never blocks, never raises.
 
     Nothing happens when ``path`` is empty, when nobody listens there, when the socket's queue is full (the
     receiver is awake anyway) or on any other error. One process-wide non-blocking socket is reused.
@@ -57,9 +59,21 @@ def send_wake(path: str) -> None:
         if _sender is None:
             _sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
             atexit.register(_sender.close)
-        _sender.sendto(b"", path)
+        _sender.sendto(payload, path)
     except OSError:
         pass
+
+
+#: The largest wake-up payload: the responder's shared decisions of one turn as JSON lines (docs/fleet.md,
+#: "Publishing"); a turn with more sends an empty wake-up and the fleet daemon reads them from the journal.
+PAYLOAD_MAX = 16 * 1024
+
+
+def records_payload(records: Sequence[Mapping[str, str]]) -> bytes:
+    """Records as JSON lines for one wake-up datagram, or empty when they would not fit in :data:`PAYLOAD_MAX`
+    (the datagram then only wakes: the reader finds them where they were written)."""
+    data = "".join(json.dumps(dict(r), separators=(",", ":"), ensure_ascii=True) + "\n" for r in records)
+    return data.encode("ascii") if len(data) <= PAYLOAD_MAX else b""
 
 
 class WakeSocket(OwnedSocket):

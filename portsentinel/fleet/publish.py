@@ -5,6 +5,10 @@ responder's ``ban``/``unban`` records of a shared jail count; anything else is N
 ``PS_UNTIL`` when the record carries it, else ``PS_TIME + PS_BANTIME``; a ban for ever (``PS_BANTIME=-1``) is
 published for ``maxtime`` (a value's ``until`` is bounded), and no ban is published beyond it.
 
+The responder's wake-up datagram carries the shared decisions of its turn (already in its journal, or decisions
+file) as JSON lines (:func:`carried`): they are published at once, and :class:`Early` keeps the same decisions,
+read again from the journal later, from being published twice (or an older one after a newer).
+
 A fleet-wide unban (``portsentinel unban --fleet ADDR``) reaches the daemon the same way: the responder's
 ``unban`` record with ``PS_FLEET=1`` and ``PS_SHARE=1`` (no jail) becomes the marker ``<host>._unban.<addr>``,
 standing for ``maxtime`` (every ban made before it is void on every host that honours it).
@@ -12,7 +16,9 @@ standing for ``maxtime`` (every ban made before it is void on every host that ho
 
 from __future__ import annotations
 
+import json
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -82,3 +88,58 @@ def from_decision(fields: Mapping[str, str], host: str, now: float, maxtime: flo
     ban = C.Ban(addr, jail, until, scan if scan in _SCANS else "", _int(fields.get(R.F_VERIFIED, ""), 0, 0, 1),
                 _int(fields.get(R.F_OFFENCE, ""), 1, 1, C.MAX_OFFENCE), min(at, now))
     return Op(key, C.encode_ban(ban), addr, jail)
+
+
+#: Decisions read from one wake-up datagram at most (the responder sends one turn's, up to 16 KB).
+CARRIED_MAX = 256
+#: Keys remembered as published early (the oldest forgotten first; the journal shows a record within seconds).
+EARLY_MAX = 65_536
+
+
+def carried(payload: bytes) -> list[dict[str, str]]:
+    """The decisions a wake-up datagram carries: one JSON object per line, its text and integer fields as text
+    (what the journal would give); anything else in it is skipped. Each is then checked by
+    :func:`from_decision` like a decision read from the journal."""
+    out: list[dict[str, str]] = []
+    for line in payload.split(b"\n")[:CARRIED_MAX]:
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(obj, dict):
+            out.append({str(k): str(v) for k, v in obj.items() if isinstance(v, str | int) and not isinstance(v, bool)})
+    return out
+
+
+def decided_at(fields: Mapping[str, str]) -> float | None:
+    """The decision's own time (PS_TIME), which orders the decisions on one key."""
+    return _float(fields.get(R.F_TIME, ""))
+
+
+class Early:
+    """Keys published from a wake-up datagram, with the time of that decision. The same decision read from the
+    journal afterwards (or an older one on that key, read late) is :meth:`seen`: not published again; a newer one
+    is published and the key forgotten."""
+
+    def __init__(self, limit: int = EARLY_MAX) -> None:
+        self.limit = limit
+        self._at: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def note(self, key: str, at: float) -> None:
+        self._at[key] = max(at, self._at.pop(key, at))
+        while len(self._at) > self.limit:
+            self._at.popitem(last=False)
+
+    def seen(self, key: str, at: float | None) -> bool:
+        known = self._at.get(key)
+        if known is None or at is None:
+            return False
+        if at <= known:
+            return True
+        del self._at[key]
+        return False

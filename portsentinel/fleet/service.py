@@ -22,7 +22,6 @@ from typing import Any
 from portsentinel import record as R
 from portsentinel.common.sdnotify import Notifier
 from portsentinel.common.systemd import JournalWriter, journal_available
-from portsentinel.common.wake import WakeSocket
 
 from . import status as S
 from .applier import Applier
@@ -34,8 +33,9 @@ from .keys import encode_addr
 from .lines import to_json_line
 from .link import Entry, Link, LinkDown, Refused, Watch
 from .output import RemoteOutput
-from .publish import from_decision
+from .publish import Early, Op, carried, decided_at, from_decision
 from .store import Store
+from .wakein import DecisionWake
 
 log = logging.getLogger("portsentinel.fleet")
 
@@ -63,7 +63,8 @@ class FleetService:
         self.sink: JournalWriter | None = JournalWriter() if journal_available() else None
         self.link = Link(cfg, self._link_event)
         self.input = open_input(cfg.decisions, cfg.responder_uid, self.store.cursor())
-        self.wake = WakeSocket(cfg.wake)
+        self.wake = DecisionWake(cfg.wake, cfg.responder_uid)
+        self.early = Early()
         self.notifier = Notifier()
         self.seq = self.store.last_seq()
         self.watch: Watch | None = None
@@ -103,23 +104,51 @@ class FleetService:
             if not batch:
                 break
             seen += len(batch)
-            ops = [op for op in (from_decision(fields, self.cfg.host, now, self.cfg.maxtime) for fields, _ in batch)
-                   if op is not None]
-            total += len(ops)
-            dropped = self.store.spool((op.key, op.value) for op in ops)
+            ops = []
+            for fields, _ in batch:
+                op = from_decision(fields, self.cfg.host, now, self.cfg.maxtime)
+                at = decided_at(fields)
+                if op is not None and not self.early.seen(op.key, at):  # not published from a wake-up already
+                    if at is not None:
+                        self.early.note(op.key, at)  # (nor will its wake-up, should that come after)
+                    ops.append(op)
+            total += self._spool(ops)
             self.store.set_cursor(batch[-1][1])
-            if dropped:
-                self.audit.count("dropped (spool full)", dropped)
+        self._spooled(total)
+        return seen
+
+    def _spool(self, ops: list[Op]) -> int:
+        dropped = self.store.spool((op.key, op.value) for op in ops)
+        if dropped:
+            self.audit.count("dropped (spool full)", dropped)
+        return len(ops)
+
+    def _spooled(self, total: int) -> None:
         if total:
             if not self.link.connected:
                 self._spooled_offline += total
                 self.audit.count("spooled", total)
             self._kick.set()
-        return seen
+
+    def publish_carried(self, payloads: list[bytes]) -> int:
+        """The shared decisions a wake-up carried (the responder's, already in its journal): spooled for the
+        publisher now, remembered so the journal's copy is not published again. Returns how many."""
+        now = time.time()
+        ops = []
+        for fields in (f for payload in payloads for f in carried(payload)):
+            op, at = from_decision(fields, self.cfg.host, now, self.cfg.maxtime), decided_at(fields)
+            if op is not None and at is not None and not self.early.seen(op.key, at):
+                self.early.note(op.key, at)
+                ops.append(op)
+        total = self._spool(ops)
+        self._spooled(total)
+        return total
 
     def _on_wake(self) -> None:
-        self.wake.drain()
-        self._settle(0)
+        payloads = self.wake.drain()
+        if payloads:
+            self.publish_carried(payloads)
+        self._settle(0)  # the journal read all the same: its cursor moves on, anything not carried is published
 
     def _settle(self, step: int) -> None:
         """Read now; while nothing is there yet, look again after each of SETTLE's delays (then journald's own

@@ -63,3 +63,30 @@ def test_fleet_wide_unban_becomes_a_marker() -> None:
     assert json.loads(op.value) == {"v": 1, "addr": "203.0.113.7", "at": NOW, "until": NOW + MAX}
     assert from_decision({**record, R.F_EVENT: "ban"}, "a", NOW, MAX) is None  # a fleet-wide "ban": nothing
     assert from_decision(decision(**{R.F_JAIL: "_unban", R.F_EVENT: "unban"}), "a", NOW, MAX) is None
+
+
+def test_carried_decisions_are_json_lines_of_text_fields() -> None:
+    from portsentinel.common.wake import PAYLOAD_MAX, records_payload
+    from portsentinel.fleet.publish import CARRIED_MAX, carried
+
+    recs = [decision(), decision(**{R.F_SRC: "203.0.113.8", R.F_EVENT: "unban"})]
+    assert carried(records_payload(recs)) == recs
+    junk = b'not json\n[1, 2]\n{"PS_SRC": {"x": 1}, "PS_EVENT": "ban", "PS_OFFENCE": 3, "PS_X": true}\n\n'
+    assert carried(junk) == [{"PS_EVENT": "ban", "PS_OFFENCE": "3"}]  # an object's other fields are dropped
+    assert len(carried(b"{}\n" * (CARRIED_MAX + 10))) == CARRIED_MAX
+    big = [decision(**{R.F_MESSAGE: "x" * 1000}) for _ in range(PAYLOAD_MAX // 1000)]
+    assert records_payload(big) == b""  # too many for one datagram: an empty wake-up, the journal has them
+
+
+def test_early_publication_is_not_repeated_by_the_journals_copy() -> None:
+    from portsentinel.fleet.publish import Early
+
+    early = Early(limit=3)
+    early.note("a.j.1", 10.0)
+    assert early.seen("a.j.1", 10.0) and early.seen("a.j.1", 9.0)  # the same decision, or an older one read late
+    assert not early.seen("a.j.2", 10.0) and not early.seen("a.j.1", None)
+    assert not early.seen("a.j.1", 11.0)  # a newer decision on the key: published, the key forgotten
+    assert not early.seen("a.j.1", 10.0)
+    for i in range(5):
+        early.note(f"a.j.{i}", 1.0)
+    assert len(early) == 3 and not early.seen("a.j.0", 1.0) and early.seen("a.j.4", 1.0)

@@ -122,6 +122,23 @@ def test_a_sharing_jails_ban_and_unban_records_carry_the_fleets_fields_and_wake_
     assert _woken(wake) == 0  # nothing shared since
 
 
+def test_the_wake_up_carries_the_turns_shared_decisions_as_written(
+        responder: tuple[Responder, Path, socket.socket]) -> None:
+    """The fleet daemon publishes them from the datagram without waiting for journald (docs/fleet.md)."""
+    r, tmp, wake = responder
+    for i in (1, 2):
+        _append(tmp / "alerts.jsonl", {"SYSLOG_IDENTIFIER": "portsentinel-detector", "PS_EVENT": "scan",
+                                       "MESSAGE": "attackalert", "PS_SRC": f"203.0.113.{10 + i}", "PS_SCAN": "syn",
+                                       "PS_MODE": "stcp", "PS_VERIFIED": "1", "PS_PORT": "23", "PS_PROTO": "tcp"})
+    assert r.pump(f"file:{tmp}/alerts.jsonl") == 2
+    r.reporter.turn_done()
+    wake.setblocking(False)
+    carried = [json.loads(x) for x in wake.recv(65536).decode().splitlines()]
+    written = [d for d in _decisions(tmp) if d["PS_EVENT"] == "ban"]
+    assert len(carried) == 2 and carried == written  # the records already written, field for field
+    assert _woken(wake) == 0
+
+
 def _remote(event: str, src: str, origin: str = "host-a", **kw: str) -> dict[str, str]:
     import time
 

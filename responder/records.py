@@ -114,7 +114,7 @@ class Reporter:
         for rec in recs:
             shared = rec.get(R.F_SHARE) == "1"
             if shared:
-                self.shared = True
+                self.shared.append(rec)
             if logged:
                 log.log(level, "%s", rec[R.F_MESSAGE])
             net = rec.get(R.F_SRC_NET)

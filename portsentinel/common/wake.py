@@ -72,8 +72,15 @@ PAYLOAD_MAX = 16 * 1024
 def records_payload(records: Sequence[Mapping[str, str]]) -> bytes:
     """Records as JSON lines for one wake-up datagram, or empty when they would not fit in :data:`PAYLOAD_MAX`
     (the datagram then only wakes: the reader finds them where they were written)."""
-    data = "".join(json.dumps(dict(r), separators=(",", ":"), ensure_ascii=True) + "\n" for r in records)
-    return data.encode("ascii") if len(data) <= PAYLOAD_MAX else b""
+    parts: list[str] = []
+    size = 0
+    for rec in records:
+        line = json.dumps(dict(rec), separators=(",", ":"), ensure_ascii=True) + "\n"
+        size += len(line)
+        if size > PAYLOAD_MAX:  # (a bulk of shared bans: stop at once)
+            return b""
+        parts.append(line)
+    return "".join(parts).encode("ascii")
 
 
 class WakeSocket(OwnedSocket):

@@ -1,6 +1,7 @@
 """portsentinel-fleet's wiring: one asyncio loop, thin adapters around the pure halves (docs/fleet.md).
 
-    decisions (journal / file) --publish.from_decision--> store.spool --Link.put/delete--> bucket
+    decisions (wake-up datagram, journal / file) --publish.from_decision--> store.spool --Sender (puts in flight,
+                                  Link.put/delete)--> bucket
     bucket --Link.watch--> (buffered) applier.entry --lines.to_json_line--> output (JSON lines + responder wake)
                                   then, in a worker thread, fdatasync --durable--> store.commit_watch (sequence and
                                   remote bans, one transaction)
@@ -31,16 +32,15 @@ from .durable import DurableCommits
 from .inputs import open_input
 from .keys import encode_addr
 from .lines import to_json_line
-from .link import Entry, Link, LinkDown, Refused, Watch
+from .link import Entry, Link, LinkDown, Watch
 from .output import RemoteOutput
 from .publish import Early, Op, carried, decided_at, from_decision
+from .sender import Sender
 from .store import Store
 from .wakein import DecisionWake
 
 log = logging.getLogger("portsentinel.fleet")
 
-#: Puts in flight at once while draining the spool (distinct keys: the spool holds one operation per key).
-WINDOW = 64
 #: Entries are applied in batches of at most this many (or when the watch has caught up): one tight loop over the
 #: batch, one write and fdatasync of its lines, one sqlite transaction for its sequence and remote bans.
 APPLY_BATCH = 2000
@@ -62,6 +62,7 @@ class FleetService:
         self.audit = Audit()
         self.sink: JournalWriter | None = JournalWriter() if journal_available() else None
         self.link = Link(cfg, self._link_event)
+        self.sender = Sender(self.link, self.store, self.audit)
         self.input = open_input(cfg.decisions, cfg.responder_uid, self.store.cursor())
         self.wake = DecisionWake(cfg.wake, cfg.responder_uid)
         self.early = Early()
@@ -69,13 +70,10 @@ class FleetService:
         self.seq = self.store.last_seq()
         self.watch: Watch | None = None
         self.watch_restarts = 0
-        self.published = 0
         #: Entries received and not applied yet (applied by :meth:`flush_applied`), and the last one's sequence.
         self._entries: list[Entry] = []
         self._activity = time.monotonic()
-        self._kick = asyncio.Event()
         self._stop = asyncio.Event()
-        self._spooled_offline = 0
         self._flush_soon = False
 
     # ------------------------------------------------------------------ records
@@ -92,7 +90,7 @@ class FleetService:
     def _link_event(self, what: str, detail: str) -> None:
         self.audit.event(R.Event.SUMMARY, f"fleet: {what}" + (f" ({detail})" if detail else ""), time.time(),
                          PS_DETAIL=what)
-        self._kick.set()
+        self.sender.kick()
 
     # ------------------------------------------------------------------ publishing
     def read_decisions(self) -> int:
@@ -126,9 +124,10 @@ class FleetService:
     def _spooled(self, total: int) -> None:
         if total:
             if not self.link.connected:
-                self._spooled_offline += total
+                self.sender.spooled_offline += total
                 self.audit.count("spooled", total)
-            self._kick.set()
+            self.sender.send_spooled()  # now: not after the puts in flight are acknowledged
+            self.sender.kick()
 
     def publish_carried(self, payloads: list[bytes]) -> int:
         """The shared decisions a wake-up carried (the responder's, already in its journal): spooled for the
@@ -146,9 +145,12 @@ class FleetService:
 
     def _on_wake(self) -> None:
         payloads = self.wake.drain()
-        if payloads:
-            self.publish_carried(payloads)
-        self._settle(0)  # the journal read all the same: its cursor moves on, anything not carried is published
+        if payloads and self.publish_carried(payloads):
+            # the journal read all the same (its cursor moves on, anything not carried is published), after the
+            # puts just started have gone out (nats-py writes them a few loop turns later)
+            asyncio.get_running_loop().call_later(SETTLE[0], self._settle, 1)
+        else:
+            self._settle(0)
 
     def _settle(self, step: int) -> None:
         """Read now; while nothing is there yet, look again after each of SETTLE's delays (then journald's own
@@ -157,40 +159,6 @@ class FleetService:
         if self.read_decisions() or step >= len(SETTLE):
             return
         asyncio.get_running_loop().call_later(SETTLE[step], self._settle, step + 1)
-
-    async def publisher(self) -> None:
-        """Drain the spool into the bucket, in order, a window of puts at a time; on failure wait and retry."""
-        while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._kick.wait(), 1.0)
-            except TimeoutError:
-                pass
-            self._kick.clear()
-            while self.link.connected and not self._stop.is_set():
-                rows = self.store.spooled(WINDOW)
-                if not rows:
-                    if self._spooled_offline:
-                        self.audit.event(R.Event.SUMMARY, f"fleet: spool drained: {self._spooled_offline} decision(s)"
-                                         " made while the cluster was unreachable are published", time.time(),
-                                         PS_DETAIL=f"spooled={self._spooled_offline}")
-                        self._spooled_offline = 0
-                    break
-                results = await asyncio.gather(*(self.link.put(k, v) if v is not None else self.link.delete(k)
-                                                  for _, k, v in rows), return_exceptions=True)
-                done = [row for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
-                for row, res in zip(rows, results, strict=True):
-                    if isinstance(res, Refused):
-                        done.append(row)
-                        self.audit.event(R.Event.FAILED, f"fleet: the cluster refused {row[1]}: {res}", time.time(),
-                                         PS_DETAIL="refused")
-                self.store.sent(done)
-                self.published += sum(1 for r in results if not isinstance(r, BaseException))
-                self.audit.count("published", sum(1 for r in results if not isinstance(r, BaseException)))
-                if len(done) < len(rows):
-                    if any(isinstance(r, LinkDown) for r in results) and not self._spooled_offline:
-                        self._spooled_offline = self.store.spool_size()
-                    await asyncio.sleep(0.5)  # an election or an outage: the rest stays spooled, retried
-                    break
 
     # ------------------------------------------------------------------ applying
     async def on_entry(self, entry: Entry) -> None:
@@ -253,7 +221,7 @@ class FleetService:
             for addr in out.delete_own:
                 keys = self.store.own_keys(encode_addr(addr))
                 self.store.spool((key, None) for key in keys)
-                self._kick.set()
+                self.sender.kick()
         for what, n in (("applied", applied), ("unbanned", unbanned), ("expired", expired)):
             if n:
                 self.audit.count(what, n)
@@ -326,7 +294,7 @@ class FleetService:
                 "connected": self.link.connected, "server": self.link.server, "last_error": self.link.last_error,
                 "last_seq": self.seq, "lag": lag, "watcher": "running" if self.watch else "stopped",
                 "watch_restarts": self.watch_restarts, "spool": self.store.spool_size(),
-                "spool_dropped": self.store.dropped, "published": self.published,
+                "spool_dropped": self.store.dropped, "published": self.sender.published,
                 "bans_by_origin": dict(self.applier.active), "refused": self.audit.totals["refused"]}
 
     async def ticker(self) -> None:
@@ -357,7 +325,7 @@ class FleetService:
         self.read_decisions()
         self._emit(self.audit.due(time.time()))
         self.notifier.ready(f"host {self.cfg.host}")
-        tasks = [asyncio.create_task(t) for t in (self.publisher(), self.watcher(), self.ticker())]
+        tasks = [asyncio.create_task(t) for t in (self.sender.run(self._stop), self.watcher(), self.ticker())]
         await self._stop.wait()
         self.notifier.stopping()
         for task in tasks:
@@ -367,6 +335,7 @@ class FleetService:
             await self.watch.stop()
         self.flush_applied()
         await self.durable.wait()
+        await self.sender.stop()
         await self.link.close()
         self.audit.event(R.Event.STOP, f"fleet: stopped after sequence {self.seq}; {self.store.spool_size()} "
                          "operation(s) left in the spool", time.time())

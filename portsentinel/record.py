@@ -113,6 +113,8 @@ TRUSTED_UID = "_UID"
 TRUSTED_UNIT = "_SYSTEMD_UNIT"
 
 _EVENT_VALUES = frozenset(e.value for e in Event)
+#: One decoder for every JSON line (json.loads checks its keyword arguments and picks the decoder per call).
+_loads = json.JSONDecoder().decode
 _MAX_VALUE = 4096
 _MAX_FIELDS = 64
 
@@ -228,6 +230,8 @@ def _field_name_ok(name: str) -> bool:
 
 
 def _int_field(name: str, value: str) -> str:
+    if value.isdigit() and value.isascii() and value[0] != "0" and len(value) < 10 and name != F_PORT:
+        return value  # already the canonical text of a small positive integer
     try:
         number = int(value, 10)
     except ValueError:
@@ -292,6 +296,11 @@ def validate(fields: Mapping[str, object], *, allow_trusted: bool = False) -> Re
     and are canonicalised, integers are integers, enums are in range. ``allow_trusted`` keeps journald's
     underscore fields (only for records read back from the journal).
     """
+    return Record(_checked(fields, allow_trusted))
+
+
+def _checked(fields: Mapping[str, object], allow_trusted: bool = False) -> dict[str, str]:
+    """:func:`validate`'s work: a new dict of the checked (canonical) fields."""
     if len(fields) > _MAX_FIELDS:
         raise RecordError("*", f"too many fields ({len(fields)} > {_MAX_FIELDS})")
     out: dict[str, str] = {}
@@ -309,7 +318,7 @@ def validate(fields: Mapping[str, object], *, allow_trusted: bool = False) -> Re
         out[name] = value if check is None else check(name, value)
     if F_MESSAGE not in out:
         raise RecordError(F_MESSAGE, "missing")
-    return Record(out)
+    return out
 
 
 def _name_check(name: object, allow_trusted: bool) -> Callable[[str, str], str] | None:
@@ -338,13 +347,19 @@ def to_json_line(record: Record) -> str:
 
 def from_json_line(line: str) -> Record:
     """Parse and validate one JSON-lines record; raises RecordError naming the field."""
+    return Record(json_line_fields(line))
+
+
+def json_line_fields(line: str) -> dict[str, str]:
+    """The fields of one JSON-lines record, parsed and validated as :func:`from_json_line` does, as a new dict
+    of the caller's own (a reader that keeps the fields needs no copy); raises RecordError naming the field."""
     try:
-        obj = json.loads(line)
+        obj = _loads(line)
     except json.JSONDecodeError as exc:
         raise RecordError("*", f"not JSON: {exc.msg} at column {exc.colno}") from None
     if not isinstance(obj, dict):
         raise RecordError("*", "a record must be a JSON object")
-    return validate(obj)
+    return _checked(obj)
 
 
 def to_journal_fields(record: Record) -> dict[str, str]:

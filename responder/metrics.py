@@ -108,7 +108,11 @@ class ResponderMetrics(Collector):
     # ------------------------------------------------------------------ fed by the service
     def ban_from(self, ban: Ban, fields: dict[str, str]) -> None:
         """A ban decided on an entry: remember when its record was built, for the latency histogram."""
-        t = R.record_time(fields)
+        text = fields.get(R.F_TIME)
+        try:
+            t: float | None = float(text) if text else R.record_time(fields)
+        except ValueError:
+            t = R.record_time(fields)
         if t is not None:
             if len(self._pending) >= MAX_PENDING:
                 self._pending.clear()

@@ -23,7 +23,7 @@ from typing import Any
 
 from portsentinel import record as R
 from portsentinel.common.wake import records_payload, send_wake
-from portsentinel.responder.actions.bulkban import ban_record
+from portsentinel.responder.actions.bulkban import ban_fields
 from portsentinel.responder.adapters.decisions import DecisionLog
 from portsentinel.responder.adapters.rearm import RearmSender
 from portsentinel.responder.core.bans import Ban, src_fields
@@ -89,23 +89,30 @@ class Reporter:
 
     def report_applied(self, applied: list[tuple[Ban, list[str]]]) -> None:
         """The ban records of bans applied together (Executor.ban_many), with a shared or remote ban's fleet
-        fields (responder.core.share)."""
+        fields (responder.core.share), as :meth:`report` would write each; counted by the metrics at once."""
+        if not applied:
+            return
+        head = {R.F_MSGID: R.MESSAGE_IDS[R.Event.BAN], R.F_PRIORITY: str(R.PRIORITY_WARNING),
+                R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: R.Event.BAN.value, R.F_TIME: f"{time.time():.6f}"}
         recs = []
         for ban, names in applied:
-            message, fields = ban_record(ban, names)
-            extra = record_fields(ban)
-            recs.append((message, {**extra, **fields} if extra else fields))
-        self.report_bans(recs)
+            rec = {R.F_MESSAGE: "", **head}
+            if ban.info:
+                rec.update(record_fields(ban))
+            rec[R.F_MESSAGE] = ban_fields(ban, names, rec)
+            recs.append(rec)
+        self._ban_records(recs)
 
     def report_bans(self, bans: list[tuple[str, dict[str, str]]]) -> None:
-        """Ban records of many bans applied together (the bulk path), as :meth:`report` would write each:
-        (message, fields) each, no field empty, PS_SRC an address (a network in PS_SRC_NET). Counted by the
-        metrics at once."""
+        """Ban records of many bans applied together: (message, fields) each, no field empty, PS_SRC an address
+        (a network in PS_SRC_NET), as :meth:`report` would write each; counted by the metrics at once."""
         if not bans:
             return
         head = {R.F_MSGID: R.MESSAGE_IDS[R.Event.BAN], R.F_PRIORITY: str(R.PRIORITY_WARNING),
                 R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: R.Event.BAN.value, R.F_TIME: f"{time.time():.6f}"}
-        recs = [{R.F_MESSAGE: message, **head, **fields} for message, fields in bans]
+        self._ban_records([{R.F_MESSAGE: message, **head, **fields} for message, fields in bans])
+
+    def _ban_records(self, recs: list[dict[str, str]]) -> None:
         self.metrics.on_ban_records(recs)
         journal = self.decisions.name == "journal"  # (what _emit decides for each ban record, decided once)
         level = logging.DEBUG if journal else logging.WARNING

@@ -72,23 +72,32 @@ def _set_of(action: Action, ban: Ban, now: float) -> str | None:
 def ban_record(ban: Ban, names: list[str]) -> tuple[str, dict[str, str]]:
     """The message and fields of the ban record of ``ban``, held by the actions ``names`` (no field whose value
     is empty)."""
+    fields: dict[str, str] = {}
+    return ban_fields(ban, names, fields), fields
+
+
+def ban_fields(ban: Ban, names: list[str], out: dict[str, str]) -> str:
+    """The ban record's fields of ``ban`` added to ``out`` (none empty); its message returned."""
     info = ban.info
-    bantime = -1 if ban.expires == FOREVER else int(round(ban.bantime))
+    bantime = -1 if ban.expires == FOREVER else int(round(ban.expires - ban.banned_at))
     note = info.get("note", "")
     src = info.get("src")
     action = ",".join(names)
-    message = (f"jail {ban.jail}: banned {ban.ip} for {'forever' if bantime == -1 else f'{bantime}s'} (offence "
-               f"{ban.count}, {ban.failures} failure(s)) by {', '.join(names) or 'no action'}"
-               + (f" (record from {src})" if src else "") + (f"; {note}" if note else ""))
-    fields = {"PS_JAIL": ban.jail, **src_fields(ban.ip, info)}
+    out["PS_JAIL"] = ban.jail
+    if "/" in ban.ip:
+        out.update(src_fields(ban.ip, info))
+    else:
+        out["PS_SRC"] = ban.ip
     if action:
-        fields["PS_ACTION"] = action
+        out["PS_ACTION"] = action
     if note:
-        fields["PS_DETAIL"] = note
-    fields["PS_BANTIME"] = str(bantime)
+        out["PS_DETAIL"] = note
+    out["PS_BANTIME"] = str(bantime)
     for key, name in (("port", "PS_PORT"), ("proto", "PS_PROTO"), ("scan", "PS_SCAN")):
         value = info.get(key)
         if value:
-            fields[name] = value
-    fields["PS_HITS"] = str(ban.failures)
-    return message, fields
+            out[name] = value
+    out["PS_HITS"] = str(ban.failures)
+    return (f"jail {ban.jail}: banned {ban.ip} for {'forever' if bantime == -1 else f'{bantime}s'} (offence "
+            f"{ban.count}, {ban.failures} failure(s)) by {', '.join(names) or 'no action'}"
+            + (f" (record from {src})" if src else "") + (f"; {note}" if note else ""))

@@ -298,9 +298,9 @@ class FileSource:
         if not text.strip():
             return None  # a blank line in a JSON-lines file carries nothing
         try:
-            record = psrecord.from_json_line(text)
+            fields = psrecord.json_line_fields(text)  # parsed and validated once, a new dict (no copy)
         except psrecord.RecordError as exc:
             return Entry({}, "", cursor, False, f"{self._where(f, start)}: {exc.field}: {exc.reason}")
         except (ValueError, RecursionError) as exc:  # e.g. an integer too long to convert, absurd nesting
             return Entry({}, "", cursor, False, f"{self._where(f, start)}: *: not a record: {exc}")
-        return Entry(dict(record.fields), "", cursor, trusted)
+        return Entry(fields, "", cursor, trusted)

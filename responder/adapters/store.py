@@ -123,8 +123,10 @@ class Store:
             for jail, ip in unbanned:
                 self.db.execute("DELETE FROM unbans WHERE jail=? AND ip=?", (jail, ip))
             added = list(added)  # many at once (the bulk path): one statement each, run over all of them
-            if added:
+            # (no pending unban at all, the common case of a big batch: nothing to drop for 100,000 new bans)
+            if added and (len(added) < 64 or self.db.execute("SELECT 1 FROM unbans LIMIT 1").fetchone()):
                 self.db.executemany("DELETE FROM unbans WHERE jail=? AND ip=?", [(b.jail, b.ip) for b in added])
+            if added:
                 self.db.executemany("INSERT OR REPLACE INTO bans VALUES (?,?,?,?,?,?,?)",
                                     [(b.jail, b.ip, b.banned_at, b.expires, b.count, b.failures,
                                       _info_text(b.info)) for b in added])

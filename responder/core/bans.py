@@ -102,13 +102,15 @@ class BanBook:
                 del c[int(plen)]
 
     def add(self, ban: Ban) -> None:
-        old = self.active.get((ban.jail, ban.ip))
-        if old is None:
-            self._count(ban.jail, ban.ip, 1)
-            index = self._index.get((ban.jail, _version(ban.ip)))
-            if index is not None:
-                bisect.insort(index, (_start(ban.ip), ban.ip))
-        self.active[(ban.jail, ban.ip)] = ban
+        key = (ban.jail, ban.ip)
+        if key not in self.active:
+            if "/" in ban.ip:
+                self._count(ban.jail, ban.ip, 1)
+            if self._index:
+                index = self._index.get((ban.jail, _version(ban.ip)))
+                if index is not None:
+                    bisect.insort(index, (_start(ban.ip), ban.ip))
+        self.active[key] = ban
         if ban.expires != FOREVER:
             heapq.heappush(self._heap, (ban.expires, ban.jail, ban.ip))
 

@@ -70,6 +70,9 @@ class OffenceCounts(Protocol):
     def offences(self, jail: str, ip: str) -> int: ...
 
 
+#: A ban decision's reason for the usual counts of failures.
+_FAILURES = {n: f"{n} failure(s)" for n in range(1, 11)}
+
 #: A batch of at least this many entries has its offence counts looked up at once (Engine.prefetch).
 PREFETCH_MIN = 8
 
@@ -209,15 +212,20 @@ class Engine:
     def _ban(self, rt: JailRuntime, ip: str, now: float, failures: int, f: Failure | None,
              *, manual: bool = False, net: str = "", seconds: float | None = None,
              info: dict[str, str] | None = None, replace: Ban | None = None) -> Decision:
-        """``seconds`` and ``info`` (with ``replace``, the ban it renews): a remote ban from the fleet."""
-        name = rt.cfg.name
-        why = self.never.why(ip, rt.cfg.ignoreip, rt.cfg.ignoreself)
+        """``seconds`` and ``info`` (with ``replace``, the ban it renews): a remote ban from the fleet (``info``
+        becomes the ban's own dict, not copied)."""
+        cfg = rt.cfg
+        name = cfg.name
+        why = self.never.why(ip, cfg.ignoreip, cfg.ignoreself)
         if why is not None:
             rt.ignored_total += 1
             return Decision("ignored", name, ip, f"never banned: {why}")
-        target, note = self.never.safe_target(ip, net or ip, rt.cfg.ignoreip, rt.cfg.ignoreself)
-        if not manual and seconds is None and "/" in target:
-            target, note = self._escalate(rt, ip, target, now, note)
+        if net and "/" in net:
+            target, note = self.never.safe_target(ip, net, cfg.ignoreip, cfg.ignoreself)
+            if not manual and seconds is None and "/" in target:
+                target, note = self._escalate(rt, ip, target, now, note)
+        else:
+            target, note = net or ip, ""
         if not manual and replace is None and not rt.cap.allow(now):  # one network is one ban against the cap
             rt.ignored_total += 1
             return Decision("ignored", name, ip,
@@ -232,7 +240,8 @@ class Engine:
             if rt.cfg.share:
                 info[SHARE] = "1"
                 info["verified"] = "1" if f is not None and f.verified else "0"
-        info = dict(info or {})
+        if info is None:
+            info = {}
         if target != ip:
             info["src"] = ip  # the address whose record made the ban: PS_SRC of the ban record
         if note:
@@ -246,8 +255,8 @@ class Engine:
             self.book.remove(name, old.ip)
         self.book.add(ban)
         rt.bans_total += 1
-        return Decision("ban", name, target, "manual" if manual else f"{failures} failure(s)", ban,
-                        replaces=replaces)
+        return Decision("ban", name, target, "manual" if manual else _FAILURES.get(failures) or
+                        f"{failures} failure(s)", ban, replaces=replaces)
 
     def _escalate(self, rt: JailRuntime, ip: str, target: str, now: float, note: str) -> tuple[str, str]:
         """The IPv6 network ``target``, or the wider ban_prefix_v6_escalate network around it when this makes

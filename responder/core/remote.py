@@ -67,11 +67,30 @@ class Remote(NamedTuple):
 
 def origin_fields(info: Mapping[str, str]) -> dict[str, str]:
     """PS_ORIGIN, PS_ORIGIN_JAIL, PS_ORIGINS of a remote ban's info (empty for a local ban)."""
-    if not info.get("origin"):
+    origin = info.get("origin")
+    if not origin:
         return {}
-    out = {R.F_ORIGIN: info["origin"], R.F_ORIGIN_JAIL: info.get("origin_jail", ""),
-           R.F_ORIGINS: info.get("origins", "")}
-    return {k: v for k, v in out.items() if v}
+    out = {R.F_ORIGIN: origin}
+    jail, origins = info.get("origin_jail"), info.get("origins")
+    if jail:
+        out[R.F_ORIGIN_JAIL] = jail
+    if origins:
+        out[R.F_ORIGINS] = origins
+    return out
+
+
+#: Host and jail names that matched :data:`_NAME` lately (a catch-up repeats a few of them 100,000 times).
+_NAMES_SEEN: set[str] = set()
+
+
+def _name(text: str) -> bool:
+    """``text`` is a host or jail name of the bucket's keys (remembered when it is)."""
+    if not _NAME.fullmatch(text):
+        return False
+    if len(_NAMES_SEEN) >= 1024:
+        _NAMES_SEEN.clear()
+    _NAMES_SEEN.add(text)
+    return True
 
 
 def _count(fields: Mapping[str, str], name: str, low: int = 1) -> int:
@@ -96,10 +115,10 @@ def parse(fields: Mapping[str, str]) -> Remote:
         raise ValueError(f"{R.F_SRC} {src} is not the first address of {R.F_SRC_NET} {target[:50]}")
     fleet_wide = fields.get(R.F_FLEET) == "1" or fields.get(R.F_ORIGIN_JAIL) == UNBAN_JAIL
     origin = fields.get(R.F_ORIGIN, "")
-    if not _NAME.fullmatch(origin):
+    if origin not in _NAMES_SEEN and not _name(origin):
         raise ValueError(f"{R.F_ORIGIN} {origin[:80]!r} is not a host name ([A-Za-z0-9_-], 1 to 64)")
     origin_jail = fields.get(R.F_ORIGIN_JAIL, "") or (UNBAN_JAIL if fleet_wide else "")
-    if not _NAME.fullmatch(origin_jail):
+    if origin_jail not in _NAMES_SEEN and not _name(origin_jail):
         raise ValueError(f"{R.F_ORIGIN_JAIL} {origin_jail[:80]!r} is not a jail name ([A-Za-z0-9_-], 1 to 64)")
     if event == "ban" and fleet_wide:
         raise ValueError(f"a fleet-wide line ({R.F_FLEET}=1 or {R.F_ORIGIN_JAIL}={UNBAN_JAIL}) can only unban")

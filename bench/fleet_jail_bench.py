@@ -168,7 +168,7 @@ def inproc(args: argparse.Namespace) -> int:
         banned = sum(1 for (j, _) in r.book.active if j == ("local" if kind == "scan" else "fleet"))
         t_nft = None
         if args.nft:
-            set_name = ("scan" if kind == "scan" else "fleet") + ("_v6" if kind == "v6" else "_v4")
+            set_name = ("scan" if kind == "scan" else "fleet") + ("_v6net" if kind == "v6" else "_v4")
             nb = NftBatch(NftRunner(SubprocessRunner()))
             other = [f"2001:db8:{i // 65536 + 100:x}:{i % 65536:x}::/64" for i in range(n)] if kind == "v6" \
                 else addresses("10.96.0.1", n)

@@ -4,9 +4,10 @@ every ban that ends told to the detector (its re-arm socket) so a returning scan
 
 Ban records are held until the end of the loop turn (or the next record of another kind, which keeps the order).
 When journald takes them and a turn banned :data:`AGGREGATE_MIN` addresses or more (a catch-up, a restart, a
-flood), the bans that share their fields are written as one entry per :data:`AGGREGATE_MAX` addresses, PS_SRC
-repeated once per address and PS_BATCH their number: ``journalctl PS_SRC=ADDR`` still finds each, and 100,000
-bans are 400 entries, far below journald's rate limit (10,000 per 30 s by default). Fields that differ between
+flood), the bans that share their fields are written as one entry per :data:`AGGREGATE_MAX` addresses (half as
+many networks), PS_SRC repeated once per address and PS_BATCH their number: ``journalctl PS_SRC=ADDR`` still finds
+each, and 100,000 bans are 400 entries (of networks 800), far below journald's rate limit (10,000 per 30 s by
+default). Fields that differ between
 such bans (bantime, hits, port, until, offence) are left out of the entry and summarised in its MESSAGE. Network
 bans whose PS_SRC is the network's own address (a remote one, a manual one) are aggregated apart from address bans,
 PS_SRC_NET repeated too; one made by a record of another address keeps its own entry, which says which address
@@ -36,7 +37,9 @@ log = logging.getLogger("portsentinel.responder")
 
 #: A turn with at least this many ban records writes them aggregated (journald only).
 AGGREGATE_MIN = 16
-#: At most this many addresses in one aggregated entry (journald's entry stays well under its size limits).
+#: At most this many addresses in one aggregated entry, half as many networks (PS_SRC and PS_SRC_NET repeated):
+#: journald's entry stays well under its size limits, and under ~510 fields, beyond which sd_journal_sendv needs
+#: more than the kernel's 1,024 iovecs of one message and fails (EINVAL: 256 network bans were 530 fields).
 AGGREGATE_MAX = 256
 #: Fields that may differ between the bans of one aggregated entry: left out of it, summarised in MESSAGE.
 VARYING = frozenset({R.F_MESSAGE, R.F_TIME, R.F_SRC, R.F_SRC_NET, R.F_BANTIME, R.F_HITS, R.F_PORT, R.F_UNTIL,
@@ -188,8 +191,9 @@ class Reporter:
                 self._write(recs[0])
                 continue
             common = dict(zip(names, values if len(names) != 1 else (values,), strict=True))
-            for i in range(0, len(recs), AGGREGATE_MAX):
-                self._write_aggregate(dict(common), recs[i:i + AGGREGATE_MAX])
+            step = AGGREGATE_MAX // 2 if _network else AGGREGATE_MAX  # two repeated fields per network ban
+            for i in range(0, len(recs), step):
+                self._write_aggregate(dict(common), recs[i:i + step])
 
     def _write_aggregate(self, common: dict[str, str], recs: list[dict[str, str]]) -> None:
         """One entry for ``recs``, bans that agree on ``common``: PS_SRC (and for network bans PS_SRC_NET) repeated,

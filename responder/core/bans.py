@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from portsentinel.responder.config.jailconf import JailConfig
+from portsentinel.responder.core.addrint import addr_int, network_range
 
 FOREVER = -1.0
 
@@ -70,8 +71,12 @@ def _version(ip: str) -> int:
 
 
 def _start(ip: str) -> int:
-    """The first address of a ban target (an address or a network) as an integer."""
-    return int(ipaddress.ip_network(ip, strict=False).network_address)
+    """The first address of a ban target (an address or a network) as an integer (host bits cleared)."""
+    base, _, plen = ip.partition("/")
+    value = addr_int(base)
+    if plen:
+        value &= ~((1 << ((128 if ":" in base else 32) - int(plen))) - 1)
+    return value
 
 
 class BanBook:
@@ -86,6 +91,9 @@ class BanBook:
         #: inside() for that jail and family, then kept up to date, so finding the bans inside a network is a
         #: bisection, not a parse of every ban (a fleet catch-up of 100,000 IPv6 /64 bans was quadratic).
         self._index: dict[tuple[str, int], list[tuple[int, str]]] = {}
+        #: (jail, IP version, prefix length) → {the network's prefix as an integer: its text}: covering() finds
+        #: the network that holds an address by integer arithmetic, without making a network object.
+        self._nets: dict[tuple[str, int, int], dict[int, str]] = {}
 
     def __len__(self) -> int:
         return len(self.active)
@@ -96,10 +104,20 @@ class BanBook:
     def _count(self, jail: str, ip: str, step: int) -> None:
         if "/" in ip:
             base, plen = ip.split("/")
-            c = self._plens.setdefault((jail, 6 if ":" in base else 4), Counter())
-            c[int(plen)] += step
-            if c[int(plen)] <= 0:
-                del c[int(plen)]
+            version, p = (6 if ":" in base else 4), int(plen)
+            c = self._plens.setdefault((jail, version), Counter())
+            c[p] += step
+            if c[p] <= 0:
+                del c[p]
+            nets = self._nets.setdefault((jail, version, p), {})
+            try:
+                key = addr_int(base) >> ((128 if version == 6 else 32) - p)
+            except ValueError:  # (a corrupt stored row: covering() does not find it by its network)
+                return
+            if step > 0:
+                nets[key] = ip
+            elif nets.get(key) == ip:
+                del nets[key]
 
     def add(self, ban: Ban) -> None:
         key = (ban.jail, ban.ip)
@@ -152,31 +170,36 @@ class BanBook:
         ban = self.active.get((jail, ip))
         if ban is not None:
             return ban
-        if not self._plens.get((jail, 6 if ":" in ip else 4)):
+        version = 6 if ":" in ip else 4
+        plens = self._plens.get((jail, version))
+        if not plens:
             return None  # no network bans in this jail and family: nothing else can hold it (no parsing)
-        addr = ipaddress.ip_network(ip, strict=False)
-        for plen in self._plens.get((jail, addr.version), ()):
-            if plen <= addr.prefixlen:
-                ban = self.active.get((jail, str(addr.supernet(new_prefix=plen))))
+        base, _, own = ip.partition("/")
+        bits = 128 if version == 6 else 32
+        value, own_plen = addr_int(base), int(own) if own else bits
+        for plen in plens:
+            if plen <= own_plen:
+                text = self._nets.get((jail, version, plen), {}).get(value >> (bits - plen))
+                ban = None if text is None else self.active.get((jail, text))
                 if ban is not None:
                     return ban
         return None
 
     def inside(self, jail: str, net: str) -> list[Ban]:
         """Bans in ``jail`` on addresses or narrower networks inside the network ``net`` (not ``net`` itself)."""
-        outer = ipaddress.ip_network(net)
-        key = (jail, outer.version)
+        version, first, last = network_range(net)
+        key = (jail, version)
         index = self._index.get(key)
         if index is None:
             index = self._index[key] = sorted((_start(ip), ip) for (j, ip) in self.active
-                                              if j == jail and _version(ip) == outer.version)
-        lo = bisect.bisect_left(index, (int(outer.network_address), ""))
-        hi = bisect.bisect_right(index, (int(outer.broadcast_address), "~"))
+                                              if j == jail and _version(ip) == version)
+        lo = bisect.bisect_left(index, (first, ""))
+        hi = bisect.bisect_right(index, (last, "~"))
         out = []
         for _, ip in index[lo:hi]:
             if ip != net:
-                inner = ipaddress.ip_network(ip)
-                if inner.subnet_of(outer):  # type: ignore[arg-type]
+                _, inner_first, inner_last = network_range(ip)
+                if first <= inner_first and inner_last <= last:
                     out.append(self.active[(jail, ip)])
         return out
 

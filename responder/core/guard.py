@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from portsentinel.record import canonical_address
+from portsentinel.responder.core.addrint import addr_int, network_range
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -17,12 +18,6 @@ _LOOPBACK = "loopback, unspecified or multicast address"
 #: Loopback networks, for safe_target (a network ban must not hold them).
 _LOOPBACK_SPANS: dict[int, Span] = {4: (127 << 24, (128 << 24) - 1, "127.0.0.0/8", "loopback"),
                                     6: (1, 1, "::1", "loopback")}
-
-
-def _v4_int(text: str) -> int:
-    """A canonical dotted quad (canonical_address's text) as an integer."""
-    a, b, c, d = text.split(".")
-    return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
 
 
 def _span(net: IPNetwork, kind: str) -> Span:
@@ -77,7 +72,7 @@ class NeverBan:
                 return _LOOPBACK
             version = 4
         else:
-            value = int(ipaddress.IPv6Address(text))
+            value = addr_int(text)
             if value <= 1 or value >> 120 == 0xFF:  # ::, ::1, ff00::/8
                 return _LOOPBACK
             version = 6
@@ -89,7 +84,7 @@ class NeverBan:
             return None
         spans = self._ignored(ignoreip)[version]
         if spans:
-            value = _v4_int(text) if version == 4 else value
+            value = addr_int(text) if version == 4 else value
             for lo, hi, _what, kind in spans:
                 if lo <= value <= hi:
                     return kind
@@ -108,17 +103,7 @@ class NeverBan:
         addr = canonical_address(ip)
         if "/" not in net:
             return net, ""
-        base, _, plen_text = net.partition("/")
-        first = ipaddress.ip_address(base)
-        bits = first.max_prefixlen
-        if not (plen_text.isascii() and plen_text.isdigit()) or int(plen_text) > bits:
-            raise ValueError(f"not a network: {net[:60]!r}")
-        lo = int(first)
-        host = (1 << (bits - int(plen_text))) - 1
-        if lo & host:
-            raise ValueError(f"{net[:60]!r} has host bits set")
-        hi = lo | host
-        version = first.version
+        version, lo, hi = network_range(net)  # ValueError: not a network (host bits, a bad prefix)
         protected = [*(self._own[version] if ignoreself else ()), *self._ignored(ignoreip)[version],
                      _LOOPBACK_SPANS[version]]
         for plo, phi, what, kind in protected:

@@ -122,3 +122,19 @@ def test_network_bans_of_their_own_address_are_aggregated_apart(journald: str, t
     assert sorted(networks["PS_SRC"]) == sorted(n.partition("/")[0] for n in nets)
     (own,) = [e for e in got if e.get("PS_SRC_NET") == "2001:db8:ff::/64"]
     assert own["PS_SRC"] == "2001:db8:ff::9" and "PS_BATCH" not in own  # which address made it stays told
+
+
+def test_a_catch_up_of_network_bans_is_aggregated_within_journalds_fields_per_entry(journald: str,
+                                                                                   tmp_path: Path) -> None:
+    """256 network bans in one entry were 530 fields: more iovecs than one message may have (sendv: EINVAL), and
+    every ban of a /64 catch-up was then written on its own."""
+    tag = new_tag()
+    rep = _reporter(tmp_path, journal=True)
+    nets = [R.canonical_network(f"2001:db8:{i // 65536:x}:{i % 65536:x}::/64") for i in range(AGGREGATE_MAX + 10)]
+    rep.report_bans([(f"jail fleet: banned {net}", {"PS_JAIL": "fleet", "PS_SRC": net.partition("/")[0],
+                                                    "PS_SRC_NET": net, "PS_ACTION": "nftables",
+                                                    "PS_BANTIME": "600", "PS_TEST": tag}) for net in nets])
+    rep.turn_done()
+    got = entries(tag, 3)
+    assert rep.aggregated == 3 and len(got) == 3  # 128 + 128 + 10
+    assert sorted(n for e in got for n in e["PS_SRC_NET"]) == sorted(nets)

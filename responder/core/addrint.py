@@ -1,0 +1,69 @@
+"""An address's text as an integer, without an ``ipaddress`` object: the bulk path compares 100,000 network bans
+and protected ranges as integers (responder.core.bans, responder.core.guard). Pure.
+
+The canonical text (record.canonical_address's: a dotted quad, or compressed lower-case IPv6 without an embedded
+IPv4 part) is read by a few string operations; any other text goes through ``ipaddress``, which also raises the
+ValueError for what is not an address."""
+
+from __future__ import annotations
+
+import ipaddress
+
+_HEX_COLON = frozenset("0123456789abcdef:")
+
+
+#: The addresses read lately: one ban reads its address five or six times (never-ban, its network, the book).
+_RECENT: dict[str, int] = {}
+_RECENT_MAX = 4096
+
+
+def addr_int(text: str) -> int:
+    """The address ``text`` (IPv4 or IPv6) as an integer of its family; ValueError for anything else."""
+    value = _RECENT.get(text)
+    if value is None:
+        value = _read(text)
+        if len(_RECENT) >= _RECENT_MAX:
+            _RECENT.clear()
+        _RECENT[text] = value
+    return value
+
+
+def _read(text: str) -> int:
+    if ":" not in text:
+        parts = text.split(".")
+        if len(parts) == 4 and all(p.isdigit() and p.isascii() and len(p) <= 3 and (p[0] != "0" or len(p) == 1)
+                                   for p in parts):
+            a, b, c, d = (int(p) for p in parts)
+            if a <= 255 and b <= 255 and c <= 255 and d <= 255:
+                return (a << 24) | (b << 16) | (c << 8) | d
+        return int(ipaddress.IPv4Address(text))
+    if not _HEX_COLON.issuperset(text):  # upper case, an embedded IPv4 part, a zone, garbage
+        return int(ipaddress.IPv6Address(text))
+    head, sep, tail = text.partition("::")
+    left = head.split(":") if head else []
+    right = tail.split(":") if tail else []
+    fill = 8 - len(left) - len(right) if sep else 0
+    if (sep and (fill < 1 or "::" in tail)) or (not sep and len(left) != 8):
+        return int(ipaddress.IPv6Address(text))
+    value = 0
+    for group in (*left, *("0" * fill), *right):
+        if not 1 <= len(group) <= 4:
+            return int(ipaddress.IPv6Address(text))
+        value = (value << 16) | int(group, 16)
+    return value
+
+
+def network_range(net: str) -> tuple[int, int, int]:
+    """(IP version, first, last) of an address or a network ``ADDRESS/PREFIX`` without host bits set; ValueError
+    for anything else (a bad address or prefix, host bits)."""
+    base, slash, plen_text = net.partition("/")
+    first = addr_int(base)
+    version, bits = (6, 128) if ":" in base else (4, 32)
+    if not slash:
+        return version, first, first
+    if not (plen_text.isascii() and plen_text.isdigit()) or len(plen_text) > 3 or int(plen_text) > bits:
+        raise ValueError(f"not a network: {net[:60]!r}")
+    host = (1 << (bits - int(plen_text))) - 1
+    if first & host:
+        raise ValueError(f"{net[:60]!r} has host bits set")
+    return version, first, first | host

@@ -1,25 +1,36 @@
 #!/usr/bin/env python3
-"""The responder's restore at start (issue 13 "Speed", restart): side by side in one run.
+"""The responder's restore at start (issue 13 "Speed": a restart with 1,000,000 bans in force within 5 s), side by
+side with the kernel's floor for the same elements, in one run.
 
-Run as root:  .venv/bin/python -m bench.restore_bench --bans 1000000 --kernel-bans 200000 --old-bans 100000
+Run as root:  .venv/bin/python -m bench.restore_bench --bans 1000000
 
 Everything with a kernel happens in a fresh namespace lab (tests/lab/netns.py): nft runs only in the victim
-namespace. Each part fills a fresh sqlite store (the responder's schema) with bans of one jail (action nftables,
-its sets ``flags interval,timeout``), 1% of them expired, and measures:
-  python     Keeper.restore of --bans rows with a runner that only takes the nft text (no kernel): the Python
-             cost from sqlite rows to the batch text (expired rows moved in one statement, never-ban check)
-  restore    Keeper.restore of --kernel-bans rows into the victim's nft set (libnftables, one transaction)
-  bare       `nft -f` of a file holding the same elements (one transaction, no Python): the kernel's floor
-  old        the per-ban restore (BanVars and a plan per ban: Executor.ban_many(restoring=True)) of --old-bans
+namespace. Each part fills a fresh sqlite store (the responder's schema) with --bans bans of one jail (action
+nftables: addresses in the hash set ``b_v4``), 1% of them expired, and measures, each in a process of its own:
+  python    Keeper.restore with a runner that only takes the nft text (no kernel): the Python cost from sqlite
+            rows to the transactions' text (expired rows moved in one statement, never-ban check, ban book)
+  restore   Keeper.restore into the victim's kernel (libnftables; chunked transactions, committed while the next
+            rows are read): until every unexpired ban is in force
+  lift      then the unbans of the 1% expired rows, due at once (one nft batch deleting them from the big set)
+  bare1     `nft -f` of one file holding the same elements, one transaction (no Python): a floor
+  bareN     the same elements as ten files of 100,000 (responder.actions.restore.CHUNK), `nft -f` one after the
+            other: the floor for the chunked layout the restore uses
+  old       (--old-bans N, default off) the per-ban restore: BanVars and a plan per ban (Executor.ban_many)
+Seconds are wall clock; cpu is the part's user + system time (its process and its children: nft), on a shared
+machine the steadier figure. The set is listed after the restore: how many elements it holds, and whether --sample
+unexpired addresses are in it and as many expired ones are not (listing 1,000,000 takes about a minute of kernel
+time; --verify-all lists it after the floors too).
 It prints figures; it is a benchmark, not a test (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
+import random
+import resource
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,27 +38,34 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.responder_bench import PY, machine
+from bench.responder_lab import PY, machine
 from tests.lab.netns import Lab, lab_problem, sweep_stale
 
 ROOT = Path(__file__).resolve().parents[1]
 JAIL = "b"
+FIRST = 100 << 24 | 64 << 16  # 100.64.0.0/10: outside every lab subnet
 
 
-def fill(db: Path, n: int, now: float) -> list[str]:
+def _addr(i: int) -> str:
+    a = FIRST + 1 + i
+    return f"{a >> 24}.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}"
+
+
+def _expired(i: int) -> bool:
+    return i % 100 == 99
+
+
+def fill(db: Path, n: int, now: float) -> None:
     from portsentinel.responder.adapters.store import Store
 
     Store(str(db)).close()
-    start = int(ipaddress.IPv4Address("100.64.0.1"))
-    ips = [str(ipaddress.IPv4Address(start + i)) for i in range(n)]
     info = json.dumps({"port": "1", "proto": "tcp", "scan": "syn"}, sort_keys=True)
     con = sqlite3.connect(str(db))
     with con:
         con.executemany("INSERT INTO bans VALUES (?,?,?,?,?,?,?)",
-                        ((JAIL, ip, now - 60, (now - 5) if i % 100 == 99 else (now + 3600 + i % 600), 1, 1, info)
-                         for i, ip in enumerate(ips)))
+                        ((JAIL, _addr(i), now - 60, (now - 5) if _expired(i) else (now + 3600 + i % 600), 1, 1, info)
+                         for i in range(n)))
     con.close()
-    return ips
 
 
 class TextOnly:
@@ -63,7 +81,45 @@ class TextOnly:
         return Result(tuple(argv), 0)
 
 
-def inner(kind: str, n: int) -> dict[str, Any]:
+def _cpu() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _bare(tmp: Path, n: int, now: float, files: int) -> tuple[float, float]:
+    """The unexpired elements as ``files`` nft files, loaded one after the other: (wall, cpu) seconds."""
+    from portsentinel.responder.actions.restore import CHUNK
+
+    elems = [f"{_addr(i)} timeout {3600 + i % 600 + 1}s" for i in range(n) if not _expired(i)]
+    size = len(elems) if files == 1 else CHUNK
+    paths = []
+    for k in range(0, len(elems), size):
+        part = elems[k:k + size]
+        path = tmp / f"elems{k}.nft"
+        path.write_text("".join(f"add element inet portsentinel {JAIL}_v4 {{ {', '.join(part[i:i + 5000])} }}\n"
+                                for i in range(0, len(part), 5000)))
+        paths.append(path)
+    c0, t0 = _cpu(), time.perf_counter()
+    for path in paths:
+        subprocess.run(["nft", "-f", str(path)], check=True, timeout=900)
+    return time.perf_counter() - t0, _cpu() - c0
+
+
+def _check(n: int, sample: int) -> dict[str, Any]:
+    """The set listed: how many elements it holds, whether sampled unexpired addresses are in it and sampled
+    expired ones are not. (`nft get element` fetches the whole set too, so one listing is the cheapest check.)"""
+    rng = random.Random(n)
+    live = [i for i in rng.sample(range(n), min(n, sample * 2)) if not _expired(i)][:sample]
+    dead = list(range(99, n, 100))[:sample]
+    listed = subprocess.run(["nft", "list", "set", "inet", "portsentinel", f"{JAIL}_v4"], capture_output=True,
+                            text=True, timeout=3600).stdout
+    words = set(listed.replace(",", " ").split())
+    return {"held": listed.count(" expires "), "sample_in": f"{sum(_addr(i) in words for i in live)}/{len(live)}",
+            "expired_absent": f"{sum(_addr(i) not in words for i in dead)}/{len(dead)}"}
+
+
+def inner(kind: str, n: int, sample: int, verify: bool) -> dict[str, Any]:
     """One part, in the victim namespace (or anywhere for ``python``)."""
     from portsentinel.responder.actions.executor import Executor
     from portsentinel.responder.adapters.store import Store
@@ -72,75 +128,84 @@ def inner(kind: str, n: int) -> dict[str, Any]:
     from portsentinel.responder.core.guard import NeverBan
     from portsentinel.responder.core.keeper import Keeper
 
+    out: dict[str, Any] = {"kind": kind, "n": n}
     with tempfile.TemporaryDirectory(prefix="ps-restore-") as tmp:
         now = time.time()
         db = Path(tmp) / "s.sqlite3"
-        ips = fill(db, n, now)
+        fill(db, n, now)
         runner = TextOnly() if kind == "python" else None
         ex = Executor(ROOT / "actions.d", lambda *a, **k: None, runner)  # type: ignore[arg-type]
         ex.configure(JailConfig(name=JAIL, where="bench", actions=[ActionRef("nftables", {"name": JAIL}, "bench")]))
         never = NeverBan(own=["192.0.2.1"])
         keeper = Keeper(Store(str(db)), BanBook(), ex, lambda *a, **k: None, clock=lambda: now)
         if kind in ("python", "restore"):
-            keeper.pending.due = lambda t: []  # type: ignore[method-assign]  # the 1% expired: lifted later
-            t0 = time.perf_counter()
+            due = keeper.pending.due
+            keeper.pending.due = lambda t: []  # type: ignore[method-assign]  # the 1% expired: lifted below
+            c0, t0 = _cpu(), time.perf_counter()
             keeper.restore([JAIL], protected=lambda b: never.why(b.ip))
-            seconds = time.perf_counter() - t0
+            out["seconds"], out["cpu"] = time.perf_counter() - t0, _cpu() - c0
+            if kind == "restore":
+                keeper.pending.due = due  # type: ignore[method-assign]
+                c0, t0 = _cpu(), time.perf_counter()
+                keeper.unban_due()
+                out["lift_seconds"], out["lift_cpu"] = time.perf_counter() - t0, _cpu() - c0
+                out["lifted"] = n // 100 - len(keeper.pending)
         elif kind == "old":
             ex.start(JAIL, now=now)
-            t0 = time.perf_counter()
+            c0, t0 = _cpu(), time.perf_counter()
             bans = [b for b in keeper.store.bans() if b.expires > now]
-            for b in bans:
-                keeper.book.add(b)
+            keeper.book.add_many(bans)
             ex.ban_many(bans, now=now, restoring=True)
-            seconds = time.perf_counter() - t0
-        else:  # bare: the same elements as a file for `nft -f`
-            import subprocess
-
+            out["seconds"], out["cpu"] = time.perf_counter() - t0, _cpu() - c0
+        else:  # bare1 / bareN: the same elements as files for `nft -f`
             ex.start(JAIL, now=now)
-            elems = [f"{ip} timeout {3600 + i % 600 + 1}s" for i, ip in enumerate(ips) if i % 100 != 99]
-            path = Path(tmp) / "elems.nft"
-            path.write_text("".join(f"add element inet portsentinel {JAIL}_v4 {{ {', '.join(elems[i:i + 5000])} }}\n"
-                                    for i in range(0, len(elems), 5000)))
-            t0 = time.perf_counter()
-            subprocess.run(["nft", "-f", str(path)], check=True, timeout=900)
-            seconds = time.perf_counter() - t0
-        held = 0
+            out["seconds"], out["cpu"] = _bare(Path(tmp), n, now, 1 if kind == "bare1" else 0)
+        if kind != "python" and (verify or kind == "restore"):
+            out.update(_check(n, sample))
         if kind != "python":
-            import subprocess
-
-            out = subprocess.run(["nft", "list", "set", "inet", "portsentinel", f"{JAIL}_v4"], capture_output=True,
-                                 text=True, timeout=300).stdout
-            held = out.count(" timeout ") - 0
-            subprocess.run(["nft", "delete", "table", "inet", "portsentinel"], check=False)
-        return {"kind": kind, "n": n, "seconds": seconds, "held_lines": held}
+            subprocess.run(["nft", "delete", "table", "inet", "portsentinel"], check=False, timeout=600)
+    return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bans", type=int, default=1_000_000, help="rows for the Python-only restore")
-    p.add_argument("--kernel-bans", type=int, default=200_000, help="rows for the restore and the bare nft -f")
-    p.add_argument("--old-bans", type=int, default=100_000, help="rows for the per-ban (old) restore")
+    p.add_argument("--bans", type=int, default=1_000_000, help="rows in the store (1%% of them expired)")
+    p.add_argument("--old-bans", type=int, default=0, help="rows for the per-ban (old) restore (0: skipped)")
+    p.add_argument("--parts", default="python,restore,bareN,bare1", help="which parts, in this order")
+    p.add_argument("--sample", type=int, default=1000, help="addresses looked for in the listed set")
+    p.add_argument("--verify-all", action="store_true",
+                   help="list the set after every kernel part, not only after the restore (~1 min at 1,000,000)")
     p.add_argument("--inner", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.inner:
-        print(json.dumps(inner(args.inner[0], int(args.inner[1]))))
+        print(json.dumps(inner(args.inner[0], int(args.inner[1]), args.sample, args.verify_all)))
         return 0
     problem = lab_problem()
     if problem:
         print(f"restore bench: {problem}", file=sys.stderr)
         return 2
     print(machine())
-    print(time.strftime("%Y-%m-%d %H:%M:%S %Z"), flush=True)
+    print(time.strftime("%Y-%m-%d %H:%M:%S %Z"), "--bans", args.bans, flush=True)
     sweep_stale()
-    rows = []
+    parts = [(k, args.old_bans if k == "old" else args.bans) for k in args.parts.split(",")]
+    if args.old_bans and "old" not in args.parts:
+        parts.append(("old", args.old_bans))
     with Lab() as lab:
-        for kind, n in (("python", args.bans), ("restore", args.kernel_bans), ("bare", args.kernel_bans),
-                        ("old", args.old_bans), ("restore", args.old_bans)):
-            res = lab.victim.run([PY, "-m", "bench.restore_bench", "--inner", kind, str(n)], timeout=1800)
+        for kind, n in parts:
+            extra = ["--sample", str(args.sample)] + (["--verify-all"] if args.verify_all else [])
+            res = lab.victim.run([PY, "-m", "bench.restore_bench", "--inner", kind, str(n), *extra], timeout=3600)
             r = json.loads(res.stdout.strip().splitlines()[-1])
-            rows.append(r)
-            print(f"  {kind:<8} {n:>9} rows  {r['seconds']:9.2f} s  {n / r['seconds']:11.0f} rows/s", flush=True)
+            line = (f"  {kind:<8} {n:>9} rows  {r['seconds']:7.2f} s  cpu {r['cpu']:6.2f} s  "
+                    f"{n / r['seconds']:9.0f} rows/s")
+            if "sample_in" in r:
+                line += f"  in set {r['sample_in']}, expired absent {r['expired_absent']}"
+            if "held" in r:
+                line += f", held {r['held']} of {n - n // 100}"
+            print(line, flush=True)
+            if "lift_seconds" in r:
+                print(f"  {'lift':<8} {n // 100:>9} rows  {r['lift_seconds']:7.2f} s  cpu {r['lift_cpu']:6.2f} s  "
+                      f"(the expired rows' unbans: one nft batch deleting them from the set of {n - n // 100})",
+                      flush=True)
     return 0
 
 

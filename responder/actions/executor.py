@@ -17,7 +17,7 @@ from pathlib import Path
 
 from portsentinel import record as R
 from portsentinel.responder.actions import bulkban
-from portsentinel.responder.actions.action import KERNEL_GRACE, Action, Plan, SetElement, load_action
+from portsentinel.responder.actions.action import Action, Plan, SetElement, load_action
 from portsentinel.responder.actions.variables import BanVars, VarError
 from portsentinel.responder.adapters.libnft import NftRunner
 from portsentinel.responder.adapters.nftbatch import NftBatch
@@ -263,71 +263,13 @@ class Executor:
             else:
                 self._failed(ban.jail, action, "actionban", ban, res, 0, now)
 
-    def restore(self, bans: list[Ban], *, now: float) -> None:
-        """Re-apply restored bans (a start): for an action whose ban is an element of a set named by the family
-        alone (``batchset``, the nftables action), the elements go straight into one nft batch per table with
-        their remaining time, without the ban's variables or a plan per ban; every other action through
-        :meth:`ban_many`. A failing element is reported like a failing ban."""
-        by_jail: dict[str, list[Ban]] = {}
-        for ban in bans:
-            by_jail.setdefault(ban.jail, []).append(ban)
-        batches: dict[str, NftBatch] = {}
-        for jail, jbans in by_jail.items():
-            plain = [a for a in self.actions.get(jail, []) if a.has("actionban") and a.batchset is not None
-                     and "ip" not in a.set_vars]
-            rest = {a.name for a in self.actions.get(jail, []) if a not in plain}
-            if rest:
-                self.ban_many(jbans, now=now, restoring=True, only=rest)
-            for action in plain:
-                self._ensure_started(jail, action)
-                self._restore_plain(jail, action, jbans, now, batches)
-        for nb in batches.values():
-            result = nb.commit()
-            if result.failed:
-                errors = dict(result.failed)
-                for jail, jbans in by_jail.items():
-                    for ban in jbans:
-                        err = errors.get(ban.ip)
-                        if err is not None:
-                            for action in self.actions.get(jail, []):
-                                if action.batchset is not None:
-                                    self._failed(jail, action, "actionban", ban, Result((), 1, stderr=err), 0, now)
+    def ensure_started(self, jail: str, action: Action) -> None:
+        """Start an on-demand (or failed) action before its first ban (the restore, responder.actions.restore)."""
+        self._ensure_started(jail, action)
 
-    def _restore_plain(self, jail: str, action: Action, bans: list[Ban], now: float,
-                       batches: dict[str, NftBatch]) -> None:
-        """The set elements of ``bans`` for one plain set action, added to its table's batch."""
-        # (family, network) -> set name (None: the action plans nothing for it)
-        sets: dict[tuple[bool, bool], str | None] = {}
-        table = str(action.params.get("table", "portsentinel"))
-        nb = batches.get(table)
-        if nb is None:
-            nb = batches[table] = NftBatch(self.nft_runner, table=table)
-        for ban in bans:
-            kind = (":" in ban.ip, "/" in ban.ip)
-            name = sets.get(kind, "")
-            if name == "":
-                name = None
-                if ("inet6" if kind[0] else "inet") in action.families:
-                    try:
-                        plan = action.plan("actionban", BanVars.of(ban, now, remaining=True))
-                        name = plan.set if isinstance(plan, SetElement) else None
-                    except ValueError:
-                        name = None
-                if name is None:  # these bans by the per-ban path (which reports what is wrong)
-                    self.ban_many([b for b in bans if (":" in b.ip, "/" in b.ip) == kind], now=now,
-                                  restoring=True, only={action.name})
-                sets[kind] = name
-            if name is None:
-                continue
-            exp = ban.expires
-            if exp == FOREVER:
-                nb.add_stored(name, ban.ip, None)
-                continue
-            left = exp - now
-            if not left < 10**10:  # NaN, infinity, absurd: the per-ban path refuses it with its reason
-                self.ban_many([ban], now=now, restoring=True, only={action.name})
-                continue
-            nb.add_stored(name, ban.ip, max(1, int(round(left))) + KERNEL_GRACE)
+    def ban_failed(self, jail: str, action: Action, ban: Ban, stderr: str, now: float) -> None:
+        """Report a ban that the action could not apply (a set element nft refused) and retry it with back-off."""
+        self._failed(jail, action, "actionban", ban, Result((), 1, stderr=stderr), 0, now)
 
     def _report_ban(self, ban: Ban, names: list[str]) -> None:
         message, fields = bulkban.ban_record(ban, names)

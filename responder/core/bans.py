@@ -134,23 +134,29 @@ class BanBook:
 
     def add_many(self, bans: list[Ban]) -> None:
         """Add many bans at once (a restore): the same as :meth:`add` for each, the expiry heap rebuilt once
-        (heapify, linear) instead of a push per ban."""
+        (heapify, linear) instead of a push per ban; into an empty book (the start) without a look-up per ban."""
         if len(bans) < 64:
             for ban in bans:
                 self.add(ban)
             return
         active = self.active
-        for ban in bans:
-            key = (ban.jail, ban.ip)
-            if key not in active:
-                if "/" in ban.ip:
-                    self._count(ban.jail, ban.ip, 1)
-                if self._index:
-                    index = self._index.get((ban.jail, _version(ban.ip)))
-                    if index is not None:
-                        bisect.insort(index, (_start(ban.ip), ban.ip))
-            active[key] = ban
-        self._heap.extend((b.expires, b.jail, b.ip) for b in bans if b.expires != FOREVER)
+        if not active and not self._index:
+            active.update(zip([(b.jail, b.ip) for b in bans], bans, strict=True))
+            for b in bans:
+                if "/" in b.ip and active[(b.jail, b.ip)] is b:  # a network, counted once
+                    self._count(b.jail, b.ip, 1)
+        else:
+            for ban in bans:
+                key = (ban.jail, ban.ip)
+                if key not in active:
+                    if "/" in ban.ip:
+                        self._count(ban.jail, ban.ip, 1)
+                    if self._index:
+                        index = self._index.get((ban.jail, _version(ban.ip)))
+                        if index is not None:
+                            bisect.insort(index, (_start(ban.ip), ban.ip))
+                active[key] = ban
+        self._heap.extend([(b.expires, b.jail, b.ip) for b in bans if b.expires != FOREVER])
         heapq.heapify(self._heap)
 
     def remove(self, jail: str, ip: str) -> Ban | None:

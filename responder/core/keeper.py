@@ -12,6 +12,7 @@ one step: ``ban-committed``, ``ban-applied``, ``unban-committed``, ``unban-appli
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from collections.abc import Callable, Collection
 from portsentinel import record as R
 from portsentinel.responder.actions.action import Action
 from portsentinel.responder.actions.executor import Executor
+from portsentinel.responder.actions.restore import CHUNK, Restorer
 from portsentinel.responder.adapters.store import Store
 from portsentinel.responder.config.reload import Plan
 from portsentinel.responder.core.bans import FOREVER, Ban, BanBook, src_fields
@@ -43,30 +45,49 @@ class Keeper:
 
     def restore(self, jails: Collection[str], protected: Callable[[Ban], str | None] = lambda b: None) -> None:
         """Bans from the database: the expired ones moved to the pending unbans in one statement and lifted, the
-        ones ``protected`` names a reason for (an address that became never-ban while stopped) lifted, the
-        others re-applied (plain set elements straight into one nft batch: Executor.restore); unbans that were
-        pending when the responder stopped (or died) run again. The store is only changed by the moves to the
-        pending unbans, so a crash during the restore leaves it to the next start."""
+        ones ``protected`` names a reason for (an address that became never-ban while stopped) lifted, never
+        re-applied, the others re-applied (responder.actions.restore: plain set elements in chunked nft
+        transactions committed while the next rows are read); unbans that were pending when the responder
+        stopped (or died) run again. The store is only changed by the moves to the pending unbans, so a crash
+        during the restore leaves it to the next start.
+
+        The garbage collector is paused while the rows become bans (1,000,000 objects that live on: the collector
+        would pass over them again and again, ~2/3 of the time), and the bans are frozen out of its later
+        passes (gc.freeze)."""
         now = self.clock()
         expired = self.store.expire(jails, now, "expired while stopped")
-        keep: list[Ban] = []
-        shielded: dict[str, list[Ban]] = {}
-        kept = 0
-        for b in self.store.bans():
-            if b.jail not in jails:
-                kept += 1  # its jail is gone or broken: keep the row, nothing to run
-                continue
-            why = protected(b)
-            if why is not None:
-                shielded.setdefault(why, []).append(b)
-                continue
-            keep.append(b)
-        self.book.add_many(keep)
         pending = [(b, why, since) for b, why, since in self.store.unbans() if b.jail in jails]
         earlier = max(0, len(pending) - expired)  # pending before this start (the expired ones are pending now)
         for jail in jails:
             self.executor.start(jail, now=now)
-        self.executor.restore(keep, now=now)
+        keep: list[Ban] = []
+        shielded: dict[str, list[Ban]] = {}
+        kept = 0
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            restorer = Restorer(self.executor, jails, now)
+            names = set(jails)
+            for chunk in self.store.ban_chunks(CHUNK // 4):
+                fresh: list[Ban] = []
+                append = fresh.append
+                for b in chunk:
+                    if b.jail not in names:
+                        kept += 1  # its jail is gone or broken: keep the row, nothing to run
+                        continue
+                    why = protected(b)
+                    if why is None:
+                        append(b)
+                    else:
+                        shielded.setdefault(why, []).append(b)
+                restorer.add(fresh)
+                keep += fresh
+            self.book.add_many(keep)  # while the kernel takes the last chunk
+            restorer.finish()
+        finally:
+            if collecting:
+                gc.enable()
+        gc.freeze()
         lifted = sum(len(v) for v in shielded.values())
         restored = len(keep) + kept
         if restored or expired or pending or lifted:
@@ -75,7 +96,8 @@ class Keeper:
                                      f"{earlier} unban(s) pending",
                         PS_ACTION="restore",
                         PS_DETAIL=f"restored={restored} expired={expired} protected={lifted} "
-                                  f"pending={earlier}")
+                                  f"pending={earlier} elements={restorer.elements} "
+                                  f"transactions={restorer.transactions}")
         for b, why, since in pending:
             self.pending.add(b, why, now, since=since)
         for why, bans in shielded.items():

@@ -19,7 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from portsentinel.responder.filter.filters import MAX_LINE, Filter, Verdict, single_verdict
-from portsentinel.responder.filter.multiline import SCAN_REASONS, Fail, Rules, scan_single, settle_single
+from portsentinel.responder.filter.multiline import (
+    NOT_SCANNED,
+    SCAN_REASONS,
+    Fail,
+    Rules,
+    scan_texts,
+    settle_single,
+)
 from portsentinel.responder.filter.worker import Worker, cpus
 
 #: Lines per chunk, and characters (a chunk ends at whichever comes first; a text is at most MAX_LINE long).
@@ -31,7 +38,6 @@ PARALLEL_AFTER = 10_000
 #: (index, captures) of :func:`multiline.scan_single`, or (code, None) when it found none.
 Scan = tuple[int, Fail | None]
 Chunk = tuple[list[str | None], list[float | None]]  # the texts (None: line too long), their times
-_LONG = -1 - len(SCAN_REASONS)
 _TOO_LONG = f"line longer than {MAX_LINE} characters"
 
 
@@ -73,8 +79,12 @@ def examine_lines(flt: Filter, lines: Iterable[str], now: float, *, parallel: bo
 
 
 def prepared(flt: Filter, lines: Iterable[str], now: float) -> Iterator[Chunk]:
-    """Stage 1, in order: each line's text without its date, and its time, a chunk at a time."""
-    split = flt.split_date
+    """Stage 1, in order: each line's text without its date, and its time, a chunk at a time
+    (:meth:`Filter.split_date`; its usual case, a date that parses, written out here)."""
+    state = flt.line_state
+    dates = flt.line_rules.dates
+    find = dates.find if dates is not None else None
+    split_found = flt.split_found
     texts: list[str | None] = []
     stamps: list[float | None] = []
     chars = 0
@@ -84,8 +94,14 @@ def prepared(flt: Filter, lines: Iterable[str], now: float) -> Iterator[Chunk]:
             texts.append(None)
             stamps.append(None)
         else:
-            (before, _date, after), stamp = split(line, now)
-            text = before + after
+            found = find(line, now) if find is not None else (0, 0, None)
+            if found is not None and found[2] is not None:
+                start, end, stamp = found
+                state.last_date, state.last_date_text = stamp, line[start:end]
+                text = line[:start] + line[end:]
+            else:
+                (before, _date, after), stamp = split_found(line, found, now)
+                text = before + after
             texts.append(text)
             stamps.append(stamp)
             chars += len(text)
@@ -97,16 +113,8 @@ def prepared(flt: Filter, lines: Iterable[str], now: float) -> Iterator[Chunk]:
 
 
 def scan(rules: Rules, texts: list[str | None]) -> list[Scan]:
-    """Stage 2, no state: each text's regex result."""
-    out: list[Scan] = []
-    append = out.append
-    for text in texts:
-        if text is None:
-            append((_LONG, None))
-        else:
-            index, fail, _reason = scan_single(rules, text)
-            append((index, fail))
-    return out
+    """Stage 2, no state: each text's regex result (:func:`multiline.scan_texts`)."""
+    return scan_texts(rules, texts)
 
 
 def settle(flt: Filter, texts: list[str | None], stamps: list[float | None], scans: list[Scan],
@@ -119,7 +127,7 @@ def settle(flt: Filter, texts: list[str | None], stamps: list[float | None], sca
         if fail is not None:
             assert text is not None
             append(single_verdict(*settle_single(state, index, fail, text, now), text, stamp))
-        elif index == _LONG:
+        elif index == NOT_SCANNED:
             append(Verdict("missed", _TOO_LONG))
         else:
             append(_missed(SCAN_REASONS[-1 - index], stamp))

@@ -54,24 +54,26 @@ class DateDetector:
         m = None
         if tpl is not None:  # the template that matched last time, first (as fail2ban does)
             m = tpl.lean.search(line)
-            if m is not None and not (tpl.anchored or m.start() == self._last_distance or len(self.templates) == 1):
-                m = None
+            if m is not None:
+                pos = m.start()
+                if not (tpl.anchored or pos == self._last_distance or len(self.templates) == 1):
+                    m = None
         if m is None:
             chosen = self._search(line)
             if chosen is None:
                 return None
             m, tpl = chosen
             self._last = tpl
+            pos = m.start()
         assert tpl is not None
         tpl.hits += 1
-        tpl.distance = self._last_distance = m.start()
+        tpl.distance = self._last_distance = pos
         start, end = m.span(1)
         if start >= end:
             return None if start < 0 else (start, end, None)
         text = line[start:end]
-        sec = int(now)
         memo = self._memo
-        if memo[0] is tpl and memo[1] == text and memo[2] == sec:
+        if memo[1] == text and memo[0] is tpl and memo[2] == int(now):
             return start, end, memo[3]
         if m.re is not tpl.regex:  # the lean regex found it: the full one tells the fields (same match)
             full = tpl.regex.search(line)
@@ -81,7 +83,7 @@ class DateDetector:
             stamp: float | None = tpl.epoch(m, now)
         except (ValueError, KeyError, OverflowError):
             stamp = None
-        self._memo = (tpl, text, sec, stamp)
+        self._memo = (tpl, text, int(now), stamp)
         return start, end, stamp
 
     def _search(self, line: str) -> tuple[re.Match[str], Template] | None:

@@ -145,9 +145,13 @@ class Filter:
     def split_date(self, line: str, now: float) -> tuple[TupleLine, float | None]:
         """fail2ban's processLine: cut the date out; a line without one may inherit the last date.
         Lines come here in their order (no line end): the filter remembers the last date."""
-        st = self.line_state
         dates = self.line_rules.dates
-        found = dates.find(line, now) if dates is not None else (0, 0, None)
+        return self.split_found(line, dates.find(line, now) if dates is not None else (0, 0, None), now)
+
+    def split_found(self, line: str, found: tuple[int, int, float | None] | None, now: float
+                    ) -> tuple[TupleLine, float | None]:
+        """:meth:`split_date` with what ``DateDetector.find`` found in the line (it may be asked once only)."""
+        st = self.line_state
         if found is None:
             tup: TupleLine = ("", "", line)
         else:

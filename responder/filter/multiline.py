@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,44 +193,79 @@ def find_single(rules: Rules, state: MatchState, text: str, *, now: float) -> tu
     return settle_single(state, index, fail, text, now)
 
 
-#: Why :func:`scan_single` found no failure, by code (its index, -1 - code: see :func:`scan_single`).
+#: Why :func:`scan_single` found no failure, by code (its index, -1 - code: see :func:`scan_texts`).
 SCAN_REASONS = ("no failregex matched", "prefregex did not match", "ignoreregex matched")
+#: What :func:`scan_texts` gives for a text it was not to scan (None).
+NOT_SCANNED = -1 - len(SCAN_REASONS)
+Scanned = tuple[int, Fail | None]
+_NO_MATCH, _NO_PREFIX, _IGNORED, _SKIPPED = ((-1 - code, None) for code in range(len(SCAN_REASONS) + 1))
 
 
 def scan_single(rules: Rules, text: str) -> tuple[int, Fail | None, str]:
     """The regex work of :func:`find_single`, which needs no state (so it may run anywhere, in any order):
     (failregex index, its captures merged over the prefregex's, "") for a match; (-1 - code, None, reason)
     when there is none, ``reason`` being ``SCAN_REASONS[code]``."""
-    buf = text + "\n"
-    if rules.ignore_first:
-        for pat in rules.ignoreregex:
-            if pat.search(buf) is not None:
-                return -3, None, SCAN_REASONS[2]
-    pre: Fail | None = None
-    if rules.prefregex is not None:
-        pm = rules.prefregex.search(buf)
-        if pm is None:
-            return -2, None, SCAN_REASONS[1]
-        assert rules.pref_groups is not None
-        pre = rules.pref_groups.read(pm)
-        content = pre.pop("content", None)
-        if content:
-            buf = content + "\n"
-    failregex = rules.failregex
-    order = rules.dispatch.candidates(buf) if rules.dispatch is not None else range(len(failregex))
-    for index in order:
-        m = failregex[index].search(buf)
-        if m is None:
+    index, fail = scan_texts(rules, (text,))[0]
+    return index, fail, "" if fail is not None else SCAN_REASONS[-1 - index]
+
+
+def scan_texts(rules: Rules, texts: Iterable[str | None]) -> list[Scanned]:
+    """:func:`scan_single` for many texts, in one loop: (index, captures) or (-1 - code, None) for each;
+    ``(NOT_SCANNED, None)`` for a None."""
+    out: list[Scanned] = []
+    append = out.append
+    ignore = rules.ignoreregex
+    ignore_first = rules.ignore_first
+    pref = rules.prefregex.search if rules.prefregex is not None else None
+    pref_read = rules.pref_groups.read if rules.pref_groups is not None else None
+    searches = tuple(p.search for p in rules.failregex)
+    reads = tuple(g.read for g in rules.fail_groups)
+    if rules.dispatch is not None:
+        table, always = rules.dispatch.table, rules.dispatch.always
+    else:
+        table, always = {}, tuple(range(len(searches)))
+    for text in texts:
+        if text is None:
+            append(_SKIPPED)
             continue
-        fail: Fail = rules.fail_groups[index].read(m)
-        for pat in rules.ignoreregex:
-            if pat.search(buf) is not None:
-                return -3, None, SCAN_REASONS[2]
-        if pre:
-            pre.update(fail)
-            fail = pre
-        return index, fail, ""
-    return -1, None, SCAN_REASONS[0]
+        buf = text + "\n"
+        if ignore_first and _any_search(ignore, buf):
+            append(_IGNORED)
+            continue
+        pre: Fail | None = None
+        if pref is not None:
+            pm = pref(buf)
+            if pm is None:
+                append(_NO_PREFIX)
+                continue
+            assert pref_read is not None
+            pre = pref_read(pm)
+            content = pre.pop("content", None)
+            if content:
+                buf = content + "\n"
+        result: Scanned = _NO_MATCH
+        for index in table.get(buf[:1], always):
+            m = searches[index](buf)
+            if m is None:
+                continue
+            fail = reads[index](m)
+            if ignore and _any_search(ignore, buf):
+                result = _IGNORED
+            elif pre:
+                pre.update(fail)
+                result = (index, pre)
+            else:
+                result = (index, fail)
+            break
+        append(result)
+    return out
+
+
+def _any_search(patterns: tuple[re.Pattern[str], ...], text: str) -> bool:
+    for pat in patterns:
+        if pat.search(text) is not None:
+            return True
+    return False
 
 
 def settle_single(state: MatchState, index: int, fail: Fail, text: str, now: float

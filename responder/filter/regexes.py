@@ -17,6 +17,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from re import _parser as sre_parser  # type: ignore[attr-defined]  # no public regex parser since 3.11
 from typing import Any
@@ -132,25 +133,47 @@ def match_groups(m: re.Match[str]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Groups:
-    """How to read one pattern's named groups fast, computed once per pattern: :meth:`read` gives what
+    """How to read one pattern's named groups fast, computed once per pattern: :attr:`read` gives what
     :func:`match_groups` gives, from ``m.groups()`` (a tuple, several times cheaper than ``m.groupdict()``)."""
 
     names: tuple[str | None, ...]  # the name of each group by number (from 1); None: unnamed
     composed: tuple[tuple[str, str, str], ...]
+    #: match → its named groups that matched, ``alt_``/``tuple_`` folded (a function made for this pattern).
+    read: Callable[[re.Match[str]], dict[str, Any]]
 
     @classmethod
     def of(cls, pat: re.Pattern[str]) -> Groups:
         names: list[str | None] = [None] * pat.groups
         for name, number in pat.groupindex.items():
             names[number - 1] = name
-        return cls(tuple(names), _composed_groups(pat))
+        composed = _composed_groups(pat)
+        plain = _reader(tuple(names))
+        return cls(tuple(names), composed, _folding(plain, composed) if composed else plain)
 
-    def read(self, m: re.Match[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, value in zip(self.names, m.groups(), strict=True):
-            if value is not None and name is not None:
-                out[name] = value
-        for key, kind, target in self.composed:
+
+def _reader(names: tuple[str | None, ...]) -> Callable[[re.Match[str]], dict[str, Any]]:
+    """A function reading these groups as straight-line code: ``g0, _, g2 = m.groups()``, then one test per
+    named group (about three times faster than a loop over the names). The names are the pattern's group
+    names, which ``re`` allows only as identifiers; they enter the code as string literals (``repr``)."""
+    if not any(names):
+        return lambda m: {}
+    if not all(n is None or n.isidentifier() for n in names):  # cannot happen (re checks); never exec it
+        raise ValueError(f"bad group names {names!r}")
+    targets = [f"g{i}" if n else "_" for i, n in enumerate(names)]
+    body = [f"    {', '.join(targets)}, = m.groups()", "    out = {}"]
+    body += [f"    if g{i} is not None: out[{n!r}] = g{i}" for i, n in enumerate(names) if n]
+    code = "def read(m):\n" + "\n".join(body) + "\n    return out\n"
+    space: dict[str, Any] = {}
+    exec(code, {"__builtins__": {}}, space)  # noqa: S102  # generated above from checked identifiers
+    reader: Callable[[re.Match[str]], dict[str, Any]] = space["read"]
+    return reader
+
+
+def _folding(plain: Callable[[re.Match[str]], dict[str, Any]], composed: tuple[tuple[str, str, str], ...]
+             ) -> Callable[[re.Match[str]], dict[str, Any]]:
+    def read(m: re.Match[str]) -> dict[str, Any]:
+        out = plain(m)
+        for key, kind, target in composed:
             value = out.get(key)
             if kind == "alt_":
                 if value and not out.get(target):
@@ -159,6 +182,8 @@ class Groups:
                 cur = out.get(target)
                 out[target] = (*cur, value) if isinstance(cur, tuple) else (cur, value)
         return out
+
+    return read
 
 
 def has_failure_id(pat: re.Pattern[str]) -> bool:

@@ -27,7 +27,7 @@ from portsentinel.responder.filter.multiline import (
     scan_texts,
     settle_single,
 )
-from portsentinel.responder.filter.worker import Worker, cpus
+from portsentinel.responder.filter.worker import Worker, spare_cpu
 
 #: Lines per chunk, and characters (a chunk ends at whichever comes first; a text is at most MAX_LINE long).
 CHUNK_LINES = 1024
@@ -51,7 +51,8 @@ def examine_lines(flt: Filter, lines: Iterable[str], now: float, *, parallel: bo
                   after: int | None = None) -> Iterator[Verdict]:
     """``flt.examine_line(line, now)`` for every line, in order, as one generator.
 
-    ``parallel``: None decides by the machine (a worker process when this process may use two CPUs); True
+    ``parallel``: None decides by the machine (a worker process when a CPU is spare: :func:`worker.spare_cpu`,
+    asked once the first ``after`` lines are done); True
     uses a worker whenever the input has more than ``after`` lines (default :data:`PARALLEL_AFTER`); False never
     does. Lines are read ahead by a few chunks."""
     if not batched(flt):
@@ -60,17 +61,16 @@ def examine_lines(flt: Filter, lines: Iterable[str], now: float, *, parallel: bo
         return
     rules = flt.line_rules.match
     chunks = prepared(flt, lines, now)
-    use_worker = cpus() >= 2 if parallel is None else parallel
     seen, after = 0, PARALLEL_AFTER if after is None else after
-    while not use_worker or seen < after:
+    while parallel is False or seen < after:
         chunk = next(chunks, None)
         if chunk is None:
             return
         texts, stamps = chunk
         yield from settle(flt, texts, stamps, scan(rules, texts), now)
         seen += len(texts)
-    worker = Worker.start(lambda texts: scan(rules, texts))
-    if worker is None:  # no second process here: on in this one
+    worker = Worker.start(lambda texts: scan(rules, texts)) if parallel or spare_cpu() else None
+    if worker is None:  # on in this process
         for texts, stamps in chunks:
             yield from settle(flt, texts, stamps, scan(rules, texts), now)
         return

@@ -39,6 +39,14 @@ def cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def spare_cpu() -> bool:
+    """Whether a worker would find a CPU of its own: this process may use two or more, and the load average
+    of the last minute (this process included) leaves one free. On a busy machine a worker only adds the cost
+    of the pipe (measured: slower than one process, docs/performance.md)."""
+    n = cpus()
+    return n >= 2 and os.getloadavg()[0] <= n - 1
+
+
 class Worker:
     """A forked child applying ``work`` to each chunk (see the module's text)."""
 

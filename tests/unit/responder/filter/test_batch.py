@@ -141,7 +141,7 @@ def test_ignoreregex_alike(small_chunks: None, args: dict[str, str]) -> None:
         assert "ignored" in kinds and "matched" in kinds
 
 
-def test_auto_stays_serial_for_a_small_input_or_one_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_stays_serial_for_a_small_input_or_no_spare_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[int] = []
     real_start = Worker.start
 
@@ -155,10 +155,10 @@ def test_auto_stays_serial_for_a_small_input_or_one_cpu(monkeypatch: pytest.Monk
     lines = sample_lines("sshd")
     list(examine_lines(flt, lines, TEST_NOW, after=len(lines) + 1))
     assert not started
-    monkeypatch.setattr(batch, "cpus", lambda: 1)
+    monkeypatch.setattr(batch, "spare_cpu", lambda: False)
     list(examine_lines(flt, lines, TEST_NOW, after=0))
     assert not started
-    monkeypatch.setattr(batch, "cpus", lambda: 2)
+    monkeypatch.setattr(batch, "spare_cpu", lambda: True)
     list(examine_lines(flt, lines, TEST_NOW, after=0))
     assert started
 

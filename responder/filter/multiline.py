@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,12 +49,26 @@ class Rules:
     pref_groups: Groups | None = field(init=False, default=None)
     fail_groups: tuple[Groups, ...] = field(init=False, default=())
 
+    #: What :func:`scan_texts` runs, bound once: each failregex's search and group reader, the first-character
+    #: table of the dispatch and the candidates of any other first character.
+    searches: tuple[Callable[[str], re.Match[str] | None], ...] = field(init=False, default=(), compare=False)
+    reads: tuple[Callable[[re.Match[str]], Fail], ...] = field(init=False, default=(), compare=False)
+    table: dict[str, tuple[int, ...]] = field(init=False, default_factory=dict, compare=False)
+    always: tuple[int, ...] = field(init=False, default=(), compare=False)
+
     def __post_init__(self) -> None:
         first = bool(self.ignoreregex) and len(self.ignoreregex) < len(self.failregex) - 2
         object.__setattr__(self, "ignore_first", first)
         if self.prefregex is not None:
             object.__setattr__(self, "pref_groups", Groups.of(self.prefregex))
         object.__setattr__(self, "fail_groups", tuple(Groups.of(p) for p in self.failregex))
+        object.__setattr__(self, "searches", tuple(p.search for p in self.failregex))
+        object.__setattr__(self, "reads", tuple(g.read for g in self.fail_groups))
+        if self.dispatch is not None:
+            object.__setattr__(self, "table", self.dispatch.table)
+            object.__setattr__(self, "always", self.dispatch.always)
+        else:
+            object.__setattr__(self, "always", tuple(range(len(self.failregex))))
 
 
 @dataclass(slots=True)
@@ -218,12 +232,7 @@ def scan_texts(rules: Rules, texts: Iterable[str | None]) -> list[Scanned]:
     ignore_first = rules.ignore_first
     pref = rules.prefregex.search if rules.prefregex is not None else None
     pref_read = rules.pref_groups.read if rules.pref_groups is not None else None
-    searches = tuple(p.search for p in rules.failregex)
-    reads = tuple(g.read for g in rules.fail_groups)
-    if rules.dispatch is not None:
-        table, always = rules.dispatch.table, rules.dispatch.always
-    else:
-        table, always = {}, tuple(range(len(searches)))
+    searches, reads, table, always = rules.searches, rules.reads, rules.table, rules.always
     for text in texts:
         if text is None:
             append(_SKIPPED)

@@ -7,6 +7,9 @@ from `portsentinel fleet setup`, and a scanner; nothing leaves the lab's namespa
     from the first probe it never answered (bench/fleet_probe.py). Side by side: the same scan's local ban on A.
     Each hop is dated by its own record (PS_TIME, one clock): A's detector record, A's responder ban (shared),
     E's fleet line, E's responder ban.
+(a2) ``--pairs``: bursts of two such scans from two sources, ``--pair-gap`` ms apart (both probers given the scan's
+    time): the second scan's remote ban from its own first SYN, beside the first's. The second shared ban is
+    decided while the first's put may still be waiting for its acknowledgement.
 (b) A host joining a fleet with ``--keys`` (100,000) active bans: from starting its portsentinel-fleet to every one
     of them in its nft set. Side by side: a bare nats-py watcher receiving the same keys, and one `nft -f` batch
     of as many elements, both in the joining host's namespace.
@@ -15,7 +18,7 @@ from `portsentinel fleet setup`, and a scanner; nothing leaves the lab's namespa
 
 Run as root (scripts/setup.sh --test first):
     unshare --mount --propagation private --fork -- bash scripts/with-journald.sh \\
-        .venv/bin/python -m bench.fleet_e2e_bench [--scans 40] [--keys 100000] [--bulk 10000]
+        .venv/bin/python -m bench.fleet_e2e_bench [--scans 40] [--pairs 20] [--keys 100000] [--bulk 10000]
 """
 
 from __future__ import annotations
@@ -103,6 +106,30 @@ def latency(site: FleetSite, scans: int) -> None:
     print(row("  A responder ban record (shared)", hops["a_ban"]))
     print(row("  E fleet line written (wake->put->watch)", hops["e_line"]))
     print(row("  E responder ban record (fleet jail)", hops["e_ban"]))
+
+
+def pairs(site: FleetSite, count: int, gap: float) -> None:
+    """Bursts of two scans of A from two fresh sources, the second ``gap`` seconds after the first: the second's
+    shared ban is decided while the first's put may still wait for its acknowledgement."""
+    a, e = site.hosts["a"], site.hosts["e"]
+    first: list[float] = []
+    second: list[float] = []
+    missed = 0
+    for _ in range(count):
+        srcs = site.aliases(2)
+        at = time.time() + 0.5  # both probers started and pinging by then
+        procs = [site.scanner.popen([PY, "-m", "bench.fleet_probe", "--src", src, "--targets",
+                                     f"{a.machine.addr4},{e.machine.addr4}", "--at", f"{at + i * gap:.6f}"],
+                                    stdout=subprocess.PIPE) for i, src in enumerate(srcs)]
+        outs = [json.loads(proc.communicate(timeout=30)[0].decode().strip().splitlines()[-1]) for proc in procs]
+        if any(o[e.machine.addr4] is None for o in outs):
+            missed += 1
+            continue
+        first.append(outs[0][e.machine.addr4] - outs[0]["scan_at"])
+        second.append(outs[1][e.machine.addr4] - outs[1]["scan_at"])
+    print(f"(a2) bursts of two scans of A, {gap * 1000:.0f} ms apart, {count} bursts ({missed} not measured):")
+    print(row("remote ban on E, first scan", first))
+    print(row("remote ban on E, second scan (from its SYN)", second))
 
 
 def keys_tool(site: FleetSite, host: str, what: str, count: int, first: str = "100.64.0.0",
@@ -213,14 +240,16 @@ def bulk(site: FleetSite, count: int) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scans", type=int, default=40)
+    p.add_argument("--pairs", type=int, default=0, help="(a2) bursts of two scans; 0 (default) skips it")
+    p.add_argument("--pair-gap", type=float, default=3.0, metavar="MS", help="(a2) ms between the two scans")
     p.add_argument("--keys", type=int, default=100_000, help="(b); 0 skips it")
     p.add_argument("--bulk", type=int, default=10_000, help="(c); 0 skips it")
     p.add_argument("--profile", metavar="DIR", type=Path,
                    help="run d's and e's responder and portsentinel-fleet under cProfile (files in DIR) and print "
                         "where their time went (slower: compare hops within one run only)")
     args = p.parse_args()
-    if not 1 <= args.scans <= 140:
-        p.error("--scans: 1 to 140 (one fresh scanner address each)")
+    if not 1 <= args.scans + 2 * args.pairs <= 140 or min(args.scans, args.pairs) < 0:
+        p.error("--scans + 2 x --pairs: 1 to 140 (one fresh scanner address each)")
     print(f"# fleet_e2e_bench on {platform.node()}, {os.cpu_count()} cores, {platform.platform()}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     with fleet_site(HOSTS) as site:
@@ -232,7 +261,10 @@ def main() -> int:
         site.start(["a"])
         site.start(["b", "c", "e"], detector=False)
         site.hosts["d"].start(detector=False, fleet=False)
-        latency(site, args.scans)
+        if args.scans:
+            latency(site, args.scans)
+        if args.pairs:
+            pairs(site, args.pairs, args.pair_gap / 1000)
         if args.keys:
             join(site, args.keys)
         if args.bulk:

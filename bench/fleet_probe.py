@@ -52,6 +52,9 @@ def main() -> int:
     p.add_argument("--ports", default="1,11")
     p.add_argument("--interval", type=float, default=0.0005)
     p.add_argument("--lead", type=float, default=0.05, help="seconds of probes before the scan")
+    p.add_argument("--at", type=float, default=0.0,
+                   help="send the scan at this time (epoch seconds) instead of --lead after the start: two probers "
+                        "given times a few ms apart make a burst of two scans")
     p.add_argument("--quiet", type=float, default=0.3)
     p.add_argument("--limit", type=float, default=5.0)
     args = p.parse_args()
@@ -66,10 +69,11 @@ def main() -> int:
     seq = 0
     start = time.time()
     scan_at = 0.0
-    deadline = start + args.limit
+    scan_time = args.at if args.at > start else start + args.lead
+    deadline = scan_time + args.limit
     while True:
         now = time.time()
-        if not scan_at and now >= start + args.lead:
+        if not scan_at and now >= scan_time:
             scan_at = time.time()  # just before the first SYN leaves
             for i, port in enumerate(int(x) for x in args.ports.split(",")):
                 tcp.sendto(syn(args.src, targets[0], 40000 + i, port), (targets[0], 0))

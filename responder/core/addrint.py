@@ -8,8 +8,12 @@ ValueError for what is not an address."""
 from __future__ import annotations
 
 import ipaddress
+import re
 
 _HEX_COLON = frozenset("0123456789abcdef:")
+#: A dotted quad in canonical form (no leading zeros, each part at most 255).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_V4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
 
 #: The addresses read lately: one ban reads its address five or six times (never-ban, its network, the book).
@@ -30,12 +34,9 @@ def addr_int(text: str) -> int:
 
 def _read(text: str) -> int:
     if ":" not in text:
-        parts = text.split(".")
-        if len(parts) == 4 and all(p.isdigit() and p.isascii() and len(p) <= 3 and (p[0] != "0" or len(p) == 1)
-                                   for p in parts):
-            a, b, c, d = (int(p) for p in parts)
-            if a <= 255 and b <= 255 and c <= 255 and d <= 255:
-                return (a << 24) | (b << 16) | (c << 8) | d
+        if _V4.fullmatch(text):
+            a, b, c, d = text.split(".")
+            return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
         return int(ipaddress.IPv4Address(text))
     if not _HEX_COLON.issuperset(text):  # upper case, an embedded IPv4 part, a zone, garbage
         return int(ipaddress.IPv6Address(text))

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from portsentinel.responder.config.jailconf import JailConfig
 
 MAX_TRACKED = 100_000
 
 
-@dataclass(frozen=True)
-class Failure:
-    """One matched record or line, reduced to what the jail needs."""
+class Failure(NamedTuple):
+    """One matched record or line, reduced to what the jail needs (a named tuple: one per entry of a bulk)."""
 
     host: str  # canonical address
     time: float
@@ -24,8 +23,7 @@ class Failure:
     match: str = ""
 
 
-@dataclass(frozen=True)
-class BanDecision:
+class BanDecision(NamedTuple):
     jail: str
     host: str
     failures: int
@@ -53,6 +51,8 @@ class Jail:
             return None
         self.failures_total += 1
         q = self._seen.get(f.host)
+        if q is None and self.cfg.maxretry <= 1:  # banned at its first failure: nothing to remember
+            return BanDecision(self.cfg.name, f.host, 1, f, (f.match,) if f.match else ())
         if q is None:
             q = deque()
             self._seen[f.host] = q

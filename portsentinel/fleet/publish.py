@@ -92,8 +92,10 @@ def from_decision(fields: Mapping[str, str], host: str, now: float, maxtime: flo
 
 #: Decisions read from one wake-up datagram at most (the responder sends one turn's, up to 16 KB).
 CARRIED_MAX = 256
-#: Keys remembered as published early (the oldest forgotten first; the journal shows a record within seconds).
-EARLY_MAX = 65_536
+#: Keys remembered with the time of the decision last published on them, from a wake-up or the journal (the oldest
+#: forgotten first): the journal shows a record within seconds, and a wake-up read after the journal's copy of a
+#: newer decision must not bring an older one back (~200 bytes a key).
+EARLY_MAX = 16_384
 
 
 def carried(payload: bytes) -> list[dict[str, str]]:

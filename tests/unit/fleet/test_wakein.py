@@ -117,3 +117,30 @@ def test_a_wake_up_from_another_uid_publishes_nothing(tmp_path: Path) -> None:
     asyncio.run(run())
     assert svc.store.spool_size() == 0 and svc.wake.refused == 1
     svc.close()
+
+
+def test_a_late_wake_up_does_not_bring_back_what_the_journal_already_undid(tmp_path: Path) -> None:
+    """The journal's reader ran first and published a ban and its unban; the ban's wake-up, read after that, must
+    not put the ban again."""
+    cfg = FleetConfig(host="a", servers=("nats://192.0.2.1:4222",), decisions=str(tmp_path / "decisions.jsonl"),
+                      state=str(tmp_path / "state.sqlite3"), output=str(tmp_path / "remote.jsonl"),
+                      wake=str(tmp_path / "wake"), responder_wake="", status=str(tmp_path / "status.json"),
+                      responder_uid=os.geteuid())
+    svc = S.FleetService(cfg)
+    journal = JournalLater()
+    svc.input = journal
+    ban = _decision()
+    unban = _decision(event="unban", at=float(ban[R.F_TIME]) + 0.5)
+    journal.records += [ban, unban]
+    journal.ready = True
+
+    async def run() -> None:
+        svc.read_decisions()
+        assert [(k, v) for _, k, v in svc.store.spooled(10)] == [("a.portsentinel.203-0-113-7", None)]
+        svc.store.sent(svc.store.spooled(10))
+        send_wake(cfg.wake, records_payload([ban]))
+        svc._on_wake()
+        assert svc.store.spool_size() == 0
+
+    asyncio.run(run())
+    svc.close()

@@ -8,8 +8,9 @@ at a time:
 2. :func:`scan`: the regexes on what is left (:func:`multiline.scan_single`: no state, so any process may do it);
 3. :func:`settle`: sessions (``<F-MLFID>``), host and verdict (:func:`multiline.settle_single`: in order).
 
-Serially the three follow each other. On a big input with a second CPU, stage 2 runs in a worker process
-(:mod:`.worker`) while this one does 1 and 3 for the chunks before and after: the same functions on the same
+Serially the three follow each other. On a big input with a spare CPU, stage 2 runs in a worker process
+(:mod:`.worker`: for the chunks it can take) while this one does 1 and 3 for the chunks before and after, and
+stage 2 of the chunks the worker has no room for: the same functions on the same
 data in the same order, so the same verdicts, and the filter is left in the same state (its sessions and its
 date memory live here). Other filters (``maxlines`` > 1, check-all) go line by line.
 """

@@ -2,12 +2,13 @@
 
 :meth:`Worker.start` forks; the child inherits the compiled filter and applies one function to each chunk it
 is sent (a list of texts, marshalled), sending back the results (marshalled) in the order it got them.
-:meth:`Worker.run` sends chunks ahead of the one being used, so both processes stay busy, and yields each
-chunk with its results in order. Nothing the child does is seen here but those results.
+:meth:`Worker.run` keeps a few chunks waiting for the child and does any other chunk itself, so neither process
+waits for the other while there is work (on a busy machine the child may get no CPU for a while), and yields
+each chunk with its results in the input's order. Nothing the child does is seen here but those results.
 
-No deadlock: chunks are sent ahead only while those not yet answered fit the pipe to the child
-(:data:`PIPE_SIZE`, set with ``F_SETPIPE_SZ``), so writing never blocks; this process only ever waits for
-results. A child that fails or dies ends the run with :class:`WorkerError`.
+No deadlock: chunks are sent only while those not yet answered fit the pipe to the child (:data:`PIPE_SIZE`,
+set with ``F_SETPIPE_SZ``), so writing never blocks; this process only ever waits for results. A child that
+fails or dies ends the run with :class:`WorkerError`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import marshal
 import os
+import select
 import signal
 import traceback
 from collections import deque
@@ -22,6 +24,10 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any, BinaryIO, TypeVar
 
 PIPE_SIZE = 1 << 20
+#: Chunks the child may have waiting; and chunks done (or asked) and not yet used, at most, before this
+#: process waits for the child's oldest answer.
+AHEAD = 4
+MAX_PENDING = 64
 #: A chunk's size when marshalled, at most (batch's chunks: 64 Ki characters and one more line of 8 Ki, at up to
 #: 4 bytes each in UTF-8, 5 bytes of framing per text, stay below this).
 MAX_FRAME = PIPE_SIZE // 2
@@ -50,8 +56,9 @@ def spare_cpu() -> bool:
 class Worker:
     """A forked child applying ``work`` to each chunk (see the module's text)."""
 
-    def __init__(self, pid: int, to_child: BinaryIO, from_child: BinaryIO) -> None:
+    def __init__(self, pid: int, to_child: BinaryIO, from_child: BinaryIO, work: Callable[[Any], Any]) -> None:
         self.pid = pid
+        self._work = work
         self._to = to_child
         self._from = from_child
         self._done = False
@@ -83,33 +90,52 @@ class Worker:
                 os._exit(status)
         os.close(r_in)
         os.close(w_out)
-        return cls(pid, os.fdopen(w_in, "wb"), os.fdopen(r_out, "rb"))
+        return cls(pid, os.fdopen(w_in, "wb"), os.fdopen(r_out, "rb", buffering=0), work)
 
     def run(self, chunks: Iterator[tuple[list[Any], Extra]]) -> Generator[tuple[list[Any], Extra, Any], None, None]:
-        """Each chunk ``(items, extra)`` with ``work(items)`` done by the child, in order. As many chunks are
-        sent ahead as the pipe holds (so a child that was not scheduled for a while finds work waiting).
-        Closing the generator early stops the child."""
-        ahead: deque[tuple[list[Any], Extra, int]] = deque()
-        queued = 0  # bytes of the chunks sent and not yet answered: at least what the pipe holds
+        """Each chunk ``(items, extra)`` with ``work(items)`` done, in order. The child gets a chunk while it
+        has fewer than :data:`AHEAD` waiting (and they fit the pipe); any other chunk is done here, so this
+        process never waits for a child that gets no CPU (a busy machine), and the two share the work on an
+        idle one. Closing the generator early stops the child."""
+        pending: deque[list[Any]] = deque()  # [items, extra, result, done] in the input's order
+        asked: deque[tuple[list[Any], int]] = deque()  # (entry, frame size) sent and not yet answered
         try:
             for items, extra in chunks:
-                data = marshal.dumps(items)
-                if len(data) > MAX_FRAME:
-                    raise WorkerError(f"a chunk of {len(data)} bytes is over {MAX_FRAME}")
-                while ahead and queued + _HEADER + len(data) > PIPE_SIZE:
-                    done, done_extra, size = ahead.popleft()
-                    queued -= size
-                    yield done, done_extra, self._receive()
-                self._to.write(len(data).to_bytes(_HEADER, "little") + data)
-                self._to.flush()
-                ahead.append((items, extra, _HEADER + len(data)))
-                queued += _HEADER + len(data)
-            while ahead:
-                done, done_extra, _size = ahead.popleft()
-                yield done, done_extra, self._receive()
+                self._collect(asked, block=False)
+                while pending and pending[0][3]:
+                    done = pending.popleft()
+                    yield done[0], done[1], done[2]
+                entry: list[Any] = [items, extra, None, False]
+                if len(asked) < AHEAD:
+                    data = marshal.dumps(items)
+                    size = _HEADER + len(data)
+                    if size > MAX_FRAME:
+                        raise WorkerError(f"a chunk of {len(data)} bytes is over {MAX_FRAME}")
+                    if sum(n for _e, n in asked) + size <= PIPE_SIZE:
+                        self._to.write(len(data).to_bytes(_HEADER, "little") + data)
+                        self._to.flush()
+                        asked.append((entry, size))
+                if not asked or asked[-1][0] is not entry:
+                    entry[2], entry[3] = self._work(items), True
+                pending.append(entry)
+                while len(pending) > MAX_PENDING and not pending[0][3]:
+                    self._collect(asked, block=True)
+            while pending:
+                if not pending[0][3]:
+                    self._collect(asked, block=True)
+                done = pending.popleft()
+                yield done[0], done[1], done[2]
             self._stop()
         finally:
             self.close()
+
+    def _collect(self, asked: deque[tuple[list[Any], int]], block: bool) -> None:
+        """The child's answers that are there (with ``block``: at least one), into their entries."""
+        fd = self._from.fileno()
+        while asked and (block or select.select([fd], [], [], 0)[0]):
+            entry, _size = asked.popleft()
+            entry[2], entry[3] = self._receive(), True
+            block = False
 
     def _receive(self) -> Any:
         frame = _read_frame(self._from)
@@ -165,11 +191,23 @@ def _serve(work: Callable[[Any], Any], inp: BinaryIO, out: BinaryIO) -> None:
 
 def _read_frame(f: BinaryIO) -> bytes | None:
     """The next frame's bytes; b"" for the stop frame; None at the end of the stream."""
-    head = f.read(_HEADER)
-    if len(head) < _HEADER:
+    head = _read_exactly(f, _HEADER)
+    if head is None:
         return None
-    size = int.from_bytes(head, "little")
+    return _read_exactly(f, int.from_bytes(head, "little"))
+
+
+def _read_exactly(f: BinaryIO, size: int) -> bytes | None:
+    """``size`` bytes (an unbuffered pipe may give fewer per read); None at the end of the stream."""
     data = f.read(size)
-    if len(data) < size:
-        return None
-    return data
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        part = f.read(size - got)
+        if not part:
+            return None
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)

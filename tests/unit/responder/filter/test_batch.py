@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -209,6 +210,27 @@ def test_worker_results_in_order_and_errors_raised() -> None:
     assert w is not None
     with pytest.raises(WorkerError, match="boom in the worker"):
         list(w.run(iter([(["a"], 0), (["boom"], 1), (["c"], 2)])))
+    assert _reaped(w.pid)
+
+
+PARENT = os.getpid()
+
+
+def _slow_child(items: list[Any]) -> list[Any]:
+    if os.getpid() != PARENT:
+        time.sleep(0.02)  # a child that gets little CPU
+    return [(os.getpid(), x) for x in items]
+
+
+def test_work_shared_in_order_when_the_child_is_slow() -> None:
+    w = Worker.start(_slow_child)
+    assert w is not None
+    chunks = [([n * 10 + i for i in range(3)], n) for n in range(200)]
+    got = list(w.run(iter(chunks)))
+    assert [extra for _items, extra, _res in got] == list(range(200))
+    assert [x for _i, _e, res in got for _pid, x in res] == [n * 10 + i for n in range(200) for i in range(3)]
+    done_by = {pid for _i, _e, res in got for pid, _x in res}
+    assert done_by == {PARENT, w.pid}  # both did some: the parent did not wait for every chunk
     assert _reaped(w.pid)
 
 

@@ -134,6 +134,46 @@ class Restorer:
         touts: list[list[int | None]] = [[], [], [], []]
         odd: list[Ban] = []  # the per-ban path: no set name, or an expiry that is not a time (it reports why)
         sets = p.sets
+        if not self._all_v4(p, bans, ips, touts):
+            self._sort(p, bans, ips, touts, odd)
+        if odd:
+            self.executor.ban_many(odd, now=now, restoring=True, only={p.action.name})
+        if not any(ips):
+            return
+        ch = self._open.get(p.table)
+        if ch is None:
+            ch = self._open[p.table] = _Chunk(NftBatch(self._batch_runner(), table=p.table))
+        for kind, name in enumerate(sets):
+            if name and ips[kind]:
+                ch.batch.add_stored_many(name, ips[kind], touts[kind])
+                self.elements += len(ips[kind])
+        ch.owners.append((jail, p.action, bans))
+
+    def _all_v4(self, p: _Plain, bans: list[Ban], ips: list[list[str]], touts: list[list[int | None]]) -> bool:
+        """The common case at C speed, one list at a time: every ban an IPv4 address with an end that is a time
+        (no ``:`` or ``/`` in the joined addresses; the sum of the expiries finite, none forever, none absurd).
+        False (nothing added) when it is not that case."""
+        if not p.sets[0] or not bans:
+            return False
+        addrs = [b.ip for b in bans]
+        joined = "\n".join(addrs)
+        if ":" in joined or "/" in joined:
+            return False
+        exps = [b.expires for b in bans]
+        total = sum(exps)
+        if total != total or total in (float("inf"), float("-inf")) or FOREVER in exps \
+                or not max(exps) - self.now < 10**10:
+            return False
+        lefts = [round(e - self.now) for e in exps]
+        ips[0] = addrs
+        touts[0] = [(t if t > 1 else 1) + KERNEL_GRACE for t in lefts]
+        return True
+
+    def _sort(self, p: _Plain, bans: list[Ban], ips: list[list[str]], touts: list[list[int | None]],
+              odd: list[Ban]) -> None:
+        """Each ban's element to its kind's list (IPv4/IPv6, address/network), one ban at a time."""
+        now = self.now
+        sets = p.sets
         for ban in bans:
             ip = ban.ip
             kind = (2 if ":" in ip else 0) + ("/" in ip)
@@ -154,18 +194,6 @@ class Restorer:
                 continue
             ips[kind].append(ip)
             touts[kind].append(max(1, round(left)) + KERNEL_GRACE)
-        if odd:
-            self.executor.ban_many(odd, now=now, restoring=True, only={p.action.name})
-        if not any(ips):
-            return
-        ch = self._open.get(p.table)
-        if ch is None:
-            ch = self._open[p.table] = _Chunk(NftBatch(self._batch_runner(), table=p.table))
-        for kind, name in enumerate(sets):
-            if name and ips[kind]:
-                ch.batch.add_stored_many(name, ips[kind], touts[kind])
-                self.elements += len(ips[kind])
-        ch.owners.append((jail, p.action, bans))
 
     # ------------------------------------------------------------------ committing
     def _batch_runner(self) -> Runner:

@@ -65,9 +65,13 @@ class NftBatch:
         # (set, addr) -> ("add", timeout seconds | None) or ("delete", None)
         self._ops: dict[tuple[str, str], tuple[str, int | None]] = {}
         self._sets: dict[str, str] = {}
+        #: Elements added by add_stored_many, kept as given (set, addresses, timeouts) until the commit: a restore's
+        #: 100,000 elements cost no tuple or dict entry each unless the transaction fails.
+        self._bulk: list[tuple[str, list[str], list[int | None]]] = []
+        self._nbulk = 0
 
     def __len__(self) -> int:
-        return len(self._ops)
+        return len(self._ops) + self._nbulk
 
     def _set(self, name: str) -> str:
         """The set's name, checked once per batch (a bulk batch adds thousands of elements to one set)."""
@@ -100,12 +104,31 @@ class NftBatch:
         if len(ips) != len(timeouts):
             raise ValueError("one timeout per element")
         name = self._set(set_name)
-        if not _PLAIN_LINES.fullmatch("\n".join(ips) + "\n" if ips else ""):
+        if not ips:
+            return
+        if not _PLAIN_LINES.fullmatch("\n".join(ips) + "\n"):
             for ip, t in zip(ips, timeouts, strict=True):
                 self.add_stored(name, ip, t)
             return
-        self._ops.update(zip([(name, ip) for ip in ips],
-                             [("add", None if t is None or t < 0 else t) for t in timeouts], strict=True))
+        self._bulk.append((name, list(ips), list(timeouts)))
+        self._nbulk += len(ips)
+
+    def _unbulk(self) -> None:
+        """The bulk elements as ordinary pending adds (as add_stored: the last one of an element wins)."""
+        for name, ips, touts in self._bulk:
+            self._ops.update(zip([(name, ip) for ip in ips],
+                                 [("add", None if t is None or t < 0 else t) for t in touts], strict=True))
+        self._bulk.clear()
+        self._nbulk = 0
+
+    def _bulk_script(self) -> str:
+        lines = []
+        for name, ips, touts in self._bulk:
+            elems = [ip if t is None or t < 0 else f"{ip} timeout {t if t > 1 else 1}s"
+                     for ip, t in zip(ips, touts, strict=True)]
+            head = f"add element {self.family} {self.table} {name} {{ "
+            lines += [head + ", ".join(elems[i:i + CHUNK]) + " }\n" for i in range(0, len(elems), CHUNK)]
+        return "".join(lines)
 
     def delete(self, set_name: str, ip: str) -> None:
         """Queue the removal of an element."""
@@ -135,16 +158,26 @@ class NftBatch:
 
     def commit(self) -> CommitResult:
         """Apply everything pending in one transaction, falling back to one element at a time."""
+        res = CommitResult()
+        if self._bulk and not self._ops:  # a restore's chunk: its text straight from the lists
+            first = self._run(self._bulk_script())
+            res.runs = 1
+            if first.ok:
+                res.applied = self._nbulk
+                self._bulk.clear()
+                self._nbulk = 0
+                return res
+        self._unbulk()
         ops = list(self._ops.items())
         self._ops.clear()
-        res = CommitResult()
         if not ops:
             return res
-        first = self._run(self.script(ops))
-        res.runs = 1
-        if first.ok:
-            res.applied = len(ops)
-            return res
+        if not res.runs:
+            first = self._run(self.script(ops))
+            res.runs = 1
+            if first.ok:
+                res.applied = len(ops)
+                return res
         res.batched = False
         # halves retried, each failing half split again down to single elements: a bad element among a restore's
         # 1,000,000 costs ~40 runs, not a million

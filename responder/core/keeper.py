@@ -44,10 +44,11 @@ class Keeper:
         self.pending = PendingUnbans()
 
     def restore(self, jails: Collection[str], protected: Callable[[Ban], str | None] = lambda b: None) -> None:
-        """Bans from the database: the expired ones moved to the pending unbans in one statement and lifted, the
-        ones ``protected`` names a reason for (an address that became never-ban while stopped) lifted, never
-        re-applied, the others re-applied (responder.actions.restore: plain set elements in chunked nft
-        transactions committed while the next rows are read); unbans that were pending when the responder
+        """Bans from the database: the others re-applied first (responder.actions.restore: plain set elements in
+        chunked nft transactions committed while the next rows are read), then the expired ones moved to the
+        pending unbans in one statement and lifted (after, as the move writes a page or three per row: 0.3-0.8 s
+        for 10,000 rows scattered among 1,000,000), the ones ``protected`` names a reason for (an address that
+        became never-ban while stopped) lifted, never re-applied; unbans that were pending when the responder
         stopped (or died) run again. The store is only changed by the moves to the pending unbans, so a crash
         during the restore leaves it to the next start.
 
@@ -55,9 +56,6 @@ class Keeper:
         would pass over them again and again, ~2/3 of the time), and the bans are frozen out of its later
         passes (gc.freeze)."""
         now = self.clock()
-        expired = self.store.expire(jails, now, "expired while stopped")
-        pending = [(b, why, since) for b, why, since in self.store.unbans() if b.jail in jails]
-        earlier = max(0, len(pending) - expired)  # pending before this start (the expired ones are pending now)
         for jail in jails:
             self.executor.start(jail, now=now)
         keep: list[Ban] = []
@@ -75,6 +73,8 @@ class Keeper:
                     if b.jail not in names:
                         kept += 1  # its jail is gone or broken: keep the row, nothing to run
                         continue
+                    if b.expires <= now and b.expires != FOREVER:
+                        continue  # expired while stopped: Store.expire below
                     why = protected(b)
                     if why is None:
                         append(b)
@@ -88,6 +88,9 @@ class Keeper:
             if collecting:
                 gc.enable()
         gc.freeze()
+        expired = self.store.expire(jails, now, "expired while stopped")
+        pending = [(b, why, since) for b, why, since in self.store.unbans() if b.jail in jails]
+        earlier = max(0, len(pending) - expired)  # pending before this start (the expired ones are pending now)
         lifted = sum(len(v) for v in shielded.values())
         restored = len(keep) + kept
         if restored or expired or pending or lifted:

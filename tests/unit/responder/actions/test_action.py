@@ -137,6 +137,26 @@ def test_nftbatch_dedups_keeps_longest_and_falls_back() -> None:
         b2.add("s_v4", "10.0.0.1 } ; flush ruleset")
 
 
+def test_nftbatch_bulk_elements_as_given_then_by_halves_and_never_unchecked() -> None:
+    r = FakeRunner()
+    b = NftBatch(r)
+    b.add_stored_many("s_v4", ["10.0.0.1", "10.0.0.2"], [60, None])
+    b.add_stored_many("s_v6net", ["2001:db8::/64"], [0])
+    assert len(b) == 3 and b.commit().applied == 3 and len(b) == 0
+    assert r.calls[0][1] == ("add element inet portsentinel s_v4 { 10.0.0.1 timeout 60s, 10.0.0.2 }\n"
+                             "add element inet portsentinel s_v6net { 2001:db8::/64 timeout 1s }\n")
+    r2 = FakeRunner()
+    b2 = NftBatch(r2)
+    b2.add_stored_many("s_v4", [f"10.0.0.{i}" for i in range(1, 10)], [60] * 9)
+    res = b2.commit()  # the bulk text refused: the elements go by halves as ordinary adds
+    assert not res.batched and res.applied == 8 and res.failed == [("10.0.0.9", "boom")]
+    b3 = NftBatch(FakeRunner())
+    with pytest.raises(ValueError):  # text that is not an address is parsed one by one, and refused
+        b3.add_stored_many("s_v4", ["10.0.0.1", "10.0.0.1 } ; flush ruleset"], [60, 60])
+    with pytest.raises(ValueError):
+        b3.add_stored_many("s_v4", ["10.0.0.1"], [])
+
+
 def test_nftables_chain_exempts_loopback_and_own_addresses_before_its_drop_rules() -> None:
     start = [" ".join(words) for words in argv(load_action(SHIPPED, "nftables[name=web]", "webjail"), "actionstart")]
     rules = [s for s in start if s.startswith("nft add rule inet portsentinel web ")]

@@ -59,6 +59,8 @@ class Worker:
     def __init__(self, pid: int, to_child: BinaryIO, from_child: BinaryIO, work: Callable[[Any], Any]) -> None:
         self.pid = pid
         self._work = work
+        self._ready = select.poll()  # poll, not select: any descriptor number
+        self._ready.register(from_child.fileno(), select.POLLIN)
         self._to = to_child
         self._from = from_child
         self._done = False
@@ -131,8 +133,7 @@ class Worker:
 
     def _collect(self, asked: deque[tuple[list[Any], int]], block: bool) -> None:
         """The child's answers that are there (with ``block``: at least one), into their entries."""
-        fd = self._from.fileno()
-        while asked and (block or select.select([fd], [], [], 0)[0]):
+        while asked and (block or self._ready.poll(0)):
             entry, _size = asked.popleft()
             entry[2], entry[3] = self._receive(), True
             block = False

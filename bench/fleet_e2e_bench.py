@@ -240,7 +240,9 @@ def bulk(site: FleetSite, count: int) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scans", type=int, default=40)
-    p.add_argument("--pairs", type=int, default=0, help="(a2) bursts of two scans; 0 (default) skips it")
+    p.add_argument("--pairs", type=int, default=0,
+                   help="(a2) bursts of two scans; 0 (default) skips it. A's jail bans at most 60 sources a minute "
+                        "(maxbans_per_minute): beyond ~60 scans and pair scans in a run, bursts go unmeasured")
     p.add_argument("--pair-gap", type=float, default=3.0, metavar="MS", help="(a2) ms between the two scans")
     p.add_argument("--keys", type=int, default=100_000, help="(b); 0 skips it")
     p.add_argument("--bulk", type=int, default=10_000, help="(c); 0 skips it")

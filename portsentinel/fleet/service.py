@@ -295,7 +295,8 @@ class FleetService:
                 "last_seq": self.seq, "lag": lag, "watcher": "running" if self.watch else "stopped",
                 "watch_restarts": self.watch_restarts, "spool": self.store.spool_size(),
                 "spool_dropped": self.store.dropped, "published": self.sender.published,
-                "bans_by_origin": dict(self.applier.active), "refused": self.audit.totals["refused"]}
+                "bans_by_origin": dict(self.applier.active), "refused": self.audit.totals["refused"],
+                "wake_refused": self.wake.refused}
 
     async def ticker(self) -> None:
         while not self._stop.is_set():

@@ -52,6 +52,9 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     refused = status.get("refused", 0)
     if refused:
         lines.append(f"refused:       {refused}")
+    forged = status.get("wake_refused", 0)
+    if forged:
+        lines.append(f"wake-ups refused: {forged} (decisions from another uid than responder_uid, or cut short)")
     if age > STALE:
         lines.insert(0, f"WARNING: status is {age:.0f}s old: is portsentinel-fleet running?")
     return "\n".join(lines)

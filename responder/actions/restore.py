@@ -222,6 +222,14 @@ class Restorer:
             except BaseException as exc:  # noqa: BLE001 - raised again on the caller's thread by finish()
                 self._error = exc
 
+    def abort(self) -> None:
+        """Stop the worker after what it holds, reporting nothing (the caller is failing with an exception)."""
+        self._open.clear()
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
+
     def finish(self) -> None:
         """Commit what is left, wait for the worker, report every element that failed."""
         for ch in self._open.values():

@@ -61,10 +61,10 @@ class Keeper:
         keep: list[Ban] = []
         shielded: dict[str, list[Ban]] = {}
         kept = 0
+        restorer = Restorer(self.executor, jails, now)
         collecting = gc.isenabled()
         gc.disable()
         try:
-            restorer = Restorer(self.executor, jails, now)
             names = set(jails)
             for chunk in self.store.ban_chunks(CHUNK // 4):
                 fresh: list[Ban] = []
@@ -83,6 +83,10 @@ class Keeper:
                 restorer.add(fresh)
                 keep += fresh
             self.book.add_many(keep)  # while the kernel takes the last chunk
+        except BaseException:
+            restorer.abort()
+            raise
+        else:
             restorer.finish()
         finally:
             if collecting:

@@ -102,3 +102,12 @@ def test_only_set_actions_named_by_family_and_kind_are_plain() -> None:
                                  ActionRef("kernel-trap", {}, "x")])
     assert sorted((a.name, plain(a)) for a in ex.actions["j"]) == [("kernel-trap", True), ("nftables", True),
                                                                     ("route", False)]
+
+
+def test_abort_stops_the_worker_without_reports() -> None:
+    runner = Runner()
+    ex, reports = _executor(runner, [ActionRef("nftables", {"name": "s"}, "x")])
+    r = Restorer(ex, ["j"], NOW, chunk=8)
+    r.add([Ban("j", f"198.51.100.{i}", 0.0, NOW + 60) for i in range(10)])
+    r.abort()
+    assert not [t for t in threading.enumerate() if t.name == "portsentinel-restore"] and not reports

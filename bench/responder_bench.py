@@ -277,8 +277,8 @@ class Bench:
                     resp.stop()
                     lab.victim.run(["nft", "delete", "table", "inet", "portsentinel"], check=False)
                 r = start_timed(lab, resp, ips[-1])
-                r["count"] = set_count(lab.victim, "scan_v4")
-                r["cpu"] = cpu_seconds(r["pid"])
+                r["cpu"] = cpu_seconds(r["pid"])  # before the listing below (nft's own time is not the responder's)
+                r["count"] = set_count(lab.victim, "scan_v4", timeout=max(120, n / 2000))
                 runs.append(r)
         finally:
             if resp.proc is not None and resp.proc.poll() is None:

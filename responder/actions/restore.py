@@ -79,7 +79,7 @@ class Restorer:
         for jail in jails:
             acts = executor.actions.get(jail, [])
             found = [a for a in acts if plain(a)]
-            self._rest[jail] = {a.name for a in acts if a not in found}
+            self._rest[jail] = {a.name for a in acts if a not in found and a.has("actionban")}
             self._plain[jail] = [self._sets_of(jail, a) for a in found]
         self._open: dict[str, _Chunk] = {}
         self._results: list[tuple[_Chunk, CommitResult]] = []

@@ -83,13 +83,22 @@ def nft_deleted(data: bytes) -> bool:
     return False
 
 
-class NetlinkMonitor:
-    """Both sockets; ``fileno()`` of each goes into the selector (``sockets``)."""
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
 
-    def __init__(self) -> None:
+
+class NetlinkMonitor:
+    """Both sockets; ``fileno()`` of each goes into the selector (``sockets``).
+
+    ``nft=False`` opens the nftables socket without joining its group; :meth:`listen_nft` joins it later. While
+    anyone listens to that group, the kernel builds a notification for every set element a transaction adds:
+    measured, ten transactions of 100,000 elements took 5.6 s with an idle listener against 2.9-3.4 s without (and
+    the listener then has 1,000,000 notifications to drain), so the responder joins after its restore."""
+
+    def __init__(self, *, nft: bool = True) -> None:
         self.sockets: list[socket.socket] = []
         self.errors: list[str] = []
-        for proto, groups, what in ((NETLINK_NETFILTER, _group_mask(NFNLGRP_NFTABLES), "nftables"),
+        for proto, groups, what in ((NETLINK_NETFILTER, _group_mask(NFNLGRP_NFTABLES) if nft else 0, "nftables"),
                                     (NETLINK_ROUTE, _group_mask(RTNLGRP_IPV4_ROUTE) | _group_mask(RTNLGRP_IPV6_ROUTE),
                                      "routes")):
             try:
@@ -101,6 +110,15 @@ class NetlinkMonitor:
                 self.errors.append(f"netlink {what} notifications: {exc.strerror or exc}")
                 continue
             self.sockets.append(s)
+
+    def listen_nft(self) -> None:
+        """Join the nftables notification group (after ``nft=False``); an error goes to ``errors``."""
+        for s in self.sockets:
+            if s.proto == NETLINK_NETFILTER:
+                try:
+                    s.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
+                except OSError as exc:
+                    self.errors.append(f"netlink nftables notifications: {exc.strerror or exc}")
 
     def read(self, sock: object = None) -> Changes:
         """Drain ``sock`` (one of ``sockets``; None: every socket) without blocking."""

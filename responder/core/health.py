@@ -44,6 +44,7 @@ class Health:
         self.report = report
         self.interval = interval
         self.monitor: NetlinkMonitor | None = None
+        self._join_nft = False
         self.due = time.monotonic() + interval
         self.routes: set[str] = set()
         self.checks = 0
@@ -52,11 +53,22 @@ class Health:
         self.last_detail = ""
 
     def open(self) -> list[HasFileno]:
-        """The netlink sockets for the selector (none when netlink refuses: the periodic check remains)."""
-        self.monitor = NetlinkMonitor()
-        for err in self.monitor.errors:
-            log.warning("%s: only the periodic check (every %gs) will notice a flushed firewall", err, self.interval)
+        """The netlink sockets for the selector (none when netlink refuses: the periodic check remains). The
+        nftables notifications are joined by the first :meth:`run`, after the restore: a listener makes the kernel
+        build a notification per set element (1,000,000 restored bans took twice as long), and a check then
+        covers what happened before."""
+        self.monitor = NetlinkMonitor(nft=False)
+        self._join_nft = True
+        self.due = time.monotonic()  # the first loop turn joins and checks
+        self._warn()
         return list(self.monitor.sockets)
+
+    def _warn(self) -> None:
+        if self.monitor is not None:
+            for err in self.monitor.errors:
+                log.warning("%s: only the periodic check (every %gs) will notice a flushed firewall", err,
+                            self.interval)
+            self.monitor.errors.clear()
 
     def close(self) -> None:
         if self.monitor is not None:
@@ -77,6 +89,10 @@ class Health:
 
     def run(self, jails: Collection[str]) -> None:
         """Check now if it is time; re-apply what is missing."""
+        if self._join_nft and self.monitor is not None:
+            self._join_nft = False
+            self.monitor.listen_nft()
+            self._warn()
         if time.monotonic() < self.due:
             return
         self.due = time.monotonic() + self.interval

@@ -80,9 +80,8 @@ def journal_records(*matches: str) -> list[dict[str, str]]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
-def set_count(host: Host, set_name: str, table: str = "portsentinel", timeout: float = 120) -> int:
-    """How many elements the set holds (listing 1,000,000 takes a minute or more of kernel time)."""
-    return len(set_elements(host, set_name, table=table, missing_ok=True, timeout=timeout))
+def set_count(host: Host, set_name: str, table: str = "portsentinel") -> int:
+    return len(set_elements(host, set_name, table=table, missing_ok=True))
 
 
 PROBE = str(ROOT / "bench" / "responder_probe.py")

@@ -4,7 +4,7 @@
 - ``@mail [smtphost=H] [smtpport=N] [from=A] [to=A[,A…]] [subject=TEXT] [body=TEXT] [KEY=VALUE…]`` — every other
   ``KEY=VALUE`` becomes a ``KEY: VALUE`` line of the body (``matches=`` goes last, as a block).
 
-- ``@nft-check FAMILY TABLE CHAIN SET…`` — succeeds when the chain exists and each set is referenced by one of its
+- ``@nft-check FAMILY TABLE CHAIN SET…`` — succeeds when the chain exists and each set is looked up by one of its
   rules (so its sets exist too): an nftables action's ``actioncheck`` that also notices a flushed chain.
 
 - ``@script PATH WORD…`` — runs PATH (absolute, owned by root, not group- or world-writable, nor its
@@ -15,7 +15,6 @@ Each returns ``(status, stdout, stderr)``: 0 done, 1 failed at run time, 2 bad u
 
 from __future__ import annotations
 
-import json
 import os
 import smtplib
 import stat
@@ -23,7 +22,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
-from portsentinel.responder.adapters import hostsdeny, mailer
+from portsentinel.responder.adapters import hostsdeny, mailer, nftrules
 
 Outcome = tuple[int, str, str]
 
@@ -121,20 +120,11 @@ def script(words: Sequence[str]) -> Outcome:
 def nft_check(words: Sequence[str]) -> Outcome:
     if len(words) < 3 or words[0] not in ("inet", "ip", "ip6"):
         return 2, "", "usage: @nft-check FAMILY TABLE CHAIN SET..."
-    try:
-        proc = subprocess.run(["nft", "-j", "list", "chain", *words[:3]], capture_output=True, text=True,
-                              timeout=SCRIPT_TIMEOUT, env=SCRIPT_ENV, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 1, "", f"@nft-check: nft: {exc}"
-    if proc.returncode != 0:
-        return 1, "", f"@nft-check: chain {' '.join(words[:3])}: {proc.stderr.strip()[:300]}"
-    try:
-        items = json.loads(proc.stdout).get("nftables", [])
-    except (ValueError, AttributeError):
-        return 1, "", "@nft-check: nft -j printed no JSON"
-    rules = [json.dumps(i["rule"].get("expr", [])) for i in items if isinstance(i, dict) and isinstance(
-        i.get("rule"), dict)]
-    missing = [s for s in words[3:] if not any(f'"@{s}"' in r for r in rules)]
+    try:  # the chain's rules over netlink: `nft list chain` would fetch every element of the sets first
+        found = nftrules.chain_sets(words[0], words[1], words[2], timeout=SCRIPT_TIMEOUT)
+    except OSError as exc:
+        return 1, "", f"@nft-check: chain {' '.join(words[:3])}: {exc.strerror or exc}"
+    missing = [s for s in words[3:] if s not in found]
     if missing:
         return 1, "", f"@nft-check: no rule of chain {words[2]} matches set(s) {', '.join(missing)}"
     return 0, "", ""

@@ -119,8 +119,26 @@ def test_nftables_networks_in_interval_sets_and_the_old_layout_replaced(ns: str)
     run_phase(runner, a, "actionunban", {"ip": "2001:db8:9::/64"})
     assert "2001:db8:9::" not in sh(ns, "nft", "list", "set", "inet", "portsentinel", "ps_v6net")
     run_phase(runner, a, "actioncheck")
+    step = a.plan("actioncheck").steps[0]  # type: ignore[union-attr]
+    check = [step.argv[0].lstrip("@"), *step.argv[1:]]  # run as the internal command's module does
+    sh(ns, "nft", "delete rule inet portsentinel ps handle " + sh(ns, "nft", "-a", "list", "chain", "inet",
+       "portsentinel", "ps").split("@ps_v6net")[1].split("handle ")[1].split()[0])
+    gone = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "portsentinel.responder.adapters.internal",
+                           *check], capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 1 and "ps_v6net" in gone.stderr, gone.stderr  # a rule's set gone: the check fails
+    sh(ns, "nft", "flush", "chain", "inet", "portsentinel", "ps")
+    flushed = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m",
+                              "portsentinel.responder.adapters.internal", *check], capture_output=True, text=True,
+                             timeout=60)
+    assert flushed.returncode == 1 and "ps_v4" in flushed.stderr
+    run_phase(runner, a, "actionstart")
+    run_phase(runner, a, "actioncheck")
     run_phase(runner, a, "actionstop")
     assert "ps_v" not in sh(ns, "nft", "list", "ruleset")
+    missing = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m",
+                              "portsentinel.responder.adapters.internal", *check], capture_output=True, text=True,
+                             timeout=60)
+    assert missing.returncode == 1 and "No such file" in missing.stderr, missing.stderr
 
 
 def test_nftables_batch_falls_back_per_element(ns: str) -> None:

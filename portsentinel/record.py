@@ -131,6 +131,8 @@ class RecordError(ValueError):
 #: A dotted quad in canonical form (no leading zeros, each part ≤ 255): already what canonical_address returns.
 _V4_CANONICAL = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
                            r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
+#: The canonical text of an IPv4 address (dotted decimal, no leading zeros), as a pattern to build on.
+V4_CANONICAL = _V4_CANONICAL
 
 
 #: The only characters a plain address may hold: no zone id (``%eth0``), blank, bracket or control character.

@@ -34,7 +34,7 @@ from portsentinel.responder.adapters.rearm import RearmSender
 from portsentinel.responder.adapters.store import Store
 from portsentinel.responder.config.jailconf import ResponderConfig
 from portsentinel.responder.config.reload import plan
-from portsentinel.responder.core import views
+from portsentinel.responder.core import shield, views
 from portsentinel.responder.core.bans import Ban, BanBook
 from portsentinel.responder.core.engine import Decision, Engine, JailRuntime
 from portsentinel.responder.core.guard import NeverBan
@@ -179,24 +179,9 @@ class Responder:
 
     def restore(self) -> None:
         """Bans from the database re-applied, the expired ones and the pending unbans lifted (responder.core.keeper)."""
-        self.keeper.restore(self.engine.jails, self._protected)
-
-    def _protected(self, ban: Ban) -> str | None:
-        """Why a restored ban must not be re-applied: its address (or an address its network holds) is never
-        banned now (own address, gateway, resolver, ignoreip, loopback), else None."""
-        rt = self.engine.jails.get(ban.jail)
-        if rt is None:
-            return None
-        never, cfg = self.engine.never, rt.cfg
-        try:
-            if "/" not in ban.ip:
-                return never.why(ban.ip, cfg.ignoreip, cfg.ignoreself)
-            src = ban.info.get("src") or ban.ip.split("/")[0]
-            target, note = never.safe_target(src, ban.ip, cfg.ignoreip, cfg.ignoreself)
-        except ValueError as exc:  # a corrupt row: the per-ban path reports it
-            log.debug("restore: %s: %s", ban.ip, exc)
-            return None
-        return note if target != ban.ip else None
+        jails, never = self.engine.jails, self.engine.never
+        self.keeper.restore(jails, lambda b: shield.why_protected(b, jails, never),
+                            lambda bans: shield.suspects(bans, jails, never))
 
     def apply_bans(self, bans: list[Ban], cursors: dict[str, str] | None = None) -> None:
         self._applying = {(b.jail, b.ip): b for b in bans}

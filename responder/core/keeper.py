@@ -43,12 +43,14 @@ class Keeper:
         self.clock = clock
         self.pending = PendingUnbans()
 
-    def restore(self, jails: Collection[str], protected: Callable[[Ban], str | None] = lambda b: None) -> None:
+    def restore(self, jails: Collection[str], protected: Callable[[Ban], str | None] = lambda b: None,
+                screen: Callable[[list[Ban]], list[Ban]] | None = None) -> None:
         """Bans from the database: the others re-applied first (responder.actions.restore: plain set elements in
         chunked nft transactions committed while the next rows are read), then the expired ones moved to the
         pending unbans in one statement and lifted (after, as the move writes a page or three per row: 0.3-0.8 s
         for 10,000 rows scattered among 1,000,000), the ones ``protected`` names a reason for (an address that
-        became never-ban while stopped) lifted, never re-applied; unbans that were pending when the responder
+        became never-ban while stopped; ``screen``, given a chunk, names the bans ``protected`` must be asked
+        about: the others it passes for certain) lifted, never re-applied; unbans that were pending when the responder
         stopped (or died) run again. The store is only changed by the moves to the pending unbans, so a crash
         during the restore leaves it to the next start.
 
@@ -75,11 +77,15 @@ class Keeper:
                         continue
                     if b.expires <= now and b.expires != FOREVER:
                         continue  # expired while stopped: Store.expire below
+                    append(b)
+                barred: set[int] = set()
+                for b in fresh if screen is None else screen(fresh):
                     why = protected(b)
-                    if why is None:
-                        append(b)
-                    else:
+                    if why is not None:
                         shielded.setdefault(why, []).append(b)
+                        barred.add(id(b))
+                if barred:
+                    fresh = [b for b in fresh if id(b) not in barred]
                 restorer.add(fresh)
                 keep += fresh
             self.book.add_many(keep)  # while the kernel takes the last chunk

@@ -85,3 +85,38 @@ def test_ignoreip_given_as_a_list_or_a_generator_counts_too() -> None:
     assert NEVER.why("10.9.9.9", list(IGNORE)) == "ignoreip 10.0.0.0/8"
     assert NEVER.why("10.9.9.9", iter(IGNORE)) == "ignoreip 10.0.0.0/8"
     assert NEVER.why("2001:db8:aa::5", IGNORE) == "ignoreip 2001:db8:aa::/48"
+
+
+texts = st.one_of(v4, v6, st.sampled_from(["010.0.0.1", " 127.0.0.1", "127.0.0.1 ", "1.2.3", "192.0.2.1/32", ""]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ips=st.lists(texts, max_size=40), ignore=st.booleans(), ignoreself=st.booleans())
+def test_suspects_leaves_out_only_addresses_why_passes(ips: list[str], ignore: bool, ignoreself: bool) -> None:
+    """The restore's screen: an address it leaves out is one why() passes; texts that are not all canonical
+    IPv4 addresses are all left to why() (None)."""
+    nets = IGNORE if ignore else ()
+    sus = NEVER.suspects(ips, nets, ignoreself)
+    if sus is None:
+        assert not all(_plain(ip) and canonical_address(ip) == ip and ":" not in ip for ip in ips)
+        return
+    assert all(_plain(ip) and ":" not in ip for ip in ips)
+    for ip in ips:
+        if ip not in sus:
+            assert NEVER.why(ip, nets, ignoreself) is None, ip
+
+
+def _plain(ip: str) -> bool:
+    try:
+        canonical_address(ip)
+    except ValueError:
+        return False
+    return True
+
+
+def test_suspects_of_a_chunk_are_the_lines_a_protected_first_byte_starts() -> None:
+    chunk = ["100.64.0.1", "10.1.2.3", "127.0.0.9", "192.0.2.1", "192.0.2.77", "230.1.1.1", "8.8.8.8"]
+    assert NEVER.suspects(chunk, IGNORE, True) == {"10.1.2.3", "127.0.0.9", "192.0.2.1", "192.0.2.77", "230.1.1.1"}
+    assert NEVER.suspects(chunk, (), False) == {"127.0.0.9", "230.1.1.1"}
+    assert NEVER.suspects([*chunk, "2001:db8::1"], IGNORE, True) is None
+    assert NEVER.suspects([], IGNORE, True) == set()

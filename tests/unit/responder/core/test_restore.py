@@ -135,3 +135,33 @@ def test_the_book_filled_at_once_is_the_book_filled_one_by_one() -> None:
     assert many.covering("k", "192.0.2.9") is one.covering("k", "192.0.2.9") is bans[-1]
     assert len(many.inside("j", "198.51.100.0/24")) == 199
     assert [b.ip for b in many.due(805.0)] == [b.ip for b in one.due(805.0)]
+
+
+def test_the_screen_asks_only_about_addresses_a_protected_first_byte_starts(tmp_path: Path) -> None:
+    """Keeper.restore with the service's screen (NeverBan.suspects): of a chunk of IPv4 rows, only those that
+    start like a protected address are checked one by one, and the protected one is still lifted."""
+    from portsentinel.responder.core.guard import NeverBan
+    db = tmp_path / "s.sqlite3"
+    s = Store(str(db))
+    s.commit(added=[Ban("j", f"198.51.100.{i}", NOW - 100, NOW + 500) for i in range(1, 101)]
+             + [Ban("j", "192.0.2.66", NOW - 100, NOW + 60), Ban("j", "192.0.2.5", NOW - 100, NOW + 60)])
+    s.close()
+    never = NeverBan(own=["192.0.2.66"])
+    asked: list[str] = []
+
+    def protected(b: Ban) -> str | None:
+        asked.append(b.ip)
+        return never.why(b.ip)
+
+    def screen(bans: list[Ban]) -> list[Ban]:
+        sus = never.suspects([b.ip for b in bans])
+        return bans if sus is None else [b for b in bans if b.ip in sus]
+
+    runner = Runner()
+    k, reports = _keeper(db, runner, [ActionRef("nftables", {"name": "scan"}, "x")])
+    k.restore(["j"], protected=protected, screen=screen)
+    assert sorted(asked) == ["192.0.2.5", "192.0.2.66"]
+    v4 = _batch(runner).split("scan_v4 { ")[1].split(" }")[0].split(", ")
+    assert len(v4) == 101 and "192.0.2.5 timeout 61s" in v4 and not any(e.startswith("192.0.2.66 ") for e in v4)
+    assert any("never banned now: own address" in m for ev, m in reports if ev is R.Event.UNBAN)
+    assert k.book.get("j", "192.0.2.66") is None and len(k.book) == 101

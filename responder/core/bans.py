@@ -120,6 +120,12 @@ class BanBook:
                 del nets[key]
 
     def add(self, ban: Ban) -> None:
+        self._enter(ban)
+        if ban.expires != FOREVER:
+            heapq.heappush(self._heap, (ban.expires, ban.jail, ban.ip))
+
+    def _enter(self, ban: Ban) -> None:
+        """``ban`` in force in the book (a network counted, the sorted indexes kept), its expiry not queued."""
         key = (ban.jail, ban.ip)
         if key not in self.active:
             if "/" in ban.ip:
@@ -129,8 +135,6 @@ class BanBook:
                 if index is not None:
                     bisect.insort(index, (_start(ban.ip), ban.ip))
         self.active[key] = ban
-        if ban.expires != FOREVER:
-            heapq.heappush(self._heap, (ban.expires, ban.jail, ban.ip))
 
     def add_many(self, bans: list[Ban]) -> None:
         """Add many bans at once (a restore): the same as :meth:`add` for each, the expiry heap rebuilt once
@@ -147,15 +151,7 @@ class BanBook:
                     self._count(b.jail, b.ip, 1)
         else:
             for ban in bans:
-                key = (ban.jail, ban.ip)
-                if key not in active:
-                    if "/" in ban.ip:
-                        self._count(ban.jail, ban.ip, 1)
-                    if self._index:
-                        index = self._index.get((ban.jail, _version(ban.ip)))
-                        if index is not None:
-                            bisect.insort(index, (_start(ban.ip), ban.ip))
-                active[key] = ban
+                self._enter(ban)
         self._heap.extend([(b.expires, b.jail, b.ip) for b in bans if b.expires != FOREVER])
         heapq.heapify(self._heap)
 

@@ -288,17 +288,24 @@ def settle_single(state: MatchState, index: int, fail: Fail, text: str, now: flo
             return -1, None, None, "matched a no-failure pattern (F-NOFAIL / F-MLFGAINED)"
     else:
         fail["matches"] = fail.get("matches", []) + [text]
-    fid = fail.get("fid")
-    host = fail.get("ip4") or fail.get("ip6") or fail.get("dns")
-    if host is None:
-        host = fid
+    host = choose_host(fail)
     if host is None:
         fail["mlfpending"] = 1
         return -1, None, None, "matched, host not known yet (pending in its session)"
+    return index, None if fail.get("nofail") else str(host), fail, ""
+
+
+def choose_host(fail: Fail) -> Any:
+    """fail2ban's host of a failure: its ``<F-ID>``, else its address or DNS name (an id other than the address
+    keeps the address as ``ip``); None while neither is known (the session's host comes on a later line)."""
+    fid = fail.get("fid")
+    host = fail.get("ip4") or fail.get("ip6") or fail.get("dns")
+    if host is None:
+        return fid
     if fid is not None and fid != host:
         fail["ip"] = host
-        host = fid
-    return index, None if fail.get("nofail") else str(host), fail, ""
+        return fid
+    return host
 
 
 def find_failures(rules: Rules, state: MatchState, line: TupleLine, date: float | None, *, now: float,
@@ -357,17 +364,11 @@ def find_failures(rules: Rules, state: MatchState, line: TupleLine, date: float 
                 return hits, "matched a no-failure pattern (F-NOFAIL / F-MLFGAINED)"
         else:
             fail["matches"] = fail.get("matches", []) + [t[0] + t[2] for t in used]
-        fid = fail.get("fid")
-        host = fail.get("ip4") or fail.get("ip6") or fail.get("dns")
-        if host is None:
-            host = fid
+        host = choose_host(fail)
         if host is None:
             fail["mlfpending"] = 1
             if not check_all:
                 return hits, "matched, host not known yet (pending in its session)"
-        elif fid is not None and fid != host:
-            fail["ip"] = host
-            host = fid
         if check_all and mlfid is not None:
             fail = dict(fail)
         hits.append(Hit(index, None if host is None else str(host), date, fail))

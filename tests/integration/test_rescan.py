@@ -52,10 +52,11 @@ def _wait_story(read: Any, src: str, want: list[str], timeout: float = 15) -> li
 
 
 def _in_set(host: Host, src: str) -> bool:
-    """``src`` is covered by an element of the jail's nft set (an address, or the network banned for it)."""
+    """``src`` is covered by an element of the jail's nft sets: the address in ``scan_v4``/``scan_v6``, or the
+    network banned for it in ``scan_v4net``/``scan_v6net`` (actions.d/nftables.conf)."""
     fam = "v6" if ":" in src else "v4"
-    return host.run(["nft", "get", "element", "inet", "portsentinel", f"scan_{fam}", f"{{ {src} }}"],
-                    check=False).returncode == 0
+    return any(host.run(["nft", "get", "element", "inet", "portsentinel", name, f"{{ {src} }}"],
+                        check=False).returncode == 0 for name in (f"scan_{fam}", f"scan_{fam}net"))
 
 
 def _all_records(det: DetectorProcess, resp: ResponderProcess, since: float) -> list[dict[str, Any]]:

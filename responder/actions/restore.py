@@ -27,7 +27,7 @@ from portsentinel.responder.actions.variables import BanVars
 from portsentinel.responder.adapters.libnft import NftRunner
 from portsentinel.responder.adapters.nftbatch import CommitResult, NftBatch
 from portsentinel.responder.adapters.runner import Runner
-from portsentinel.responder.core.bans import FOREVER, Ban
+from portsentinel.responder.core.bans import FOREVER, Ban, by_jail
 
 #: Elements per nft transaction (measured: 1,000,000 into a hash set as one transaction 6.0 s, as ten of 100,000
 #: 3.5 s; docs/performance.md "Restart").
@@ -106,16 +106,7 @@ class Restorer:
     def add(self, bans: list[Ban]) -> None:
         """Re-apply ``bans`` (of any jails; a jail not given at construction is skipped): set elements queued
         (a full transaction goes to the worker), other actions at once through Executor.ban_many."""
-        by_jail: dict[str, list[Ban]] = {}
-        if bans and all(b.jail == bans[0].jail for b in bans):  # one jail, mostly: no copy
-            by_jail[bans[0].jail] = bans
-        else:
-            for ban in bans:
-                group = by_jail.get(ban.jail)
-                if group is None:
-                    group = by_jail[ban.jail] = []
-                group.append(ban)
-        for jail, jbans in by_jail.items():
+        for jail, jbans in by_jail(bans).items():
             if jail not in self._plain:
                 continue
             if self._rest[jail]:

@@ -39,6 +39,19 @@ class Ban:
         return FOREVER if self.expires == FOREVER else max(0.0, self.expires - now)
 
 
+def by_jail(bans: list[Ban]) -> dict[str, list[Ban]]:
+    """``bans`` grouped by jail, in order (all of one jail, the usual case: the list itself, no copy)."""
+    if bans and all(b.jail == bans[0].jail for b in bans):
+        return {bans[0].jail: bans}
+    groups: dict[str, list[Ban]] = {}
+    for ban in bans:
+        group = groups.get(ban.jail)
+        if group is None:
+            group = groups[ban.jail] = []
+        group.append(ban)
+    return groups
+
+
 def src_fields(ip: str, info: dict[str, str] | None = None) -> dict[str, str]:
     """PS_SRC (always an address) and PS_SRC_NET (when the ban is a network) of a ban target ``ip``."""
     if "/" not in ip:

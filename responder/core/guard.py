@@ -23,8 +23,8 @@ _LOOPBACK_SPANS: dict[int, Span] = {4: (127 << 24, (128 << 24) - 1, "127.0.0.0/8
 
 #: Lines that are each a canonical IPv4 address (the screen below reads first bytes from such text only).
 _V4_LINES = re.compile(rf"(?:{V4_CANONICAL.pattern}\n)*")
-#: First bytes never banned whatever the configuration: 0.0.0.0, loopback, multicast (why's first test).
-_ALWAYS_OCTETS = frozenset({0, 127, *range(224, 240)})
+#: First bytes of the IPv4 addresses never banned whatever the configuration: loopback, multicast.
+_LOOPBACK_OCTETS = frozenset({127, *range(224, 240)})
 
 
 def _span(net: IPNetwork, kind: str) -> Span:
@@ -84,9 +84,9 @@ class NeverBan:
         text = canonical_address(ip)  # v4-mapped → v4; a zone id is refused
         if ":" not in text:  # IPv4 from its text: no address object
             first = int(text[:text.index(".")])
-            if first == 127 or 224 <= first <= 239 or text == "0.0.0.0":
+            if first in _LOOPBACK_OCTETS or text == "0.0.0.0":
                 return _LOOPBACK
-            if ignoreself and first in self._own_octets:
+            if ignoreself:
                 reason = self.reasons.get(text)
                 if reason:
                     return reason
@@ -125,7 +125,7 @@ class NeverBan:
         joined = "\n".join(ips) + "\n"
         if not _V4_LINES.fullmatch(joined):
             return None
-        octets = set(_ALWAYS_OCTETS)
+        octets = {0, *_LOOPBACK_OCTETS}  # (0: for 0.0.0.0)
         if ignoreself:
             octets |= self._own_octets
         if ignoreip:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from portsentinel.responder.core.bans import Ban
+from portsentinel.responder.core.bans import Ban, by_jail
 from portsentinel.responder.core.engine import JailRuntime
 from portsentinel.responder.core.guard import NeverBan
 
@@ -34,14 +34,8 @@ def why_protected(ban: Ban, jails: Mapping[str, JailRuntime], never: NeverBan) -
 def suspects(bans: list[Ban], jails: Mapping[str, JailRuntime], never: NeverBan) -> list[Ban]:
     """Of a restore's chunk, the bans :func:`why_protected` must look at: every other one it passes for certain
     (NeverBan.suspects: one match over the chunk's addresses instead of a check each)."""
-    groups: dict[str, list[Ban]] = {}
-    if bans and all(b.jail == bans[0].jail for b in bans):
-        groups[bans[0].jail] = bans
-    else:
-        for b in bans:
-            groups.setdefault(b.jail, []).append(b)
     out: list[Ban] = []
-    for jail, group in groups.items():
+    for jail, group in by_jail(bans).items():
         rt = jails.get(jail)
         if rt is None:
             continue  # (why_protected passes it too)

@@ -219,6 +219,37 @@ def test_installed_commands(install: str) -> None:
     assert run(["logrotate", "-d", "/etc/logrotate.d/portsentinel"], check=False).returncode == 0
 
 
+def _unit_groups(unit: str) -> list[str]:
+    text = Path(f"/lib/systemd/system/{unit}").read_text()
+    return [g for line in re.findall(r"^SupplementaryGroups=(.*)$", text, re.M) for g in line.split()]
+
+
+def test_fleet_user_reaches_responder_wake(install: str) -> None:
+    """The installed fleet unit's user and groups can nudge a wake socket made as the responder makes its own in
+    the package's /run/portsentinel (setgid _portsentinel, mode 0660); the same user without the unit's
+    supplementary groups cannot (so the check can fail)."""
+    from portsentinel.common.wake import WakeSocket
+
+    groups = _unit_groups("portsentinel-fleet.service")
+    assert "systemd-journal" in groups
+    sock = WakeSocket(f"/run/portsentinel/pkgtest-{os.getpid()}.sock")
+    send = ("import socket, sys\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+            "try:\n    s.sendto(b'', sys.argv[1])\nexcept PermissionError:\n    sys.exit(3)\n")
+    try:
+        def as_fleet(extra: list[str]) -> int:
+            opts = [f"--groups={','.join(extra)}"] if extra else ["--clear-groups"]
+            argv = ["setpriv", "--reuid=portsentinel-fleet", "--regid=portsentinel-fleet", *opts, "--no-new-privs",
+                    "python3", "-I", "-c", send, sock.path]
+            return run(argv, check=False).returncode
+
+        assert as_fleet(groups) == 0
+        assert sock.drain() == 1
+        assert as_fleet([g for g in groups if g != "_portsentinel"]) == 3
+        assert sock.drain() == 0
+    finally:
+        sock.close()
+
+
 def test_catalog_explains_scan_and_ban(install: str) -> None:
     listed = run(["journalctl", "--list-catalog"]).stdout
     for event in (R.Event.SCAN, R.Event.BAN):

@@ -115,8 +115,9 @@ TRUSTED_UNIT = "_SYSTEMD_UNIT"
 _EVENT_VALUES = frozenset(e.value for e in Event)
 #: One decoder for every JSON line (json.loads checks its keyword arguments and picks the decoder per call).
 _loads = json.JSONDecoder().decode
-_MAX_VALUE = 4096
-_MAX_FIELDS = 64
+#: The longest value and the most fields of one record (public for the bulk screen, portsentinel.record_screen).
+MAX_VALUE = _MAX_VALUE = 4096
+MAX_FIELDS = _MAX_FIELDS = 64
 
 
 class RecordError(ValueError):
@@ -321,6 +322,12 @@ def _checked(fields: Mapping[str, object], allow_trusted: bool = False) -> dict[
     if F_MESSAGE not in out:
         raise RecordError(F_MESSAGE, "missing")
     return out
+
+
+def field_check(name: str) -> Callable[[str, str], str] | None:
+    """The value check of the field ``name`` in a writer's record (None: free text); RecordError when the name
+    is not allowed there."""
+    return _name_check(name, False)
 
 
 def _name_check(name: object, allow_trusted: bool) -> Callable[[str, str], str] | None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import pyinotify
 
 from portsentinel import record as psrecord
+from portsentinel import record_screen as psrecord_screen
 from portsentinel.responder.core.sources import Entry
 
 log = logging.getLogger("portsentinel.responder")
@@ -220,33 +221,94 @@ class FileSource:
             cur.buf.clear()
 
     def _drain(self, f: _Open, out: list[Entry], limit: int) -> bool:
-        """Append complete lines of ``f`` to ``out`` (up to ``limit``); True when ``f`` is read to its end."""
+        """Append complete lines of ``f`` to ``out`` (up to ``limit``); True when ``f`` is read to its end.
+        JSON lines are parsed and checked together (:meth:`_records`)."""
         trusted = self._trusted(f)
-        while len(out) < limit:
-            nl = f.buf.find(b"\n")
-            if nl >= 0:
-                raw = bytes(f.buf[:nl])
-                del f.buf[: nl + 1]
-                start = f.offset
-                f.offset += nl + 1
-                entry = None if f.discarding else self._entry(f, raw, start, trusted)
-                f.discarding = False
-                if entry is not None:
-                    out.append(entry)
-                if f.lineno is not None:
-                    f.lineno += 1
-                continue
-            if f.discarding:
-                f.offset += len(f.buf)
-                f.buf.clear()
-            elif len(f.buf) >= MAX_LINE:
-                out.append(self._cut(f))
-                continue
-            chunk = os.pread(f.fd, _CHUNK, f.offset + len(f.buf))
-            if not chunk:
-                return True
-            f.buf += chunk
-        return False
+        lines: list[tuple[str, int, int | None, str]] = []  # (text, start, line number, cursor) of JSON lines
+        jsonl = block = self.kind == "jsonl"
+        try:
+            while len(out) + len(lines) < limit:
+                if block and not f.discarding:
+                    if self._block(f, lines, limit - len(out) - len(lines)):
+                        continue
+                    block = False  # (none, or not all ASCII: line by line until more is read)
+                nl = f.buf.find(b"\n")
+                if nl >= 0:
+                    raw = bytes(f.buf[:nl])
+                    del f.buf[: nl + 1]
+                    start = f.offset
+                    f.offset += nl + 1
+                    if not f.discarding:
+                        if jsonl:
+                            text = raw.decode("utf-8", "replace")
+                            if text.endswith("\r"):
+                                text = text[:-1]
+                            if text.strip():  # (a blank line in a JSON-lines file carries nothing)
+                                lines.append((text, start, f.lineno, self._cursor(f)))
+                        else:
+                            entry = self._entry(f, raw, start, trusted)
+                            if entry is not None:
+                                out.append(entry)
+                    f.discarding = False
+                    if f.lineno is not None:
+                        f.lineno += 1
+                    continue
+                if f.discarding:
+                    f.offset += len(f.buf)
+                    f.buf.clear()
+                elif len(f.buf) >= MAX_LINE:
+                    self._records(lines, trusted, out)  # (the lines before it go first)
+                    out.append(self._cut(f))
+                    continue
+                chunk = os.pread(f.fd, _CHUNK, f.offset + len(f.buf))
+                if not chunk:
+                    return True
+                f.buf += chunk
+                block = jsonl
+            return False
+        finally:
+            self._records(lines, trusted, out)
+
+    def _block(self, f: _Open, lines: list[tuple[str, int, int | None, str]], room: int) -> bool:
+        """The complete lines at the start of ``f.buf`` (at most ``room``) taken at once when they are all ASCII
+        (a character is a byte: the offsets come from the text); False when there are none, or not only ASCII
+        (then the per-line loop takes them)."""
+        last = f.buf.rfind(b"\n")
+        if last < 0:
+            return False
+        block = bytes(f.buf[: last + 1])
+        if not block.isascii():
+            return False
+        texts = block.decode("ascii").split("\n")
+        texts.pop()  # (after the last newline: nothing)
+        del texts[room:]
+        offset, lineno, prefix = f.offset, f.lineno, f"{f.dev}:{f.ino}:"
+        append = lines.append
+        for text in texts:
+            start = offset
+            offset += len(text) + 1
+            if text.endswith("\r"):
+                text = text[:-1]
+            if text and not text.isspace():  # (a blank line in a JSON-lines file carries nothing)
+                append((text, start, lineno, f"{prefix}{offset}"))
+            if lineno is not None:
+                lineno += 1
+        del f.buf[: offset - f.offset]
+        f.offset, f.lineno = offset, lineno
+        return True
+
+    def _records(self, lines: list[tuple[str, int, int | None, str]], trusted: bool, out: list[Entry]) -> None:
+        """JSON lines (text, start, line number, cursor) → entries appended to ``out``, in order, and ``lines``
+        emptied: checked together by the bulk screen, each line it is not certain about by the per-line check."""
+        if not lines:
+            return
+        screened = psrecord_screen.screen_json_lines([t for t, _, _, _ in lines])
+        for (text, start, lineno, cursor), fields in zip(lines, screened, strict=True):
+            if fields is not None:
+                out.append(Entry(fields, "", cursor, trusted))
+            else:
+                out.append(self._record(text, cursor, self._where_at(lineno, start), trusted))
+        lines.clear()
 
     def _finish(self, f: _Open, out: list[Entry]) -> None:
         """The writer left ``f``: its unterminated last line, if any, is all there will be."""
@@ -282,7 +344,10 @@ class FileSource:
         return st.st_uid == self.expected_uid
 
     def _where(self, f: _Open, start: int) -> str:
-        return f"{self.path}:{f.lineno}" if f.lineno is not None else f"{self.path}:@{start}"
+        return self._where_at(f.lineno, start)
+
+    def _where_at(self, lineno: int | None, start: int) -> str:
+        return f"{self.path}:{lineno}" if lineno is not None else f"{self.path}:@{start}"
 
     @staticmethod
     def _cursor(f: _Open) -> str:
@@ -297,10 +362,15 @@ class FileSource:
             return Entry({}, text, cursor, trusted)
         if not text.strip():
             return None  # a blank line in a JSON-lines file carries nothing
+        return self._record(text, cursor, self._where(f, start), trusted)
+
+    @staticmethod
+    def _record(text: str, cursor: str, where: str, trusted: bool) -> Entry:
+        """One JSON line checked on its own: its entry, or an error entry naming ``where`` and the field."""
         try:
             fields = psrecord.json_line_fields(text)  # parsed and validated once, a new dict (no copy)
         except psrecord.RecordError as exc:
-            return Entry({}, "", cursor, False, f"{self._where(f, start)}: {exc.field}: {exc.reason}")
+            return Entry({}, "", cursor, False, f"{where}: {exc.field}: {exc.reason}")
         except (ValueError, RecursionError) as exc:  # e.g. an integer too long to convert, absurd nesting
-            return Entry({}, "", cursor, False, f"{self._where(f, start)}: *: not a record: {exc}")
+            return Entry({}, "", cursor, False, f"{where}: *: not a record: {exc}")
         return Entry(fields, "", cursor, trusted)

@@ -35,7 +35,7 @@ class Matcher(Protocol):
     def match_line(self, line: str) -> Hit | None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """One outcome for the service to carry out and log."""
 

@@ -124,8 +124,9 @@ class Keeper:
 
     def apply(self, bans: list[Ban], cursors: dict[str, str] | None = None) -> None:
         """Commit new bans (and the cursor that made them) first, then run their actions."""
-        for b in bans:
-            self.pending.cancel(b.jail, b.ip)  # a pending unban must not lift the new ban
+        if self.pending.pending:  # (none pending, the usual case: no look-up per ban)
+            for b in bans:
+                self.pending.cancel(b.jail, b.ip)  # a pending unban must not lift the new ban
         self.store.commit(added=bans, cursors=cursors)
         if bans:
             self._crash_point("ban-committed")

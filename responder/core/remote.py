@@ -93,8 +93,15 @@ def _name(text: str) -> bool:
     return True
 
 
+#: The usual counts' texts and values (a catch-up's lines repeat a few of them).
+_COUNTS = {str(n): n for n in range(1025)}
+
+
 def _count(fields: Mapping[str, str], name: str, low: int = 1) -> int:
     text = fields.get(name, "1") or "1"
+    n = _COUNTS.get(text)
+    if n is not None and n >= low:
+        return n
     if not (text.isascii() and text.isdigit()) or not low <= int(text) <= MAX_COUNT:
         raise ValueError(f"{name} {text[:20]!r} is not a count from {low} to {MAX_COUNT}")
     return int(text)

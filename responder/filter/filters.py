@@ -105,23 +105,46 @@ class Filter:
     check_all: bool = False
     line_state: MatchState = field(default_factory=MatchState)
     record_state: MatchState = field(default_factory=MatchState)
+    #: ``journalmatch`` as (names, values) per group, made at the first record (see _journal_matches).
+    _groups: list[tuple[tuple[str, ...], tuple[str, ...]]] | None = field(default=None, compare=False, repr=False)
 
     # --- records (journal or JSON lines) ---
     def match_record(self, record: Mapping[str, str], now: float | None = None) -> Failure | None:
+        """:meth:`examine_record`'s failure. A record with the ``hostfield`` under a filter without ignoreregex
+        (portsentinel, portsentinel-fleet) is decided from its fields alone: no journal text, no Verdict."""
+        host = self.hostfield
+        if host and host in record and not self.record_rules.match.ignoreregex:
+            if not self._journal_matches(record):
+                return None
+            try:
+                ip = _canonical(record[host])
+            except ValueError:
+                return None
+            return Failure(ip, R.record_time(record, journal_first=True), record, record.get(R.F_MESSAGE, ""), -1)
         return self.examine_record(record, now).failure
 
+    def _journal_matches(self, record: Mapping[str, str]) -> bool:
+        """The record satisfies ``journalmatch`` (one of its groups, every term of it); True without one."""
+        groups = self._groups
+        if groups is None:
+            groups = self._groups = [(tuple(g), tuple(g.values())) for g in self.journalmatch]
+        if not groups:
+            return True
+        get = record.get
+        return any(tuple(map(get, names)) == values for names, values in groups)
+
     def examine_record(self, record: Mapping[str, str], now: float | None = None) -> Verdict:
-        if self.journalmatch and not any(
-            all(record.get(k) == v for k, v in group.items()) for group in self.journalmatch
-        ):
+        if not self._journal_matches(record):
             return Verdict("missed", "journalmatch not satisfied")
         stamp = R.record_time(record, journal_first=True)
-        text = journal_line(record)
         if self.hostfield and self.hostfield in record:
-            if any(p.search(text[:MAX_LINE] + "\n") for p in self.record_rules.match.ignoreregex):
-                return Verdict("ignored", "ignoreregex matched", time=stamp)
+            ignore = self.record_rules.match.ignoreregex
+            if ignore:  # (the journal text only for it)
+                text = journal_line(record)[:MAX_LINE] + "\n"
+                if any(p.search(text) for p in ignore):
+                    return Verdict("ignored", "ignoreregex matched", time=stamp)
             return verdict_of(record[self.hostfield], stamp, dict(record), record.get(R.F_MESSAGE, ""), -1)
-        return self.examine_entry(text, stamp, now)
+        return self.examine_entry(journal_line(record), stamp, now)
 
     def examine_entry(self, text: str, stamp: float | None, now: float | None = None) -> Verdict:
         """A journal entry already formatted as one line, whose time is known (no date detection)."""

@@ -284,3 +284,28 @@ def test_not_a_regular_file_is_not_read(tmp_path: Path) -> None:
 def test_bad_kind() -> None:
     with pytest.raises(ValueError):
         FileSource("/nonexistent/x", kind="xml")  # type: ignore[arg-type]
+
+
+def test_a_bulk_of_lines_mixed_with_bad_and_non_ascii_ones(jsonl: tuple[Path, FileSource]) -> None:
+    """Thousands of lines at once (read as one block while they are ASCII): each bad line still names its file:line
+    and field, a non-ASCII line is read line by line, and every cursor is the byte offset after its own line."""
+    path, src = jsonl
+    start = path.stat().st_size
+    lines = [rec(f"198.51.{i // 256}.{i % 256}") for i in range(3000)]
+    lines[1000] = '{"MESSAGE": "x", "PS_SRC": "300.1.1.1"}\n'
+    lines[2000] = rec("198.51.100.9").replace("attackalert", "attackalert é")
+    lines[2500] = "\r\n"  # blank: nothing
+    append(path, "".join(lines))
+    got = pump(src, 10_000)
+    assert len(got) == 2999
+    bad_at = start + len("".join(lines[:1000]).encode())  # (resumed at the end: no line numbers, the offset)
+    assert [e.error for e in got if e.error] == [f"{path}:@{bad_at}: PS_SRC: not an IP address: '300.1.1.1'"]
+    offsets = [int(e.cursor.rsplit(":", 1)[1]) for e in got]
+    want, at = [], start
+    for i, line in enumerate(lines):
+        at += len(line.encode())
+        if i != 2500:
+            want.append(at)
+    assert offsets == want
+    assert "é" in got[2000].fields[R.F_MESSAGE] and got[2000].fields[R.F_SRC] == "198.51.100.9"
+    assert got[2998].fields[R.F_SRC] == f"198.51.{2999 // 256}.{2999 % 256}"

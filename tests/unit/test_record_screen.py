@@ -1,0 +1,86 @@
+"""portsentinel.record_screen: the bulk screen never passes a line the per-line check refuses or changes."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from portsentinel import record as R
+from portsentinel.record_screen import screen_json_lines
+
+
+def fleet_line(i: int) -> dict[str, str]:
+    return {"SYSLOG_IDENTIFIER": "portsentinel-fleet", "PS_EVENT": "ban", "MESSAGE": f"fleet: 100.64.0.{i} banned",
+            "PS_SRC": f"100.64.{i // 256}.{i % 256}", "PS_ORIGIN": "host-a", "PS_ORIGIN_JAIL": "portsentinel",
+            "PS_UNTIL": "1764500000.500", "PS_SCAN": "syn", "PS_VERIFIED": "0", "PS_OFFENCE": "1", "PS_ORIGINS": "1",
+            "PS_PORT": str(i % 70000)}
+
+
+def per_line(line: str) -> dict[str, str] | str:
+    try:
+        return R.json_line_fields(line)
+    except (R.RecordError, ValueError, RecursionError) as exc:
+        return f"refused: {exc}"
+
+
+def test_good_lines_pass_as_parsed() -> None:
+    lines = [json.dumps(fleet_line(i)) for i in range(300)]
+    got = screen_json_lines(lines)
+    for line, fields in zip(lines, got, strict=True):
+        want = per_line(line)
+        if fields is None:  # (a port above 65535: the long way refuses it)
+            assert isinstance(want, str) or want != json.loads(line)
+        else:
+            assert fields == want
+
+
+def test_uncertain_lines_go_the_long_way() -> None:
+    good = fleet_line(1)
+    cases = [
+        {**good, "PS_SRC": "100.064.0.1"},  # not canonical: the long way refuses it
+        {**good, "PS_SRC": "::ffff:1.2.3.4"},  # canonical form differs: the long way changes it
+        {**good, "PS_SRC": "1.2.3.4\n5.6.7.8"},  # two lines in one value
+        {**good, "PS_PORT": "00"},
+        {**good, "PS_PORT": "65536"},
+        {**good, "PS_ORIGINS": 3},  # an integer: converted by the long way
+        {**good, "PS_EVENT": "bann"},
+        {**good, "ps_src": "1.2.3.4"},
+        {**good, "_UID": "0"},
+        {k: v for k, v in good.items() if k != "MESSAGE"},
+        {**good, "MESSAGE": "x" * 5000},
+    ]
+    lines = [json.dumps(c) for c in cases] + [" " + json.dumps(good), json.dumps(good) + " ", "[1]", "{", "nope",
+                                              json.dumps(good) + json.dumps(good)]
+    got = screen_json_lines(lines + [json.dumps(good)])
+    assert got[:-1] == [None] * len(lines)
+    assert got[-1] == good
+
+
+_names = st.sampled_from(["MESSAGE", "PS_SRC", "PS_DST", "PS_PORT", "PS_HITS", "PS_EVENT", "PS_SCAN", "PS_VERIFIED",
+                          "PS_SRC_NET", "PS_ORIGINS", "PS_NOTE", "ps_x", "_UID", "PS_FLEET", "PRIORITY"])
+_values = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["0", "00", "1", "-1", "65535", "65536", "+5", "5_0", " 7", "999999999", "1000000000",
+                     "1.2.3.4", "01.2.3.4", "255.255.255.255", "256.1.1.1", "::1", "::FFFF:1.2.3.4", "2001:db8::",
+                     "2001:db8::/64", "2001:db8::1/64", "10.0.0.0/8", "ban", "scan", "syn", "1\n2", "1.2.3.4\n"]),
+    st.integers(-3, 70000), st.booleans(), st.none(), st.floats(allow_nan=True))
+
+
+@settings(max_examples=400, deadline=None)
+@given(recs=st.lists(st.dictionaries(_names, _values, max_size=8), min_size=1, max_size=6),
+       message=st.booleans())
+def test_screen_never_weaker(recs: list[dict[str, object]], message: bool) -> None:
+    lines = [json.dumps({"MESSAGE": "m", **r} if message else r) for r in recs]
+    for line, fields in zip(lines, screen_json_lines(lines), strict=True):
+        if fields is not None:
+            assert per_line(line) == fields
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text(max_size=40), min_size=1, max_size=5))
+def test_screen_arbitrary_text(texts: list[str]) -> None:
+    for line, fields in zip(texts, screen_json_lines(texts), strict=True):
+        if fields is not None:
+            assert per_line(line) == fields

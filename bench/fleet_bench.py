@@ -3,8 +3,9 @@
 1. Latency: a shared decision appended to host A's decisions file (+ the responder's wake datagram) -> the remote
    ban's JSON line written on host E by E's daemon. Floor: a bare nats-py put -> the same client's KV watch
    receiving it (one process in host A: put and watch through the cluster).
-2. Catch-up: a host joining a bucket holding ``--keys`` active bans (100,000) -> every one of them applied (lines
-   written, sequence committed). Floor: a bare nats-py ordered consumer receiving the same keys.
+2. Catch-up: a host joining a bucket holding ``--keys`` active bans (100,000) -> every one of them applied (its
+   lines written; the daemon's CPU seconds by then). Floors: a bare nats-py ordered consumer (js.subscribe)
+   receiving the same keys, and a bare nats-py subscription fed by one consumer request (the daemon's way).
 
 A 3-server JetStream cluster and the hosts are network namespaces of the NATS lab (tests/lab/nats.py); nothing
 leaves them. Run as root:
@@ -84,14 +85,73 @@ async def main():
         seen += 1
         if seen >= want:
             done.set()
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), time.process_time()
     await js.subscribe("$KV.portsentinel_bans.x.>", stream="KV_portsentinel_bans", cb=cb, ordered_consumer=True,
                        deliver_policy=nats.js.api.DeliverPolicy.LAST_PER_SUBJECT)
     await asyncio.wait_for(done.wait(), 300)
-    print(time.monotonic() - t0)
+    print(time.monotonic() - t0, time.process_time() - c0)
     await nc.close()
 asyncio.run(main())
 """
+
+# The floor of the daemon's own watch: a bare nats-py subscription and a consumer made by one API request (as
+# portsentinel/fleet/consumer.py configures it), counting data messages, answering flow control at once.
+FLOOR_RAW = """
+import asyncio, json, os, sys, time, nats
+async def main():
+    nc = await nats.connect(os.environ["PS_NATS_SERVERS"].split(","), connect_timeout=3)
+    want = int(sys.argv[1])
+    seen = 0
+    done = asyncio.Event()
+    async def cb(msg):
+        nonlocal seen
+        if msg.reply.startswith("$JS.ACK."):
+            seen += 1
+            if seen >= want:
+                done.set()
+        elif msg.reply.startswith("$JS.FC."):
+            await nc.publish(msg.reply, b"")
+    t0, c0 = time.monotonic(), time.process_time()
+    inbox = nc.new_inbox()
+    await nc.subscribe(inbox, cb=cb)
+    config = {"name": "floor_raw", "deliver_subject": inbox, "filter_subject": "$KV.portsentinel_bans.x.>",
+              "ack_policy": "none", "max_deliver": 1, "replay_policy": "instant", "flow_control": True,
+              "idle_heartbeat": 5_000_000_000, "inactive_threshold": 60_000_000_000, "mem_storage": True,
+              "num_replicas": 1, "deliver_policy": "last_per_subject"}
+    await nc.request("$JS.API.CONSUMER.CREATE.KV_portsentinel_bans.floor_raw",
+                     json.dumps({"stream_name": "KV_portsentinel_bans", "config": config}).encode(), timeout=10)
+    await asyncio.wait_for(done.wait(), 300)
+    print(time.monotonic() - t0, time.process_time() - c0)
+    await nc.request("$JS.API.CONSUMER.DELETE.KV_portsentinel_bans.floor_raw", b"", timeout=10)
+    await nc.close()
+asyncio.run(main())
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_lines(path: Path, count: int, limit: float) -> float:
+    """Monotonic time at which ``path`` holds ``count`` lines (polled every 5 ms)."""
+    deadline = time.monotonic() + limit
+    seen = 0
+    offset = 0
+    while time.monotonic() < deadline:
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            chunk = b""
+        offset += len(chunk)
+        seen += chunk.count(b"\n")
+        if seen >= count:
+            return time.monotonic()
+        time.sleep(0.005)
+    raise SystemExit(f"{path}: {seen} of {count} lines within {limit:.0f} s")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -140,17 +200,21 @@ def main() -> None:
         t0 = time.monotonic()
         lab.python("x", PUT_MANY, str(args.keys), timeout=600)
         print(f"catch-up: {args.keys} keys put in {time.monotonic() - t0:.1f} s")
-        floor_s = float(lab.python("j", FLOOR_CATCHUP, str(args.keys), timeout=600).stdout)
+        floor_s, floor_cpu = map(float, lab.python("j", FLOOR_CATCHUP, str(args.keys), timeout=600).stdout.split())
+        raw_s, raw_cpu = map(float, lab.python("j", FLOOR_RAW, str(args.keys), timeout=600).stdout.split())
         # The keys were put moments ago: live updates for the rate cap, which the bench lifts.
+        j = Daemon(lab, "j", work, origin_max=args.keys * 2, origin_rate=args.keys * 2)
         t0 = time.monotonic()
-        j = Daemon(lab, "j", work, origin_max=args.keys * 2, origin_rate=args.keys * 2).start()
+        j.start()
+        assert j.proc is not None
+        last_line = wait_lines(j.output, args.keys, 300) - t0
+        cpu = cpu_seconds(j.proc.pid)
         j.wait(lambda: j.status().get("bans_by_origin", {}).get("x", 0) >= args.keys and j.status()["lag"] == 0,
                300, "catch-up")
-        joined = time.monotonic() - t0
-        lines = sum(1 for _ in j.output.open())
-        print(f"catch-up, a joining daemon: {args.keys} bans applied ({lines} lines) in {joined:.1f} s "
-              f"(start to status; the status file is written once a second)")
-        print(f"  floor, bare nats-py ordered consumer: {floor_s:.1f} s")
+        print(f"catch-up, a joining daemon: {args.keys} bans, the last of its lines written {last_line:.2f} s after "
+              f"its start (process start, imports, connect included); {cpu:.2f} CPU s by then")
+        print(f"  floor, bare nats-py ordered consumer (js.subscribe): {floor_s:.2f} s, {floor_cpu:.2f} CPU s")
+        print(f"  floor, bare nats-py subscription + one consumer request: {raw_s:.2f} s, {raw_cpu:.2f} CPU s")
         j.stop()
 
 

@@ -26,17 +26,18 @@ import heapq
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import codec as C
 from .config import FleetConfig
-from .keys import UNBAN_JAIL, BadKey, Key, parse_key
+from .consumer import Entry
+from .keys import UNBAN_JAIL, V4_KEY, BadKey, Key, parse_key
 
 PUT, DEL, PURGE = "PUT", "DEL", "PURGE"
 RATE_WINDOW = 60.0
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     """One line for the responder: ``event`` ban or unban of ``addr`` from ``origin``."""
 
     event: str
@@ -62,6 +63,19 @@ class Outcome:
 
 
 BanId = tuple[str, str, str]  # origin, jail, addr
+
+
+@dataclass
+class Applied:
+    """What :meth:`Applier.apply_many` made of a list of entries."""
+
+    lines: list[Line]
+    #: (origin, reason) of each refused entry; entries whose ban had run out; addresses whose own keys to delete.
+    refused: list[tuple[str, str]]
+    expired: int
+    delete_own: list[str]
+    #: (key, exception) of entries that made the applier raise (skipped: a remote entry never stops the watch).
+    errors: list[tuple[str, Exception]]
 
 
 class Applier:
@@ -138,6 +152,68 @@ class Applier:
         return out
 
     # ------------------------------------------------------------------ entries
+    def apply_many(self, entries: Iterable[Entry], now: float, live_age: float) -> Applied:
+        """Every entry as :meth:`entry` takes it, in order (an entry stored less than ``live_age`` seconds ago is
+        a live update). The common one of a catch-up — a well-formed ban of a plain IPv4 address by a trusted
+        origin, in :data:`.codec.BAN_SHAPE` — is taken here in one loop with the same checks in the same order;
+        every other entry, and any that fails a check, goes through :meth:`entry`."""
+        out = Applied([], [], 0, [], [])
+        lines, refused, errors = out.lines, out.refused, out.errors
+        host, origins, origin_max, maxtime = self.s.host, self.s.origins, self.s.origin_max, self.s.maxtime
+        key_match, value_match, scans = V4_KEY.fullmatch, C.BAN_SHAPE.fullmatch, C.SCANS
+        bans, by_addr, active, lifted, changed = self.bans, self._by_addr, self.active, self.lifted, self.changed
+        expiry, push = self._expiry, heapq.heappush
+        max_at, max_until, live_since = now + C.CLOCK_SKEW, now + maxtime, now - live_age
+        for key, op, value, _seq, _pending, stamp in entries:
+            try:
+                km = key_match(key) if op == PUT else None
+                vm = value_match(value) if km is not None else None
+                if vm is not None:
+                    origin, jail, token = km.groups()  # type: ignore[union-attr]
+                    addr_b, jail_b, until_b, scan_b, verified_b, offence_b, at_b = vm.groups()
+                    addr = token.replace("-", ".")
+                    scan = scan_b.decode()
+                    offence = int(offence_b)
+                    at = float(at_b)
+                    until = float(until_b)
+                    bid = (origin, jail, addr)
+                    new = bid not in bans
+                    if (origin != host and jail != UNBAN_JAIL and (origins is None or origin in origins)
+                            and addr_b.decode() == addr and jail_b.decode() == jail and scan in scans
+                            and offence <= C.MAX_OFFENCE and at <= max_at and now < until <= max_until
+                            and addr not in lifted
+                            and (not new or (active[origin] < origin_max
+                                             and (stamp <= live_since or self._rate_ok(origin, now))))):
+                        ban = C.Ban(addr, jail, until, scan, int(verified_b), offence, at)
+                        bans[bid] = ban
+                        if new:
+                            active[origin] += 1
+                            ids = by_addr.get(addr)
+                            if ids is None:
+                                by_addr[addr] = {bid}
+                                count = 1
+                            else:
+                                ids.add(bid)
+                                count = self.origins_of(addr, now)
+                        else:
+                            count = self.origins_of(addr, now)
+                        push(expiry, (until, bid))
+                        changed.add(bid)
+                        lines.append(Line("ban", addr, origin, jail, until, count, scan, ban.verified, offence))
+                        continue
+                one = self.entry(key, op, value, now, live=stamp > live_since)
+            except Exception as exc:
+                errors.append((key, exc))
+                continue
+            if one.line is not None:
+                lines.append(one.line)
+            elif one.refused:
+                refused.append((one.origin, one.refused))
+            elif one.expired:
+                out.expired += 1
+            out.delete_own += one.delete_own
+        return out
+
     def entry(self, key: str, op: str, value: bytes, now: float, *, live: bool) -> Outcome:
         """One entry of the bucket's watch (``op`` PUT, DEL or PURGE), applied to this host's view."""
         try:

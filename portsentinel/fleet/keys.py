@@ -11,7 +11,7 @@ Parsing is strict: the address part must be exactly the encoding of a canonical 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from portsentinel import record as R
 
@@ -22,7 +22,7 @@ _ADDR_TOKEN = re.compile(r"[0-9a-f_=-]{1,50}", re.ASCII)
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 #: The common key, a plain IPv4 address: host, jail and the token of a canonical dotted quad (each part without
 #: leading zeros, at most 255), which is exactly an encoding :func:`decode_addr` accepts. Read by one match.
-_V4_KEY = re.compile(rf"([A-Za-z0-9_-]{{1,64}})\.([A-Za-z0-9_-]{{1,64}})\.((?:{_OCTET}-){{3}}{_OCTET})", re.ASCII)
+V4_KEY = re.compile(rf"([A-Za-z0-9_-]{{1,64}})\.([A-Za-z0-9_-]{{1,64}})\.((?:{_OCTET}-){{3}}{_OCTET})", re.ASCII)
 
 
 class BadKey(ValueError):
@@ -59,8 +59,7 @@ def decode_addr(token: str) -> str:
     return canon
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     host: str
     jail: str
     addr: str
@@ -85,7 +84,7 @@ def make_key(host: str, jail: str, addr: str) -> str:
 
 def parse_key(text: str) -> Key:
     """A key in the bucket -> (host, jail, addr); BadKey naming what is wrong."""
-    m = _V4_KEY.fullmatch(text)
+    m = V4_KEY.fullmatch(text)
     if m is not None:
         host, jail, token = m.groups()
         return Key(host, jail, token.replace("-", "."))

@@ -10,9 +10,10 @@ bucket from a stream sequence. The only module that imports ``nats``.
   the caller keeps the operation spooled. A put the server's permissions refuse surfaces in nats-py only as a
   timeout plus an asynchronous error: :mod:`.nats_errors` tells it apart (:class:`Refused`, as is an error answer
   of JetStream, e.g. a refused rollup: retrying would not help).
-- The watch is an ordered push consumer on ``$KV.<bucket>.>`` with an idle heartbeat, from a stream sequence
-  (resume) or the last value per key (first start). nats-py resets an ordered consumer that misses heartbeats
-  but gives up when recreating it fails; :meth:`Watch.healthy` lets the caller notice and restart it.
+- The watch is this host's own ordered push consumer (``ps_watch_<host>``, the only consumer its permissions
+  allow) on ``$KV.<bucket>.>`` with flow control and an idle heartbeat, from a stream sequence (resume) or the last
+  value per key (first start): :mod:`.pushwatch`. It recreates itself after a gap; :meth:`PushWatch.healthy` lets
+  the caller notice a consumer the server dropped and start a new watch.
 """
 
 from __future__ import annotations
@@ -20,18 +21,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 import nats
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js import api
 from nats.js.client import JetStreamContext
 
 from .config import FleetConfig
-from .nats_errors import Denied, PermissionWatch, Rejected, Unreachable, guarded
+from .consumer import ApiError, Entry, consumer_name
+from .nats_errors import Denied, FleetNatsError, PermissionWatch, Rejected, Unreachable, guarded
+from .pushwatch import PushWatch
+
+__all__ = ["Entry", "Link", "LinkDown", "PushWatch", "Refused"]
 
 log = logging.getLogger("portsentinel.fleet")
 
@@ -45,18 +46,6 @@ class LinkDown(Exception):
 
 class Refused(Exception):
     """The server's permissions refused the operation (it will never succeed)."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One message of the watch: key, operation (PUT, DEL, PURGE), value, stream sequence, pending, stored at."""
-
-    key: str
-    op: str
-    value: bytes
-    seq: int
-    pending: int
-    stamp: float
 
 
 def _tls(cfg: FleetConfig) -> ssl.SSLContext | None:
@@ -159,51 +148,22 @@ class Link:
         return int(info.state.last_seq)
 
     # ------------------------------------------------------------------ watch
-    async def watch(self, after_seq: int, on_entry: Callable[[Entry], Awaitable[None]]) -> Watch:
-        """Every entry after stream sequence ``after_seq`` (0: the last value of every key, then live)."""
-        if self.js is None or not self.connected:
+    async def watch(self, after_seq: int, on_entries: Callable[[list[Entry]], None]) -> PushWatch:
+        """Every entry after stream sequence ``after_seq`` (0: the last value of every key, then live), in lists,
+        through this host's own consumer ``ps_watch_<host>`` (:mod:`.pushwatch`)."""
+        if self.nc is None or not self.connected:
             raise LinkDown("not connected")
-        prefix = self.subject_prefix
-
-        async def on_msg(msg: Msg) -> None:
-            meta = msg.metadata
-            op = (msg.headers or {}).get(KV_OP, "PUT")
-            reason = (msg.headers or {}).get("Nats-Marker-Reason")
-            if reason:  # 2.11+: server-placed markers (a key aged out, a purge)
-                op = "PURGE" if reason in ("MaxAge", "Purge") else "DEL"
-            await on_entry(Entry(msg.subject[len(prefix):], op, msg.data, int(meta.sequence.stream),
-                                 int(meta.num_pending), meta.timestamp.timestamp()))
-
-        config = api.ConsumerConfig()
-        policy = api.DeliverPolicy.LAST_PER_SUBJECT
-        if after_seq > 0:
-            policy = api.DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = after_seq + 1
+        watch = PushWatch(self.nc, self.perms, stream=self.stream, prefix=self.subject_prefix,
+                          name=consumer_name(self.cfg.host), heartbeat=self.cfg.heartbeat, on_entries=on_entries)
         try:
-            sub = await self.js.subscribe(prefix + ">", stream=self.stream, cb=on_msg, ordered_consumer=True,
-                                          idle_heartbeat=self.cfg.heartbeat, deliver_policy=policy, config=config,
-                                          inactive_threshold=max(60.0, 10 * self.cfg.heartbeat))
-        except Exception as exc:
-            raise LinkDown(f"watch: {exc or type(exc).__name__}") from None
-        return Watch(sub)
-
-
-class Watch:
-    def __init__(self, sub: Any) -> None:
-        self.sub = sub
-        self.pending = 0
-
-    async def healthy(self, timeout: float) -> bool:
-        """The consumer still exists on the server (its pending count kept for ``lag``)."""
-        try:
-            info = await asyncio.wait_for(self.sub.consumer_info(), timeout)
-        except Exception:
-            return False
-        self.pending = int(info.num_pending or 0)
-        return True
-
-    async def stop(self) -> None:
-        try:
-            await asyncio.wait_for(self.sub.unsubscribe(), 2)
-        except Exception:  # a dead connection: nothing to unsubscribe from
-            pass
+            await watch.start(after_seq)
+        except Denied as exc:
+            self.last_error = f"watch: {exc}"
+            log.error("fleet: the server refused this host's consumer %s: %s (the permissions of `portsentinel "
+                      "fleet setup` allow only this name)", watch.name, exc)
+            await watch.stop()
+            raise LinkDown(self.last_error) from None
+        except (FleetNatsError, ApiError) as exc:
+            await watch.stop()
+            raise LinkDown(f"watch: {exc}") from None
+        return watch

@@ -2,7 +2,8 @@
 
     decisions (wake-up datagram, journal / file) --publish.from_decision--> store.spool --Sender (puts in flight,
                                   Link.put/delete)--> bucket
-    bucket --Link.watch--> (buffered) applier.entry --lines.to_json_line--> output (JSON lines + responder wake)
+    bucket --Link.watch (own push consumer: lists of entries)--> (buffered) applier.entry --lines.to_json_line-->
+                                  output (JSON lines + responder wake)
                                   then, in a worker thread, fdatasync --durable--> store.commit_watch (sequence and
                                   remote bans, one transaction)
 
@@ -32,7 +33,7 @@ from .durable import DurableCommits
 from .inputs import open_input
 from .keys import encode_addr
 from .lines import to_json_line
-from .link import Entry, Link, LinkDown, Watch
+from .link import Entry, Link, LinkDown, PushWatch
 from .output import RemoteOutput
 from .publish import Early, Op, carried, decided_at, from_decision
 from .sender import Sender
@@ -68,7 +69,7 @@ class FleetService:
         self.early = Early()
         self.notifier = Notifier()
         self.seq = self.store.last_seq()
-        self.watch: Watch | None = None
+        self.watch: PushWatch | None = None
         self.watch_restarts = 0
         #: Entries received and not applied yet (applied by :meth:`flush_applied`), and the last one's sequence.
         self._entries: list[Entry] = []
@@ -161,17 +162,20 @@ class FleetService:
         asyncio.get_running_loop().call_later(SETTLE[step], self._settle, step + 1)
 
     # ------------------------------------------------------------------ applying
-    async def on_entry(self, entry: Entry) -> None:
+    def on_entries(self, entries: list[Entry]) -> None:
+        """Entries of the watch, in order, as the watch hands them over (one list per read of the connection):
+        buffered, and applied in batches of :data:`APPLY_BATCH` or once the watch has caught up."""
         self._activity = time.monotonic()
-        if self.watch is not None:
-            self.watch.pending = entry.pending  # the lag, as the server counted it when it sent this entry
-        if entry.seq <= self.seq:
-            return  # delivered again after a consumer reset
-        self.seq = entry.seq
-        self._entries.append(entry)
+        if entries[0].seq <= self.seq:  # delivered again after a consumer reset
+            entries = [e for e in entries if e.seq > self.seq]
+            if not entries:
+                return
+        last = entries[-1]
+        self.seq = last.seq
+        self._entries += entries
         if len(self._entries) >= APPLY_BATCH:
             self.flush_applied()
-        elif entry.pending == 0 and not self._flush_soon:
+        elif last.pending == 0 and not self._flush_soon:
             # Caught up: flush once the client has handed over what it already received (the loop runs this when
             # the watch's task waits for more), not per entry: a burst of live bans is one write, one fdatasync,
             # one commit and one wake of the responder, so the responder takes it as one batch.
@@ -197,35 +201,22 @@ class FleetService:
         return lines
 
     def _apply_loop(self, entries: list[Entry], now: float) -> list[str]:
-        apply = self.applier.entry
-        lines: list[str] = []
-        applied = unbanned = expired = 0
-        for entry in entries:
-            try:
-                out = apply(entry.key, entry.op, entry.value, now, live=now - entry.stamp < LIVE_AGE)
-            except Exception as exc:  # a remote entry never stops the watch (a crash would replay it at every start)
-                log.error("fleet: entry %.120r from the bucket skipped: %s: %s", entry.key, type(exc).__name__, exc)
-                self.audit.refuse(entry.key.split(".", 1)[0][:64], f"unexpected {type(exc).__name__}")
-                continue
-            line = out.line
-            if line is not None:
-                lines.append(to_json_line(line, now))
-                if line.event == "ban":
-                    applied += 1
-                else:
-                    unbanned += 1
-            elif out.refused:
-                self.audit.refuse(out.origin, out.refused)
-            elif out.expired:
-                expired += 1
-            for addr in out.delete_own:
-                keys = self.store.own_keys(encode_addr(addr))
-                self.store.spool((key, None) for key in keys)
-                self.sender.kick()
-        for what, n in (("applied", applied), ("unbanned", unbanned), ("expired", expired)):
+        done = self.applier.apply_many(entries, now, LIVE_AGE)
+        for key, exc in done.errors:  # a remote entry never stops the watch (a crash would replay it at every start)
+            log.error("fleet: entry %.120r from the bucket skipped: %s: %s", key, type(exc).__name__, exc)
+            self.audit.refuse(key.split(".", 1)[0][:64], f"unexpected {type(exc).__name__}")
+        for origin, reason in done.refused:
+            self.audit.refuse(origin, reason)
+        for addr in done.delete_own:
+            keys = self.store.own_keys(encode_addr(addr))
+            self.store.spool((key, None) for key in keys)
+            self.sender.kick()
+        unbanned = sum(1 for line in done.lines if line.event != "ban")
+        counts = (("applied", len(done.lines) - unbanned), ("unbanned", unbanned), ("expired", done.expired))
+        for what, n in counts:
             if n:
                 self.audit.count(what, n)
-        return lines
+        return [to_json_line(line, now) for line in done.lines]
 
     def flush_applied(self) -> None:
         """The buffered entries applied; their lines written and the responder woken now, the position committed
@@ -255,7 +246,7 @@ class FleetService:
                         self.store.reset_watch()
                         self.applier = Applier(self.cfg)
                         self.seq = 0
-                    self.watch = await self.link.watch(self.seq, self.on_entry)
+                    self.watch = await self.link.watch(self.seq, self.on_entries)
                 except LinkDown as exc:
                     log.debug("watch: %s", exc)
                     await self._sleep(1.0)

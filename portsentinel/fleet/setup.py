@@ -7,8 +7,9 @@ includes, and each host's ``fleet.local``. Keys and certificates are made by :mo
 
 The per-host permissions are the fleet contract's: a host publishes only under its own key prefix
 (``$KV.<bucket>.<host>.>``), the JetStream API calls a KV putter and watcher make on the bucket's stream (stream
-info, consumer create/delete/info, direct and message get), flow-control and ack replies of that stream, and it
-subscribes only to its own inbox prefix ``_INBOX_<host>.>``. Nothing creates, updates, deletes or purges a
+info, direct and message get; create, delete and info of ONE consumer, its own ``ps_watch_<host>``, so a
+compromised host holds at most one consumer), flow-control and ack replies of that stream, and it subscribes only
+to its own inbox prefix ``_INBOX_<host>.>``. Nothing creates, updates, deletes or purges a
 stream, and nothing reads another host's inbox.
 """
 
@@ -18,6 +19,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from .consumer import consumer_name
 from .keys import valid_name
 
 DEFAULT_BUCKET = "portsentinel_bans"
@@ -129,14 +131,14 @@ def host_permissions(host: str, bucket: str = DEFAULT_BUCKET) -> Permissions:
         raise SetupError(f"bad host name {host[:70]!r}")
     stream = f"KV_{bucket}"
     api = "$JS.API"
+    name = consumer_name(host)
     return Permissions(
         publish=(
             f"$KV.{bucket}.{host}.>",                      # its own keys: put, delete (a KV-Operation header)
             f"{api}.STREAM.INFO.{stream}",                 # bind to the bucket
-            f"{api}.CONSUMER.CREATE.{stream}",             # a watcher's ordered consumer (older servers)
-            f"{api}.CONSUMER.CREATE.{stream}.>",           # … with its name and filter in the subject
-            f"{api}.CONSUMER.DELETE.{stream}.*",           # … dropped when the watch stops or restarts
-            f"{api}.CONSUMER.INFO.{stream}.*",
+            f"{api}.CONSUMER.CREATE.{stream}.{name}",      # its one consumer, by name (nats-server 2.9+) …
+            f"{api}.CONSUMER.DELETE.{stream}.{name}",      # … dropped when the watch stops or restarts
+            f"{api}.CONSUMER.INFO.{stream}.{name}",        # … its health and lag
             f"{api}.DIRECT.GET.{stream}",                  # get one key
             f"{api}.DIRECT.GET.{stream}.>",
             f"{api}.STREAM.MSG.GET.{stream}",

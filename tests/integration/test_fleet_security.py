@@ -133,6 +133,23 @@ def test_stream_management_and_other_inboxes_are_refused(fleet: Fleet) -> None:
     assert info["ok"] and info["allow_rollup_hdrs"] is False and info["messages"] > 0
 
 
+def test_a_host_holds_at_most_its_one_named_consumer(fleet: Fleet) -> None:
+    """Consumers are bounded: a host may create (and delete) only ps_watch_<host> on the bucket's stream; another
+    name, another host's name, or an unnamed consumer (the old create subject) is refused by the permissions."""
+    own, other, theirs, unnamed = fleet.client("a", [
+        {"op": "consumer", "name": "ps_watch_a"},
+        {"op": "consumer", "name": "ps_watch_a2"},
+        {"op": "consumer", "name": "ps_watch_b"},
+        {"op": "consumer"},
+    ])
+    assert own == {"ok": True, "name": "ps_watch_a", "deleted": True}, own
+    stream = f"KV_{BUCKET}"
+    for name, refused in (("ps_watch_a2", other), ("ps_watch_b", theirs), ("", unnamed)):
+        subject = f"$JS.API.CONSUMER.CREATE.{stream}" + (f".{name}" if name else "")
+        assert refused == {"ok": False, "failure": "denied",
+                           "detail": f"permissions violation for publish to {subject}"}, (name, refused)
+
+
 def test_credentials_and_tls_are_required(fleet: Fleet) -> None:
     code = """
 import asyncio, os, ssl, sys, nats
@@ -167,5 +184,5 @@ def test_a_new_watcher_receives_100000_keys(fleet: Fleet) -> None:
         pytest.skip("run on the current server only (lab time budget)")
     [filled] = fleet.client("a", [{"op": "fill", "prefix": "a.bulk", "count": FILL}], timeout=180)
     assert filled["ok"] and filled["stored"] == FILL, filled
-    [watched] = fleet.client("b", [{"op": "watch", "timeout": 120}], timeout=180)
+    [watched] = fleet.client("b", [{"op": "watch", "name": "ps_watch_b", "timeout": 120}], timeout=180)
     assert watched["received"] >= FILL, watched

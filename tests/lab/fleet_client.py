@@ -7,8 +7,10 @@ operation. Failures are reported the way the fleet daemon sees them (portsentine
 
 Operations: ``put`` / ``delete`` / ``get`` a key; ``rollup`` (a put with a ``Nats-Rollup`` header); ``api`` (a
 request to a JetStream API subject); ``sub`` (subscribe to a subject, report a violation); ``fill`` (``count``
-keys under a prefix, published without acknowledgements); ``watch`` (a new watcher of the whole bucket, counting
-the keys it receives until it has caught up); ``info`` (the bucket stream's message count and rollup setting).
+keys under a prefix, published without acknowledgements); ``watch`` (the fleet daemon's watch of the whole
+bucket through consumer ``name``, counting the keys it receives until it has caught up); ``consumer`` (a bare
+consumer create, named or not, deleted again when made); ``info`` (the bucket stream's message count and rollup
+setting).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from portsentinel.fleet.bucket import connect, stream_name
+from portsentinel.fleet.consumer import Entry
 from portsentinel.fleet.nats_errors import FleetNatsError, PermissionWatch, guarded
+from portsentinel.fleet.pushwatch import PushWatch
 
 
 async def _op(nc: Client, js: JetStreamContext, kv: KeyValue, bucket: str, watch: PermissionWatch,
@@ -98,21 +102,48 @@ async def _op(nc: Client, js: JetStreamContext, kv: KeyValue, bucket: str, watch
             return {"ok": stored >= before + op["count"], "count": op["count"], "stored": stored - before,
                     "seconds": round(time.monotonic() - start, 2)}
         if kind == "watch":
+            # the fleet daemon's own watch (portsentinel.fleet.pushwatch: the host's one consumer, flow control)
             start = time.monotonic()
-            deadline = start + op.get("timeout", 60)
-            watcher = await kv.watchall()
             received = 0
-            while time.monotonic() < deadline:
-                try:
-                    wait = max(0.1, min(5.0, deadline - time.monotonic()))
-                    entry = await watcher.updates(timeout=wait)  # type: ignore[no-untyped-call]
-                except TimeoutError:
-                    continue
-                if entry is None:  # caught up
-                    break
-                received += 1
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            caught_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def on_entries(entries: list[Entry]) -> None:
+                nonlocal received
+                received += len(entries)
+                if entries[-1].pending == 0 and not caught_up.done():
+                    caught_up.set_result(None)
+
+            pw = PushWatch(nc, watch, stream=stream_name(bucket), prefix=f"$KV.{bucket}.", name=op["name"],
+                           heartbeat=5.0, on_entries=on_entries)
+            await pw.start(0)
+            try:
+                await asyncio.wait_for(caught_up, op.get("timeout", 60))
+            except TimeoutError:
+                pass
+            await pw.stop()
             return {"ok": True, "received": received, "seconds": round(time.monotonic() - start, 2)}
+        if kind == "consumer":
+            # a bare consumer create: named (2.9+ subject) or unnamed (the old subject), deleted again if made
+            stream = stream_name(bucket)
+            name = op.get("name")
+            subject = f"$JS.API.CONSUMER.CREATE.{stream}" + (f".{name}" if name else "")
+            config: dict[str, Any] = {"deliver_subject": nc.new_inbox(), "ack_policy": "none",
+                                      "inactive_threshold": 30_000_000_000, "mem_storage": True, "num_replicas": 1}
+            if name:
+                config["name"] = name
+            body = json.dumps({"stream_name": stream, "config": config}).encode()
+            msg = await guarded(nc.request(subject, body, timeout=op.get("timeout", 5)), watch, subject)
+            answer = json.loads(msg.data or b"{}")
+            if "error" in answer:
+                return {"ok": False, "failure": "rejected", "detail": json.dumps(answer["error"])}
+            made = str(answer.get("name", ""))
+            delete = f"$JS.API.CONSUMER.DELETE.{stream}.{made}"
+            try:
+                await guarded(nc.request(delete, b"", timeout=5), watch, delete)
+                deleted = True
+            except FleetNatsError:
+                deleted = False
+            return {"ok": True, "name": made, "deleted": deleted}
         if kind == "info":
             info = await guarded(js.stream_info(stream_name(bucket)), watch, None)
             return {"ok": True, "messages": info.state.messages,

@@ -24,7 +24,7 @@ def _general(data: bytes, key: Key) -> C.Ban | str:
     """decode_ban's answer through the JSON parser: the same value with a blank after each comma (valid JSON,
     never of the fast shape)."""
     spaced = data.replace(b",", b", ")
-    assert C._BAN_SHAPE.fullmatch(spaced) is None
+    assert C.BAN_SHAPE.fullmatch(spaced) is None
     try:
         return C.decode_ban(spaced, key, NOW, MAXTIME)
     except C.BadValue as exc:
@@ -67,7 +67,7 @@ def test_garbage_spliced_into_a_valid_value_is_never_accepted_unless_valid(junk:
 
 def test_encoded_bans_take_the_fast_shape() -> None:
     data = C.encode_ban(C.Ban(KEY.addr, KEY.jail, NOW + 60.5, "syn", 1, 2, NOW - 0.25))
-    assert C._BAN_SHAPE.fullmatch(data) is not None
+    assert C.BAN_SHAPE.fullmatch(data) is not None
     assert C.decode_ban(data, KEY, NOW, MAXTIME) == C.Ban(KEY.addr, KEY.jail, NOW + 60.5, "syn", 1, 2, NOW - 0.25)
 
 

@@ -8,6 +8,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from portsentinel.fleet import service as S
 from portsentinel.fleet.config import FleetConfig
 from portsentinel.fleet.inputs import Decision
@@ -97,7 +99,7 @@ def test_a_burst_of_live_entries_is_one_write_of_lines_for_the_responder(tmp_pat
         for i in range(1, 51):
             addr = f"203.0.113.{i}"
             value = C.encode_ban(C.Ban(addr, "portsentinel", now + 600, "syn", 0, 1, now))
-            await svc.on_entry(Entry(make_key("b", "portsentinel", addr), "PUT", value, i, 0, now))
+            svc.on_entries([Entry(make_key("b", "portsentinel", addr), "PUT", value, i, 0, now)])
         assert writes == []  # nothing yet: the burst is still being handed over
         await asyncio.sleep(0)
         assert writes == [50]
@@ -109,29 +111,46 @@ def test_a_burst_of_live_entries_is_one_write_of_lines_for_the_responder(tmp_pat
     svc.close()
 
 
-def test_an_entry_that_breaks_the_applier_is_skipped_not_a_stopped_watch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["general", "fast"])
+def test_an_entry_that_breaks_the_applier_is_skipped_not_a_stopped_watch(tmp_path: Path, path: str) -> None:
     """Whatever a remote entry makes the applier raise, the watch goes on: the entry is counted as refused for its
-    origin, the entries after it are applied, and the sequence moves past it (no replay at the next start)."""
+    origin, the entries after it are applied, and the sequence moves past it (no replay at the next start). Both
+    ways through the applier: the general one (Applier.entry: a value with blanks) and apply_many's own loop."""
+    import json
+
     from portsentinel.fleet import codec as C
     from portsentinel.fleet.keys import make_key
     from portsentinel.fleet.link import Entry
 
     svc = _service(tmp_path)
-    real = svc.applier.entry
+    if path == "general":
+        real = svc.applier.entry
 
-    def breaks_on_one(key: str, *args: object, **kw: object) -> object:
-        if key.endswith("203-0-113-2"):
-            raise OverflowError("int too large to convert to float")
-        return real(key, *args, **kw)  # type: ignore[arg-type]
+        def breaks_on_one(key: str, *args: object, **kw: object) -> object:
+            if key.endswith("203-0-113-2"):
+                raise OverflowError("int too large to convert to float")
+            return real(key, *args, **kw)  # type: ignore[arg-type]
 
-    svc.applier.entry = breaks_on_one  # type: ignore[assignment, method-assign]
+        svc.applier.entry = breaks_on_one  # type: ignore[assignment, method-assign]
+    else:
+        real_rate = svc.applier._rate_ok
+        calls = iter(range(10))
+
+        def breaks_once(origin: str, now: float) -> bool:
+            if next(calls) == 1:
+                raise OverflowError("int too large to convert to float")
+            return real_rate(origin, now)
+
+        svc.applier._rate_ok = breaks_once  # type: ignore[method-assign]
 
     async def three() -> None:
         now = time.time()
         for i in range(1, 4):
             addr = f"203.0.113.{i}"
             value = C.encode_ban(C.Ban(addr, "portsentinel", now + 600, "syn", 0, 1, now))
-            await svc.on_entry(Entry(make_key("b", "portsentinel", addr), "PUT", value, i, 0, now))
+            if path == "general" and i == 2:
+                value = json.dumps(json.loads(value)).encode()  # blanks: not the compact shape
+            svc.on_entries([Entry(make_key("b", "portsentinel", addr), "PUT", value, i, 0, now)])
         await asyncio.sleep(0)
         await svc.durable.wait()
 

@@ -69,8 +69,12 @@ def test_host_permissions_are_the_contracts() -> None:
         for verb in ("STREAM.CREATE", "STREAM.UPDATE", "STREAM.DELETE", "STREAM.PURGE", "STREAM.MSG.DELETE",
                      "_INBOX"):
             assert verb not in subject
-        assert subject.endswith(("KV_portsentinel_bans", "KV_portsentinel_bans.>", "KV_portsentinel_bans.*",
+        assert subject.endswith(("KV_portsentinel_bans", "KV_portsentinel_bans.>", "KV_portsentinel_bans.ps_watch_a",
                                  "portsentinel_bans.a.>"))
+    # one consumer, by name: create, delete and info of ps_watch_a only (no unnamed create, no wildcard name)
+    consumer = sorted(s for s in perms.publish if ".CONSUMER." in s)
+    assert consumer == [f"$JS.API.CONSUMER.{verb}.KV_portsentinel_bans.ps_watch_a"
+                        for verb in ("CREATE", "DELETE", "INFO")]
     assert S.inbox_prefix("a") == "_INBOX_a"
 
 

@@ -4,8 +4,9 @@ seed, the fleet's CA and its inbox prefix (nothing leaves the lab).
 ``fill``: put ``--count`` valid ban values under this host's keys (``<host>.portsentinel.<addr>``, addresses from
 ``--first`` up), ``until`` = now + ``--ttl``; prints the seconds the acknowledged puts took and the first put's
 time. ``watch``: a bare
-nats-py watcher of the whole bucket (the floor of a joining host's catch-up); prints the seconds until it has
-received ``--count`` keys with nothing pending.
+nats-py subscription fed by the host's one consumer ``ps_watch_<host>`` (the floor of a joining host's catch-up; the
+host's permissions allow no other consumer); prints the seconds until it has received ``--count`` keys with
+nothing pending.
 
     python bench/fleet_keys.py fill --host b --seed b.nk --ca ca.pem --count 100000 --first 100.64.0.0
 """
@@ -21,7 +22,8 @@ import ssl
 import time
 
 import nats
-from nats.js import api
+
+from portsentinel.fleet.consumer import parse_ack
 
 BUCKET = "portsentinel_bans"
 
@@ -54,23 +56,37 @@ async def fill(args: argparse.Namespace) -> tuple[float, float]:
 
 
 async def watch(args: argparse.Namespace) -> tuple[float, float]:
+    """A bare nats-py subscription fed by the host's one consumer (``ps_watch_<host>``: its permissions allow no
+    other), made by one API request as the fleet daemon makes it; flow control answered at once."""
     nc = await connect(args)
-    js = nc.jetstream(timeout=30)
     got = 0
     done = asyncio.get_running_loop().create_future()
 
     async def on_msg(msg: nats.aio.msg.Msg) -> None:
         nonlocal got
-        got += 1
-        if got >= args.count and msg.metadata.num_pending == 0 and not done.done():
-            done.set_result(time.monotonic())
+        ack = parse_ack(msg.reply)
+        if ack is not None:
+            got += 1
+            if got >= args.count and ack.pending == 0 and not done.done():
+                done.set_result(time.monotonic())
+        elif msg.reply.startswith("$JS.FC."):
+            await nc.publish(msg.reply, b"")
 
     start = time.monotonic()
     first = time.time()
-    sub = await js.subscribe(f"$KV.{BUCKET}.>", stream=f"KV_{BUCKET}", cb=on_msg, ordered_consumer=True,
-                             deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT)
+    stream, name = f"KV_{BUCKET}", f"ps_watch_{args.host}"
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=on_msg)
+    config = {"name": name, "deliver_subject": inbox, "filter_subject": f"$KV.{BUCKET}.>", "ack_policy": "none",
+              "max_deliver": 1, "replay_policy": "instant", "flow_control": True, "idle_heartbeat": 5_000_000_000,
+              "inactive_threshold": 60_000_000_000, "mem_storage": True, "num_replicas": 1,
+              "deliver_policy": "last_per_subject"}
+    await nc.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", b"", timeout=10)
+    await nc.request(f"$JS.API.CONSUMER.CREATE.{stream}.{name}",
+                     json.dumps({"stream_name": stream, "config": config}).encode(), timeout=10)
     end = await asyncio.wait_for(done, args.limit)
     await sub.unsubscribe()
+    await nc.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", b"", timeout=10)
     await nc.close()
     return float(end - start), first
 

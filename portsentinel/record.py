@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from portsentinel.addrtext import network_canonical, v6_canonical
+
 DETECTOR_IDENTIFIER = "portsentinel-detector"
 RESPONDER_IDENTIFIER = "portsentinel-responder"
 #: The fleet daemon (issue 13): its remote ban/unban lines and its own lifecycle records.
@@ -148,7 +150,7 @@ def canonical_address(text: str) -> str:
     ignoreip) and every action sees one form. An IPv6 zone id (``fe80::1%eth0``), surrounding blanks, brackets
     or any other character are refused: the result is only digits, hex letters, ``.`` and ``:``.
     """
-    if _V4_CANONICAL.fullmatch(text):
+    if _V4_CANONICAL.fullmatch(text) or v6_canonical(text) is not None:  # (already canonical: no parsing)
         return text
     if not text or len(text) > 45 or not _ADDRESS_CHARS.issuperset(text):
         raise ValueError(f"not a plain IPv4 or IPv6 address: {text[:60]!r}")
@@ -161,6 +163,7 @@ def canonical_address(text: str) -> str:
     return str(addr)
 
 
+@functools.lru_cache(maxsize=32768)  # a network ban's text is read by the record check and by the nft batch
 def canonical_network(text: str) -> str:
     """Canonical text of an address or a network (``2001:db8:1:2::/64``): an address is canonical_address's
     text, a network is such an address, ``/`` and a decimal prefix length, with no host bits set; a full-length
@@ -168,6 +171,8 @@ def canonical_network(text: str) -> str:
     templates), never for PS_SRC."""
     if "/" not in text:
         return canonical_address(text)
+    if network_canonical(text):  # an IPv6 network's canonical text already (a fleet catch-up has 100,000)
+        return text
     base, _, plen = text.partition("/")
     if not plen.isdigit() or len(plen) > 3 or not plen.isascii():
         raise ValueError(f"not an address or network: {text[:60]!r}")

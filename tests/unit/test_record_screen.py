@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,3 +85,44 @@ def test_screen_arbitrary_text(texts: list[str]) -> None:
     for line, fields in zip(texts, screen_json_lines(texts), strict=True):
         if fields is not None:
             assert per_line(line) == fields
+
+
+_v6_ints = st.one_of(st.integers(0, 2**128 - 1), st.builds(
+    lambda groups: sum(g << (112 - 16 * i) for i, g in enumerate(groups)),
+    st.lists(st.sampled_from([0, 0, 0, 1, 0xFFFF, 0xDB8, 0x2001]), min_size=8, max_size=8)))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(value=_v6_ints, plen=st.integers(0, 128), upper=st.booleans())
+def test_canonical_fast_paths_agree_with_ipaddress(value: int, plen: int, upper: bool) -> None:
+    """portsentinel.addrtext's answers are ipaddress's: canonical text passes as it is, every other spelling of
+    the same address (expanded, leading zeros, upper case) is not taken for canonical."""
+    import ipaddress
+
+    from portsentinel.addrtext import network_canonical, v6_canonical
+
+    addr = ipaddress.IPv6Address(value)
+    canonical = str(addr)
+    assert v6_canonical(canonical) == (None if addr.ipv4_mapped is not None else value)
+    for other in (addr.exploded, canonical.upper() if upper else canonical.replace("::", ":0::", 1)):
+        if other != canonical:
+            assert v6_canonical(other) is None
+    net = ipaddress.IPv6Network((value & ~((1 << (128 - plen)) - 1), plen))
+    text = str(net)
+    assert network_canonical(text) == (plen < 128 and net.network_address.ipv4_mapped is None)
+    expanded = f"{net.network_address.exploded}/{plen}"  # (the ipaddress way)
+    assert _outcome(R.canonical_network, text) == _outcome(R.canonical_network, expanded)
+    if value & ((1 << (128 - plen)) - 1):
+        assert not network_canonical(f"{canonical}/{plen}")
+
+
+def _outcome(fn: Callable[[str], str], text: str) -> str:
+    try:
+        return fn(text)
+    except ValueError as exc:
+        return f"ValueError: {type(exc).__name__}"
+
+
+def test_v4_mapped_networks_keep_their_old_answer() -> None:
+    assert _outcome(R.canonical_network, "::ffff:0:0/96") == _outcome(R.canonical_network, "0::ffff:0:0/96")
+    assert R.canonical_address("::ffff:102:304") == "1.2.3.4"

@@ -18,7 +18,7 @@ FOREVER = -1.0
 #: Seconds before the 1st, 2nd, … retry of a failed action or unban (responder.actions.executor, responder.core.unbans).
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
 
-@dataclass
+@dataclass(slots=True)
 class Ban:
     jail: str
     ip: str

@@ -180,6 +180,8 @@ class PerMinuteCap:
         self.refused = 0
 
     def allow(self, now: float) -> bool:
+        if self.limit <= 0:  # no cap (the fleet jail's default): nothing to count
+            return True
         while self._times and now - self._times[0] >= 60.0:
             self._times.popleft()
         if self.limit > 0 and len(self._times) >= self.limit:

@@ -33,6 +33,11 @@ RENEW_SLACK = 60.0
 MAX_COUNT = 1_000_000
 
 
+#: The usual counts' texts and values, both ways (a catch-up's lines repeat a few of them).
+_COUNTS = {str(n): n for n in range(1025)}
+_TEXTS = {n: text for text, n in _COUNTS.items()}
+
+
 class Remote(NamedTuple):
     """One parsed fleet line (a named tuple: a catch-up makes 100,000)."""
 
@@ -51,13 +56,14 @@ class Remote(NamedTuple):
     def info(self) -> dict[str, str]:
         """What the ban keeps about its origin (Ban.info, stored with it): the ban and unban records carry it."""
         # (no "note": a ban record with PS_DETAIL is written on its own, and a catch-up's must be aggregated)
-        out = {"origin": self.origin, "origin_jail": self.origin_jail, "origins": str(self.origins),
-               "origin_offence": str(self.offence)}
-        if self.until is not None:
-            out["origin_until"] = f"{self.until:.3f}"
-        if self.scan:
-            out["scan"] = self.scan
-        out["verified"] = "1" if self.verified else "0"
+        _, _, _, origin, origin_jail, until, origins, offence, scan, verified, _ = self  # (one unpacking)
+        out = {"origin": origin, "origin_jail": origin_jail, "origins": _TEXTS.get(origins) or str(origins),
+               "origin_offence": _TEXTS.get(offence) or str(offence)}
+        if until is not None:
+            out["origin_until"] = f"{until:.3f}"
+        if scan:
+            out["scan"] = scan
+        out["verified"] = "1" if verified else "0"
         return out  # (no "src": PS_SRC of a remote network ban is the network's first address, its default)
 
     def fields(self) -> dict[str, str]:
@@ -93,8 +99,6 @@ def _name(text: str) -> bool:
     return True
 
 
-#: The usual counts' texts and values (a catch-up's lines repeat a few of them).
-_COUNTS = {str(n): n for n in range(1025)}
 
 
 def _count(fields: Mapping[str, str], name: str, low: int = 1) -> int:
@@ -109,40 +113,52 @@ def _count(fields: Mapping[str, str], name: str, low: int = 1) -> int:
 
 def parse(fields: Mapping[str, str]) -> Remote:
     """A fleet line's fields (already checked by the record schema) → Remote; ValueError names the bad field."""
-    if fields.get(R.F_IDENT) != R.FLEET_IDENTIFIER:
+    get = fields.get
+    if get(_IDENT) != _FLEET:
         raise ValueError(f"{R.F_IDENT} is not {R.FLEET_IDENTIFIER}")
-    event = fields.get(R.F_EVENT, "")
-    if event not in ("ban", "unban"):
+    event = get(_EVENT, "")
+    if event != "ban" and event != "unban":
         raise ValueError(f"{R.F_EVENT} {event[:20]!r} is neither ban nor unban")
     # The record schema made PS_SRC a canonical address and PS_SRC_NET a canonical network (no host bits):
     # text compares are enough here, no address is parsed twice.
-    src = R.canonical_address(fields.get(R.F_SRC, ""))  # (cached; "" raises)
-    target = fields.get(R.F_SRC_NET) or src
+    src = _canonical(get(_SRC, ""))  # (cached; "" raises)
+    target = get(_SRC_NET) or src
     if target != src and target.split("/", 1)[0] != src:
         raise ValueError(f"{R.F_SRC} {src} is not the first address of {R.F_SRC_NET} {target[:50]}")
-    fleet_wide = fields.get(R.F_FLEET) == "1" or fields.get(R.F_ORIGIN_JAIL) == UNBAN_JAIL
-    origin = fields.get(R.F_ORIGIN, "")
+    origin_jail = get(_ORIGIN_JAIL, "")
+    fleet_wide = origin_jail == UNBAN_JAIL or get(_FLEET_FIELD) == "1"
+    origin = get(_ORIGIN, "")
     if origin not in _NAMES_SEEN and not _name(origin):
         raise ValueError(f"{R.F_ORIGIN} {origin[:80]!r} is not a host name ([A-Za-z0-9_-], 1 to 64)")
-    origin_jail = fields.get(R.F_ORIGIN_JAIL, "") or (UNBAN_JAIL if fleet_wide else "")
+    if not origin_jail and fleet_wide:
+        origin_jail = UNBAN_JAIL
     if origin_jail not in _NAMES_SEEN and not _name(origin_jail):
         raise ValueError(f"{R.F_ORIGIN_JAIL} {origin_jail[:80]!r} is not a jail name ([A-Za-z0-9_-], 1 to 64)")
-    if event == "ban" and fleet_wide:
+    ban = event == "ban"
+    if ban and fleet_wide:
         raise ValueError(f"a fleet-wide line ({R.F_FLEET}=1 or {R.F_ORIGIN_JAIL}={UNBAN_JAIL}) can only unban")
     until: float | None = None
-    text = fields.get(R.F_UNTIL, "")
-    if text or event == "ban":
+    text = get(_UNTIL, "")
+    if text or ban:
         try:
             until = float(text)
         except ValueError:
             raise ValueError(f"{R.F_UNTIL} {text[:40]!r} is not a time (epoch seconds)") from None
-        if not math.isfinite(until) or until < 0:
+        if not _isfinite(until) or until < 0:
             raise ValueError(f"{R.F_UNTIL} {text[:40]!r} is not a time (epoch seconds)")
     # an unban line counts the origins still banning the source after it: 0 when the last one let go
-    origins = _count(fields, R.F_ORIGINS, low=0 if event == "unban" else 1)
-    return Remote(event, target, src, origin, origin_jail, until, origins,
-                  _count(fields, R.F_OFFENCE), fields.get(R.F_SCAN, ""), fields.get(R.F_VERIFIED) == "1",
-                  fleet_wide)
+    origins = _count(fields, _ORIGINS, low=1 if ban else 0)
+    return Remote(event, target, src, origin, origin_jail, until, origins, _count(fields, _OFFENCE),
+                  get(_SCAN, ""), get(_VERIFIED) == "1", fleet_wide)
+
+
+#: The names parse() reads, as module constants (a catch-up parses 100,000 lines).
+_IDENT, _FLEET, _EVENT, _SRC, _SRC_NET, _ORIGIN, _ORIGIN_JAIL, _UNTIL, _ORIGINS, _OFFENCE, _SCAN, _VERIFIED = (
+    R.F_IDENT, R.FLEET_IDENTIFIER, R.F_EVENT, R.F_SRC, R.F_SRC_NET, R.F_ORIGIN, R.F_ORIGIN_JAIL, R.F_UNTIL,
+    R.F_ORIGINS, R.F_OFFENCE, R.F_SCAN, R.F_VERIFIED)
+_FLEET_FIELD = R.F_FLEET
+_canonical = R.canonical_address
+_isfinite = math.isfinite
 
 
 def multiplier(multipliers: tuple[float, ...], origins: int) -> float:

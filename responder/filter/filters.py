@@ -106,7 +106,8 @@ class Filter:
     line_state: MatchState = field(default_factory=MatchState)
     record_state: MatchState = field(default_factory=MatchState)
     #: ``journalmatch`` as (names, values) per group, made at the first record (see _journal_matches).
-    _groups: list[tuple[tuple[str, ...], tuple[str, ...]]] | None = field(default=None, compare=False, repr=False)
+    _groups: list[tuple[tuple[str, ...], frozenset[tuple[str | None, ...]]]] | None = field(
+        default=None, compare=False, repr=False)
 
     # --- records (journal or JSON lines) ---
     def match_record(self, record: Mapping[str, str], now: float | None = None) -> Failure | None:
@@ -126,12 +127,18 @@ class Filter:
     def _journal_matches(self, record: Mapping[str, str]) -> bool:
         """The record satisfies ``journalmatch`` (one of its groups, every term of it); True without one."""
         groups = self._groups
-        if groups is None:
-            groups = self._groups = [(tuple(g), tuple(g.values())) for g in self.journalmatch]
+        if groups is None:  # the groups by their field names: (names, the value tuples that match)
+            by_names: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+            for g in self.journalmatch:
+                by_names.setdefault(tuple(g), set()).add(tuple(g.values()))
+            groups = self._groups = [(names, frozenset(values)) for names, values in by_names.items()]
         if not groups:
             return True
         get = record.get
-        return any(tuple(map(get, names)) == values for names, values in groups)
+        for names, values in groups:
+            if tuple(map(get, names)) in values:
+                return True
+        return False
 
     def examine_record(self, record: Mapping[str, str], now: float | None = None) -> Verdict:
         if not self._journal_matches(record):

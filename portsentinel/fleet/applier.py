@@ -88,8 +88,9 @@ class Applier:
         self._expiry: list[tuple[float, BanId]] = []
         #: Fleet-wide unbans in force: addr -> (at, until).
         self.lifted: dict[str, tuple[float, float]] = {}
-        #: Ban ids added, changed or removed since the last :meth:`take_changes` (the service persists them).
-        self.changed: set[BanId] = set()
+        #: Bans added, changed (the ban now) or removed (None) since the last :meth:`take_changes` (the service
+        #: persists them).
+        self.changed: dict[BanId, C.Ban | None] = {}
 
     # ------------------------------------------------------------------ state
     def load(self, rows: Iterable[tuple[str, C.Ban]], now: float) -> None:
@@ -105,7 +106,7 @@ class Applier:
             self._by_addr.setdefault(bid[2], set()).add(bid)
         self.bans[bid] = ban
         heapq.heappush(self._expiry, (ban.until, bid))
-        self.changed.add(bid)
+        self.changed[bid] = ban
 
     def _remove(self, bid: BanId) -> C.Ban | None:
         ban = self.bans.pop(bid, None)
@@ -118,7 +119,7 @@ class Applier:
         ids.discard(bid)
         if not ids:
             del self._by_addr[bid[2]]
-        self.changed.add(bid)
+        self.changed[bid] = None
         return ban
 
     def origins_of(self, addr: str, now: float) -> int:
@@ -145,10 +146,9 @@ class Applier:
             heapq.heapify(self._expiry)
         return count
 
-    def take_changes(self) -> list[tuple[BanId, C.Ban | None]]:
-        """Each changed ban id with its ban now (None: removed), for the state database; clears the set."""
-        out = [(bid, self.bans.get(bid)) for bid in self.changed]
-        self.changed.clear()
+    def take_changes(self) -> dict[BanId, C.Ban | None]:
+        """Each changed ban id with its ban now (None: removed), for the state database; starts a new set."""
+        out, self.changed = self.changed, {}
         return out
 
     # ------------------------------------------------------------------ entries
@@ -198,7 +198,7 @@ class Applier:
                         else:
                             count = self.origins_of(addr, now)
                         push(expiry, (until, bid))
-                        changed.add(bid)
+                        changed[bid] = ban
                         lines.append(Line("ban", addr, origin, jail, until, count, scan, ban.verified, offence))
                         continue
                 one = self.entry(key, op, value, now, live=stamp > live_since)

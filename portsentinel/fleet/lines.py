@@ -84,3 +84,30 @@ def to_json_line(line: Line, now: float) -> str:
                 f'"PS_TIME":"{now:.6f}","PS_UNTIL":"{line.until:.3f}","PS_VERIFIED":"{line.verified:d}",{_IDENT}')
     fields = _fields(line, now)
     return "{" + ",".join([key + _quote(fields[name]) for name, key in _ORDER if name in fields]) + "}\n"
+
+
+def json_lines(lines: list[Line], now: float) -> list[str]:
+    """``[to_json_line(line, now) for line in lines]``, a batch at once: the time's text made once, each ban of an
+    address by the template with the line's fields unpacked in one step (a catch-up writes 100,000)."""
+    stamp = f'"PS_TIME":"{now:.6f}",'
+    quoted: dict[str, str] = {}  # origin and jail names, quoted once a batch
+    out: list[str] = []
+    add = out.append
+    for line in lines:
+        event, addr, origin, jail, until, origins, scan, verified, offence = line
+        if event != "ban" or "/" in addr:
+            add(to_json_line(line, now))
+            continue
+        q_origin = quoted.get(origin)
+        if q_origin is None:
+            q_origin = quoted[origin] = _quote(origin)
+        q_jail = quoted.get(jail)
+        if q_jail is None:
+            q_jail = quoted[jail] = _quote(jail)
+        left = max(0, round(until - now))
+        message = _quote(f"fleet: {addr} banned by {origin} (jail {jail}) for {left}s more; {origins} origin(s) ban it")
+        scan_field = f',"PS_SCAN":{_quote(scan)}' if scan else ""
+        add(f'{{"MESSAGE":{message},{_BAN_CONST}"PS_OFFENCE":"{offence:d}","PS_ORIGIN":{q_origin},'
+            f'"PS_ORIGINS":"{origins:d}","PS_ORIGIN_JAIL":{q_jail}{scan_field},"PS_SRC":{_quote(addr)},{stamp}'
+            f'"PS_UNTIL":"{until:.3f}","PS_VERIFIED":"{verified:d}",{_IDENT}')
+    return out

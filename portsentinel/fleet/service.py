@@ -32,7 +32,7 @@ from .config import FleetConfig
 from .durable import DurableCommits
 from .inputs import open_input
 from .keys import encode_addr
-from .lines import to_json_line
+from .lines import json_lines
 from .link import Entry, Link, LinkDown, PushWatch
 from .output import RemoteOutput
 from .publish import Early, Op, carried, decided_at, from_decision
@@ -216,7 +216,7 @@ class FleetService:
         for what, n in counts:
             if n:
                 self.audit.count(what, n)
-        return [to_json_line(line, now) for line in done.lines]
+        return json_lines(done.lines, now)
 
     def flush_applied(self) -> None:
         """The buffered entries applied; their lines written and the responder woken now, the position committed
@@ -338,6 +338,7 @@ class FleetService:
         self.close()
 
     def close(self) -> None:
+        self.durable.close()
         self.input.close()
         self.wake.close()
         self.output.close()

@@ -114,18 +114,11 @@ class Store:
 
     def commit_watch(self, seq: int, changes: Iterable[tuple[BanId, C.Ban | None]]) -> None:
         """The watch position and the remote bans it led to, atomically."""
-        gone: list[BanId] = []
-        kept: list[tuple[str, str, str, float, str, int, int, float]] = []
-        for (origin, jail, addr), ban in changes:
-            if ban is None:
-                gone.append((origin, jail, addr))
-            else:
-                kept.append((origin, jail, addr, ban.until, ban.scan, ban.verified, ban.offence, ban.at))
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany("DELETE FROM remote WHERE origin = ? AND jail = ? AND addr = ?", gone)
-            self.db.executemany("INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?, ?, ?)", kept)
-            self._set("last_seq", str(seq))
+        _commit_watch(self.db, seq, changes)
+
+    def watch_writer(self) -> WatchWriter:
+        """A second connection to the same database for :meth:`commit_watch` from a worker thread."""
+        return WatchWriter(self.path)
 
     def reset_watch(self) -> None:
         """Forget the position and the view (the bucket's stream was made anew: a full catch-up follows)."""
@@ -133,3 +126,38 @@ class Store:
             self.db.execute("BEGIN")
             self.db.execute("DELETE FROM remote")
             self._set("last_seq", "0")
+
+
+_INSERT_REMOTE = "INSERT OR REPLACE INTO remote (origin, addr, jail, until, scan, verified, offence, at) VALUES " \
+                 "(?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _commit_watch(db: sqlite3.Connection, seq: int, changes: Iterable[tuple[BanId, C.Ban | None]]) -> None:
+    gone: list[BanId] = []
+    kept: list[tuple[str | float | int, ...]] = []
+    for bid, ban in changes:
+        if ban is None:
+            gone.append(bid)
+        else:
+            kept.append((bid[0], *ban))  # origin, then the ban's fields in their order (addr, jail, until, ...)
+    with db:
+        db.execute("BEGIN")
+        db.executemany("DELETE FROM remote WHERE origin = ? AND jail = ? AND addr = ?", gone)
+        db.executemany(_INSERT_REMOTE, kept)
+        db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('last_seq', ?)", (str(seq),))
+
+
+class WatchWriter:
+    """The watch position's own connection, used by one worker thread at a time (:mod:`.durable`): sqlite does the
+    work without Python's lock, so a catch-up's commits run beside the event loop. WAL lets the daemon's main
+    connection read meanwhile; a write of both waits for the other (busy timeout)."""
+
+    def __init__(self, path: str) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def commit_watch(self, seq: int, changes: Iterable[tuple[BanId, C.Ban | None]]) -> None:
+        _commit_watch(self.db, seq, changes)
+
+    def close(self) -> None:
+        self.db.close()

@@ -85,7 +85,7 @@ def test_expire_forgets_and_origins_count_running_bans_only() -> None:
     put(ap, "b", "203.0.113.7", until=NOW + 100)
     assert ap.origins_of("203.0.113.7", NOW + 20) == 1
     assert ap.expire(NOW + 20) == 1 and list(ap.bans) == [("b", "portsentinel", "203.0.113.7")]
-    changes = dict(ap.take_changes())
+    changes = ap.take_changes()
     assert changes[("a", "portsentinel", "203.0.113.7")] is None
     assert changes[("b", "portsentinel", "203.0.113.7")] is not None and not ap.changed
 

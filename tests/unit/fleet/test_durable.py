@@ -49,7 +49,7 @@ def test_lines_and_wake_come_before_the_sync_and_the_position_after_it(tmp_path:
 
     async def run() -> None:
         out.write_lines([_line("203.0.113.1")])
-        commits.add(1, [(("b", "portsentinel", "203.0.113.1"), _ban("203.0.113.1"))])
+        commits.add(1, {("b", "portsentinel", "203.0.113.1"): _ban("203.0.113.1")})
         await asyncio.sleep(0.05)
         # written and woken, not durable yet: the position is not claimed
         assert (tmp_path / "remote.jsonl").read_text() == _line("203.0.113.1")
@@ -57,8 +57,8 @@ def test_lines_and_wake_come_before_the_sync_and_the_position_after_it(tmp_path:
         assert store.last_seq() == 0 and commits.pending
         # a second batch while the first sync runs: merged, committed after the next sync
         out.write_lines([_line("203.0.113.2")])
-        commits.add(2, [(("b", "portsentinel", "203.0.113.1"), None),
-                        (("b", "portsentinel", "203.0.113.2"), _ban("203.0.113.2"))])
+        commits.add(2, {("b", "portsentinel", "203.0.113.1"): None,
+                        ("b", "portsentinel", "203.0.113.2"): _ban("203.0.113.2")})
         release.set()
         await commits.wait()
 
@@ -90,14 +90,14 @@ def test_a_failed_sync_keeps_the_position_for_the_next_attempt(tmp_path: Path,
 
     async def run() -> None:
         out.write_lines([_line("203.0.113.1")])
-        commits.add(7, [(("b", "portsentinel", "203.0.113.1"), _ban("203.0.113.1"))])
+        commits.add(7, {("b", "portsentinel", "203.0.113.1"): _ban("203.0.113.1")})
         for _ in range(100):
             await asyncio.sleep(0.01)
             if calls:
                 break
         await asyncio.sleep(0.01)
         assert store.last_seq() == 0 and commits.pending  # not durable: not claimed
-        commits.add(8, [])  # the next batch (here: none) syncs those lines again and commits both
+        commits.add(8, {})  # the next batch (here: none) syncs those lines again and commits both
         await commits.wait()
 
     asyncio.run(run())
@@ -112,7 +112,7 @@ def test_without_a_running_loop_the_sync_and_commit_are_inline(tmp_path: Path) -
     store = Store(str(tmp_path / "state.sqlite3"), 100)
     commits = D.DurableCommits(out, store)
     out.write_lines([_line("203.0.113.1")])
-    commits.add(3, [(("b", "portsentinel", "203.0.113.1"), _ban("203.0.113.1"))])
+    commits.add(3, {("b", "portsentinel", "203.0.113.1"): _ban("203.0.113.1")})
     assert store.last_seq() == 3 and not commits.pending
     out.close()
     store.close()

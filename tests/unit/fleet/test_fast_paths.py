@@ -13,7 +13,7 @@ from portsentinel import record as R
 from portsentinel.fleet import codec as C
 from portsentinel.fleet.applier import Line
 from portsentinel.fleet.keys import BadKey, Key, decode_addr, parse_key, valid_name
-from portsentinel.fleet.lines import to_json_line, to_record
+from portsentinel.fleet.lines import json_lines, to_json_line, to_record
 
 NOW = 1_764_490_000.0
 MAXTIME = 30 * 86400.0
@@ -113,3 +113,10 @@ def test_json_lines_are_the_records_lines(line: Line) -> None:
     text = to_json_line(line, NOW)
     assert text == R.to_json_line(to_record(line, NOW))
     assert R.from_json_line(text) == to_record(line, NOW)
+    assert json_lines([line, line], NOW) == [text, text]
+
+
+def test_a_batch_of_lines_is_the_records_lines() -> None:
+    lines = [Line("ban", f"198.51.100.{i}", f"h{i % 3}", ("portsentinel", "ssh")[i % 2], NOW + 30 * i + 0.5, 1 + i % 4,
+                  ("syn", "", "xmas")[i % 3], i % 2, 1 + i) for i in range(40)]
+    assert json_lines(lines, NOW) == [R.to_json_line(to_record(line, NOW)) for line in lines]

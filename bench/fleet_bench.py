@@ -19,11 +19,14 @@ import argparse
 import json
 import os
 import platform
+import pstats
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tests.lab import fleetd
 from tests.lab.fleetd import Daemon, make_bucket
 from tests.lab.nats import nats_lab
 
@@ -128,6 +131,15 @@ asyncio.run(main())
 """
 
 
+def profiled(work: Path) -> Path:
+    """portsentinel-fleet under cProfile (the profile written to ``work``/fleet.prof when it stops)."""
+    path = work / "fleet-profiled"
+    path.write_text(f"#!{sys.executable}\nimport cProfile, sys\nfrom portsentinel.fleet.cli import main\n"
+                    f"cProfile.run('main()', {str(work / 'fleet.prof')!r})\n")
+    path.chmod(0o755)
+    return path
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a running process (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -163,6 +175,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=200, help="decisions for the latency figure")
     ap.add_argument("--keys", type=int, default=100_000, help="active bans in the bucket for the catch-up")
+    ap.add_argument("--profile", action="store_true", help="run the joining daemon under cProfile; its top functions")
+    ap.add_argument("--no-latency", action="store_true", help="the catch-up only")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pslab-fleetbench-"))
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cpu; "
@@ -170,39 +184,42 @@ def main() -> None:
     with nats_lab(("a", "e", "j", "x"), servers=3) as lab:
         print(f"nats-server {lab.version}, 3 servers, R3")
         make_bucket(lab, "a")
-        a = Daemon(lab, "a", work).start()
-        e = Daemon(lab, "e", work, origin_rate=100_000).start()
-        time.sleep(1)
-        daemon_ms: list[float] = []
-        for i in range(args.count):
-            addr = f"198.19.{i // 256}.{i % 256}"
-            t0 = time.monotonic()
-            a.decide("ban", addr)
-            size = 0
-            while True:  # E's output grows by this ban's line
-                st = e.output.stat().st_size if e.output.exists() else 0
-                if st != size:
-                    size = st
-                    if addr in e.output.read_text()[-400:]:
-                        break
-                if time.monotonic() - t0 > 10:
-                    raise SystemExit(f"{addr}: no line on E within 10 s")
-                time.sleep(0.0002)
-            daemon_ms.append((time.monotonic() - t0) * 1000)
-            time.sleep(0.02)
-        floor_ms: list[float] = json.loads(lab.python("a", FLOOR_LATENCY, str(args.count), timeout=120).stdout)
-        print(f"latency, decision on A -> line on E ({args.count}): median {statistics.median(daemon_ms):.1f} ms, "
-              f"p99 {pct(daemon_ms, 0.99):.1f} ms, max {max(daemon_ms):.1f} ms")
-        print(f"  floor, bare nats-py put -> watch ({args.count}): median {statistics.median(floor_ms):.1f} ms, "
-              f"p99 {pct(floor_ms, 0.99):.1f} ms")
-        a.stop()
-        e.stop()
+        if not args.no_latency:
+            a = Daemon(lab, "a", work).start()
+            e = Daemon(lab, "e", work, origin_rate=100_000).start()
+            time.sleep(1)
+            daemon_ms: list[float] = []
+            for i in range(args.count):
+                addr = f"198.19.{i // 256}.{i % 256}"
+                t0 = time.monotonic()
+                a.decide("ban", addr)
+                size = 0
+                while True:  # E's output grows by this ban's line
+                    st = e.output.stat().st_size if e.output.exists() else 0
+                    if st != size:
+                        size = st
+                        if addr in e.output.read_text()[-400:]:
+                            break
+                    if time.monotonic() - t0 > 10:
+                        raise SystemExit(f"{addr}: no line on E within 10 s")
+                    time.sleep(0.0002)
+                daemon_ms.append((time.monotonic() - t0) * 1000)
+                time.sleep(0.02)
+            floor_ms: list[float] = json.loads(lab.python("a", FLOOR_LATENCY, str(args.count), timeout=120).stdout)
+            print(f"latency, decision on A -> line on E ({args.count}): median {statistics.median(daemon_ms):.1f} ms, "
+                  f"p99 {pct(daemon_ms, 0.99):.1f} ms, max {max(daemon_ms):.1f} ms")
+            print(f"  floor, bare nats-py put -> watch ({args.count}): median {statistics.median(floor_ms):.1f} ms, "
+                  f"p99 {pct(floor_ms, 0.99):.1f} ms")
+            a.stop()
+            e.stop()
         t0 = time.monotonic()
         lab.python("x", PUT_MANY, str(args.keys), timeout=600)
         print(f"catch-up: {args.keys} keys put in {time.monotonic() - t0:.1f} s")
         floor_s, floor_cpu = map(float, lab.python("j", FLOOR_CATCHUP, str(args.keys), timeout=600).stdout.split())
         raw_s, raw_cpu = map(float, lab.python("j", FLOOR_RAW, str(args.keys), timeout=600).stdout.split())
         # The keys were put moments ago: live updates for the rate cap, which the bench lifts.
+        if args.profile:
+            fleetd.FLEET = str(profiled(work))
         j = Daemon(lab, "j", work, origin_max=args.keys * 2, origin_rate=args.keys * 2)
         t0 = time.monotonic()
         j.start()
@@ -216,6 +233,8 @@ def main() -> None:
         print(f"  floor, bare nats-py ordered consumer (js.subscribe): {floor_s:.2f} s, {floor_cpu:.2f} CPU s")
         print(f"  floor, bare nats-py subscription + one consumer request: {raw_s:.2f} s, {raw_cpu:.2f} CPU s")
         j.stop()
+        if args.profile:
+            pstats.Stats(str(work / "fleet.prof")).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,9 @@ class Applier:
     def __init__(self, settings: FleetConfig) -> None:
         self.s = settings
         self.bans: dict[BanId, C.Ban] = {}
-        self._by_addr: dict[str, set[BanId]] = {}
+        #: addr -> the id of its one ban, or the set of ids when several origins or jails ban it (a catch-up of
+        #: 100,000 addresses makes no set at all).
+        self._by_addr: dict[str, BanId | set[BanId]] = {}
         self.active: Counter[str] = Counter()
         self._recent: dict[str, deque[float]] = {}
         self._expiry: list[tuple[float, BanId]] = []
@@ -103,7 +105,13 @@ class Applier:
     def _add(self, bid: BanId, ban: C.Ban) -> None:
         if bid not in self.bans:
             self.active[bid[0]] += 1
-            self._by_addr.setdefault(bid[2], set()).add(bid)
+            ids = self._by_addr.get(bid[2])
+            if ids is None:
+                self._by_addr[bid[2]] = bid
+            elif isinstance(ids, tuple):
+                self._by_addr[bid[2]] = {ids, bid}
+            else:
+                ids.add(bid)
         self.bans[bid] = ban
         heapq.heappush(self._expiry, (ban.until, bid))
         self.changed[bid] = ban
@@ -116,19 +124,29 @@ class Applier:
         if not self.active[bid[0]]:
             del self.active[bid[0]]
         ids = self._by_addr[bid[2]]
-        ids.discard(bid)
-        if not ids:
+        if isinstance(ids, tuple):
             del self._by_addr[bid[2]]
+        else:
+            ids.discard(bid)
+            if len(ids) == 1:
+                self._by_addr[bid[2]] = next(iter(ids))
         self.changed[bid] = None
         return ban
 
     def origins_of(self, addr: str, now: float) -> int:
         """Distinct origins whose ban of ``addr`` is running."""
-        ids = self._by_addr.get(addr, ())
-        if len(ids) == 1:  # the common case: one origin bans it (no set built)
-            for bid in ids:
-                return 1 if self.bans[bid].until > now else 0
+        ids = self._by_addr.get(addr)
+        if ids is None:
+            return 0
+        if isinstance(ids, tuple):  # the common case: one ban of it
+            return 1 if self.bans[ids].until > now else 0
         return len({bid[0] for bid in ids if self.bans[bid].until > now})
+
+    def _ids(self, addr: str) -> list[BanId]:
+        ids = self._by_addr.get(addr)
+        if ids is None:
+            return []
+        return [ids] if isinstance(ids, tuple) else list(ids)
 
     def expire(self, now: float) -> int:
         """Forget bans whose ``until`` has passed (no line: the fleet jail's own bantime ends them)."""
@@ -190,10 +208,10 @@ class Applier:
                             active[origin] += 1
                             ids = by_addr.get(addr)
                             if ids is None:
-                                by_addr[addr] = {bid}
+                                by_addr[addr] = bid
                                 count = 1
                             else:
-                                ids.add(bid)
+                                by_addr[addr] = {ids, bid} if isinstance(ids, tuple) else ids | {bid}
                                 count = self.origins_of(addr, now)
                         else:
                             count = self.origins_of(addr, now)
@@ -252,7 +270,9 @@ class Applier:
         return Outcome(line=line, origin=origin)
 
     def _rate_ok(self, origin: str, now: float) -> bool:
-        recent = self._recent.setdefault(origin, deque())
+        recent = self._recent.get(origin)
+        if recent is None:
+            recent = self._recent[origin] = deque()
         while recent and recent[0] <= now - RATE_WINDOW:
             recent.popleft()
         if len(recent) >= self.s.origin_rate:
@@ -282,7 +302,7 @@ class Applier:
         except C.BadValue as exc:
             return Outcome(refused=f"{origin}.{UNBAN_JAIL}.{addr}: {exc}", origin=origin)
         self.lifted[addr] = (marker.at, marker.until)
-        for bid in list(self._by_addr.get(addr, ())):
+        for bid in self._ids(addr):
             self._remove(bid)
         return Outcome(line=Line("unban", addr, origin, UNBAN_JAIL, marker.until, 0), origin=origin,
                        delete_own=(addr,))

@@ -128,6 +128,11 @@ class PushWatch:
         return True
 
     # ------------------------------------------------------------------ messages
+    def take(self, msgs: list[Msg]) -> None:
+        """Messages of the current consumer, as its subscription delivered them, in order (what the drain does with
+        a subscription's buffer; benchmarks and tests hand messages over here)."""
+        self._drain(self._gen, msgs)
+
     def _drain(self, gen: int, buf: list[Msg]) -> None:
         msgs = buf[:]
         buf.clear()

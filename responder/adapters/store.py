@@ -33,8 +33,18 @@ CREATE TABLE IF NOT EXISTS unbans (
 """
 
 _BAN_COLS = "jail, ip, banned_at, expires, count, failures, info"
-#: A ban's info as stored (json.dumps(info, sort_keys=True) would make an encoder per call: 100,000 at once).
-_info_text = json.JSONEncoder(sort_keys=True).encode
+#: A ban's info as stored: json.dumps(info, sort_keys=True)'s text. ``JSONEncoder.encode`` makes its C encoder
+#: again on every call; made once here (100,000 at once), the same text (tests/unit/responder/adapters/test_store.py).
+_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode = None if _c_encoder is None else _c_encoder(None, None, json.encoder.encode_basestring_ascii, None, ": ",
+                                                      ", ", True, False, True)
+_slow_text = json.JSONEncoder(sort_keys=True).encode
+
+
+def _info_text(info: dict[str, str]) -> str:
+    return _slow_text(info) if _encode is None else "".join(_encode(info, 0))
+
+
 #: Offence counts looked up per statement (sqlite's default limit of host parameters is far above).
 _LOOKUP = 500
 

@@ -140,3 +140,13 @@ def test_what_commit_returned_survives_a_crash(tmp_path: Path) -> None:
     s = _crash(tmp_path, "committed")
     assert sorted(b.ip for b in s.bans()) == ["192.0.2.10", "192.0.2.13"]
     assert s.cursor("journal") == "after"
+
+
+def test_info_text_is_json_dumps_sorted() -> None:
+    """The stored info text is json.dumps(info, sort_keys=True)'s, escapes and all (one C encoder made once)."""
+    import json
+
+    from portsentinel.responder.adapters.store import _info_text
+
+    for info in ({}, {"b": "2", "a": "1"}, {"note": 'quote " backslash \\ tab \t é \u2028', "origin": "h"}):
+        assert _info_text(info) == json.dumps(info, sort_keys=True)

@@ -80,6 +80,12 @@ PREFETCH_MIN = 8
 MAX_ESCALATION = 10_000
 
 
+#: The fields a local jail's entry gives its failure (module names: 100,000 entries read them), and the usual
+#: port numbers' texts.
+_PORT, _VERIFIED, _PROTO, _SCAN, _MODE, _MESSAGE = R.F_PORT, R.F_VERIFIED, R.F_PROTO, R.F_SCAN, R.F_MODE, R.F_MESSAGE
+_PORTS = {str(n): n for n in range(1025)}
+
+
 class Engine:
     def __init__(self, jails: list[JailRuntime], never: NeverBan, book: BanBook, offences: OffenceCounts) -> None:
         self.jails = {j.cfg.name: j for j in jails}
@@ -87,8 +93,9 @@ class Engine:
         self.book = book
         self.offences = offences
         self._wide: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
-        #: Offence counts of the batch being decided, (jail, target) -> count (prefetch); None outside one.
-        self._counts: dict[tuple[str, str], int] | None = None
+        #: Offence counts of the batch being decided (prefetch), per jail: (the targets looked up, target -> count
+        #: of those with a row and of the batch's bans so far); None outside a batch.
+        self._counts: dict[str, tuple[set[str], dict[str, int]]] | None = None
 
     def prefetch(self, source: str, entries: Sequence[Entry]) -> None:
         """Before deciding a batch read from ``source``: the offence counts of its sources (PS_SRC_NET, else
@@ -99,13 +106,12 @@ class Engine:
         self._counts = None
         if many is None or len(entries) < PREFETCH_MIN:
             return
-        targets = {t for e in entries if (t := e.fields.get(R.F_SRC_NET) or e.fields.get(R.F_SRC))}
-        counts: dict[tuple[str, str], int] = {}
+        net, src = R.F_SRC_NET, R.F_SRC
+        targets = {t for e in entries if (t := e.fields.get(net) or e.fields.get(src))}
+        counts: dict[str, tuple[set[str], dict[str, int]]] = {}
         for rt in self.jails.values():
             if rt.source == source and targets:
-                name = rt.cfg.name
-                found: dict[str, int] = many(name, targets)
-                counts.update(((name, t), found.get(t, 0)) for t in targets)
+                counts[rt.cfg.name] = (targets, dict(many(rt.cfg.name, targets)))
         self._counts = counts
 
     def end_batch(self) -> None:
@@ -114,9 +120,13 @@ class Engine:
     def _offence(self, jail: str, target: str) -> int:
         """The offence count of ``target`` in ``jail`` so far (before this ban)."""
         if self._counts is not None:
-            count = self._counts.get((jail, target))
-            if count is not None:
-                return count
+            known = self._counts.get(jail)
+            if known is not None:
+                count = known[1].get(target)
+                if count is not None:
+                    return count
+                if target in known[0]:
+                    return 0  # looked up: no row
         return self.offences.offences(jail, target)
 
     @staticmethod
@@ -154,13 +164,15 @@ class Engine:
             return Decision("forged", name, ip, "record from an untrusted file (owner or mode)")
         if rt.cfg.fleet:
             return self._remote(rt, e.fields, now)
-        port_text = e.fields.get(R.F_PORT, "") or "0"
-        if not (port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535):
-            return Decision("invalid", name, ip, f"{R.F_PORT} {port_text[:20]!r} is not a port number")
-        return self.fail(rt, ip, now, verified=e.fields.get(R.F_VERIFIED) == "1",
-                         port=int(port_text), proto=e.fields.get(R.F_PROTO, ""),
-                         scan=e.fields.get(R.F_SCAN, ""), mode=e.fields.get(R.F_MODE, ""),
-                         match=(e.line or e.fields.get(R.F_MESSAGE, ""))[:300])
+        get = e.fields.get
+        port_text = get(_PORT, "") or "0"
+        port = _PORTS.get(port_text)
+        if port is None:
+            if not (port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535):
+                return Decision("invalid", name, ip, f"{R.F_PORT} {port_text[:20]!r} is not a port number")
+            port = int(port_text)
+        return self.fail(rt, ip, now, None, verified=get(_VERIFIED) == "1", port=port, proto=get(_PROTO, ""),
+                         scan=get(_SCAN, ""), mode=get(_MODE, ""), match=(e.line or get(_MESSAGE, ""))[:300])
 
     def fail(self, rt: JailRuntime, ip: str, now: float, counter: Jail | None = None, *, verified: bool = False,
              port: int = 0, proto: str = "", scan: str = "", mode: str = "", match: str = "") -> Decision | None:
@@ -232,11 +244,23 @@ class Engine:
                             f"ban cap reached ({rt.cfg.maxbans_per_minute} per minute): not executed")
         count = self._offence(name, target) + 1
         if self._counts is not None:  # (the store has it once the batch's bans are committed)
-            self._counts[(name, target)] = count
+            known = self._counts.get(name)
+            if known is None:
+                known = self._counts[name] = (set(), {})
+            known[1][target] = count
         if seconds is None:
             seconds = bantime_for(rt.cfg, count)
-            info = {} if f is None else {k: str(v) for k, v in (("port", f.port), ("proto", f.proto),
-                                                                ("scan", f.scan), ("mode", f.mode)) if v}
+            info = {}
+            if f is not None:  # (the failure's non-empty port, proto, scan, mode)
+                _, _, _, port, proto, scan, mode, _ = f
+                if port:
+                    info["port"] = str(port)
+                if proto:
+                    info["proto"] = proto
+                if scan:
+                    info["scan"] = scan
+                if mode:
+                    info["mode"] = mode
             if rt.cfg.share:
                 info[SHARE] = "1"
                 info["verified"] = "1" if f is not None and f.verified else "0"

@@ -24,13 +24,13 @@ from typing import Any
 
 from portsentinel import record as R
 from portsentinel.common.wake import records_payload, send_wake
-from portsentinel.responder.actions.bulkban import ban_fields
+from portsentinel.responder.actions.bulkban import add_ban_fields, ban_message
 from portsentinel.responder.adapters.decisions import DecisionLog
 from portsentinel.responder.adapters.rearm import RearmSender
 from portsentinel.responder.core.bans import Ban, src_fields
 from portsentinel.responder.core.engine import Decision
 from portsentinel.responder.core.forgery import ForgeryTally, Report, describe, writer_of
-from portsentinel.responder.core.share import record_fields
+from portsentinel.responder.core.share import add_record_fields
 from portsentinel.responder.metrics import ResponderMetrics
 
 log = logging.getLogger("portsentinel.responder")
@@ -67,6 +67,8 @@ class Reporter:
         self.forgeries = ForgeryTally()  # forged records: one record per writer per interval (core.forgery)
         self.rearmed: set[str] = set()  # targets re-armed in this loop turn
         self._bans: list[dict[str, str]] = []  # ban records of this turn, not written yet
+        #: id of a held ban record whose MESSAGE is not made yet -> its ban and actions (_ban_records)
+        self._later: dict[int, tuple[Ban, list[str]]] = {}
         #: Aggregated entries written (each standing for 2 to AGGREGATE_MAX bans), for the tests and the bench.
         self.aggregated = 0
 
@@ -97,14 +99,15 @@ class Reporter:
             return
         head = {R.F_MSGID: R.MESSAGE_IDS[R.Event.BAN], R.F_PRIORITY: str(R.PRIORITY_WARNING),
                 R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: R.Event.BAN.value, R.F_TIME: f"{time.time():.6f}"}
+        head = {R.F_MESSAGE: "", **head}
         recs = []
         for ban, names in applied:
-            rec = {R.F_MESSAGE: "", **head}
+            rec = head.copy()
             if ban.info:
-                rec.update(record_fields(ban))
-            rec[R.F_MESSAGE] = ban_fields(ban, names, rec)
+                add_record_fields(ban, rec)
+            add_ban_fields(ban, names, rec)
             recs.append(rec)
-        self._ban_records(recs)
+        self._ban_records(recs, applied)  # (each MESSAGE made there, or once the record is written on its own)
 
     def report_bans(self, bans: list[tuple[str, dict[str, str]]]) -> None:
         """Ban records of many bans applied together: (message, fields) each, no field empty, PS_SRC an address
@@ -115,13 +118,19 @@ class Reporter:
                 R.F_IDENT: R.RESPONDER_IDENTIFIER, R.F_EVENT: R.Event.BAN.value, R.F_TIME: f"{time.time():.6f}"}
         self._ban_records([{R.F_MESSAGE: message, **head, **fields} for message, fields in bans])
 
-    def _ban_records(self, recs: list[dict[str, str]]) -> None:
+    def _ban_records(self, recs: list[dict[str, str]], bans: list[tuple[Ban, list[str]]] | None = None) -> None:
+        """Ban records counted, then held (journald: maybe aggregated) or written. ``bans``: the ban and actions of
+        each record whose MESSAGE is still to be made: a held one gets it only if it is written on its own (an
+        aggregated entry has a MESSAGE of its own), the others now."""
         self.metrics.on_ban_records(recs)
         journal = self.decisions.name == "journal"  # (what _emit decides for each ban record, decided once)
         level = logging.DEBUG if journal else logging.WARNING
         logged = log.isEnabledFor(level)
         held = self._bans
-        for rec in recs:
+        later = self._later
+        for i, rec in enumerate(recs):
+            if bans is not None and (logged or not journal):
+                rec[R.F_MESSAGE] = ban_message(*bans[i])
             shared = rec.get(R.F_SHARE) == "1"
             if shared:
                 self.shared.append(rec)
@@ -131,12 +140,16 @@ class Reporter:
             if (journal and not shared and R.F_DETAIL not in rec
                     and (net is None or net.partition("/")[0] == rec[R.F_SRC])):
                 held.append(rec)
+                if bans is not None and not logged:
+                    later[id(rec)] = bans[i]
                 if len(held) >= HOLD_MAX:
                     self.write_bans()
-                    held = self._bans
+                    held, later = self._bans, self._later
                 continue
+            if bans is not None and not rec[R.F_MESSAGE]:
+                rec[R.F_MESSAGE] = ban_message(*bans[i])
             self.write_bans()
-            held = self._bans
+            held, later = self._bans, self._later
             self._write(rec)
 
     def _emit(self, event: R.Event, prio: int, rec: dict[str, str]) -> None:
@@ -162,6 +175,10 @@ class Reporter:
         self._write(rec)
 
     def _write(self, rec: dict[str, str]) -> None:
+        if self._later:  # a held ban record written on its own: its MESSAGE now
+            ban = self._later.pop(id(rec), None)
+            if ban is not None:
+                rec[R.F_MESSAGE] = ban_message(*ban)
         try:
             self.decisions.write(R.validate(rec))
         except (OSError, R.RecordError) as exc:
@@ -170,6 +187,12 @@ class Reporter:
     def write_bans(self) -> None:
         """The ban records held in this turn written: one by one when they are few, else aggregated."""
         held, self._bans = self._bans, []
+        try:
+            self._write_held(held)
+        finally:
+            self._later.clear()  # (each was held: written now, on its own or aggregated)
+
+    def _write_held(self, held: list[dict[str, str]]) -> None:
         if len(held) < AGGREGATE_MIN:
             for rec in held:
                 self._write(rec)

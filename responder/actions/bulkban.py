@@ -78,18 +78,23 @@ def ban_record(ban: Ban, names: list[str]) -> tuple[str, dict[str, str]]:
 
 def ban_fields(ban: Ban, names: list[str], out: dict[str, str]) -> str:
     """The ban record's fields of ``ban`` added to ``out`` (none empty); its message returned."""
+    add_ban_fields(ban, names, out)
+    return ban_message(ban, names)
+
+
+def add_ban_fields(ban: Ban, names: list[str], out: dict[str, str]) -> None:
+    """:func:`ban_fields` without the message (a ban record that goes into an aggregated entry needs none)."""
     info = ban.info
     bantime = -1 if ban.expires == FOREVER else int(round(ban.expires - ban.banned_at))
-    note = info.get("note", "")
-    src = info.get("src")
-    action = ",".join(names)
     out["PS_JAIL"] = ban.jail
     if "/" in ban.ip:
         out.update(src_fields(ban.ip, info))
     else:
         out["PS_SRC"] = ban.ip
+    action = ",".join(names)
     if action:
         out["PS_ACTION"] = action
+    note = info.get("note")
     if note:
         out["PS_DETAIL"] = note
     out["PS_BANTIME"] = str(bantime)
@@ -98,6 +103,14 @@ def ban_fields(ban: Ban, names: list[str], out: dict[str, str]) -> str:
         if value:
             out[name] = value
     out["PS_HITS"] = str(ban.failures)
+
+
+def ban_message(ban: Ban, names: list[str]) -> str:
+    """The MESSAGE of ``ban``'s ban record (held by the actions ``names``)."""
+    info = ban.info
+    bantime = -1 if ban.expires == FOREVER else int(round(ban.expires - ban.banned_at))
+    note = info.get("note", "")
+    src = info.get("src")
     return (f"jail {ban.jail}: banned {ban.ip} for {'forever' if bantime == -1 else f'{bantime}s'} (offence "
             f"{ban.count}, {ban.failures} failure(s)) by {', '.join(names) or 'no action'}"
             + (f" (record from {src})" if src else "") + (f"; {note}" if note else ""))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from portsentinel import record as R
 from portsentinel.responder.core.bans import FOREVER, Ban
-from portsentinel.responder.core.remote import origin_fields
 
 #: Ban.info keys of a shared ban.
 SHARE = "share"
@@ -18,8 +17,16 @@ SHARE = "share"
 
 def record_fields(ban: Ban) -> dict[str, str]:
     """The fleet's fields of a ban or unban record of ``ban`` (empty for a ban neither shared nor remote)."""
-    info = ban.info
     out: dict[str, str] = {}
+    add_record_fields(ban, out)
+    return out
+
+
+def add_record_fields(ban: Ban, out: dict[str, str]) -> None:
+    """:func:`record_fields` of ``ban`` added to ``out`` (a record being built: no dict of their own)."""
+    info = ban.info
+    if not info:
+        return
     if info.get(SHARE) == "1":
         out[R.F_SHARE] = "1"
         out[R.F_OFFENCE] = str(max(1, ban.count))
@@ -27,7 +34,14 @@ def record_fields(ban: Ban) -> dict[str, str]:
             if info.get(key):
                 out[name] = info[key]
     else:
-        out.update(origin_fields(info))
-    if out and ban.expires != FOREVER:
+        origin = info.get("origin")
+        if not origin:
+            return
+        out[R.F_ORIGIN] = origin  # (origin_fields, written in place)
+        jail, origins = info.get("origin_jail"), info.get("origins")
+        if jail:
+            out[R.F_ORIGIN_JAIL] = jail
+        if origins:
+            out[R.F_ORIGINS] = origins
+    if ban.expires != FOREVER:
         out[R.F_UNTIL] = f"{ban.expires:.3f}"
-    return out

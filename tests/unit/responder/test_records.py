@@ -138,3 +138,41 @@ def test_a_catch_up_of_network_bans_is_aggregated_within_journalds_fields_per_en
     got = entries(tag, 3)
     assert rep.aggregated == 3 and len(got) == 3  # 128 + 128 + 10
     assert sorted(n for e in got for n in e["PS_SRC_NET"]) == sorted(nets)
+
+
+def _journal_by_jail(jail: str, want: int) -> list[dict[str, str]]:
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run(["journalctl", "--no-pager", "-o", "json", f"PS_JAIL={jail}"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout.splitlines()
+        if len(out) >= want or time.monotonic() > deadline:
+            return [json.loads(line) for line in out]
+        time.sleep(0.05)
+
+
+def test_bulk_ban_records_get_their_message_only_when_written_on_their_own(journald: str, tmp_path: Path) -> None:
+    """report_applied (the bulk path) leaves a held record's MESSAGE to the moment it is written on its own: a few
+    bans, and the one ban of a batch whose fields differ from the others', each have their full message; an
+    aggregated entry has its own."""
+    from portsentinel.responder.core.bans import Ban
+
+    jail = f"t{new_tag()[:12]}"
+    rep = _reporter(tmp_path, journal=True)
+    few = [Ban(jail, ip, 1000.0, 1600.0, 2, 1, {"port": "22", "scan": "syn"}) for ip in _addresses(3, third=40)]
+    rep.report_applied([(b, ["nftables"]) for b in few])
+    rep.turn_done()
+    many = [Ban(jail, ip, 1000.0, 1600.0, 1, 1, {"scan": "syn"}) for ip in _addresses(40, third=50)]
+    many.append(Ban(jail, "203.0.113.9", 1000.0, 1600.0, 1, 1, {"scan": "fin"}))  # alone in its group
+    rep.report_applied([(b, ["nftables"]) for b in many])
+    rep.turn_done()
+    got = _journal_by_jail(jail, 5)
+    assert len(got) == 5 and rep.aggregated == 1
+    single = [e for e in got if "PS_BATCH" not in e]
+    assert [e["MESSAGE"] for e in single] == [
+        *(f"jail {jail}: banned {b.ip} for 600s (offence 2, 1 failure(s)) by nftables" for b in few),
+        f"jail {jail}: banned 203.0.113.9 for 600s (offence 1, 1 failure(s)) by nftables"]
+    (batch,) = [e for e in got if "PS_BATCH" in e]
+    assert batch["PS_BATCH"] == "40" and batch["MESSAGE"].startswith(f"jail {jail}: banned 40 addresses for 600s")
+    assert not rep._later  # noqa: SLF001 - nothing left behind for a later record

@@ -182,6 +182,7 @@ class Applier:
         bans, by_addr, active, lifted, changed = self.bans, self._by_addr, self.active, self.lifted, self.changed
         expiry, push = self._expiry, heapq.heappush
         max_at, max_until, live_since = now + C.CLOCK_SKEW, now + maxtime, now - live_age
+        new_tuple = tuple.__new__  # Ban(...) and Line(...) without their Python-level __new__
         for key, op, value, _seq, _pending, stamp in entries:
             try:
                 km = key_match(key) if op == PUT else None
@@ -202,7 +203,8 @@ class Applier:
                             and addr not in lifted
                             and (not new or (active[origin] < origin_max
                                              and (stamp <= live_since or self._rate_ok(origin, now))))):
-                        ban = C.Ban(addr, jail, until, scan, int(verified_b), offence, at)
+                        verified = int(verified_b)
+                        ban = new_tuple(C.Ban, (addr, jail, until, scan, verified, offence, at))
                         bans[bid] = ban
                         if new:
                             active[origin] += 1
@@ -217,7 +219,8 @@ class Applier:
                             count = self.origins_of(addr, now)
                         push(expiry, (until, bid))
                         changed[bid] = ban
-                        lines.append(Line("ban", addr, origin, jail, until, count, scan, ban.verified, offence))
+                        lines.append(new_tuple(Line, ("ban", addr, origin, jail, until, count, scan, verified,
+                                                      offence)))
                         continue
                 one = self.entry(key, op, value, now, live=stamp > live_since)
             except Exception as exc:

@@ -119,4 +119,8 @@ def test_json_lines_are_the_records_lines(line: Line) -> None:
 def test_a_batch_of_lines_is_the_records_lines() -> None:
     lines = [Line("ban", f"198.51.100.{i}", f"h{i % 3}", ("portsentinel", "ssh")[i % 2], NOW + 30 * i + 0.5, 1 + i % 4,
                   ("syn", "", "xmas")[i % 3], i % 2, 1 + i) for i in range(40)]
+    # names JSON must escape (never in the bucket's grammar) go the general way, as does a network
+    lines += [Line("ban", "198.51.100.77", 'h"q', "ssh", NOW + 9, 1, "syn"),
+              Line("ban", "198.51.100.78", "h", "j\u00e9", NOW + 9, 1),
+              Line("ban", "2001:db8::/64", "h", "ssh", NOW + 9, 2, "syn")]
     assert json_lines(lines, NOW) == [R.to_json_line(to_record(line, NOW)) for line in lines]

@@ -150,6 +150,16 @@ def test_a_host_holds_at_most_its_one_named_consumer(fleet: Fleet) -> None:
                            "detail": f"permissions violation for publish to {subject}"}, (name, refused)
 
 
+def test_the_daemons_watch_on_each_server(fleet: Fleet) -> None:
+    """The daemon's own consumer and drain (portsentinel/fleet/pushwatch.py) on each server version: 2.9.10 writes
+    the 9-token acknowledgement subject, current servers the longer one; every key arrives, with nothing pending."""
+    [filled] = fleet.client("b", [{"op": "fill", "prefix": "b.small", "count": 500}], timeout=60)
+    assert filled["ok"], filled
+    before = fleet.client("a", [{"op": "info"}])[0]["messages"]
+    [watched] = fleet.client("a", [{"op": "watch", "name": "ps_watch_a", "timeout": 30}], timeout=60)
+    assert watched["ok"] and watched["received"] == before, (watched, before)
+
+
 def test_credentials_and_tls_are_required(fleet: Fleet) -> None:
     code = """
 import asyncio, os, ssl, sys, nats

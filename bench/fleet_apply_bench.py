@@ -1,5 +1,5 @@
 """The fleet daemon's catch-up work in one process, without NATS: ``--keys`` entries (valid IPv4 bans from one
-origin, as the bucket delivers them to a joining host: nats-py messages with JetStream's acknowledgement subjects)
+origin, as the bucket delivers them to a joining host: messages with JetStream's acknowledgement subjects)
 through the watch's drain (portsentinel/fleet/pushwatch.py), ``FleetService.on_entries`` and its batch flush
 (applier, lines, output file with fdatasync, sqlite; the last commit waited for), beside a floor measured in the
 same run: a bare loop that only parses each value with ``json.loads`` and splits its key. Files live in a
@@ -21,11 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nats.aio.msg import Msg
-
 from portsentinel.fleet.config import FleetConfig
 from portsentinel.fleet.consumer import Entry
-from portsentinel.fleet.pushwatch import PushWatch
+from portsentinel.fleet.pushwatch import PushWatch, Raw
 from portsentinel.fleet.service import FleetService
 
 PREFIX = "$KV.portsentinel_bans."
@@ -44,11 +42,10 @@ def entries(count: int, now: float, age: float = 1000) -> list[Entry]:
     return out
 
 
-def messages(batch: list[Entry]) -> list[Msg]:
-    """The entries as nats-py hands them to the watch: subject, JetStream acknowledgement subject, data."""
-    return [Msg(_client=None, subject=PREFIX + e.key, data=e.value, headers=None,  # type: ignore[arg-type]
-                reply=f"$JS.ACK.KV_portsentinel_bans.ps_watch_j.1.{e.seq}.{e.seq}.{int(e.stamp * 1e9)}.{e.pending}")
-            for e in batch]
+def messages(batch: list[Entry]) -> list[Raw]:
+    """The entries as the client hands them to the watch: subject, JetStream acknowledgement subject, data."""
+    return [(PREFIX + e.key, f"$JS.ACK.KV_portsentinel_bans.ps_watch_j.1.{e.seq}.{e.seq}.{int(e.stamp * 1e9)}."
+             f"{e.pending}", e.value, None) for e in batch]
 
 
 def floor(batch: list[Entry]) -> float:
@@ -59,7 +56,7 @@ def floor(batch: list[Entry]) -> float:
     return time.perf_counter() - t0
 
 
-def daemon(msgs: list[Msg], work: Path, profile: Path | None) -> tuple[float, float, int]:
+def daemon(msgs: list[Raw], work: Path, profile: Path | None) -> tuple[float, float, int]:
     work.mkdir()
     (work / "decisions.jsonl").touch()
     cfg = FleetConfig(host="j", state=str(work / "state.sqlite3"), output=str(work / "remote.jsonl"),

@@ -23,13 +23,13 @@ import logging
 import ssl
 from collections.abc import Callable
 
-import nats
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
 from .config import FleetConfig
 from .consumer import ApiError, Entry, consumer_name
 from .nats_errors import Denied, FleetNatsError, PermissionWatch, Rejected, Unreachable, guarded
+from .natsclient import DirectClient
 from .pushwatch import PushWatch
 
 __all__ = ["Entry", "Link", "LinkDown", "PushWatch", "Refused"]
@@ -96,12 +96,14 @@ class Link:
         if self.nc is not None and not self.nc.is_closed:
             return self.nc.is_connected
         try:
-            self.nc = await nats.connect(
+            nc = DirectClient()  # the watch's messages go straight to it (natsclient.py)
+            await nc.connect(
                 servers=list(self.cfg.servers), name=f"portsentinel-fleet {self.cfg.host}",
                 nkeys_seed=self.cfg.nkey_seed or None, tls=_tls(self.cfg), inbox_prefix=f"_INBOX_{self.cfg.host}",
                 error_cb=self.perms.error_cb, disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
                 allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=2,
                 ping_interval=max(1, int(self.cfg.heartbeat)), max_outstanding_pings=2)
+            self.nc = nc
         except Exception as exc:  # nats-py raises many kinds (NoServersError, OSError, ssl errors, auth)
             self.nc = None
             self.last_error = str(exc) or type(exc).__name__

@@ -3,9 +3,9 @@
 
 nats-py's ordered consumer costs ~25 us a message before our code sees it (reply subject parsed into metadata
 with datetime objects, a wrapper per message); a joining host receives 100,000. Here a message costs one append:
-nats-py's subscription task hands each message to :meth:`PushWatch._on_msg`, which only appends it to the
-current generation's buffer, and the first append schedules :meth:`PushWatch._drain`, which runs once the
-subscription task has handed over what it had: one tight loop splits each acknowledgement subject, checks the
+the client (:mod:`.natsclient`) hands each message of the subscription straight to a function that only appends
+it to the current generation's buffer, and the first append schedules :meth:`PushWatch._drain`, which runs once
+the client has handed over what it read: one tight loop splits each acknowledgement subject, checks the
 consumer sequence, and passes the entries on in one list (``on_entries``, synchronous: the service batches).
 
 Ordered-consumer semantics, done here: a gap in the consumer sequence (or a heartbeat naming a later one) means a
@@ -23,11 +23,14 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from . import consumer as K
 from .consumer import Entry
 from .nats_errors import FleetNatsError, PermissionWatch, guarded
+from .natsclient import subscribe_raw, unsubscribe_raw
+
+#: A message as the subscription hands it over: subject, reply, data, headers (None when it has none).
+Raw = tuple[str, str, bytes, "dict[str, str] | None"]
 
 log = logging.getLogger("portsentinel.fleet")
 
@@ -73,19 +76,21 @@ class PushWatch:
         :class:`.nats_errors.FleetNatsError` or :class:`.consumer.ApiError`."""
         await self._unsubscribe()
         self._gen += 1
-        gen, buf = self._gen, []
+        gen: int = self._gen
+        buf: list[Raw] = []
         loop = asyncio.get_running_loop()
         drain = self._drain
+        append = buf.append
 
-        async def on_msg(msg: Msg) -> None:
-            buf.append(msg)
+        def on_msg(subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+            append((subject, reply, data, headers))
             if len(buf) == 1:
                 loop.call_soon(drain, gen, buf)
 
         await self._delete()
         self.sseq, self._dseq, self.dead = after_seq, 0, False
         inbox = self.nc.new_inbox()
-        self._sub = await self.nc.subscribe(inbox, cb=on_msg)
+        self._sub = await subscribe_raw(self.nc, inbox, on_msg)
         body = K.create_request(self.stream, self.name, deliver=inbox, filter_subject=self.prefix + ">",
                                 after_seq=after_seq, heartbeat=self.heartbeat,
                                 inactive=max(60.0, 10 * self.heartbeat))
@@ -99,7 +104,7 @@ class PushWatch:
         self._gen += 1  # whatever the old subscription still delivers is dropped
         if sub is not None:
             try:
-                await asyncio.wait_for(sub.unsubscribe(), 2)
+                await asyncio.wait_for(unsubscribe_raw(self.nc, sub), 2)
             except Exception:  # a dead connection: nothing to unsubscribe from
                 pass
 
@@ -128,12 +133,12 @@ class PushWatch:
         return True
 
     # ------------------------------------------------------------------ messages
-    def take(self, msgs: list[Msg]) -> None:
+    def take(self, msgs: list[Raw]) -> None:
         """Messages of the current consumer, as its subscription delivered them, in order (what the drain does with
         a subscription's buffer; benchmarks and tests hand messages over here)."""
         self._drain(self._gen, msgs)
 
-    def _drain(self, gen: int, buf: list[Msg]) -> None:
+    def _drain(self, gen: int, buf: list[Raw]) -> None:
         msgs = buf[:]
         buf.clear()
         if gen != self._gen:
@@ -143,8 +148,7 @@ class PushWatch:
         entries: list[Entry] = []
         add = entries.append
         new = tuple.__new__  # Entry(...) without its Python-level __new__ (a catch-up makes 100,000)
-        for msg in msgs:
-            reply = msg.reply
+        for subject, reply, data, hdr in msgs:
             if reply[:8] == "$JS.ACK.":
                 t = reply.split(".")
                 if len(t) == 9:
@@ -159,14 +163,13 @@ class PushWatch:
                     self._reset(f"consumer sequence {d} after {dseq}")
                     return
                 dseq += 1
-                hdr = msg.headers
-                add(new(Entry, (msg.subject[plen:], "PUT" if not hdr else K.operation(hdr), msg.data, int(sseq),
+                add(new(Entry, (subject[plen:], "PUT" if not hdr else K.operation(hdr), data, int(sseq),
                                 int(pending), int(nanos) / 1e9)))
                 continue
             self._hand_over(entries, dseq)
             entries = []
             add = entries.append
-            if not self._control(msg):
+            if not self._control(reply, hdr or {}):
                 return
         self._hand_over(entries, dseq)
 
@@ -177,11 +180,9 @@ class PushWatch:
             self.sseq, self.pending = last.seq, last.pending
             self.on_entries(entries)
 
-    def _control(self, msg: Msg) -> bool:
+    def _control(self, reply: str, hdr: dict[str, str]) -> bool:
         """A message without an acknowledgement subject: flow control, heartbeat, or a status. False: the
         consumer is being recreated (stop reading this generation)."""
-        hdr = msg.headers or {}
-        reply = msg.reply
         if reply.startswith(K.FC_PREFIX):
             self._answer(reply)  # the data before it has been handed over
             return True

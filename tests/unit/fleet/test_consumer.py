@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
-from nats.aio.msg import Msg
 
 from portsentinel.fleet import consumer as K
 from portsentinel.fleet.consumer import Entry
-from portsentinel.fleet.pushwatch import PushWatch
+from portsentinel.fleet.pushwatch import PushWatch, Raw
 
 STREAM = "KV_portsentinel_bans"
 PREFIX = "$KV.portsentinel_bans."
@@ -67,14 +65,13 @@ class FakeNc:
         self.published.append(subject)
 
 
-def data(sseq: int, dseq: int, key: str, pending: int = 0, headers: dict[str, str] | None = None) -> Msg:
+def data(sseq: int, dseq: int, key: str, pending: int = 0, headers: dict[str, str] | None = None) -> Raw:
     reply = f"$JS.ACK.{STREAM}.ps_watch_j.1.{sseq}.{dseq}.1764490000500000000.{pending}"
-    return Msg(_client=None, subject=PREFIX + key, reply=reply, data=b"v" if headers is None else b"",  # type: ignore[arg-type]
-               headers=headers)
+    return (PREFIX + key, reply, b"v" if headers is None else b"", headers)
 
 
-def control(reply: str = "", **headers: str) -> Msg:
-    return Msg(_client=None, subject="_INBOX_j.x", reply=reply, data=b"", headers=headers)  # type: ignore[arg-type]
+def control(reply: str = "", **headers: str) -> Raw:
+    return ("_INBOX_j.x", reply, b"", headers)
 
 
 def watch() -> tuple[PushWatch, FakeNc, list[list[Entry]], list[str]]:
@@ -87,7 +84,7 @@ def watch() -> tuple[PushWatch, FakeNc, list[list[Entry]], list[str]]:
     return pw, nc, got, resets
 
 
-def drain(pw: PushWatch, msgs: list[Any]) -> None:
+def drain(pw: PushWatch, msgs: list[Raw]) -> None:
     async def run() -> None:
         pw._drain(pw._gen, list(msgs))
         await asyncio.sleep(0)  # the flow-control replies go out

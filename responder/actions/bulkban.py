@@ -4,8 +4,10 @@ nftables action: its ``batchset`` names the set by the family and whether the ba
 address), added without a ``BanVars`` or a plan per ban.
 
 The set's name is learnt once per kind of ban (IPv4 or IPv6, address or network) from the action's own plan of
-the first such ban (its variables validated as any ban's); every element then goes through
-:meth:`NftBatch.add`, which parses the address or network, so no text reaches the nft script unchecked. A ban
+the first such ban (its variables validated as any ban's); the elements of one set then go through
+:meth:`NftBatch.add_new` together: text that can only be an address or a network (one match over their joined
+text) is taken as it is, anything else is parsed, so no other text reaches the nft script (and nft refuses a
+malformed one: the batch falls back and the element's ban is reported as failed). A ban
 the fast path cannot place (a kind whose plan is not a set element, a bantime that is not a number) is handed
 back for the per-ban path, which reports what is wrong with it.
 """
@@ -33,6 +35,7 @@ def add_elements(action: Action, bans: list[Ban], now: float, nb: NftBatch,
     does not handle are neither (as the per-ban path skips them)."""
     sets: dict[tuple[bool, bool], str | None] = {}  # (IPv6, network) -> set name; None: skip; "": per-ban path
     slow: list[Ban] = []
+    elements: dict[str, tuple[list[str], list[int | None]]] = {}  # set name -> its elements and timeouts
     for ban in bans:
         ip = ban.ip
         kind = (":" in ip, "/" in ip)
@@ -44,15 +47,21 @@ def add_elements(action: Action, bans: list[Ban], now: float, nb: NftBatch,
                 slow.append(ban)
             continue
         exp = ban.expires
-        if exp == FOREVER:
-            nb.add(name, ip, None)
-        else:
+        timeout: int | None = None
+        if exp != FOREVER:
             left = exp - now
             if not left < MAX_SECONDS:  # NaN, infinity, absurd
                 slow.append(ban)
                 continue
-            nb.add(name, ip, max(1, int(round(left if left > 0 else 0.0))) + KERNEL_GRACE)
+            timeout = max(1, int(round(left if left > 0 else 0.0))) + KERNEL_GRACE
+        group = elements.get(name)
+        if group is None:
+            group = elements[name] = ([], [])
+        group[0].append(ip)
+        group[1].append(timeout)
         queued.append((ban, action))
+    for name, (ips, timeouts) in elements.items():
+        nb.add_new(name, ips, timeouts)
     return slow
 
 

@@ -82,6 +82,8 @@ class NftBatch:
 
     def add(self, set_name: str, ip: str, timeout: int | None = None) -> None:
         """Queue an element (``timeout`` seconds; None or a negative value: no timeout)."""
+        if self._bulk:  # (merged with what is pending, the bulk elements included)
+            self._unbulk()
         key = (self._set(set_name), _addr(ip))
         t = None if timeout is None or timeout < 0 else int(timeout)
         prev = self._ops.get(key)
@@ -94,6 +96,8 @@ class NftBatch:
         """Queue an element the responder wrote itself (a restore of its store): text that can only be an
         address or network is taken as it is (no parse per element; nft refuses a malformed one and the batch
         falls back), anything else is parsed as :meth:`add` does. No merge with a pending op of the element."""
+        if self._bulk:  # (after the bulk elements, as it was queued after them)
+            self._unbulk()
         key = (self._set(set_name), ip if _PLAIN.fullmatch(ip) else _addr(ip))
         self._ops[key] = ("add", None if timeout is None or timeout < 0 else timeout)
 
@@ -112,6 +116,18 @@ class NftBatch:
             return
         self._bulk.append((name, list(ips), list(timeouts)))
         self._nbulk += len(ips)
+
+    def add_new(self, set_name: str, ips: Sequence[str], timeouts: Sequence[int | None]) -> None:
+        """:meth:`add` for many distinct elements of one set (the live bulk path: a batch's bans): as
+        :meth:`add_stored_many` (one match over their joined text, no call each) while nothing else is pending in
+        this batch but other sets' such elements; else, or when an element repeats, :meth:`add` for each (which
+        merges them)."""
+        if (not self._ops and all(name != set_name for name, _, _ in self._bulk)
+                and len(set(ips)) == len(ips)):
+            self.add_stored_many(set_name, ips, timeouts)
+            return
+        for ip, t in zip(ips, timeouts, strict=True):
+            self.add(set_name, ip, t)
 
     def _unbulk(self) -> None:
         """The bulk elements as ordinary pending adds (as add_stored: the last one of an element wins)."""
@@ -132,6 +148,8 @@ class NftBatch:
 
     def delete(self, set_name: str, ip: str) -> None:
         """Queue the removal of an element."""
+        if self._bulk:  # (after the bulk elements: a later removal wins over an earlier add)
+            self._unbulk()
         self._ops[(self._set(set_name), _addr(ip))] = ("delete", None)
 
     def script(self, ops: Sequence[tuple[tuple[str, str], tuple[str, int | None]]] | None = None) -> str:

@@ -90,3 +90,21 @@ def test_a_ban_record_is_the_per_ban_paths() -> None:
     for ban in BANS + extra:
         for names in ([], ["nftables"], ["nftables", "mail"]):
             assert ban_record(ban, names) == _per_ban_record(ban, names)
+
+
+def test_add_new_takes_plain_distinct_elements_at_once_and_merges_the_rest() -> None:
+    """NftBatch.add_new: a set's distinct plain elements go in as they are; a repeated element, a second call for
+    the same set, or elements after other pending ops go through add (the longest timeout kept, text parsed)."""
+    runner = Recorder()
+    nb = NftBatch(runner)
+    nb.add_new("s_v4", ["192.0.2.1", "192.0.2.2"], [10, None])
+    nb.add_new("s_v6", ["2001:db8::1"], [5])
+    nb.add_new("s_v4", ["192.0.2.1", "192.0.2.3"], [99, 3])  # the same set again: merged by add
+    assert nb.commit().ok
+    assert runner.scripts == ["add element inet portsentinel s_v4 { 192.0.2.1 timeout 99s, 192.0.2.2, "
+                              "192.0.2.3 timeout 3s }\nadd element inet portsentinel s_v6 { 2001:db8::1 timeout "
+                              "5s }\n"]
+    runner.scripts.clear()
+    nb.add_new("s_v4", ["192.0.2.7", "192.0.2.7"], [1, 50])  # repeated: one element, the longest timeout
+    nb.commit()
+    assert runner.scripts == ["add element inet portsentinel s_v4 { 192.0.2.7 timeout 50s }\n"]

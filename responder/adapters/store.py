@@ -45,6 +45,18 @@ def _info_text(info: dict[str, str]) -> str:
     return _slow_text(info) if _encode is None else "".join(_encode(info, 0))
 
 
+def _infos_text(info: dict[str, str], texts: dict[tuple[tuple[str, str], ...], str]) -> str:
+    """:func:`_info_text`, remembered in ``texts`` for the infos of one commit that repeat (a local jail's port,
+    protocol, scan kind); a remote ban's info (its origin's end time: never twice the same) is not looked up."""
+    if "origin_until" in info:
+        return _info_text(info)
+    key = tuple(info.items())
+    text = texts.get(key)
+    if text is None:
+        text = texts[key] = _info_text(info)
+    return text
+
+
 #: Offence counts looked up per statement (sqlite's default limit of host parameters is far above).
 _LOOKUP = 500
 
@@ -146,13 +158,14 @@ class Store:
             for jail, ip in unbanned:
                 self.db.execute("DELETE FROM unbans WHERE jail=? AND ip=?", (jail, ip))
             added = list(added)  # many at once (the bulk path): one statement each, run over all of them
+            texts: dict[tuple[tuple[str, str], ...], str] = {}  # (a local jail's bans repeat a few infos)
             # (no pending unban at all, the common case of a big batch: nothing to drop for 100,000 new bans)
             if added and (len(added) < 64 or self.db.execute("SELECT 1 FROM unbans LIMIT 1").fetchone()):
                 self.db.executemany("DELETE FROM unbans WHERE jail=? AND ip=?", [(b.jail, b.ip) for b in added])
             if added:
                 self.db.executemany("INSERT OR REPLACE INTO bans VALUES (?,?,?,?,?,?,?)",
                                     [(b.jail, b.ip, b.banned_at, b.expires, b.count, b.failures,
-                                      _info_text(b.info)) for b in added])
+                                      _infos_text(b.info, texts)) for b in added])
                 self.db.executemany("INSERT INTO offences VALUES (?,?,?,?) ON CONFLICT(jail, ip) DO UPDATE SET "
                                     "count=excluded.count, last=excluded.last",
                                     [(b.jail, b.ip, b.count, b.banned_at) for b in added])

@@ -150,3 +150,20 @@ def test_info_text_is_json_dumps_sorted() -> None:
 
     for info in ({}, {"b": "2", "a": "1"}, {"note": 'quote " backslash \\ tab \t é \u2028', "origin": "h"}):
         assert _info_text(info) == json.dumps(info, sort_keys=True)
+
+
+def test_repeated_infos_in_one_commit_are_stored_for_each_ban(tmp_path: Path) -> None:
+    """One commit's bans sharing an info (its text made once) and remote ones (each its own) read back as given."""
+    from portsentinel.responder.adapters.store import Store
+    from portsentinel.responder.core.bans import Ban
+
+    bans = [Ban("local", f"192.0.2.{i}", 1.0, 100.0, 1, 1, {"port": "22", "proto": "tcp"} if i % 2 else
+                {"proto": "tcp", "port": "22"}) for i in range(1, 9)]
+    bans += [Ban("fleet", f"198.51.100.{i}", 1.0, 100.0, 1, 1, {"origin": "a", "origin_until": f"{i}.000"})
+             for i in range(1, 4)]
+    st = Store(str(tmp_path / "s.sqlite3"))
+    st.commit(added=bans)
+    st.close()
+    again = Store(str(tmp_path / "s.sqlite3"))
+    assert sorted((b.ip, b.info) for b in again.bans()) == sorted((b.ip, b.info) for b in bans)
+    again.close()

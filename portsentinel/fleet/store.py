@@ -4,13 +4,20 @@
   per key (a newer operation on a key replaces an older one still waiting), at most ``spool_max`` rows (the
   oldest dropped and counted beyond that).
 - **watch**: the last stream sequence applied and the remote bans it led to, committed in one transaction, so a
-  restart resumes after that sequence with the same view (no replay of the bucket, nothing applied twice).
+  restart resumes after that sequence with the same view (no replay of the bucket, nothing applied twice). A
+  commit of many changes (a catch-up) is one row of ``remote_log`` instead of a row per ban (a sqlite row costs
+  ~3 us, the batch's rows in ``marshal``'s binary form ~0.25 us each); once a log row exists every later commit
+  goes there too (order), and the log is folded into ``remote`` at the next start (:meth:`Store.remote_bans`).
+  The log is the daemon's own file's content: its rows are checked for shape and types when read, and a log
+  that fails the check (or that another Python's ``marshal`` cannot read) resets the watch: a full catch-up.
 - **own**: the keys this host has put and not deleted (a fleet-wide unban deletes them by address).
 - **cursor**: where the decisions input stopped (journal cursor or file position).
 """
 
 from __future__ import annotations
 
+import logging
+import marshal
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -18,6 +25,8 @@ from collections.abc import Iterable
 from . import codec as C
 from .applier import BanId
 from .keys import UNBAN_JAIL
+
+log = logging.getLogger("portsentinel.fleet")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -28,7 +37,11 @@ CREATE TABLE IF NOT EXISTS remote (origin TEXT NOT NULL, jail TEXT NOT NULL, add
                                    at REAL NOT NULL, PRIMARY KEY (origin, jail, addr));
 CREATE TABLE IF NOT EXISTS own (key TEXT PRIMARY KEY, addr TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS own_addr ON own (addr);
+CREATE TABLE IF NOT EXISTS remote_log (id INTEGER PRIMARY KEY, rows BLOB NOT NULL);
 """
+
+#: A commit of at least this many changes goes to ``remote_log`` as one row.
+LOG_ROWS = 500
 
 SpoolRow = tuple[int, str, bytes | None]
 
@@ -108,6 +121,12 @@ class Store:
 
     # ------------------------------------------------------------------ watch
     def remote_bans(self) -> list[tuple[str, C.Ban]]:
+        """The remote bans of the last commit (the log folded into the table first)."""
+        try:
+            self.fold_log()
+        except BadLog as exc:
+            log.error("fleet: %s: the watch's log is unreadable (%s); starting a full catch-up", self.path, exc)
+            self.reset_watch()
         rows = self.db.execute("SELECT origin, jail, addr, until, scan, verified, offence, at FROM remote")
         return [(str(o), C.Ban(str(a), str(j), float(u), str(s), int(v), int(n), float(t)))
                 for o, j, a, u, s, v, n, t in rows]
@@ -125,25 +144,72 @@ class Store:
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute("DELETE FROM remote")
+            self.db.execute("DELETE FROM remote_log")
             self._set("last_seq", "0")
+
+    def fold_log(self) -> int:
+        """``remote_log``'s rows applied to ``remote`` in order, and the log emptied, in one transaction; returns
+        how many changes. :class:`BadLog` (nothing changed) when a row is not what :func:`_commit_watch` writes."""
+        blobs = self.db.execute("SELECT rows FROM remote_log ORDER BY id").fetchall()
+        if not blobs:
+            return 0
+        batches = [_log_rows(bytes(blob)) for (blob,) in blobs]
+        with self.db:
+            self.db.execute("BEGIN")
+            for rows in batches:
+                _write(self.db, rows)
+            self.db.execute("DELETE FROM remote_log")
+        return sum(len(rows) for rows in batches)
 
 
 _INSERT_REMOTE = "INSERT OR REPLACE INTO remote (origin, addr, jail, until, scan, verified, offence, at) VALUES " \
                  "(?, ?, ?, ?, ?, ?, ?, ?)"
 
 
+Row = tuple[str | float | int, ...]
+
+
+class BadLog(ValueError):
+    """A row of ``remote_log`` that is not a list of changes as :func:`_commit_watch` writes them."""
+
+
+def _rows(changes: Iterable[tuple[BanId, C.Ban | None]]) -> list[Row]:
+    """A removal as (origin, jail, addr); a ban as (origin, addr, jail, until, scan, verified, offence, at): the
+    origin, then the ban's fields in their order."""
+    return [bid if ban is None else (bid[0], *ban) for bid, ban in changes]
+
+
+def _write(db: sqlite3.Connection, rows: list[Row]) -> None:
+    db.executemany("DELETE FROM remote WHERE origin = ? AND jail = ? AND addr = ?", [r for r in rows if len(r) == 3])
+    db.executemany(_INSERT_REMOTE, [r for r in rows if len(r) == 8])
+
+
+_BAN_TYPES: tuple[tuple[type, ...], ...] = ((str,), (str,), (str,), (float, int), (str,), (int,), (int,), (float, int))
+
+
+def _log_rows(blob: bytes) -> list[Row]:
+    try:
+        rows = marshal.loads(blob)
+    except (ValueError, EOFError, TypeError) as exc:
+        raise BadLog(f"not a marshal blob: {exc}") from None
+    if type(rows) is not list:
+        raise BadLog(f"a {type(rows).__name__}, not a list")
+    for row in rows:
+        if type(row) is not tuple or not (
+                (len(row) == 3 and all(type(v) is str for v in row))
+                or (len(row) == 8 and all(type(v) in t for v, t in zip(row, _BAN_TYPES, strict=True)))):
+            raise BadLog(f"a row {str(row)[:80]!r}")
+    return rows
+
+
 def _commit_watch(db: sqlite3.Connection, seq: int, changes: Iterable[tuple[BanId, C.Ban | None]]) -> None:
-    gone: list[BanId] = []
-    kept: list[tuple[str | float | int, ...]] = []
-    for bid, ban in changes:
-        if ban is None:
-            gone.append(bid)
-        else:
-            kept.append((bid[0], *ban))  # origin, then the ban's fields in their order (addr, jail, until, ...)
+    rows = _rows(changes)
     with db:
         db.execute("BEGIN")
-        db.executemany("DELETE FROM remote WHERE origin = ? AND jail = ? AND addr = ?", gone)
-        db.executemany(_INSERT_REMOTE, kept)
+        if len(rows) >= LOG_ROWS or db.execute("SELECT EXISTS (SELECT 1 FROM remote_log)").fetchone()[0]:
+            db.execute("INSERT INTO remote_log (rows) VALUES (?)", (marshal.dumps(rows),))
+        else:
+            _write(db, rows)
         db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('last_seq', ?)", (str(seq),))
 
 

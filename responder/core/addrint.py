@@ -2,15 +2,16 @@
 and protected ranges as integers (responder.core.bans, responder.core.guard). Pure.
 
 The canonical text (record.canonical_address's: a dotted quad, or compressed lower-case IPv6 without an embedded
-IPv4 part) is read by a few string operations; any other text goes through ``ipaddress``, which also raises the
-ValueError for what is not an address."""
+IPv4 part) is read by a few string operations (IPv6: portsentinel.addrtext.v6_int, the C library's inet_pton); any
+other text goes through ``ipaddress``, which also raises the ValueError for what is not an address."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 
-_HEX_COLON = frozenset("0123456789abcdef:")
+from portsentinel.addrtext import v6_int
+
 #: A dotted quad in canonical form (no leading zeros, each part at most 255).
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _V4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
@@ -38,20 +39,8 @@ def _read(text: str) -> int:
             a, b, c, d = text.split(".")
             return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
         return int(ipaddress.IPv4Address(text))
-    if not _HEX_COLON.issuperset(text):  # upper case, an embedded IPv4 part, a zone, garbage
-        return int(ipaddress.IPv6Address(text))
-    head, sep, tail = text.partition("::")
-    left = head.split(":") if head else []
-    right = tail.split(":") if tail else []
-    fill = 8 - len(left) - len(right) if sep else 0
-    if (sep and (fill < 1 or "::" in tail)) or (not sep and len(left) != 8):
-        return int(ipaddress.IPv6Address(text))
-    value = 0
-    for group in (*left, *("0" * fill), *right):
-        if not 1 <= len(group) <= 4:
-            return int(ipaddress.IPv6Address(text))
-        value = (value << 16) | int(group, 16)
-    return value
+    value = v6_int(text)  # lower-case hex and colons (C's inet_pton); else (upper case, an embedded IPv4 part, a
+    return int(ipaddress.IPv6Address(text)) if value is None else value  # zone, garbage) ipaddress, or ValueError
 
 
 def network_range(net: str) -> tuple[int, int, int]:

@@ -34,4 +34,5 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
         print(format_status(data))
-    return 0 if data.get("connected") and time.time() - float(data.get("time", 0)) <= STALE else 1
+    fresh = time.time() - float(data.get("time", 0)) <= STALE
+    return 0 if data.get("connected") and fresh and not data.get("output_error") else 1

@@ -23,6 +23,8 @@ class JsonLinesWriter:
         self._fd = -1
         self._ino: tuple[int, int] = (0, 0)
         self._dirty = False
+        #: A write failed after part of a line went out (a full disk): the next write begins with a newline.
+        self._torn = False
         self._open()
 
     def _open(self) -> None:
@@ -34,6 +36,7 @@ class JsonLinesWriter:
             os.fchmod(fd, 0o640)
         self._fd = fd
         self._ino = (st.st_dev, st.st_ino)
+        self._torn = False
 
     def _rotated(self) -> bool:
         try:
@@ -68,11 +71,18 @@ class JsonLinesWriter:
         if self._rotated():
             self.reopen()
         data = text.encode("ascii")
+        if self._torn:  # an earlier write stopped inside a line: end it, so that line alone is garbage
+            data = b"\n" + data
         view = memoryview(data)
         while view:  # a regular file takes it whole; a short write (a full disk) continues or raises
-            written = os.write(self._fd, view)
+            try:
+                written = os.write(self._fd, view)
+            except OSError:
+                self._torn = self._torn or len(view) < len(data)
+                raise
+            self._torn = False
+            self._dirty = True
             view = view[written:]
-        self._dirty = True
 
     def flush(self) -> None:
         """Make every record written so far durable (one fdatasync for the batch)."""

@@ -76,6 +76,10 @@ class FleetService:
         self._activity = time.monotonic()
         self._stop = asyncio.Event()
         self._flush_soon = False
+        #: Lines applied but not yet written to the output (its write failed: a full disk): written again, first,
+        #: at each flush; the watch position is not committed past them until they are (a restart replays them).
+        self._unwritten: list[str] = []
+        self.output_error: str | None = None
 
     # ------------------------------------------------------------------ records
     def _emit(self, records: list[R.Record]) -> None:
@@ -221,9 +225,22 @@ class FleetService:
     def flush_applied(self) -> None:
         """The buffered entries applied; their lines written and the responder woken now, the position committed
         once the lines are durable (:class:`.durable.DurableCommits`)."""
-        lines = self._apply_entries() if self._entries else []
-        if lines:
-            self.output.write_lines(lines)
+        if self._entries:
+            self._unwritten += self._apply_entries()
+        if self._unwritten:
+            try:
+                self.output.write_lines(self._unwritten)
+            except OSError as exc:
+                if self.output_error is None:
+                    log.error("fleet: cannot write %s (%s): %d remote bans and unbans held, the watch position "
+                              "not committed past them; trying again every second", self.cfg.output, exc,
+                              len(self._unwritten))
+                self.output_error = str(exc)
+                return
+            if self.output_error is not None:
+                log.warning("fleet: %s written again (%d lines held)", self.cfg.output, len(self._unwritten))
+                self.output_error = None
+            self._unwritten = []
         self.durable.add(self.seq, self.applier.take_changes())
 
     async def watcher(self) -> None:
@@ -287,7 +304,8 @@ class FleetService:
                 "watch_restarts": self.watch_restarts, "spool": self.store.spool_size(),
                 "spool_dropped": self.store.dropped, "published": self.sender.published,
                 "bans_by_origin": dict(self.applier.active), "refused": self.audit.totals["refused"],
-                "wake_refused": self.wake.refused}
+                "wake_refused": self.wake.refused, "output_error": self.output_error,
+                "output_held": len(self._unwritten)}
 
     async def ticker(self) -> None:
         while not self._stop.is_set():

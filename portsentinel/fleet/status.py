@@ -55,6 +55,9 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     forged = status.get("wake_refused", 0)
     if forged:
         lines.append(f"wake-ups refused: {forged} (decisions from another uid than responder_uid, or cut short)")
+    if status.get("output_error"):
+        lines.insert(0, f"WARNING: cannot write the remote bans for the responder: {status['output_error']} "
+                        f"({status.get('output_held', 0)} held, the watch position waits for them)")
     if age > STALE:
         lines.insert(0, f"WARNING: status is {age:.0f}s old: is portsentinel-fleet running?")
     return "\n".join(lines)

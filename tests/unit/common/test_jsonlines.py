@@ -6,6 +6,7 @@ When a record is durable cannot be seen from user space without pulling the powe
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -132,3 +133,39 @@ def test_lines_of_writers_in_several_processes_never_interleave(tmp_path: Path) 
     for letter in "abc":
         mine = [r for r in got if r.fields[R.F_MESSAGE] == letter * 3000]
         assert [int(r.fields["PS_SEQ"]) for r in mine] == list(range(300))  # whole, and in each writer's order
+
+
+def test_a_write_cut_by_a_full_disk_leaves_one_garbage_line_and_loses_no_line(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose write stops inside a line (ENOSPC after a short write) is written whole again by the caller;
+    the writer ends the cut line first, so only that line is garbage and every line of the batch reads back."""
+    import errno
+
+    path = tmp_path / "remote.jsonl"
+    writer = JsonLinesWriter(str(path), sync=False)
+    batch = "".join(json.dumps({"PS_EVENT": "ban", "PS_SRC": f"192.0.2.{i}"}) + "\n" for i in range(1, 9))
+    real = os.write
+    calls: list[int] = []
+
+    def full_after_part(fd: int, data: bytes | memoryview) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real(fd, bytes(data[:len(data) // 2 + 3]))  # a short write, inside a line
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_after_part)
+    with pytest.raises(OSError):
+        writer.write_lines(batch)
+    with pytest.raises(OSError):  # still full, nothing written at all this time
+        writer.write_lines(batch)
+    monkeypatch.setattr(os, "write", real)
+    writer.write_lines(batch)
+    writer.close()
+    good, bad = [], []
+    for line in path.read_text().splitlines():
+        try:
+            good.append(json.loads(line)["PS_SRC"])
+        except ValueError:
+            bad.append(line)
+    assert len(bad) == 1
+    assert good[-8:] == [f"192.0.2.{i}" for i in range(1, 9)]

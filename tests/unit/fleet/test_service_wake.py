@@ -5,6 +5,7 @@ come ~250 ms later), and stops looking once something was read or the last delay
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -158,4 +159,53 @@ def test_an_entry_that_breaks_the_applier_is_skipped_not_a_stopped_watch(tmp_pat
     lines = (tmp_path / "remote.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "203.0.113.3" in lines[1] and svc.store.last_seq() == 3
     assert svc.audit.totals["refused"] == 1
+    svc.close()
+
+
+def test_lines_the_output_cannot_take_are_held_and_the_position_waits_for_them(tmp_path: Path) -> None:
+    """A full disk: the remote bans' lines stay held and the watch position is not committed past them (a restart
+    would replay them); once the file takes writes again the held lines go first, then the position moves."""
+    import errno
+
+    from portsentinel.fleet import codec as C
+    from portsentinel.fleet.keys import make_key
+    from portsentinel.fleet.link import Entry
+
+    svc = _service(tmp_path)
+    real = svc.output.write_lines
+    full = True
+
+    def maybe_full(lines: list[str]) -> int:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(lines)
+
+    svc.output.write_lines = maybe_full  # type: ignore[method-assign]
+
+    def entry(i: int) -> Entry:
+        now = time.time()
+        addr = f"203.0.113.{i}"
+        return Entry(make_key("b", "portsentinel", addr), "PUT",
+                     C.encode_ban(C.Ban(addr, "portsentinel", now + 600, "syn", 0, 1, now)), i, 0, now)
+
+    async def run() -> None:
+        nonlocal full
+        svc.on_entries([entry(1), entry(2)])
+        await asyncio.sleep(0)
+        await svc.durable.wait()
+        assert svc.store.last_seq() == 0 and svc.status()["output_held"] == 2
+        assert svc.status()["output_error"]
+        svc.on_entries([entry(3)])
+        await asyncio.sleep(0)
+        await svc.durable.wait()
+        assert svc.store.last_seq() == 0 and svc.status()["output_held"] == 3
+        full = False
+        svc.flush_applied()
+        await svc.durable.wait()
+        assert svc.store.last_seq() == 3
+        assert svc.status()["output_held"] == 0 and svc.status()["output_error"] is None
+
+    asyncio.run(run())
+    srcs = [json.loads(line)["PS_SRC"] for line in (tmp_path / "remote.jsonl").read_text().splitlines()]
+    assert srcs == ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
     svc.close()

@@ -24,3 +24,11 @@ def test_write_read_and_format(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("[1]")
     with pytest.raises(ValueError):
         S.read(str(tmp_path / "bad.json"))
+
+
+def test_an_output_the_daemon_cannot_write_is_a_warning() -> None:
+    data = {"time": 1000.0, "host": "e", "connected": True, "server": "nats://n1:4222",
+            "output_error": "[Errno 28] No space left on device", "output_held": 12}
+    text = S.format_status(data, now=1001.0)
+    assert text.startswith("WARNING: cannot write the remote bans") and "12 held" in text
+    assert not S.format_status({**data, "output_error": None}, now=1001.0).startswith("WARNING")

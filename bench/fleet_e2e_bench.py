@@ -159,6 +159,18 @@ def line_times(host: FleetHost, skip: int) -> tuple[int, float, float]:
     return len(lines), float(json.loads(lines[0])["PS_TIME"]), float(json.loads(lines[-1])["PS_TIME"])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """CPU seconds every core of the machine has spent not idle so far (/proc/stat)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def in_range(host: FleetHost, first: str, count: int) -> int:
     low = int(ipaddress.IPv4Address(first))
     return sum(1 for x in host.nft_set("fleet_v4") if "/" not in x and "-" not in x
@@ -208,9 +220,15 @@ def join(site: FleetSite, keys: int) -> None:
     put, _ = keys_tool(site, "b", "fill", keys, first)
     floor_watch, _ = keys_tool(site, "d", "watch", keys)
     floor_nft = nft_floor(d, keys)
+    assert d.responder is not None and d.responder.proc is not None
+    res_pid = d.responder.proc.pid
+    res_cpu, busy = cpu_seconds(res_pid), machine_busy()
     start = time.time()
     d.join(wait=False)
+    assert d.fleet is not None
     done = wait_all(d, first, keys, 300)
+    res_cpu, busy = cpu_seconds(res_pid) - res_cpu, machine_busy() - busy
+    fleet_cpu = cpu_seconds(d.fleet.pid)
     n, first_line, last_line = line_times(d, 0)
     print(f"(b) a host joining a fleet with {keys:,} active bans (put by b in {put:.1f} s):")
     print(f"  all {keys:,} in force in the joiner's nft set, from starting portsentinel-fleet  "
@@ -218,6 +236,8 @@ def join(site: FleetSite, keys: int) -> None:
     print(f"    its first fleet line written                     {first_line - start:6.2f} s")
     print(f"    its last fleet line written ({n:,} lines)        {last_line - start:6.2f} s")
     print(f"    its responder's last fleet ban record            {last_fleet_ban(d) - start:6.2f} s")
+    print(f"    CPU by then: its responder {res_cpu:.2f} s, its portsentinel-fleet {fleet_cpu:.2f} s, the whole "
+          f"machine {busy:.2f} s of {os.cpu_count() or 1} x {done - start:.2f} s")
     print(f"  floor: bare nats-py watcher receiving the keys     {floor_watch:6.2f} s")
     print(f"  floor: one nft batch of {keys:,} elements           {floor_nft:6.2f} s")
 

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.lab.fleethost import FleetHost, FleetSite, fleet_site, wait_until
+from tests.lab.fleethost import FleetHost, FleetSite, fleet_site
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -133,15 +133,16 @@ def pairs(site: FleetSite, count: int, gap: float) -> None:
 
 
 def keys_tool(site: FleetSite, host: str, what: str, count: int, first: str = "100.64.0.0",
-              timeout: float = 300) -> tuple[float, float]:
-    """(seconds, epoch of the first put or of the watch's start) of bench/fleet_keys.py in ``host``."""
+              timeout: float = 300) -> tuple[float, float, list[str]]:
+    """(seconds, epoch of the first put or of the watch's start, the last puts' addresses in the stream's order)
+    of bench/fleet_keys.py in ``host``."""
     setup = site.setup_dir
     out = site.lab.run(host, [PY, str(ROOT / "bench" / "fleet_keys.py"), what, "--host", host, "--seed",
                               str(setup / "hosts" / host / f"{host}.nk"), "--ca", str(setup / "ca.pem"),
                               "--count", str(count), "--first", first, "--limit", str(timeout - 10)],
                        timeout=timeout).stdout
     got = json.loads(out.strip().splitlines()[-1])
-    return float(got["seconds"]), float(got["start"])
+    return float(got["seconds"]), float(got["start"]), list(got.get("last", []))
 
 
 def last_fleet_ban(host: FleetHost) -> float:
@@ -165,39 +166,81 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def all_cpu() -> dict[int, tuple[str, float]]:
+    """(command name, CPU seconds so far) of every process on the machine, by pid. A kernel worker's name carries
+    the work it runs now (kworker/0:1-events): that part is cut off."""
+    out: dict[int, tuple[str, float]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                text = (d / "stat").read_text()
+            except OSError:
+                continue
+            comm = text[text.index("(") + 1:text.rindex(")")]
+            if comm.startswith("kworker"):
+                comm = "kworker"
+            f = text.rsplit(")", 1)[1].split()
+            out[int(d.name)] = (comm, (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
+def top_cpu(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], n: int = 8) -> str:
+    """The commands that used the most CPU between two :func:`all_cpu` snapshots (processes that ended between
+    them, with their children's time, are counted in their waiting parent)."""
+    by: dict[str, float] = {}
+    for pid, (name, secs) in after.items():
+        old = before.get(pid)
+        by[name] = by.get(name, 0.0) + secs - (old[1] if old is not None and old[0] == name else 0.0)
+    top = sorted(by.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{name} {secs:.2f}" for name, secs in top if secs >= 0.01)
+
+
 def machine_busy() -> float:
     """CPU seconds every core of the machine has spent not idle so far (/proc/stat)."""
     ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def in_range(host: FleetHost, first: str, count: int) -> int:
-    low = int(ipaddress.IPv4Address(first))
-    return sum(1 for x in host.nft_set("fleet_v4") if "/" not in x and "-" not in x
-               and low <= int(ipaddress.IPv4Address(x)) < low + count)
-
-
-def sample_present(host: FleetHost, first: str, count: int) -> bool:
+def sample(first: str, count: int) -> list[str]:
+    """18 of the ``count`` addresses from ``first``: the first, the last and 16 spread between."""
     low = int(ipaddress.IPv4Address(first))
     picks = sorted({low + count - 1, low, *(low + (count * i) // 16 for i in range(16))})
-    elems = ", ".join(str(ipaddress.IPv4Address(x)) for x in picks)
-    got = host.machine.run(["nft", "get", "element", "inet", "portsentinel", "fleet_v4", f"{{ {elems} }}"],
-                           check=False, timeout=60)
-    return got.returncode == 0
+    return [str(ipaddress.IPv4Address(x)) for x in picks]
 
 
-def wait_all(host: FleetHost, first: str, count: int, limit: float) -> float:
-    """The time (epoch) by which ``count`` addresses from ``first`` are all in the host's fleet set: a sample of
-    18 polled every 50 ms (one `nft get element`), then every element checked."""
-    start = time.time()
-    wait_until(lambda: sample_present(host, first, count), limit, "sample in force", host.info)
-    done = time.time()
-    while in_range(host, first, count) < count:
-        if time.time() - start > limit:
-            raise AssertionError(f"{in_range(host, first, count)} of {count} in force after {limit:.0f} s")
-        time.sleep(0.2)
-        done = time.time()
-    return done
+def watch_set(site: FleetSite, host: str, addrs: list[str] | None, limit: float,
+              then: tuple[str, int] | None = None) -> subprocess.Popen[bytes]:
+    """bench/set_watch.py in the host's namespace: polls ``addrs`` (None: a line written to its stdin later) in
+    the fleet set over netlink every 10 ms, well under a millisecond of CPU a poll (`nft get element` fetched the
+    whole set each time: ~50 ms of CPU beside 100,000 elements, taken from the responder being measured); then
+    (``then``: first address, count) walks the whole range the same way."""
+    extra = ["--then-range", then[0], str(then[1])] if then else []
+    return site.lab.popen(host, [PY, "-m", "bench.set_watch", "--table", "portsentinel", "--set", "fleet_v4",
+                                 "--addrs", ",".join(addrs) if addrs else "-", "--limit", str(limit), *extra],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_all(host: FleetHost, watcher: subprocess.Popen[bytes], limit: float, *,
+             addrs: list[str] | None = None) -> tuple[float, str]:
+    """(epoch, how) by which the watcher saw its addresses (the last ones the host's responder applies, in the
+    stream's order, and a spread sample; ``addrs`` are sent to its stdin) all in force, and, when it walked the
+    whole range after that, the epoch it had confirmed all of them instead if one was still missing on the way
+    (a stall): the time every one of them was in force, at the latest."""
+    out, _ = watcher.communicate(None if addrs is None else (",".join(addrs) + "\n").encode(), timeout=limit + 30)
+    try:
+        got = json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise AssertionError(f"set_watch: {out.decode()[-2000:]}") from None
+    if got.get("at") is None:
+        raise AssertionError(f"[{host.name}] the last bans were not in force within {limit:.0f} s")
+    if "all_at" not in got:
+        return float(got["at"]), "the last ones in force"
+    if got["all_at"] is None:
+        raise AssertionError(f"[{host.name}] {got['missing']:,} bans still not in force after {limit:.0f} s")
+    if got["stalls"]:
+        return float(got["all_at"]), (f"the last ones in force, then {got['stalls']} stall(s) on the walk over "
+                                      f"the range: the walk's end")
+    return float(got["at"]), f"the last ones in force; every ban in force when the walk asked ({got['walk_s']:.2f} s)"
 
 
 def nft_floor(host: FleetHost, count: int) -> float:
@@ -217,27 +260,37 @@ def nft_floor(host: FleetHost, count: int) -> float:
 def join(site: FleetSite, keys: int) -> None:
     d = site.hosts["d"]
     first = "100.64.0.0"
-    put, _ = keys_tool(site, "b", "fill", keys, first)
-    floor_watch, _ = keys_tool(site, "d", "watch", keys)
+    put, _, last = keys_tool(site, "b", "fill", keys, first)
+    marks = sorted(set(last) | set(sample(first, keys)))
+    # The hosts already in the fleet (a, c, e) apply the same bans meanwhile; on real machines that is their own
+    # CPU, here it is the joiner's: wait until they have all of them in force before anything is timed.
+    settled = time.time()
+    for name in ("a", "c", "e"):
+        wait_all(site.hosts[name], watch_set(site, name, marks, 300), 300)
+    settled = time.time() - settled
+    floor_watch, _, _ = keys_tool(site, "d", "watch", keys)
     floor_nft = nft_floor(d, keys)
     assert d.responder is not None and d.responder.proc is not None
     res_pid = d.responder.proc.pid
-    res_cpu, busy = cpu_seconds(res_pid), machine_busy()
+    res_cpu, busy, procs = cpu_seconds(res_pid), machine_busy(), all_cpu()
+    watcher = watch_set(site, "d", marks, 300, then=(first, keys))
     start = time.time()
     d.join(wait=False)
     assert d.fleet is not None
-    done = wait_all(d, first, keys, 300)
-    res_cpu, busy = cpu_seconds(res_pid) - res_cpu, machine_busy() - busy
+    done, how = wait_all(d, watcher, 300)
+    res_cpu, busy, top = cpu_seconds(res_pid) - res_cpu, machine_busy() - busy, top_cpu(procs, all_cpu())
     fleet_cpu = cpu_seconds(d.fleet.pid)
     n, first_line, last_line = line_times(d, 0)
-    print(f"(b) a host joining a fleet with {keys:,} active bans (put by b in {put:.1f} s):")
+    print(f"(b) a host joining a fleet with {keys:,} active bans (put by b in {put:.1f} s; in force on a, c and e "
+          f"{settled:.1f} s later, before the join):")
     print(f"  all {keys:,} in force in the joiner's nft set, from starting portsentinel-fleet  "
-          f"{done - start:6.2f} s   (goal <= 5 s)")
+          f"{done - start:6.2f} s   (goal <= 5 s)\n      ({how})")
     print(f"    its first fleet line written                     {first_line - start:6.2f} s")
     print(f"    its last fleet line written ({n:,} lines)        {last_line - start:6.2f} s")
     print(f"    its responder's last fleet ban record            {last_fleet_ban(d) - start:6.2f} s")
     print(f"    CPU by then: its responder {res_cpu:.2f} s, its portsentinel-fleet {fleet_cpu:.2f} s, the whole "
           f"machine {busy:.2f} s of {os.cpu_count() or 1} x {done - start:.2f} s")
+    print(f"    CPU seconds by command by then: {top}")
     print(f"  floor: bare nats-py watcher receiving the keys     {floor_watch:6.2f} s")
     print(f"  floor: one nft batch of {keys:,} elements           {floor_nft:6.2f} s")
 
@@ -246,12 +299,14 @@ def bulk(site: FleetSite, count: int) -> None:
     e = site.hosts["e"]
     first = "100.96.0.0"
     before = len(e.remote.read_text().splitlines())
-    put, start = keys_tool(site, "c", "fill", count, first)
-    done = wait_all(e, first, count, 120)
+    # started now, told the addresses once the puts are acknowledged
+    watcher = watch_set(site, "e", None, 120, then=(first, count))
+    put, start, last = keys_tool(site, "c", "fill", count, first)
+    done, how = wait_all(e, watcher, 120, addrs=sorted(set(last) | set(sample(first, count))))
     n, first_line, last_line = line_times(e, before)
     print(f"(c) {count:,} remote bans put at once by c (acknowledged in {put:.2f} s):")
     print(f"  all in force on e, from the first put              {done - start:6.2f} s   "
-          f"({count / (done - start):,.0f} bans/s)")
+          f"({count / (done - start):,.0f} bans/s)\n      ({how})")
     print(f"    e's first fleet line written                     {first_line - start:6.2f} s")
     print(f"    e's last fleet line written ({n:,} lines)        {last_line - start:6.2f} s")
     print(f"    e's responder's last fleet ban record            {last_fleet_ban(e) - start:6.2f} s")

@@ -34,8 +34,14 @@ async def connect(args: argparse.Namespace) -> nats.aio.client.Client:
                               inbox_prefix=f"_INBOX_{args.host}", connect_timeout=5, max_reconnect_attempts=3)
 
 
+#: fill: the addresses of the last puts in the stream's order (highest sequences), which a joining host's
+#: responder applies last: once they are in force, so is the rest (bench/fleet_e2e_bench.py).
+LAST: list[str] = []
+
+
 async def fill(args: argparse.Namespace) -> tuple[float, float]:
     nc = await connect(args)
+    order: list[tuple[int, str]] = []
     js = nc.jetstream(timeout=30)
     first = int(ipaddress.IPv4Address(args.first))
     now = time.time()
@@ -43,14 +49,18 @@ async def fill(args: argparse.Namespace) -> tuple[float, float]:
     first_put = time.time()
     for base in range(0, args.count, 5000):
         futures = []
+        addrs = []
         for i in range(base, min(base + 5000, args.count)):
             addr = str(ipaddress.IPv4Address(first + i))
+            addrs.append(addr)
             value = {"v": 1, "addr": addr, "jail": "portsentinel", "until": round(now + args.ttl, 3), "scan": "syn",
                      "verified": 0, "offence": 1, "at": round(now, 3)}
             subject = f"$KV.{BUCKET}.{args.host}.portsentinel.{addr.replace('.', '-')}"
             futures.append(await js.publish_async(subject, json.dumps(value, separators=(",", ":")).encode()))
-        await asyncio.gather(*futures)
+        acks = await asyncio.gather(*futures)
+        order += [(int(ack.seq), addr) for ack, addr in zip(acks, addrs, strict=True)]
     took = time.monotonic() - start
+    LAST[:] = [addr for _, addr in sorted(order)[-16:]]
     await nc.close()
     return took, first_put
 
@@ -103,7 +113,7 @@ def main() -> int:
     p.add_argument("--limit", type=float, default=120)
     args = p.parse_args()
     took, start = asyncio.run(fill(args) if args.what == "fill" else watch(args))
-    print(json.dumps({"seconds": took, "start": start}))
+    print(json.dumps({"seconds": took, "start": start, "last": LAST}))
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from portsentinel import record as R
 from portsentinel.common import paths
+from portsentinel.common.heap import HeapFreezer
 from portsentinel.common.metrics import Exporter
 from portsentinel.common.sdnotify import watchdog_interval
 from portsentinel.common.systemd import journal_available
@@ -81,6 +82,7 @@ class Responder:
         self.opts = opts
         self.sel = selectors.DefaultSelector()
         self.book = BanBook()
+        self.heap = HeapFreezer()
         self.sources: dict[str, Source] = {}
         self.store = Store(str(opts.state_dir / "responder.sqlite3"))
         self._stop = False
@@ -270,6 +272,7 @@ class Responder:
             self.engine.end_batch()
             if paused:
                 gc.enable()
+                self.heap.batch_done()  # the batch's bans: out of later collections' way (common/heap.py)
 
     def _decide(self, source: str, entries: list[Any], now: float) -> None:
         bans: list[Ban] = []
@@ -369,6 +372,7 @@ class Responder:
             self.executor.retry_due(time.time())
             trap_turn.tick(self)  # kernel trap (docs/kernel-trap.md)
             self.health.run(self.engine.jails)
+            self.heap.tick()
             self.reporter.turn_done()  # one fdatasync for what this turn decided (JSON lines only), re-arms sent
             if self.exporter is not None:
                 self.exporter.tick(time.monotonic())

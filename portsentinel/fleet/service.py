@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from portsentinel import record as R
+from portsentinel.common.heap import HeapFreezer
 from portsentinel.common.sdnotify import Notifier
 from portsentinel.common.systemd import JournalWriter, journal_available
 
@@ -50,6 +51,8 @@ APPLY_BATCH = 2000
 SETTLE = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 #: An entry stored this recently is a live update (the per-origin rate cap applies); older ones are catch-up.
 LIVE_AGE = 60.0
+#: Entries in one applied batch from which what is alive afterwards is frozen (portsentinel.common.heap).
+FREEZE_MIN = 500
 
 
 class FleetService:
@@ -76,6 +79,7 @@ class FleetService:
         self._activity = time.monotonic()
         self._stop = asyncio.Event()
         self._flush_soon = False
+        self.heap = HeapFreezer()
         #: Lines applied but not yet written to the output (its write failed: a full disk): written again, first,
         #: at each flush; the watch position is not committed past them until they are (a restart replays them).
         self._unwritten: list[str] = []
@@ -202,6 +206,8 @@ class FleetService:
         finally:
             if paused:
                 gc.enable()
+                if len(entries) >= FREEZE_MIN:  # a catch-up's bans: out of later collections' way
+                    self.heap.batch_done()
         return lines
 
     def _apply_loop(self, entries: list[Entry], now: float) -> list[str]:
@@ -314,6 +320,7 @@ class FleetService:
             self.read_decisions()  # a poll besides the wake socket (journald's own wake-ups come late)
             self.applier.expire(now)
             self.flush_applied()
+            self.heap.tick()
             self._emit(self.audit.due(now))
             try:
                 S.write(self.cfg.status, self.status())

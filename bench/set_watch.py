@@ -32,6 +32,8 @@ from portsentinel.responder.adapters.nftrules import (
     NLM_F_ACK,
     NLM_F_REQUEST,
     NLMSG_ERROR,
+    error_of,
+    messages,
 )
 
 NFT_MSG_GETSETELEM = 13
@@ -66,20 +68,14 @@ def confirmed(sock: socket.socket, req: bytes) -> int:
     sock.send(req)
     found = 0
     while True:
-        data = sock.recv(1 << 20)
-        off = 0
-        while off + _NLMSG.size <= len(data):
-            length, mtype, _f, _seq, _pid = _NLMSG.unpack_from(data, off)
-            if length < _NLMSG.size:
-                return found
+        for mtype, payload in messages(sock.recv(1 << 20)):
             if mtype == NLMSG_ERROR:
-                err = -struct.unpack_from("=i", data, off + _NLMSG.size)[0]
+                err = error_of(payload)
                 if err in (0, errno.ENOENT):
                     return found
                 raise OSError(err, f"netlink: {os.strerror(err)}")
             if mtype == NEWSETELEM:
                 found += 1
-            off += (length + 3) & ~3
 
 
 def main() -> int:

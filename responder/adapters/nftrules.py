@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Iterator
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -60,6 +61,22 @@ def lookup_sets(rule: bytes) -> set[str]:
     return found
 
 
+def messages(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(type, payload after the netlink header) of each message in one buffer the kernel sent."""
+    off = 0
+    while off + _NLMSG.size <= len(data):
+        length, mtype, _f, _seq, _pid = _NLMSG.unpack_from(data, off)
+        if length < _NLMSG.size:
+            return
+        yield mtype, data[off + _NLMSG.size:off + length]
+        off += (length + 3) & ~3
+
+
+def error_of(payload: bytes) -> int:
+    """The errno of an NLMSG_ERROR message's payload (0: an acknowledgement)."""
+    return -int(struct.unpack_from("=i", payload)[0])
+
+
 def _ask(family: str, msg: int, flags: int, attrs: bytes, timeout: float) -> list[bytes]:
     """One request; the payloads (after nfgenmsg) of the answers. OSError with the kernel's errno on an error."""
     head = struct.pack("=BBH", FAMILIES[family], 0, 0)
@@ -71,22 +88,15 @@ def _ask(family: str, msg: int, flags: int, attrs: bytes, timeout: float) -> lis
         s.bind((0, 0))
         s.send(req)
         while True:
-            data = s.recv(1 << 16)
-            off = 0
-            while off + _NLMSG.size <= len(data):
-                length, mtype, _f, _seq, _pid = _NLMSG.unpack_from(data, off)
-                if length < _NLMSG.size:
-                    return out
-                payload = data[off + _NLMSG.size:off + length]
+            for mtype, payload in messages(s.recv(1 << 16)):
                 if mtype == NLMSG_DONE:
                     return out
                 if mtype == NLMSG_ERROR:
-                    err = -struct.unpack_from("=i", payload)[0]
+                    err = error_of(payload)
                     if err:
                         raise OSError(err, f"netlink: {os.strerror(err)}")
                     return out
                 out.append(payload[4:])
-                off += (length + 3) & ~3
             if not flags & NLM_F_DUMP:
                 return out
 

@@ -82,34 +82,29 @@ class NeverBan:
     def why(self, ip: str, ignoreip: Iterable[IPNetwork] = (), ignoreself: bool = True) -> str | None:
         """The reason ``ip`` must not be banned, or None."""
         text = canonical_address(ip)  # v4-mapped → v4; a zone id is refused
-        if ":" not in text:  # IPv4 from its text: no address object
+        v4 = ":" not in text
+        if v4:  # IPv4 from its text: no address object
             first = int(text[:text.index(".")])
             if first in _LOOPBACK_OCTETS or text == "0.0.0.0":
                 return _LOOPBACK
-            if ignoreself:
-                reason = self.reasons.get(text)
-                if reason:
-                    return reason
-            if not ignoreip:
-                return None
-            spans4, octets = self._ignored_octets(ignoreip)
-            if first not in octets:  # (most addresses: no integer, no loop)
-                return None
+        else:
             value = addr_int(text)
-            for lo, hi, _what, kind in spans4[4]:
-                if lo <= value <= hi:
-                    return kind
-            return None
-        value = addr_int(text)
-        if value <= 1 or value >> 120 == 0xFF:  # ::, ::1, ff00::/8
-            return _LOOPBACK
+            if value <= 1 or value >> 120 == 0xFF:  # ::, ::1, ff00::/8
+                return _LOOPBACK
         if ignoreself:
             reason = self.reasons.get(text)
             if reason:
                 return reason
         if not ignoreip:
             return None
-        for lo, hi, _what, kind in self._ignored(ignoreip)[6]:
+        if v4:
+            spans, octets = self._ignored_octets(ignoreip)
+            if first not in octets:  # (most addresses: no integer, no loop)
+                return None
+            value = addr_int(text)
+        else:
+            spans = self._ignored(ignoreip)
+        for lo, hi, _what, kind in spans[4 if v4 else 6]:
             if lo <= value <= hi:
                 return kind
         return None

@@ -67,11 +67,16 @@ class JournalLater:
         return out
 
 
+def _config(tmp_path: Path, responder_uid: int) -> FleetConfig:
+    """A host's fleet configuration with every file in ``tmp_path``, taking wake-ups from ``responder_uid``."""
+    return FleetConfig(host="a", servers=("nats://192.0.2.1:4222",), decisions=str(tmp_path / "decisions.jsonl"),
+                       state=str(tmp_path / "state.sqlite3"), output=str(tmp_path / "remote.jsonl"),
+                       wake=str(tmp_path / "wake"), responder_wake="", status=str(tmp_path / "status.json"),
+                       responder_uid=responder_uid)
+
+
 def test_a_carried_decision_is_published_at_once_and_once(tmp_path: Path) -> None:
-    cfg = FleetConfig(host="a", servers=("nats://192.0.2.1:4222",), decisions=str(tmp_path / "decisions.jsonl"),
-                      state=str(tmp_path / "state.sqlite3"), output=str(tmp_path / "remote.jsonl"),
-                      wake=str(tmp_path / "wake"), responder_wake="", status=str(tmp_path / "status.json"),
-                      responder_uid=os.geteuid())
+    cfg = _config(tmp_path, os.geteuid())
     svc = S.FleetService(cfg)
     late = JournalLater()
     svc.input = late
@@ -101,10 +106,7 @@ def test_a_carried_decision_is_published_at_once_and_once(tmp_path: Path) -> Non
 
 
 def test_a_wake_up_from_another_uid_publishes_nothing(tmp_path: Path) -> None:
-    cfg = FleetConfig(host="a", servers=("nats://192.0.2.1:4222",), decisions=str(tmp_path / "decisions.jsonl"),
-                      state=str(tmp_path / "state.sqlite3"), output=str(tmp_path / "remote.jsonl"),
-                      wake=str(tmp_path / "wake"), responder_wake="", status=str(tmp_path / "status.json"),
-                      responder_uid=os.geteuid() + 4242)
+    cfg = _config(tmp_path, os.geteuid() + 4242)
     svc = S.FleetService(cfg)
     svc.input = JournalLater()
 
@@ -122,10 +124,7 @@ def test_a_wake_up_from_another_uid_publishes_nothing(tmp_path: Path) -> None:
 def test_a_late_wake_up_does_not_bring_back_what_the_journal_already_undid(tmp_path: Path) -> None:
     """The journal's reader ran first and published a ban and its unban; the ban's wake-up, read after that, must
     not put the ban again."""
-    cfg = FleetConfig(host="a", servers=("nats://192.0.2.1:4222",), decisions=str(tmp_path / "decisions.jsonl"),
-                      state=str(tmp_path / "state.sqlite3"), output=str(tmp_path / "remote.jsonl"),
-                      wake=str(tmp_path / "wake"), responder_wake="", status=str(tmp_path / "status.json"),
-                      responder_uid=os.geteuid())
+    cfg = _config(tmp_path, os.geteuid())
     svc = S.FleetService(cfg)
     journal = JournalLater()
     svc.input = journal

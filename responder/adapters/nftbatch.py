@@ -142,9 +142,13 @@ class NftBatch:
         for name, ips, touts in self._bulk:
             elems = [ip if t is None or t < 0 else f"{ip} timeout {t if t > 1 else 1}s"
                      for ip, t in zip(ips, touts, strict=True)]
-            head = f"add element {self.family} {self.table} {name} {{ "
-            lines += [head + ", ".join(elems[i:i + CHUNK]) + " }\n" for i in range(0, len(elems), CHUNK)]
+            lines += self._element_lines("add", name, elems)
         return "".join(lines)
+
+    def _element_lines(self, verb: str, set_name: str, elems: list[str]) -> list[str]:
+        """``verb element`` lines for ``elems`` of one set, :data:`CHUNK` elements a line."""
+        head = f"{verb} element {self.family} {self.table} {set_name} {{ "
+        return [head + ", ".join(elems[i:i + CHUNK]) + " }\n" for i in range(0, len(elems), CHUNK)]
 
     def delete(self, set_name: str, ip: str) -> None:
         """Queue the removal of an element."""
@@ -166,10 +170,8 @@ class NftBatch:
         lines = []
         for verb, groups in (("add", adds), ("delete", dels)):
             for set_name, elems in groups.items():
-                for i in range(0, len(elems), CHUNK):
-                    chunk = ", ".join(elems[i:i + CHUNK])
-                    lines.append(f"{verb} element {self.family} {self.table} {set_name} {{ {chunk} }}")
-        return "".join(line + "\n" for line in lines)
+                lines += self._element_lines(verb, set_name, elems)
+        return "".join(lines)
 
     def _run(self, text: str) -> Result:
         return self.runner.run([*self.nft, "-f", "-"], input=text, timeout=self.timeout)

@@ -73,16 +73,23 @@ class Remote(NamedTuple):
 
 def origin_fields(info: Mapping[str, str]) -> dict[str, str]:
     """PS_ORIGIN, PS_ORIGIN_JAIL, PS_ORIGINS of a remote ban's info (empty for a local ban)."""
+    out: dict[str, str] = {}
+    add_origin_fields(info, out)
+    return out
+
+
+def add_origin_fields(info: Mapping[str, str], out: dict[str, str]) -> bool:
+    """:func:`origin_fields` added to ``out`` (a record being built); False for a local ban's info (nothing)."""
     origin = info.get("origin")
     if not origin:
-        return {}
-    out = {R.F_ORIGIN: origin}
+        return False
+    out[R.F_ORIGIN] = origin
     jail, origins = info.get("origin_jail"), info.get("origins")
     if jail:
         out[R.F_ORIGIN_JAIL] = jail
     if origins:
         out[R.F_ORIGINS] = origins
-    return out
+    return True
 
 
 #: Host and jail names that matched :data:`_NAME` lately (a catch-up repeats a few of them 100,000 times).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from portsentinel import record as R
 from portsentinel.responder.core.bans import FOREVER, Ban
+from portsentinel.responder.core.remote import add_origin_fields
 
 #: Ban.info keys of a shared ban.
 SHARE = "share"
@@ -33,15 +34,7 @@ def add_record_fields(ban: Ban, out: dict[str, str]) -> None:
         for key, name in (("scan", R.F_SCAN), ("verified", R.F_VERIFIED), ("mode", R.F_MODE)):
             if info.get(key):
                 out[name] = info[key]
-    else:
-        origin = info.get("origin")
-        if not origin:
-            return
-        out[R.F_ORIGIN] = origin  # (origin_fields, written in place)
-        jail, origins = info.get("origin_jail"), info.get("origins")
-        if jail:
-            out[R.F_ORIGIN_JAIL] = jail
-        if origins:
-            out[R.F_ORIGINS] = origins
+    elif not add_origin_fields(info, out):
+        return
     if ban.expires != FOREVER:
         out[R.F_UNTIL] = f"{ban.expires:.3f}"

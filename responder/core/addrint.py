@@ -8,14 +8,9 @@ other text goes through ``ipaddress``, which also raises the ValueError for what
 from __future__ import annotations
 
 import ipaddress
-import re
 
 from portsentinel.addrtext import v6_int
-
-#: A dotted quad in canonical form (no leading zeros, each part at most 255).
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_V4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
-
+from portsentinel.record import V4_CANONICAL as _V4  # a dotted quad in canonical form
 
 #: The addresses read lately: one ban reads its address five or six times (never-ban, its network, the book).
 _RECENT: dict[str, int] = {}

@@ -23,7 +23,13 @@ import time
 
 import nats
 
-from portsentinel.fleet.consumer import parse_ack
+from portsentinel.fleet.consumer import (
+    consumer_name,
+    create_request,
+    create_subject,
+    delete_subject,
+    parse_ack,
+)
 
 BUCKET = "portsentinel_bans"
 
@@ -84,19 +90,16 @@ async def watch(args: argparse.Namespace) -> tuple[float, float]:
 
     start = time.monotonic()
     first = time.time()
-    stream, name = f"KV_{BUCKET}", f"ps_watch_{args.host}"
+    stream, name = f"KV_{BUCKET}", consumer_name(args.host)
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, cb=on_msg)
-    config = {"name": name, "deliver_subject": inbox, "filter_subject": f"$KV.{BUCKET}.>", "ack_policy": "none",
-              "max_deliver": 1, "replay_policy": "instant", "flow_control": True, "idle_heartbeat": 5_000_000_000,
-              "inactive_threshold": 60_000_000_000, "mem_storage": True, "num_replicas": 1,
-              "deliver_policy": "last_per_subject"}
-    await nc.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", b"", timeout=10)
-    await nc.request(f"$JS.API.CONSUMER.CREATE.{stream}.{name}",
-                     json.dumps({"stream_name": stream, "config": config}).encode(), timeout=10)
+    await nc.request(delete_subject(stream, name), b"", timeout=10)
+    await nc.request(create_subject(stream, name),
+                     create_request(stream, name, deliver=inbox, filter_subject=f"$KV.{BUCKET}.>", after_seq=0,
+                                    heartbeat=5.0, inactive=60.0), timeout=10)
     end = await asyncio.wait_for(done, args.limit)
     await sub.unsubscribe()
-    await nc.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", b"", timeout=10)
+    await nc.request(delete_subject(stream, name), b"", timeout=10)
     await nc.close()
     return float(end - start), first
 

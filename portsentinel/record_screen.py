@@ -35,7 +35,9 @@ def _column(one: str) -> re.Pattern[str]:
 
 _INTS = _column(_INT)
 _PORTS = _column(rf"(?!0[0-9]){_PORT}")
-_V4S = _column(_V4)
+#: Canonical IPv4 addresses, one a line (joined by newlines, none after the last): also the restore's never-ban
+#: screen (responder.core.guard).
+V4_COLUMN = _V4S = _column(_V4)
 
 #: Per shape (field names in order): the checks of its checked fields, or None when a name is not allowed (each
 #: record of that shape goes the long way and is refused with its reason). Bounded like record._KNOWN.

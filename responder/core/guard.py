@@ -7,7 +7,8 @@ import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from portsentinel.record import V4_CANONICAL, canonical_address
+from portsentinel.record import canonical_address
+from portsentinel.record_screen import V4_COLUMN
 from portsentinel.responder.core.addrint import addr_int, network_range
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -22,7 +23,6 @@ _LOOPBACK_SPANS: dict[int, Span] = {4: (127 << 24, (128 << 24) - 1, "127.0.0.0/8
 
 
 #: Lines that are each a canonical IPv4 address (the screen below reads first bytes from such text only).
-_V4_LINES = re.compile(rf"(?:{V4_CANONICAL.pattern}\n)*")
 #: First bytes of the IPv4 addresses never banned whatever the configuration: loopback, multicast.
 _LOOPBACK_OCTETS = frozenset({127, *range(224, 240)})
 
@@ -118,7 +118,7 @@ class NeverBan:
         if not ips:
             return set()
         joined = "\n".join(ips) + "\n"
-        if not _V4_LINES.fullmatch(joined):
+        if not V4_COLUMN.fullmatch(joined, 0, len(joined) - 1):  # (every line but the last newline)
             return None
         octets = {0, *_LOOPBACK_OCTETS}  # (0: for 0.0.0.0)
         if ignoreself:

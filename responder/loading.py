@@ -110,9 +110,14 @@ def open_sources(sources: dict[str, Source], runtimes: list[JailRuntime], sel: s
             src = FileSource(path, kind="jsonl" if path.endswith(".jsonl") else "text",
                              expected_uid=rts[0].cfg.file_owner, name=name)
         cursor = store.cursor(name)
+        stored = cursor is not None
         if cursor is None and any(rt.cfg.fleet for rt in rts):
             cursor = _file_start(name.split(":", 1)[1])
         src.seek(cursor)
+        if not stored:  # where it starts is committed: a crash before its first batch is committed reads it again
+            start = src.position()
+            if start is not None:
+                store.commit(cursors={name: start})
         sources[name] = src
         if src.fileno() >= 0:
             sel.register(src, selectors.EVENT_READ, ("source", name))

@@ -170,6 +170,10 @@ class JournalReader:
                 log.warning("%s: cannot resume after cursor %r (%s); starting at the end", self.name, cursor, exc)
         self._seek_end()
 
+    def position(self) -> str | None:
+        """The cursor to resume after: the last entry returned or sought after (None: the journal was empty)."""
+        return self._anchor
+
     def entries(self, limit: int = 1024) -> list[JournalEntry]:
         out: list[JournalEntry] = []
         reader = self._reader

@@ -180,14 +180,29 @@ class Executor:
         if action.has("actionstart") and (jail, action.name) not in self.started:
             self._start_one(jail, action)
 
+    def kernel_expires(self, bans: list[Ban]) -> bool:
+        """Every action of every jail of ``bans`` is a plain set action (nftables, kernel-trap: a set element
+        carrying its own timeout) and no ban is for ever: the kernel lifts each of them on its own, with or without
+        this process (responder.core.keeper may then apply them before their rows are committed)."""
+        jails: set[str] = set()
+        for b in bans:
+            if b.expires == FOREVER or not math.isfinite(b.expires):
+                return False
+            jails.add(b.jail)
+        for jail in jails:
+            actions = [a for a in self.actions.get(jail, []) if a.has("actionban")]
+            if not actions or not all(bulkban.plain(a) for a in actions):
+                return False
+        return True
+
     def ban_many(self, bans: list[Ban], *, now: float, restoring: bool = False,
-                 only: set[str] | None = None) -> list[tuple[Ban, list[str]]]:
+                 only: set[str] | None = None, report: bool = True) -> list[tuple[Ban, list[str]]]:
         """Apply bans: every action's plan, set elements in one nft batch per table, commands one by one
         (``only``: just these actions). A jail whose actions are all plain set actions (the nftables action)
         has its elements added straight to the batch (responder.actions.bulkban: no variables or plan per ban).
         A ban that cannot be planned is reported with its address and skipped; it never stops the others.
-        Returns each ban with the actions that hold it; unless ``restoring``, each is also reported as a ban
-        record (all at once through ``report_bans`` when the service set it)."""
+        Returns each ban with the actions that hold it; unless ``restoring`` (or ``report`` is False: the caller
+        reports them later with :meth:`report_applied`), each is also reported as a ban record."""
         if not bans:
             return []
         batches: dict[str, NftBatch] = {}
@@ -224,13 +239,18 @@ class Executor:
                     done[(ban.jail, ban.ip)].append(action.name)
         applied = [(ban, done[(ban.jail, ban.ip)]) for ban in bans
                    if ban.expires == FOREVER or math.isfinite(ban.bantime)]  # else reported above as failed
-        if not restoring:
-            if self.report_bans is not None:
-                self.report_bans(applied)
-            else:
-                for ban, names in applied:
-                    self._report_ban(ban, names)
+        if report and not restoring:
+            self.report_applied(applied)
         return applied
+
+    def report_applied(self, applied: list[tuple[Ban, list[str]]]) -> None:
+        """The ban records of bans that :meth:`ban_many` applied (all at once through ``report_bans`` when the
+        service set it)."""
+        if self.report_bans is not None:
+            self.report_bans(applied)
+        else:
+            for ban, names in applied:
+                self._report_ban(ban, names)
 
     def _ban_one(self, ban: Ban, actions: list[Action], now: float, batches: dict[str, NftBatch],
                  batched: dict[str, list[tuple[Ban, Action]]], done: dict[tuple[str, str], list[str]]) -> None:

@@ -117,6 +117,10 @@ class FileSource:
         if self._cur is not None:
             self._seek_end(self._cur)
 
+    def position(self) -> str | None:
+        """The cursor of the current point of the followed file; None while there is no file."""
+        return None if self._cur is None else self._cursor(self._cur)
+
     def read(self, limit: int = 1024) -> list[Entry]:
         """Up to ``limit`` complete lines available now, oldest first (call again while it returns ``limit``)."""
         out: list[Entry] = []

@@ -2,9 +2,10 @@
 restored at start and re-applied when the firewall lost them. The one place that orders store writes and actions.
 
 Order of effects: a ban and the cursor of the entry that made it are committed in one transaction, then the
-actions run; an unban is committed as pending, then its actions run, and the pending row goes only when all of them
-succeeded (responder.core.unbans retries it, and a restart runs it again). Actions are idempotent, so a crash at any
-step leaves nothing doubled and nothing in force that nothing will lift.
+actions run (bans that the kernel lifts on its own, set elements with a timeout, go in force first: see
+Keeper.apply); an unban is committed as pending, then its actions run, and the pending row goes only when all of
+them succeeded (responder.core.unbans retries it, and a restart runs it again). Actions are idempotent, so a crash
+at any step leaves nothing doubled and nothing in force that nothing will lift.
 
 ``PORTSENTINEL_TEST_CRASH=POINT`` (tests only, docs/testing.md) makes the process kill itself with SIGKILL at
 one step: ``ban-committed``, ``ban-applied``, ``unban-committed``, ``unban-applied``.
@@ -123,10 +124,23 @@ class Keeper:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def apply(self, bans: list[Ban], cursors: dict[str, str] | None = None) -> None:
-        """Commit new bans (and the cursor that made them) first, then run their actions."""
+        """Commit new bans (and the cursor that made them) first, then run their actions; bans that the kernel
+        lifts on its own (Executor.kernel_expires: set elements with a timeout, the nftables action's) are put
+        in force first and committed right after, their records written once both are done.
+
+        The second order keeps the first's promise: a crash between the two leaves set elements that expire
+        by themselves, and neither the bans nor the cursor committed, so the entries are read and decided again
+        at the next start (adding an element that is already there changes nothing)."""
         if self.pending.pending:  # (none pending, the usual case: no look-up per ban)
             for b in bans:
                 self.pending.cancel(b.jail, b.ip)  # a pending unban must not lift the new ban
+        if bans and self.executor.kernel_expires(bans):
+            applied = self.executor.ban_many(bans, now=self.clock(), report=False)
+            self._crash_point("ban-applied")
+            self.store.commit(added=bans, cursors=cursors)
+            self._crash_point("ban-committed")
+            self.executor.report_applied(applied)
+            return
         self.store.commit(added=bans, cursors=cursors)
         if bans:
             self._crash_point("ban-committed")

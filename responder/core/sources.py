@@ -38,6 +38,10 @@ class Source(Protocol):
         """Resume after ``cursor``; ``None`` starts at the current end (nothing old is replayed)."""
         ...
 
+    def position(self) -> str | None:
+        """The cursor to resume at the current point (``seek`` takes it); None when there is none yet."""
+        ...
+
     def process(self) -> None:
         """Acknowledge the descriptor's wake-up (journal: sd_journal_process; inotify: read events)."""
         ...

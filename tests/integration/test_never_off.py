@@ -205,6 +205,49 @@ def test_kill9_at_each_step_leaves_nothing_lost_doubled_or_behind(mlab: Lab, tmp
         assert second.stop() == 0
 
 
+@pytest.mark.parametrize("point", ["ban-applied", "ban-committed"])
+def test_kill9_when_set_elements_go_in_force_before_their_rows(mlab: Lab, tmp_path: Path, point: str) -> None:
+    """A jail of set actions only (the kernel lifts its elements by their timeout): the bans go in force before
+    their rows are committed (Keeper.apply). Killed between the two, the element is there and neither the row nor
+    the cursor: the next start reads the record again and bans it once; killed after, it restores it. Either way
+    it is lifted on time and nothing is doubled."""
+    vic = mlab.victim
+    n = ["ban-applied", "ban-committed"].index(point)
+    ip, name = f"198.51.100.{70 + n}", f"q{n}"
+    cfg = make_config(tmp_path, _jail(tmp_path, name, f"nftables[name={name}]", bantime="5"))
+    alerts = _alerts(tmp_path)
+    first = ResponderProcess(vic, tmp_path, cfg, env={"PORTSENTINEL_TEST_CRASH": point}).start()
+    _record(alerts, ip)
+    assert first.proc is not None
+    first.proc.wait(20)
+    assert first.proc.returncode == -9, first.stderr()
+    first.kill9()
+    assert _in_set(vic, f"{name}_v4", ip)  # in force before the row: the element is there in both cases
+    db_path = tmp_path / "state" / "responder.sqlite3"
+    db = sqlite3.connect(db_path)
+    rows = db.execute("SELECT count(*) FROM bans").fetchone()[0]
+    db.close()
+    assert rows == (0 if point == "ban-applied" else 1)
+    second = ResponderProcess(vic, tmp_path, cfg).start()
+    try:
+        def stored() -> bool:
+            c = sqlite3.connect(db_path)
+            try:
+                return bool(c.execute("SELECT count(*) FROM bans WHERE ip=?", (ip,)).fetchone()[0] == 1)
+            finally:
+                c.close()
+        assert _until(stored, 5) is not None, second.stderr()  # decided again (or restored): one row
+        assert _in_set(vic, f"{name}_v4", ip)
+        bans = [r for r in second.records() if r.get("PS_EVENT") == "ban" and r.get("PS_SRC") == ip]
+        assert len(bans) == (1 if point == "ban-applied" else 0), bans  # the re-read record's one ban record
+        assert _until(lambda: not _in_set(vic, f"{name}_v4", ip), 12) is not None, second.stderr()
+        assert _until(lambda: not stored(), 5) is not None
+        failed = [r for r in second.records() if r.get("PS_EVENT") == "failed"]
+        assert not failed, failed
+    finally:
+        assert second.stop() == 0
+
+
 # ------------------------------------------------------------------------------------------ item 5: crash loops
 def _send(src: str, **extra: str) -> None:
     """A detector record in the private journal, written by root (trusted, as the detector's)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,6 +64,13 @@ class JailRuntime:
     journal: bool  # entries come from the journal (trust by trusted fields)
     bans_total: int = 0
     ignored_total: int = 0
+    #: The matcher's record_host when it has one (responder.filter.filters: a record's canonical address without
+    #: its Failure); else the engine takes match_record's hit.
+    record_host: Callable[[Mapping[str, str]], str | None] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.record_host is None:
+            self.record_host = getattr(self.matcher, "record_host", None)
 
 
 class OffenceCounts(Protocol):
@@ -117,7 +124,7 @@ class Engine:
     def end_batch(self) -> None:
         self._counts = None
 
-    def _offence(self, jail: str, target: str) -> int:
+    def offences_before(self, jail: str, target: str) -> int:
         """The offence count of ``target`` in ``jail`` so far (before this ban)."""
         if self._counts is not None:
             known = self._counts.get(jail)
@@ -128,6 +135,21 @@ class Engine:
                 if target in known[0]:
                     return 0  # looked up: no row
         return self.offences.offences(jail, target)
+
+    def count_offence(self, jail: str, target: str) -> int:
+        """The offence number of a new ban of ``target`` in ``jail``, remembered for the rest of the batch."""
+        count = self.offences_before(jail, target) + 1
+        self.note_offence(jail, target, count)
+        return count
+
+    def note_offence(self, jail: str, target: str, count: int) -> None:
+        """A new ban's offence number, remembered for the rest of the batch (the store has it once the batch's
+        bans are committed)."""
+        if self._counts is not None:
+            known = self._counts.get(jail)
+            if known is None:
+                known = self._counts[jail] = (set(), {})
+            known[1][target] = count
 
     @staticmethod
     def network(cfg: JailConfig, ip: str) -> str:
@@ -149,13 +171,21 @@ class Engine:
         name = rt.cfg.name
         if e.error:
             return None  # the service logs unparsable lines once, not per jail
-        hit = rt.matcher.match_line(e.line) if e.line else rt.matcher.match_record(e.fields)
-        if hit is None:
+        host: str | None
+        if e.line:
+            hit = rt.matcher.match_line(e.line)
+            host = None if hit is None else hit.host
+        elif rt.record_host is not None:
+            host = rt.record_host(e.fields)
+        else:
+            hit = rt.matcher.match_record(e.fields)
+            host = None if hit is None else hit.host
+        if host is None:
             return None
         try:
-            ip = R.canonical_address(hit.host)
+            ip = R.canonical_address(host)
         except ValueError:
-            return Decision("invalid", name, "", f"matched host {hit.host[:80]!r} is not an IP address")
+            return Decision("invalid", name, "", f"matched host {host[:80]!r} is not an IP address")
         if rt.journal:
             why = journal_trusted(e.fields, rt.cfg)
             if why is not None:
@@ -242,12 +272,7 @@ class Engine:
             rt.ignored_total += 1
             return Decision("ignored", name, ip,
                             f"ban cap reached ({rt.cfg.maxbans_per_minute} per minute): not executed")
-        count = self._offence(name, target) + 1
-        if self._counts is not None:  # (the store has it once the batch's bans are committed)
-            known = self._counts.get(name)
-            if known is None:
-                known = self._counts[name] = (set(), {})
-            known[1][target] = count
+        count = self.count_offence(name, target)
         if seconds is None:
             seconds = bantime_for(rt.cfg, count)
             info = {}

@@ -174,6 +174,14 @@ class PerMinuteCap:
         self._times: deque[float] = deque()
         self.refused = 0
 
+    def full(self, now: float) -> bool:
+        """:meth:`allow` would refuse a ban now (nothing counted)."""
+        if self.limit <= 0:
+            return False
+        while self._times and now - self._times[0] >= 60.0:
+            self._times.popleft()
+        return len(self._times) >= self.limit
+
     def allow(self, now: float) -> bool:
         if self.limit <= 0:  # no cap (the fleet jail's default): nothing to count
             return True

@@ -113,16 +113,27 @@ class Filter:
     def match_record(self, record: Mapping[str, str], now: float | None = None) -> Failure | None:
         """:meth:`examine_record`'s failure. A record with the ``hostfield`` under a filter without ignoreregex
         (portsentinel, portsentinel-fleet) is decided from its fields alone: no journal text, no Verdict."""
-        host = self.hostfield
-        if host and host in record and not self.record_rules.match.ignoreregex:
-            if not self._journal_matches(record):
-                return None
-            try:
-                ip = _canonical(record[host])
-            except ValueError:
-                return None
-            return Failure(ip, R.record_time(record, journal_first=True), record, record.get(R.F_MESSAGE, ""), -1)
-        return self.examine_record(record, now).failure
+        if not self._by_fields(record):
+            return self.examine_record(record, now).failure
+        ip = self.record_host(record)
+        return None if ip is None else Failure(ip, R.record_time(record, journal_first=True), record,
+                                                record.get(R.F_MESSAGE, ""), -1)
+
+    def record_host(self, record: Mapping[str, str]) -> str | None:
+        """The canonical address of :meth:`match_record`'s failure, or None when it has none (what the engine
+        needs of a record: for the filters decided from their fields alone, without making the Failure)."""
+        if not self._by_fields(record):
+            failure = self.examine_record(record, None).failure
+            return None if failure is None else failure.host
+        if not self._journal_matches(record):
+            return None
+        try:
+            return _canonical(record[self.hostfield])
+        except ValueError:
+            return None
+
+    def _by_fields(self, record: Mapping[str, str]) -> bool:
+        return bool(self.hostfield) and self.hostfield in record and not self.record_rules.match.ignoreregex
 
     def _journal_matches(self, record: Mapping[str, str]) -> bool:
         """The record satisfies ``journalmatch`` (one of its groups, every term of it); True without one."""

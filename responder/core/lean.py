@@ -1,0 +1,115 @@
+"""The engine's short way for a batch of detector records (a flood of scans: 10,000 records at once).
+
+A local jail that bans at the first failure (``maxretry`` 1, any record, IPv4 addresses banned as themselves)
+decides most records of a batch the same few ways: already banned, or a new ban. :func:`decide` takes each such
+record straight to its ban, with no Failure, BanDecision or Decision object and no call per step, and hands
+every other entry to :meth:`Engine.entry` (a line, an unreadable entry, an IPv6 source, an untrusted record, a
+never-ban address, a full ban cap, a host the jail still counts...), before anything is counted for it, so each
+entry is decided exactly once, by one of the two ways. The property test (tests/unit/responder/core/test_lean.py)
+holds it to "the same bans, decisions, counters and offence counts as Engine.entry for every batch".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from portsentinel import record as R
+from portsentinel.responder.core.bans import FOREVER, Ban, bantime_for
+from portsentinel.responder.core.engine import Engine, JailRuntime
+from portsentinel.responder.core.share import SHARE
+from portsentinel.responder.core.sources import Entry
+from portsentinel.responder.core.trust import journal_trusted
+
+#: Batches of fewer entries go the long way (a few records: nothing to gain).
+MIN_BATCH = 64
+#: The usual port numbers' texts (as the engine reads them).
+_PORTS = {str(n): n for n in range(1025)}
+_PORT, _VERIFIED, _PROTO, _SCAN, _MODE, _MESSAGE = R.F_PORT, R.F_VERIFIED, R.F_PROTO, R.F_SCAN, R.F_MODE, R.F_MESSAGE
+
+
+def jail_of(engine: Engine, source: str, batch: int = MIN_BATCH) -> JailRuntime | None:
+    """The one jail reading ``source`` when :func:`decide` may take a batch of ``batch`` of its records: a local
+    jail (not the fleet's) with a record filter that names the host field (``record_host``), banning at the
+    first failure of any record, an IPv4 address as itself; None otherwise (Engine.entry decides every entry)."""
+    if batch < MIN_BATCH:
+        return None
+    found = [rt for rt in engine.jails.values() if rt.source == source]
+    if len(found) != 1:
+        return None
+    rt = found[0]
+    cfg = rt.cfg
+    if (cfg.fleet or rt.record_host is None or cfg.maxretry > 1 or cfg.verified_only or cfg.ban_prefix_v4 != 32
+            or rt.jail.cfg is not cfg):
+        return None
+    return rt
+
+
+def decide(engine: Engine, rt: JailRuntime, source: str, entries: Sequence[Entry], now: float,
+           bans: list[Ban], slow: Callable[[Entry], None]) -> list[tuple[Ban, dict[str, str]]]:
+    """The batch's entries in order: each new ban appended to ``bans``, every entry it does not take handed to
+    ``slow`` (the service's long way: an unreadable entry reported, Engine.entry's decisions carried out) at its
+    place. Returns the new bans with their records' fields (for the metrics)."""
+    cfg = rt.cfg
+    name = cfg.name
+    record_host = rt.record_host
+    assert record_host is not None  # (jail_of)
+    book = engine.book
+    active = book.active
+    nets = book._plens  # noqa: SLF001 - (jail, version) → prefix counts: a network ban may hold an address
+    seen = rt.jail._seen  # noqa: SLF001 - a host the jail still counts (maxretry was higher): the long way
+    why = engine.never.why
+    ignoreip, ignoreself = cfg.ignoreip, cfg.ignoreself
+    cap, jail, journal, share = rt.cap, rt.jail, rt.journal, cfg.share
+    before, note = engine.offences_before, engine.note_offence
+    add = book.add
+    append = bans.append
+    out: list[tuple[Ban, dict[str, str]]] = []
+    for e in entries:
+        fields = e.fields
+        if e.error or e.line:
+            slow(e)
+            continue
+        try:
+            host = record_host(fields)
+            if host is None:
+                continue  # not the filter's: no decision (as Engine.entry with the same record_host)
+            get = fields.get
+            port_text = get(_PORT, "") or "0"
+            if (port_text not in _PORTS or ":" in host or host in seen
+                    or (journal_trusted(fields, cfg) is not None if journal else not e.trusted)):
+                slow(e)  # a port to check, an IPv6 source (its network), a host still counted, a record not trusted
+                continue
+            if (name, host) in active or (nets.get((name, 4)) and book.covering(name, host) is not None):
+                continue  # already banned here: nothing runs again
+            if why(host, ignoreip, ignoreself) is not None or cap.full(now):
+                slow(e)  # never banned, or the cap: Engine.entry decides and says so
+                continue
+            count = before(name, host) + 1
+        except Exception:  # noqa: BLE001 - the long way raises it again, and the service reports the entry
+            slow(e)
+            continue
+        # the ban: what Jail.add, PerMinuteCap.allow, Engine._ban and BanBook.add do for it
+        jail.failures_total += 1
+        cap.allow(now)
+        note(name, host, count)
+        info: dict[str, str] = {}
+        if port_text != "0":
+            info["port"] = port_text
+        proto, scan, mode = get(_PROTO, ""), get(_SCAN, ""), get(_MODE, "")
+        if proto:
+            info["proto"] = proto
+        if scan:
+            info["scan"] = scan
+        if mode:
+            info["mode"] = mode
+        if share:
+            info[SHARE] = "1"
+            info["verified"] = "1" if get(_VERIFIED) == "1" else "0"
+        seconds = bantime_for(cfg, count)
+        ban = Ban(name, host, now, FOREVER if seconds == FOREVER else now + seconds, count, 1, info,
+                  get(_MESSAGE, "")[:300])
+        add(ban)
+        rt.bans_total += 1
+        append(ban)
+        out.append((ban, fields))
+    return out

@@ -24,7 +24,7 @@ from portsentinel.common.heap import HeapFreezer
 from portsentinel.common.metrics import Exporter
 from portsentinel.common.sdnotify import watchdog_interval
 from portsentinel.common.systemd import journal_available
-from portsentinel.responder import commands
+from portsentinel.responder import commands, deciding
 from portsentinel.responder.actions.action import Action
 from portsentinel.responder.actions.executor import Executor
 from portsentinel.responder.adapters import facts
@@ -35,7 +35,7 @@ from portsentinel.responder.adapters.rearm import RearmSender
 from portsentinel.responder.adapters.store import Store
 from portsentinel.responder.config.jailconf import ResponderConfig
 from portsentinel.responder.config.reload import plan
-from portsentinel.responder.core import lean, shield, views
+from portsentinel.responder.core import shield, views
 from portsentinel.responder.core.bans import Ban, BanBook
 from portsentinel.responder.core.engine import Decision, Engine, JailRuntime
 from portsentinel.responder.core.guard import NeverBan
@@ -126,9 +126,6 @@ class Responder:
             if ban is not None:  # a shared ban, or a remote one (responder.core.share)
                 fields = {**record_fields(ban), **fields}
         self.reporter.report(event, message, **fields)
-
-    def _decision(self, d: Decision) -> None:
-        self.reporter.decision(d)
 
     def forgeries_due(self, *, flush: bool = False) -> None:
         self.reporter.forgeries_due(flush=flush)
@@ -267,55 +264,13 @@ class Responder:
         if paused:  # thousands of lasting objects (bans, records), no garbage cycle: no collection pass midway
             gc.disable()
         try:
-            self._decide(source, entries, time.time())
+            deciding.decide(self, source, entries, time.time())
         finally:
+            self.keeper.settle()  # (after an exception: the bans in force committed, without the cursor)
             self.engine.end_batch()
             if paused:
                 gc.enable()
                 self.heap.batch_done()  # the batch's bans: out of later collections' way (common/heap.py)
-
-    def _decide(self, source: str, entries: list[Any], now: float) -> None:
-        bans: list[Ban] = []
-        rt = lean.jail_of(self.engine, source, len(entries))
-        if rt is not None:  # a batch of detector records: most of them straight to their bans
-            fast = lean.decide(self.engine, rt, source, entries, now, bans,
-                               lambda e: self._entry(source, e, now, bans, ""))
-            for ban, fields in fast:
-                self.metrics.ban_from(ban, fields)
-        else:
-            previous = ""  # cursor of the entry before the current one
-            for e in entries:
-                self._entry(source, e, now, bans, previous)
-                previous = e.cursor
-        self.metrics.entries(source, entries[-1].fields, len(entries), now)
-        self.apply_bans(bans, {source: entries[-1].cursor})
-
-    def _entry(self, source: str, e: Any, now: float, bans: list[Ban], previous: str) -> None:
-        """One entry the long way (Engine.entry): its bans appended to ``bans`` (applied with the batch), any
-        other decision carried out; a remote unban first applies ``bans`` (``previous``: the cursor before it)."""
-        if e.error:
-            self.report(R.Event.IGNORED, f"unreadable entry in {source}: {e.error}", PS_DETAIL=e.error[:500])
-            return
-        try:
-            decisions = self.engine.entry(source, e, now)
-        except Exception as exc:  # noqa: BLE001 - one bad entry is logged and skipped, never a crash loop
-            log.exception("entry skipped: %s", e)
-            what = (e.line or repr(e.fields))[:500]
-            self.report(R.Event.FAILED, f"entry in {source} skipped: {type(exc).__name__}: {exc}: {what}",
-                        PS_DETAIL=f"entry={what}", PS_STDERR=f"{type(exc).__name__}: {exc}"[:2000])
-            return
-        for d in decisions:
-            if d.kind == "ban" and d.ban is not None:
-                self.lift_covered(d)
-                bans.append(d.ban)
-                self.metrics.ban_from(d.ban, e.fields)
-            elif d.kind == "unban":  # the fleet's (responder.core.remote)
-                if bans:  # bans decided before it go first: it may lift one of them
-                    self.apply_bans(list(bans), {source: previous})
-                    bans.clear()
-                commands.remote_unban(self, d)
-            else:
-                self._decision(d)
 
     def lift_covered(self, d: Decision) -> None:
         """Before a network ban: lift the bans of the same jail inside it (it covers them; nft interval sets

@@ -18,9 +18,10 @@ from pathlib import Path
 from portsentinel import record as R
 from portsentinel.responder.actions import bulkban
 from portsentinel.responder.actions.action import Action, Plan, SetElement, load_action
+from portsentinel.responder.actions.early import EarlyCommits
 from portsentinel.responder.actions.variables import BanVars, VarError
 from portsentinel.responder.adapters.libnft import NftRunner
-from portsentinel.responder.adapters.nftbatch import NftBatch
+from portsentinel.responder.adapters.nftbatch import CommitResult, NftBatch
 from portsentinel.responder.adapters.runner import Result, Runner, SubprocessRunner
 from portsentinel.responder.config.jailconf import JailConfig
 from portsentinel.responder.core.bans import BACKOFF, FOREVER, Ban, src_fields
@@ -30,6 +31,18 @@ log = logging.getLogger("portsentinel.responder")
 Report = Callable[..., None]
 #: Ban records of many applied bans at once: (ban, names of the actions that hold it) each.
 ReportBans = Callable[[list[tuple[Ban, list[str]]]], None]
+
+
+@dataclass
+class _Planned:
+    """The plans of one ban_many: its bans, the set elements queued per table (and whose they are), the actions
+    done per ban."""
+
+    bans: list[Ban]
+    now: float
+    batches: dict[str, NftBatch]
+    done: dict[tuple[str, str], list[str]]
+    batched: dict[str, list[tuple[Ban, Action]]]
 
 
 @dataclass(order=True)
@@ -55,6 +68,8 @@ class Executor:
         self.started: set[tuple[str, str]] = set()
         self._retries: list[_Retry] = []
         self.failures = 0
+        #: The worker thread of ban_many_later (started at its first use).
+        self.early = EarlyCommits(self.nft_runner, self.runner)
 
     # -------------------------------------------------------------- configuration
     def load(self, jail: JailConfig) -> list[Action]:
@@ -205,9 +220,23 @@ class Executor:
         reports them later with :meth:`report_applied`), each is also reported as a ban record."""
         if not bans:
             return []
-        batches: dict[str, NftBatch] = {}
-        done: dict[tuple[str, str], list[str]] = {(b.jail, b.ip): [] for b in bans}
-        batched: dict[str, list[tuple[Ban, Action]]] = {}
+        planned = self._plan_many(bans, now, only, self.nft_runner)
+        applied = self._applied(planned, {table: nb.commit() for table, nb in planned.batches.items()})
+        if report and not restoring:
+            self.report_applied(applied)
+        return applied
+
+    def ban_many_later(self, bans: list[Ban], *, now: float) -> Callable[[], list[tuple[Ban, list[str]]]]:
+        """:meth:`ban_many` (``report=False``) whose nft transactions run on the worker thread while the caller
+        goes on (responder.actions.early); the function returned waits for them and returns what ban_many does."""
+        planned = self._plan_many(bans, now, None, self.early.runner())
+        pending = {table: self.early.submit(nb) for table, nb in planned.batches.items()}
+        return lambda: self._applied(planned, {table: wait() for table, wait in pending.items()})
+
+    def _plan_many(self, bans: list[Ban], now: float, only: set[str] | None, runner: Runner) -> _Planned:
+        """Each ban's plans: set elements queued in one batch per table (on ``runner``), commands run now."""
+        planned = _Planned(bans, now, {}, {(b.jail, b.ip): [] for b in bans}, {})
+        batches, batched = planned.batches, planned.batched
         by_jail: dict[str, list[Ban]] = {}
         for ban in bans:
             by_jail.setdefault(ban.jail, []).append(ban)
@@ -218,30 +247,32 @@ class Executor:
                 continue
             if not all(bulkban.plain(a) for a in actions):
                 for ban in jbans:
-                    self._ban_one(ban, actions, now, batches, batched, done)
+                    self._ban_one(ban, actions, now, planned, runner)
                 continue
             for action in actions:
                 self._ensure_started(jail, action)
                 table = str(action.params.get("table", "portsentinel"))
                 nb = batches.get(table)
                 if nb is None:
-                    nb = batches[table] = NftBatch(self.nft_runner, table=table)
+                    nb = batches[table] = NftBatch(runner, table=table)
                 for ban in bulkban.add_elements(action, jbans, now, nb, batched.setdefault(table, [])):
-                    self._ban_one(ban, [action], now, batches, batched, done)
-        for table, nb in batches.items():
-            result = nb.commit()
+                    self._ban_one(ban, [action], now, planned, runner)
+        return planned
+
+    def _applied(self, planned: _Planned, results: dict[str, CommitResult]) -> list[tuple[Ban, list[str]]]:
+        """After the batches' commits: each failing element reported (and retried), each ban with the actions
+        that hold it."""
+        done, now = planned.done, planned.now
+        for table, result in results.items():
             errors = dict(result.failed)
-            for ban, action in batched.get(table, ()):
+            for ban, action in planned.batched.get(table, ()):
                 err = errors.get(ban.ip) if errors else None
                 if err is not None:
                     self._failed(ban.jail, action, "actionban", ban, Result((), 1, stderr=err), 0, now)
                 else:
                     done[(ban.jail, ban.ip)].append(action.name)
-        applied = [(ban, done[(ban.jail, ban.ip)]) for ban in bans
-                   if ban.expires == FOREVER or math.isfinite(ban.bantime)]  # else reported above as failed
-        if report and not restoring:
-            self.report_applied(applied)
-        return applied
+        return [(ban, done[(ban.jail, ban.ip)]) for ban in planned.bans
+                if ban.expires == FOREVER or math.isfinite(ban.bantime)]  # else reported above as failed
 
     def report_applied(self, applied: list[tuple[Ban, list[str]]]) -> None:
         """The ban records of bans that :meth:`ban_many` applied (all at once through ``report_bans`` when the
@@ -252,9 +283,9 @@ class Executor:
             for ban, names in applied:
                 self._report_ban(ban, names)
 
-    def _ban_one(self, ban: Ban, actions: list[Action], now: float, batches: dict[str, NftBatch],
-                 batched: dict[str, list[tuple[Ban, Action]]], done: dict[tuple[str, str], list[str]]) -> None:
+    def _ban_one(self, ban: Ban, actions: list[Action], now: float, planned: _Planned, runner: Runner) -> None:
         """One ban's variables and each action's plan: a set element into its table's batch, commands run now."""
+        batches, batched, done = planned.batches, planned.batched, planned.done
         try:
             ban_vars = BanVars.of(ban, now, remaining=True)  # validated once, for every action
         except VarError as exc:
@@ -270,7 +301,7 @@ class Executor:
                 if isinstance(plan, SetElement):
                     nb = batches.get(plan.table)
                     if nb is None:
-                        nb = batches[plan.table] = NftBatch(self.nft_runner, table=plan.table)
+                        nb = batches[plan.table] = NftBatch(runner, table=plan.table)
                     nb.add(plan.set, plan.element, plan.timeout)
                     batched.setdefault(plan.table, []).append((ban, action))
                     continue

@@ -43,6 +43,9 @@ class Keeper:
         #: The wall clock (the scenario tests pass the time their records carry: tests/scenarios).
         self.clock = clock
         self.pending = PendingUnbans()
+        #: Parts of the batch being decided whose set elements are being applied (apply_early), each with the
+        #: function that waits for them.
+        self._early: list[tuple[list[Ban], Callable[[], list[tuple[Ban, list[str]]]]]] = []
 
     def restore(self, jails: Collection[str], protected: Callable[[Ban], str | None] = lambda b: None,
                 screen: Callable[[list[Ban]], list[Ban]] | None = None) -> None:
@@ -131,6 +134,12 @@ class Keeper:
         The second order keeps the first's promise: a crash between the two leaves set elements that expire
         by themselves, and neither the bans nor the cursor committed, so the entries are read and decided again
         at the next start (adding an element that is already there changes nothing)."""
+        if self._early:  # the batch's first parts are in force already (apply_early)
+            if self.apply_early(bans):
+                bans = []
+            self.settle(None if bans else cursors)
+            if not bans:
+                return
         if self.pending.pending:  # (none pending, the usual case: no look-up per ban)
             for b in bans:
                 self.pending.cancel(b.jail, b.ip)  # a pending unban must not lift the new ban
@@ -147,8 +156,38 @@ class Keeper:
             self.executor.ban_many(bans, now=self.clock())
             self._crash_point("ban-applied")
 
+    def apply_early(self, bans: list[Ban]) -> bool:
+        """A part of a batch being decided: when the kernel lifts its bans on its own (as in :meth:`apply`),
+        their set elements go in force now, committed by the executor's worker thread while the next part is
+        decided, and True; the batch's :meth:`apply` (or any other step first: :meth:`settle`) then commits them
+        and writes their records. False (nothing done) for other bans, or none."""
+        if not bans or not self.executor.kernel_expires(bans):
+            return False
+        if self.pending.pending:
+            for b in bans:
+                self.pending.cancel(b.jail, b.ip)
+        self._early.append((bans, self.executor.ban_many_later(bans, now=self.clock())))
+        return True
+
+    def settle(self, cursors: dict[str, str] | None = None) -> None:
+        """The early bans (apply_early): their transactions waited for, then committed (with ``cursors``, the
+        batch's end, when they are the whole batch) and their records written. Nothing when there are none."""
+        if not self._early:
+            return
+        early, self._early = self._early, []
+        bans: list[Ban] = []
+        applied: list[tuple[Ban, list[str]]] = []
+        for part, wait in early:
+            bans += part
+            applied += wait()
+        self._crash_point("ban-applied")
+        self.store.commit(added=bans, cursors=cursors)
+        self._crash_point("ban-committed")
+        self.executor.report_applied(applied)
+
     def lift(self, bans: list[Ban], reason: str) -> None:
         """Unban: pending in the store first, then the actions; pending until every one of them succeeded."""
+        self.settle()  # (a ban of the batch may be among them: its row and its element first)
         if not bans:
             return
         now = self.clock()
@@ -161,6 +200,7 @@ class Keeper:
     def unban_due(self) -> None:
         """Run the pending unbans whose time has come (set elements of many in one nft batch:
         Executor.lift_many), then drop the rows of those that all actions lifted, in one transaction."""
+        self.settle()
         due = list(self.pending.due(self.clock()))
         if not due:
             return
@@ -193,6 +233,7 @@ class Keeper:
         go to its new actions (an action replaced by one of the same name goes first, as they share kernel
         objects; one simply gone goes after the new ones hold the bans); an added jail gets its bans that the
         store kept while it was absent."""
+        self.settle()
         ex = self.executor
         now = self.clock()
         for jail in plan.removed:

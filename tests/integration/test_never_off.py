@@ -248,6 +248,51 @@ def test_kill9_when_set_elements_go_in_force_before_their_rows(mlab: Lab, tmp_pa
         assert second.stop() == 0
 
 
+def test_kill9_while_a_large_batch_is_in_force_before_its_rows(mlab: Lab, tmp_path: Path) -> None:
+    """5,000 records at once: their parts go in force while the rest is decided (Keeper.apply_early), and the
+    process is killed once every part is in force, before any row: the next start decides all of them again, each
+    banned once, every row written, nothing failed."""
+    vic = mlab.victim
+    cfg = make_config(tmp_path, _jail(tmp_path, "big", "nftables[name=big]", bantime="600"))
+    alerts = _alerts(tmp_path)
+    ips = [f"198.18.{i // 250}.{i % 250 + 1}" for i in range(5000)]
+    first = ResponderProcess(vic, tmp_path, cfg, env={"PORTSENTINEL_TEST_CRASH": "ban-applied"}).start()
+    with open(alerts, "a") as fh:
+        fh.write("".join(json.dumps({"MESSAGE": f"attackalert: TCP SYN/Normal scan from host: {ip}/{ip} to TCP "
+                                                "port: 1", "SYSLOG_IDENTIFIER": "portsentinel-detector",
+                                     "PS_EVENT": "scan", "PS_SRC": ip, "PS_PROTO": "tcp", "PS_PORT": "1"}) + "\n"
+                         for ip in ips))
+    assert first.proc is not None
+    first.proc.wait(30)
+    assert first.proc.returncode == -9, first.stderr()
+    first.kill9()
+    listed = _nft(vic, "list", "set", "inet", "portsentinel", "big_v4")
+    assert all(f" {ip}" in listed.replace("{", " ").replace(",", " ") for ip in (ips[0], ips[2500], ips[-1]))
+    db_path = tmp_path / "state" / "responder.sqlite3"
+
+    def rows() -> int:
+        db = sqlite3.connect(db_path)
+        try:
+            return int(db.execute("SELECT count(*) FROM bans").fetchone()[0])
+        finally:
+            db.close()
+
+    assert rows() == 0  # in force, not committed
+    second = ResponderProcess(vic, tmp_path, cfg).start()
+    try:
+        assert _until(lambda: rows() == 5000, 20) is not None, second.stderr()
+
+        def recorded() -> set[str]:  # (aggregated ban records carry many PS_SRC values)
+            return {str(s) for r in second.records() if r.get("PS_EVENT") == "ban"
+                    for s in (r["PS_SRC"] if isinstance(r.get("PS_SRC"), list) else [r.get("PS_SRC")])}
+
+        assert _until(lambda: recorded() == set(ips), 10) is not None, len(recorded())
+        failed = [r for r in second.records() if r.get("PS_EVENT") == "failed"]
+        assert not failed, failed[:3]
+    finally:
+        assert second.stop() == 0
+
+
 # ------------------------------------------------------------------------------------------ item 5: crash loops
 def _send(src: str, **extra: str) -> None:
     """A detector record in the private journal, written by root (trusted, as the detector's)."""

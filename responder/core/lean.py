@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from portsentinel import record as R
+from portsentinel.responder.core import remote
 from portsentinel.responder.core.bans import FOREVER, Ban, bantime_for
 from portsentinel.responder.core.engine import Engine, JailRuntime
 from portsentinel.responder.core.share import SHARE
@@ -25,6 +26,8 @@ MIN_BATCH = 64
 #: The usual port numbers' texts (as the engine reads them).
 _PORTS = {str(n): n for n in range(1025)}
 _PORT, _VERIFIED, _PROTO, _SCAN, _MODE, _MESSAGE = R.F_PORT, R.F_VERIFIED, R.F_PROTO, R.F_SCAN, R.F_MODE, R.F_MESSAGE
+#: filter.d/portsentinel-fleet.conf's journalmatch, as the filter holds it.
+_FLEET_MATCH = [{R.F_IDENT: R.FLEET_IDENTIFIER, R.F_EVENT: event} for event in ("ban", "unban")]
 
 
 def jail_of(engine: Engine, source: str, batch: int = MIN_BATCH) -> JailRuntime | None:
@@ -38,8 +41,11 @@ def jail_of(engine: Engine, source: str, batch: int = MIN_BATCH) -> JailRuntime 
         return None
     rt = found[0]
     cfg = rt.cfg
-    if (cfg.fleet or rt.record_host is None or cfg.maxretry > 1 or cfg.verified_only or cfg.ban_prefix_v4 != 32
-            or rt.jail.cfg is not cfg):
+    if rt.record_host is None:
+        return None
+    if cfg.fleet:
+        return rt
+    if cfg.maxretry > 1 or cfg.verified_only or cfg.ban_prefix_v4 != 32 or rt.jail.cfg is not cfg:
         return None
     return rt
 
@@ -49,6 +55,8 @@ def decide(engine: Engine, rt: JailRuntime, source: str, entries: Sequence[Entry
     """The batch's entries in order: each new ban appended to ``bans``, every entry it does not take handed to
     ``slow`` (the service's long way: an unreadable entry reported, Engine.entry's decisions carried out) at its
     place. Returns the new bans with their records' fields (for the metrics)."""
+    if rt.cfg.fleet:
+        return _remote(engine, rt, entries, now, bans, slow)
     cfg = rt.cfg
     name = cfg.name
     record_host = rt.record_host
@@ -108,6 +116,68 @@ def decide(engine: Engine, rt: JailRuntime, source: str, entries: Sequence[Entry
         seconds = bantime_for(cfg, count)
         ban = Ban(name, host, now, FOREVER if seconds == FOREVER else now + seconds, count, 1, info,
                   get(_MESSAGE, "")[:300])
+        add(ban)
+        rt.bans_total += 1
+        append(ban)
+        out.append((ban, fields))
+    return out
+
+
+def _remote(engine: Engine, rt: JailRuntime, entries: Sequence[Entry], now: float, bans: list[Ban],
+            slow: Callable[[Entry], None]) -> list[tuple[Ban, dict[str, str]]]:
+    """:func:`decide` for the fleet jail: a remote ban of an address not banned here yet goes straight to its
+    ban (what Engine._remote and Engine._ban do for it); an unban, a network, a ban to renew, a refusal go the
+    long way."""
+    cfg = rt.cfg
+    name = cfg.name
+    record_host = rt.record_host
+    assert record_host is not None  # (jail_of)
+    book = engine.book
+    active = book.active
+    nets = book._plens  # noqa: SLF001 - (jail, version) → prefix counts: a network ban may hold an address
+    why = engine.never.why
+    ignoreip, ignoreself = cfg.ignoreip, cfg.ignoreself
+    cap = rt.cap
+    before, note = engine.offences_before, engine.note_offence
+    parse, bantime = remote.parse, remote.bantime
+    # the stock portsentinel-fleet filter: a line remote.parse takes is one it matches, on the same address
+    matcher = rt.matcher
+    rules = getattr(getattr(matcher, "record_rules", None), "match", None)
+    stock = (getattr(matcher, "hostfield", "") == R.F_SRC and getattr(matcher, "journalmatch", None) == _FLEET_MATCH
+             and rules is not None and not rules.ignoreregex)
+    add = book.add
+    append = bans.append
+    out: list[tuple[Ban, dict[str, str]]] = []
+    for e in entries:
+        fields = e.fields
+        if e.error or e.line or not e.trusted:
+            slow(e)
+            continue
+        try:
+            if not stock and record_host(fields) is None:
+                continue  # not the filter's: no decision
+            r = parse(fields)  # (ValueError: the long way says whether it is the filter's, and what is wrong)
+            target = r.target
+            if r.event != "ban" or target != r.src:
+                slow(e)  # an unban, a network (a never-ban address inside: its own address instead)
+                continue
+            assert r.until is not None  # (parse() requires it on a ban)
+            seconds = bantime(cfg, r.until, r.origins, now)
+            if seconds is None:
+                rt.ignored_total += 1  # over at its origin: counted, not recorded (as Engine._remote)
+                continue
+            if ((name, target) in active or (nets.get((name, 6 if ":" in target else 4))
+                                             and book.covering(name, target) is not None)
+                    or why(target, ignoreip, ignoreself) is not None or cap.full(now)):
+                slow(e)  # banned here already (or to renew), never banned, the cap: as ever
+                continue
+            count = before(name, target) + 1
+        except Exception:  # noqa: BLE001 - the long way raises it again (or names the bad field)
+            slow(e)
+            continue
+        cap.allow(now)
+        note(name, target, count)
+        ban = Ban(name, target, now, now + seconds, count, 1, r.info(), "")
         add(ban)
         rt.bans_total += 1
         append(ban)

@@ -160,8 +160,98 @@ def test_jail_of_only_for_a_jail_banning_at_the_first_record() -> None:
             "banned": [], "offences": {}, "many": False, "counted": []}
     eng, rt = _engine(case)
     assert lean.jail_of(eng, SOURCE) is rt and lean.jail_of(eng, "journal") is None
-    for change in ({"maxretry": 2}, {"verified_only": True}, {"ban_prefix_v4": 24}, {"filter": "portsentinel-fleet"}):
+    for change in ({"maxretry": 2}, {"verified_only": True}, {"ban_prefix_v4": 24}):
         eng, rt = _engine(case)
         for k, v in change.items():
             setattr(rt.cfg, k, v)
         assert lean.jail_of(eng, SOURCE) is None, change
+    eng, rt = _engine(case)
+    assert lean.jail_of(eng, SOURCE, lean.MIN_BATCH) is rt and lean.jail_of(eng, SOURCE, lean.MIN_BATCH - 1) is None
+
+
+# ------------------------------------------------------------------------------------------------ the fleet jail
+FLEET_SOURCE = "file:/x/remote.jsonl"
+_REMOTE_SRCS = ["100.64.0.1", "100.64.0.2", "100.64.0.3", "198.51.100.9", "192.0.2.1", "127.0.0.1", "2001:db8::7",
+                "2001:db8:1::", "::ffff:100.64.0.9", "nope", ""]
+
+
+@st.composite
+def _remote_entry(draw: st.DrawFn) -> Entry:
+    if draw(st.integers(0, 15)) == 0:
+        return Entry({}, "", "c", False, "remote.jsonl:3: PS_SRC: bad")
+    src = draw(st.sampled_from(_REMOTE_SRCS))
+    fields = {R.F_IDENT: draw(st.sampled_from(["portsentinel-fleet"] * 6 + ["sshd"])),
+              R.F_EVENT: draw(st.sampled_from(["ban"] * 6 + ["unban", "scan"])),
+              R.F_SRC: src, R.F_MESSAGE: f"fleet: {src} banned",
+              R.F_ORIGIN: draw(st.sampled_from(["host-a"] * 4 + ["host-b", "bad host", ""])),
+              R.F_ORIGIN_JAIL: draw(st.sampled_from(["portsentinel"] * 4 + ["_unban", "x y"])),
+              R.F_UNTIL: draw(st.sampled_from([f"{NOW + 3000:.3f}", f"{NOW + 200:.3f}", f"{NOW - 5:.3f}", "soon",
+                                               "nan", f"{NOW + 10 ** 7:.3f}"]))}
+    for name, values in ((R.F_ORIGINS, ["1", "2", "3", "0", "x"]), (R.F_OFFENCE, ["1", "4", "-1"]),
+                         (R.F_SCAN, ["syn", ""]), (R.F_VERIFIED, ["0", "1"]), (R.F_FLEET, ["1", "0"])):
+        if draw(st.integers(0, 3)) == 0:
+            fields[name] = draw(st.sampled_from(values))
+    if draw(st.integers(0, 3)) == 0:  # a network ban (its first address as PS_SRC), or one that does not hold it
+        fields[R.F_SRC], fields[R.F_SRC_NET] = draw(st.sampled_from(
+            [("100.64.0.0", "100.64.0.0/24"), ("2001:db8:1::", "2001:db8:1::/64"), ("198.51.100.0", "198.51.0.0/16"),
+             ("100.64.0.1", "100.64.0.0/24"), ("100.64.0.1", "100.64.0.1")]))
+    return Entry(fields, "", "c", draw(st.sampled_from([True] * 6 + [False])))
+
+
+def _fleet_engine(case: dict[str, Any]) -> tuple[Engine, JailRuntime]:
+    cfg = JailConfig(name="fleet", where="x", enabled=True, filter="portsentinel-fleet", maxretry=1, bantime=600.0)
+    cfg.bantime_maxtime = 3600.0
+    cfg.bantime_fleetmultipliers = (1.0, 2.0, 4.0)
+    cfg.maxbans_per_minute = case["cap"]
+    cfg.ignoreip = (ipaddress.ip_network("198.51.100.0/24"),)
+    filt = load_filter(FILTERS, "portsentinel-fleet", {})
+    if not case["stock"]:  # a local override of the filter: one origin's bans (lean then asks it about each line)
+        filt.journalmatch = [{R.F_IDENT: R.FLEET_IDENTIFIER, R.F_EVENT: "ban", R.F_ORIGIN: "host-a"}]
+    rt = JailRuntime(cfg, filt, Jail(cfg), PerMinuteCap(cfg.maxbans_per_minute), FLEET_SOURCE, False)
+    offences = _Offences({("fleet", ip): n for ip, n in case["offences"].items()}, case["many"])
+    eng = Engine([rt], NeverBan(own=["192.0.2.1"], gateways=["192.0.2.254"]), BanBook(), offences)
+    for target, left in case["banned"]:
+        eng.book.add(Ban("fleet", target, NOW - 10, NOW + left, info={"origin": "host-a"}))
+    return eng, rt
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_remote_entry(), min_size=1, max_size=40), st.sampled_from([0, 0, 3]),
+       st.lists(st.tuples(st.sampled_from(["100.64.0.2", "100.64.0.0/24", "2001:db8:1::/64"]),
+                          st.sampled_from([100, 5000])), max_size=2),
+       st.dictionaries(st.sampled_from(_REMOTE_SRCS[:4]), st.integers(1, 5), max_size=3), st.booleans(),
+       st.booleans())
+def test_lean_decides_every_fleet_batch_as_the_engine_does(entries: list[Entry], cap: int,
+                                                           banned: list[tuple[str, int]], offences: dict[str, int],
+                                                           many: bool, stock: bool) -> None:
+    case = {"cap": cap, "banned": banned, "offences": offences, "many": many, "stock": stock}
+    long_eng, long_rt = _fleet_engine(case)
+    long_eng.prefetch(FLEET_SOURCE, entries)
+    long_bans: list[tuple[Any, ...]] = []
+    long_other: list[tuple[Any, ...]] = []
+    for e in entries:
+        for d in long_eng.entry(FLEET_SOURCE, e, NOW):
+            if d.kind == "ban" and d.ban is not None:
+                long_bans.append((_ban(d.ban), [_ban(b) for b in d.replaces]))
+            else:
+                long_other.append((*_other(d), [_ban(b) for b in d.lifts]))
+
+    eng, rt = _fleet_engine(case)
+    assert lean.jail_of(eng, FLEET_SOURCE) is rt
+    eng.prefetch(FLEET_SOURCE, entries)
+    bans: list[Ban] = []
+    replaced: dict[int, list[tuple[Any, ...]]] = {}
+    other: list[tuple[Any, ...]] = []
+
+    def slow(e: Entry) -> None:
+        for d in eng.entry(FLEET_SOURCE, e, NOW):
+            if d.kind == "ban" and d.ban is not None:
+                bans.append(d.ban)
+                replaced[id(d.ban)] = [_ban(b) for b in d.replaces]
+            else:
+                other.append((*_other(d), [_ban(b) for b in d.lifts]))
+
+    lean.decide(eng, rt, FLEET_SOURCE, entries, NOW, bans, slow)
+    assert [(_ban(b), replaced.get(id(b), [])) for b in bans] == long_bans
+    assert other == long_other
+    assert _state(eng, rt) == _state(long_eng, long_rt)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 
@@ -47,15 +48,31 @@ def _info_text(info: dict[str, str]) -> str:
 
 def _infos_text(info: dict[str, str], texts: dict[tuple[tuple[str, str], ...], str]) -> str:
     """:func:`_info_text`, remembered in ``texts`` for the infos of one commit that repeat (a local jail's port,
-    protocol, scan kind); a remote ban's info (its origin's end time: never twice the same) is not looked up."""
-    if "origin_until" in info:
-        return _info_text(info)
+    protocol, scan kind); a remote ban's info (its origin's end time: never twice the same) as the text around
+    its end time, remembered for the others that differ only there (a catch-up: a few origins)."""
+    until = info.get("origin_until")
+    if until is not None:
+        if not _UNTIL.fullmatch(until):
+            return _info_text(info)
+        key = (("origin_until", ""), *[item for item in info.items() if item[0] != "origin_until"])
+        around = texts.get(key)
+        if around is None:
+            around = texts[key] = _info_text({**info, "origin_until": _MARK})
+        if around.count(_MARK) != 1:  # (another value holds the mark: the text made in full)
+            return _info_text(info)
+        head, _, tail = around.partition(_MARK)
+        return head + until + tail
     key = tuple(info.items())
     text = texts.get(key)
     if text is None:
         text = texts[key] = _info_text(info)
     return text
 
+
+#: A remote ban's end time as its info holds it (f"{until:.3f}"): JSON text as it is.
+_UNTIL = re.compile(r"[0-9]{1,12}\.[0-9]{3}")
+#: Stands for the end time in the remembered text around it (no info value holds it).
+_MARK = "@@until@@"
 
 #: Offence counts looked up per statement (sqlite's default limit of host parameters is far above).
 _LOOKUP = 500

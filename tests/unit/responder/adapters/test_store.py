@@ -152,6 +152,24 @@ def test_info_text_is_json_dumps_sorted() -> None:
         assert _info_text(info) == json.dumps(info, sort_keys=True)
 
 
+def test_remote_infos_text_is_json_dumps_sorted() -> None:
+    """A remote ban's info (its end time in the text remembered around it) is stored as json.dumps would write
+    it, whatever its values, the text around the end time never taken for another info's."""
+    import json
+
+    from portsentinel.responder.adapters.store import _MARK, _infos_text
+
+    texts: dict[tuple[tuple[str, str], ...], str] = {}
+    remote = {"origin": "host-a", "origin_jail": "portsentinel", "origins": "1", "origin_offence": "2",
+              "scan": "syn", "verified": "0"}
+    infos = [{**remote, "origin_until": until} for until in ("1796060000.125", "1796060001.500", "17.5", "x\"y")]
+    infos += [remote, {**remote, "origin_until": "1796060002.000", "scan": f"a{_MARK}b"},
+              {**remote, "origin_until": "1796060003.000", "origin": "host-b"}, {"origin_until": "12.000"}]
+    for _ in range(2):
+        for info in infos:
+            assert _infos_text(info, texts) == json.dumps(info, sort_keys=True), info
+
+
 def test_repeated_infos_in_one_commit_are_stored_for_each_ban(tmp_path: Path) -> None:
     """One commit's bans sharing an info (its text made once) and remote ones (each its own) read back as given."""
     from portsentinel.responder.adapters.store import Store

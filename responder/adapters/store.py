@@ -183,9 +183,10 @@ class Store:
                 self.db.executemany("INSERT OR REPLACE INTO bans VALUES (?,?,?,?,?,?,?)",
                                     [(b.jail, b.ip, b.banned_at, b.expires, b.count, b.failures,
                                       _infos_text(b.info, texts)) for b in added])
-                self.db.executemany("INSERT INTO offences VALUES (?,?,?,?) ON CONFLICT(jail, ip) DO UPDATE SET "
-                                    "count=excluded.count, last=excluded.last",
-                                    [(b.jail, b.ip, b.count, b.banned_at) for b in added])
+                counted = [(b.jail, b.ip, b.count, b.banned_at) for b in added if "origin" not in b.info]
+                if counted:  # (a remote ban's offence is its origin's: no row of its own)
+                    self.db.executemany("INSERT INTO offences VALUES (?,?,?,?) ON CONFLICT(jail, ip) DO UPDATE SET "
+                                        "count=excluded.count, last=excluded.last", counted)
             for jail, ip in removed:
                 self.db.execute("DELETE FROM bans WHERE jail=? AND ip=?", (jail, ip))
             for source, cur in (cursors or {}).items():

@@ -117,7 +117,7 @@ class Engine:
         targets = {t for e in entries if (t := e.fields.get(net) or e.fields.get(src))}
         counts: dict[str, tuple[set[str], dict[str, int]]] = {}
         for rt in self.jails.values():
-            if rt.source == source and targets:
+            if rt.source == source and targets and not rt.cfg.fleet:  # (the fleet jail counts no offences)
                 counts[rt.cfg.name] = (targets, dict(many(rt.cfg.name, targets)))
         self._counts = counts
 
@@ -272,7 +272,8 @@ class Engine:
             rt.ignored_total += 1
             return Decision("ignored", name, ip,
                             f"ban cap reached ({rt.cfg.maxbans_per_minute} per minute): not executed")
-        count = self.count_offence(name, target)
+        # a remote ban (``seconds`` given) is its origin's offence (info origin_offence): no local count of its own
+        count = 1 if seconds is not None else self.count_offence(name, target)
         if seconds is None:
             seconds = bantime_for(rt.cfg, count)
             info = {}

@@ -138,7 +138,6 @@ def _remote(engine: Engine, rt: JailRuntime, entries: Sequence[Entry], now: floa
     why = engine.never.why
     ignoreip, ignoreself = cfg.ignoreip, cfg.ignoreself
     cap = rt.cap
-    before, note = engine.offences_before, engine.note_offence
     parse, bantime = remote.parse, remote.bantime
     # the stock portsentinel-fleet filter: a line remote.parse takes is one it matches, on the same address
     matcher = rt.matcher
@@ -171,13 +170,11 @@ def _remote(engine: Engine, rt: JailRuntime, entries: Sequence[Entry], now: floa
                     or why(target, ignoreip, ignoreself) is not None or cap.full(now)):
                 slow(e)  # banned here already (or to renew), never banned, the cap: as ever
                 continue
-            count = before(name, target) + 1
         except Exception:  # noqa: BLE001 - the long way raises it again (or names the bad field)
             slow(e)
             continue
         cap.allow(now)
-        note(name, target, count)
-        ban = Ban(name, target, now, now + seconds, count, 1, r.info(), "")
+        ban = Ban(name, target, now, now + seconds, 1, 1, r.info(), "")  # (its offence is its origin's)
         add(ban)
         rt.bans_total += 1
         append(ban)

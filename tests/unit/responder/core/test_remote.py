@@ -95,6 +95,29 @@ def test_a_remote_ban_bans_at_once_for_its_computed_time_with_its_origin() -> No
     assert _engine().entry(SRC, _entry(_line()), NOW)[0].ban is not None  # maxretry plays no part
 
 
+def test_a_remote_ban_is_its_origins_offence_with_no_count_here(tmp_path: Any) -> None:
+    """The fleet jail counts no offences: a source this host counted 4 times is a remote ban's offence 1 (its
+    origin's offence travels in its info), and the store writes no offences row for it (a local ban's it does)."""
+    from portsentinel.responder.adapters.store import Store
+
+    class Counted:
+        def offences(self, jail: str, ip: str) -> int:
+            return 4
+
+    eng = _engine()
+    eng.offences = Counted()
+    d = _one(eng, _line(PS_OFFENCE=3))
+    assert d.ban is not None and d.ban.count == 1 and d.ban.info["origin_offence"] == "3"
+    store = Store(str(tmp_path / "r.sqlite3"))
+    local = _one(_engine(), _line(src="203.0.113.8"))
+    assert local.ban is not None
+    local.ban.info.clear()  # (as a local jail's ban: no origin)
+    store.commit(added=[d.ban, local.ban])
+    assert store.offences("fleet", "203.0.113.7") == 0 and store.offences("fleet", "203.0.113.8") == 1
+    assert sorted(b.ip for b in store.bans()) == ["203.0.113.7", "203.0.113.8"]
+    store.close()
+
+
 def test_an_expired_remote_ban_is_counted_not_applied() -> None:
     eng = _engine()
     assert eng.entry(SRC, _entry(_line(PS_UNTIL=f"{NOW - 1:.3f}")), NOW) == []

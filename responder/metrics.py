@@ -7,6 +7,7 @@ Labels are bounded by the configuration: the jail, the action, the source a jail
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -73,11 +74,7 @@ class Histogram:
 
     def observe(self, value: float) -> None:
         self.sum += value
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-                return
-        self.counts[-1] += 1
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value
 
     def cumulative(self) -> list[tuple[str, float]]:
         out, total = [], 0

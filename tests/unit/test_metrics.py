@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,8 +23,8 @@ from portsentinel.detector.metrics import NAMES as DETECTOR_NAMES
 from portsentinel.detector.pipeline import Counters
 from portsentinel.detector.service import Detector
 from portsentinel.responder.core.bans import Ban
+from portsentinel.responder.metrics import BUCKETS, Histogram, ResponderMetrics, unban_reason
 from portsentinel.responder.metrics import NAMES as RESPONDER_NAMES
-from portsentinel.responder.metrics import ResponderMetrics, unban_reason
 from tests.conftest import ROOT
 
 
@@ -203,3 +205,13 @@ def test_responder_counts_its_records() -> None:
                                               ("lost", "other")])
 def test_unban_reason_is_bounded(detail: str, want: str) -> None:
     assert unban_reason(detail) == want
+
+
+@given(st.lists(st.one_of(st.floats(0, 100, allow_nan=False), st.sampled_from(list(BUCKETS))), max_size=50))
+def test_the_latency_histogram_counts_each_value_in_its_first_bucket_at_or_above_it(values: list[float]) -> None:
+    h = Histogram(BUCKETS)
+    for v in values:
+        h.observe(v)
+    expected = [sum(1 for v in values if v <= b) for b in BUCKETS] + [len(values)]
+    assert [n for _, n in h.cumulative()] == expected
+    assert h.sum == pytest.approx(sum(values))

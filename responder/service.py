@@ -375,6 +375,7 @@ class Responder:
         notify("STOPPING=1")
         for jail in list(self.engine.jails):
             self.executor.stop(jail)
+        self.executor.early.close()
         self.traps.stop()
         self.forgeries_due(flush=True)
         self.report(R.Event.STOP,

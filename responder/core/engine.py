@@ -93,6 +93,24 @@ _PORT, _VERIFIED, _PROTO, _SCAN, _MODE, _MESSAGE = R.F_PORT, R.F_VERIFIED, R.F_P
 _PORTS = {str(n): n for n in range(1025)}
 
 
+def local_info(port: str, proto: str, scan: str, mode: str, share: bool, verified: bool) -> dict[str, str]:
+    """A local ban's info (Ban.info): its failure's port, protocol, scan kind and mode, those that are not empty,
+    and when its jail shares its bans the share mark and whether the source was verified."""
+    info: dict[str, str] = {}
+    if port:
+        info["port"] = port
+    if proto:
+        info["proto"] = proto
+    if scan:
+        info["scan"] = scan
+    if mode:
+        info["mode"] = mode
+    if share:
+        info[SHARE] = "1"
+        info["verified"] = "1" if verified else "0"
+    return info
+
+
 class Engine:
     def __init__(self, jails: list[JailRuntime], never: NeverBan, book: BanBook, offences: OffenceCounts) -> None:
         self.jails = {j.cfg.name: j for j in jails}
@@ -276,20 +294,11 @@ class Engine:
         count = 1 if seconds is not None else self.count_offence(name, target)
         if seconds is None:
             seconds = bantime_for(rt.cfg, count)
-            info = {}
-            if f is not None:  # (the failure's non-empty port, proto, scan, mode)
-                _, _, _, port, proto, scan, mode, _ = f
-                if port:
-                    info["port"] = str(port)
-                if proto:
-                    info["proto"] = proto
-                if scan:
-                    info["scan"] = scan
-                if mode:
-                    info["mode"] = mode
-            if rt.cfg.share:
-                info[SHARE] = "1"
-                info["verified"] = "1" if f is not None and f.verified else "0"
+            if f is not None:
+                _, _, verified, port, proto, scan, mode, _ = f
+                info = local_info(str(port) if port else "", proto, scan, mode, rt.cfg.share, verified)
+            else:
+                info = local_info("", "", "", "", rt.cfg.share, False)
         if info is None:
             info = {}
         if target != ip:

@@ -11,13 +11,16 @@ holds it to "the same bans, decisions, counters and offence counts as Engine.ent
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from portsentinel import record as R
+from portsentinel.responder.config.jailconf import JailConfig
 from portsentinel.responder.core import remote
-from portsentinel.responder.core.bans import FOREVER, Ban, bantime_for
-from portsentinel.responder.core.engine import Engine, JailRuntime
-from portsentinel.responder.core.share import SHARE
+from portsentinel.responder.core.bans import FOREVER, Ban, BanBook, bantime_for
+from portsentinel.responder.core.engine import Engine, JailRuntime, local_info
+from portsentinel.responder.core.guard import PerMinuteCap
 from portsentinel.responder.core.sources import Entry
 from portsentinel.responder.core.trust import journal_trusted
 
@@ -50,6 +53,20 @@ def jail_of(engine: Engine, source: str, batch: int = MIN_BATCH) -> JailRuntime 
     return rt
 
 
+def _common(engine: Engine, rt: JailRuntime) -> tuple[JailConfig, str, Callable[[Mapping[str, str]], str | None],
+                                                        BanBook, dict[tuple[str, str], Ban],
+                                                        dict[tuple[str, int], Counter[int]],
+                                                        Callable[..., str | None], Any, bool, PerMinuteCap]:
+    """What both ways read per entry, as locals: the jail's configuration and name, its filter's record_host, the
+    ban book, its bans, its network bans' prefix counts (a network ban may hold an address), the never-ban check
+    with the jail's ignoreip and ignoreself, the ban cap."""
+    cfg = rt.cfg
+    assert rt.record_host is not None  # (jail_of)
+    book = engine.book
+    return (cfg, cfg.name, rt.record_host, book, book.active, book._plens,  # noqa: SLF001
+            engine.never.why, cfg.ignoreip, cfg.ignoreself, rt.cap)
+
+
 def decide(engine: Engine, rt: JailRuntime, source: str, entries: Sequence[Entry], now: float,
            bans: list[Ban], slow: Callable[[Entry], None]) -> list[tuple[Ban, dict[str, str]]]:
     """The batch's entries in order: each new ban appended to ``bans``, every entry it does not take handed to
@@ -57,17 +74,9 @@ def decide(engine: Engine, rt: JailRuntime, source: str, entries: Sequence[Entry
     place. Returns the new bans with their records' fields (for the metrics)."""
     if rt.cfg.fleet:
         return _remote(engine, rt, entries, now, bans, slow)
-    cfg = rt.cfg
-    name = cfg.name
-    record_host = rt.record_host
-    assert record_host is not None  # (jail_of)
-    book = engine.book
-    active = book.active
-    nets = book._plens  # noqa: SLF001 - (jail, version) → prefix counts: a network ban may hold an address
+    cfg, name, record_host, book, active, nets, why, ignoreip, ignoreself, cap = _common(engine, rt)
     seen = rt.jail._seen  # noqa: SLF001 - a host the jail still counts (maxretry was higher): the long way
-    why = engine.never.why
-    ignoreip, ignoreself = cfg.ignoreip, cfg.ignoreself
-    cap, jail, journal, share = rt.cap, rt.jail, rt.journal, cfg.share
+    jail, journal, share = rt.jail, rt.journal, cfg.share
     before, note = engine.offences_before, engine.note_offence
     add = book.add
     append = bans.append
@@ -100,19 +109,8 @@ def decide(engine: Engine, rt: JailRuntime, source: str, entries: Sequence[Entry
         jail.failures_total += 1
         cap.allow(now)
         note(name, host, count)
-        info: dict[str, str] = {}
-        if port_text != "0":
-            info["port"] = port_text
-        proto, scan, mode = get(_PROTO, ""), get(_SCAN, ""), get(_MODE, "")
-        if proto:
-            info["proto"] = proto
-        if scan:
-            info["scan"] = scan
-        if mode:
-            info["mode"] = mode
-        if share:
-            info[SHARE] = "1"
-            info["verified"] = "1" if get(_VERIFIED) == "1" else "0"
+        info = local_info("" if port_text == "0" else port_text, get(_PROTO, ""), get(_SCAN, ""), get(_MODE, ""),
+                          share, get(_VERIFIED) == "1")
         seconds = bantime_for(cfg, count)
         ban = Ban(name, host, now, FOREVER if seconds == FOREVER else now + seconds, count, 1, info,
                   get(_MESSAGE, "")[:300])
@@ -128,16 +126,7 @@ def _remote(engine: Engine, rt: JailRuntime, entries: Sequence[Entry], now: floa
     """:func:`decide` for the fleet jail: a remote ban of an address not banned here yet goes straight to its
     ban (what Engine._remote and Engine._ban do for it); an unban, a network, a ban to renew, a refusal go the
     long way."""
-    cfg = rt.cfg
-    name = cfg.name
-    record_host = rt.record_host
-    assert record_host is not None  # (jail_of)
-    book = engine.book
-    active = book.active
-    nets = book._plens  # noqa: SLF001 - (jail, version) → prefix counts: a network ban may hold an address
-    why = engine.never.why
-    ignoreip, ignoreself = cfg.ignoreip, cfg.ignoreself
-    cap = rt.cap
+    cfg, name, record_host, book, active, nets, why, ignoreip, ignoreself, cap = _common(engine, rt)
     parse, bantime = remote.parse, remote.bantime
     # the stock portsentinel-fleet filter: a line remote.parse takes is one it matches, on the same address
     matcher = rt.matcher

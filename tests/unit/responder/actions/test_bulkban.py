@@ -108,3 +108,39 @@ def test_add_new_takes_plain_distinct_elements_at_once_and_merges_the_rest() -> 
     nb.add_new("s_v4", ["192.0.2.7", "192.0.2.7"], [1, 50])  # repeated: one element, the longest timeout
     nb.commit()
     assert runner.scripts == ["add element inet portsentinel s_v4 { 192.0.2.7 timeout 50s }\n"]
+
+
+def test_ban_many_later_applies_on_the_worker_what_ban_many_applies() -> None:
+    """Executor.ban_many_later: the same script, committed on the worker thread (a fresh executor each), the same
+    bans and actions returned once waited for, no ban record written (the keeper writes them after the commit);
+    a refused element is reported as ban_many reports it."""
+    import threading
+
+    runner, later_runner = Recorder(), Recorder()
+    ex, _ = _executor(runner)
+    applied = ex.ban_many(list(BANS), now=NOW, report=False)
+    ex2, reports = _executor(later_runner)
+    threads: list[str] = []
+    original = later_runner.run
+
+    def run(argv: Sequence[str], *, input: str | None = None, timeout: float | None = None) -> Result:
+        threads.append(threading.current_thread().name)
+        return original(argv, input=input, timeout=timeout)
+
+    later_runner.run = run  # type: ignore[method-assign]
+    wait = ex2.ban_many_later(list(BANS), now=NOW)
+    assert [(b.ip, names) for b, names in wait()] == [(b.ip, names) for b, names in applied]
+    assert later_runner.scripts == runner.scripts and threads and all(t.startswith("portsentinel-nft") for t in threads)
+    assert reports == []
+    ex2.early.close()
+
+    class Refusing(Recorder):
+        def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None) -> Result:
+            bad = input is not None and "198.51.100.7" in input
+            return Result(tuple(argv), 1 if bad else 0, stderr="Error: refused" if bad else "")
+
+    ex3, reports3 = _executor(Refusing())
+    got = ex3.ban_many_later(list(BANS), now=NOW)()
+    assert dict((b.ip, names) for b, names in got)["198.51.100.7"] == []
+    assert any(f.get("PS_SRC") == "198.51.100.7" and ev is R.Event.FAILED for ev, _, f in reports3)
+    ex3.early.close()

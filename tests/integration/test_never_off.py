@@ -213,7 +213,7 @@ def test_kill9_when_set_elements_go_in_force_before_their_rows(mlab: Lab, tmp_pa
     it is lifted on time and nothing is doubled."""
     vic = mlab.victim
     n = ["ban-applied", "ban-committed"].index(point)
-    ip, name = f"198.51.100.{70 + n}", f"q{n}"
+    ip, name = f"100.71.0.{1 + n}", f"q{n}"  # (addresses no other test uses: the journal is shared)
     cfg = make_config(tmp_path, _jail(tmp_path, name, f"nftables[name={name}]", bantime="5"))
     alerts = _alerts(tmp_path)
     first = ResponderProcess(vic, tmp_path, cfg, env={"PORTSENTINEL_TEST_CRASH": point}).start()
@@ -255,7 +255,7 @@ def test_kill9_while_a_large_batch_is_in_force_before_its_rows(mlab: Lab, tmp_pa
     vic = mlab.victim
     cfg = make_config(tmp_path, _jail(tmp_path, "big", "nftables[name=big]", bantime="600"))
     alerts = _alerts(tmp_path)
-    ips = [f"198.18.{i // 250}.{i % 250 + 1}" for i in range(5000)]
+    ips = [f"100.72.{i // 250}.{i % 250 + 1}" for i in range(5000)]  # (no lab's: the journal is shared)
     first = ResponderProcess(vic, tmp_path, cfg, env={"PORTSENTINEL_TEST_CRASH": "ban-applied"}).start()
     with open(alerts, "a") as fh:
         fh.write("".join(json.dumps({"MESSAGE": f"attackalert: TCP SYN/Normal scan from host: {ip}/{ip} to TCP "

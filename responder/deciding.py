@@ -32,18 +32,25 @@ class Decider(commands.Daemon, Protocol):
     metrics: ResponderMetrics
 
 
+def parts(n: int) -> list[int]:
+    """The sizes of a batch's parts, in order: :data:`PART` each, the last one what is left."""
+    return [min(PART, n - i) for i in range(0, n, PART)]
+
+
 def decide(r: Decider, source: str, entries: list[Any], now: float) -> None:
     """The batch decided in order; its bans applied (with the cursor of its last entry)."""
     bans: list[Ban] = []
     rt = lean.jail_of(r.engine, source, len(entries))
     if rt is not None:  # a batch of detector records: most of them straight to their bans
-        for i in range(0, len(entries), PART):
-            part = entries[i:i + PART]
+        i = 0
+        for size in parts(len(entries)):
+            part = entries[i:i + size]
+            i += size
             fast = lean.decide(r.engine, rt, source, part, now, bans, functools.partial(entry, r, source, now=now,
                                                                                          bans=bans, previous=""))
             for ban, fields in fast:
                 r.metrics.ban_from(ban, fields)
-            if i + PART < len(entries) and r.keeper.apply_early(bans):
+            if i < len(entries) and r.keeper.apply_early(bans):
                 bans = []  # in force while the rest is decided
     else:
         previous = ""  # cursor of the entry before the current one

@@ -221,6 +221,7 @@ class Responder:
         except (OSError, ValueError) as exc:
             raise SystemExit(f"portsentinel-responder: {exc}") from exc
         self.restore()
+        self.executor.early.ready()
         jails = ", ".join(f"{n} ({rt.source})" for n, rt in self.engine.jails.items()) or "none"
         self.report(R.Event.START, f"portsentinel-responder started: jails {jails}; decisions to "
                                    f"{self.decisions.name}", PS_DETAIL=f"errors={len(self.errors)}")

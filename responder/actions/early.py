@@ -37,9 +37,17 @@ class EarlyCommits:
 
     def submit(self, batch: NftBatch) -> Callable[[], CommitResult]:
         """``batch.commit()`` on the worker; the function returned waits for its result (or raises its error)."""
+        return self._worker().submit(batch.commit, batch.bulk_text()).result  # (its text made here: no GIL there)
+
+    def ready(self) -> None:
+        """The worker and its context made now (the responder's start), not at the first batch."""
+        self.runner()
+        self._worker()
+
+    def _worker(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="portsentinel-nft")
-        return self._pool.submit(batch.commit).result
+        return self._pool
 
     def close(self) -> None:
         """Wait for what was submitted; the worker and its context go."""

@@ -176,11 +176,17 @@ class NftBatch:
     def _run(self, text: str) -> Result:
         return self.runner.run([*self.nft, "-f", "-"], input=text, timeout=self.timeout)
 
-    def commit(self) -> CommitResult:
-        """Apply everything pending in one transaction, falling back to one element at a time."""
+    def bulk_text(self) -> str | None:
+        """The script :meth:`commit` runs first when only bulk elements are pending (None otherwise): made by the
+        caller's thread, the commit on another runs the C library alone (responder.actions.early)."""
+        return self._bulk_script() if self._bulk and not self._ops else None
+
+    def commit(self, text: str | None = None) -> CommitResult:
+        """Apply everything pending in one transaction, falling back to one element at a time (``text``: what
+        :meth:`bulk_text` returned, nothing queued since)."""
         res = CommitResult()
         if self._bulk and not self._ops:  # a restore's chunk: its text straight from the lists
-            first = self._run(self._bulk_script())
+            first = self._run(self._bulk_script() if text is None else text)
             res.runs = 1
             if first.ok:
                 res.applied = self._nbulk

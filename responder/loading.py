@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import selectors
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from portsentinel.responder.core.sources import Source
 from portsentinel.responder.core.trust import pushed_down
 
 DETECTOR_JSONL = paths.ALERTS_JSONL
+
+log = logging.getLogger("portsentinel.responder")
 
 
 @dataclass
@@ -116,8 +119,9 @@ def open_sources(sources: dict[str, Source], runtimes: list[JailRuntime], sel: s
         src.seek(cursor)
         if not stored:  # where it starts is committed: a crash before its first batch is committed reads it again
             start = src.position()
-            if start is not None:
-                store.commit(cursors={name: start})
+            why = None if start is None else store.start_cursor(name, start)
+            if why is not None:  # (a full disk: the source is followed all the same)
+                log.warning("%s: its starting point not stored (%s)", name, why)
         sources[name] = src
         if src.fileno() >= 0:
             sel.register(src, selectors.EVENT_READ, ("source", name))

@@ -155,6 +155,14 @@ class Store:
             out.update((str(ip), int(count)) for ip, count in rows)
         return out
 
+    def start_cursor(self, source: str, cursor: str) -> str | None:
+        """Commit where a source without a stored cursor starts; the reason when the store refused it."""
+        try:
+            self.commit(cursors={source: cursor})
+        except sqlite3.Error as exc:
+            return str(exc)
+        return None
+
     def cursor(self, source: str) -> str | None:
         row = self.db.execute("SELECT cursor FROM cursors WHERE source=?", (source,)).fetchone()
         return str(row[0]) if row else None

@@ -185,3 +185,14 @@ def test_repeated_infos_in_one_commit_are_stored_for_each_ban(tmp_path: Path) ->
     again = Store(str(tmp_path / "s.sqlite3"))
     assert sorted((b.ip, b.info) for b in again.bans()) == sorted((b.ip, b.info) for b in bans)
     again.close()
+
+
+def test_a_sources_starting_cursor_is_committed_or_the_refusal_named(tmp_path: Path) -> None:
+    """A source opened without a cursor has its starting point committed (responder.loading); a store that
+    refuses the write (here: closed) gives its reason instead of raising: the source is followed all the same."""
+    from portsentinel.responder.adapters.store import Store
+
+    s = Store(str(tmp_path / "r.sqlite3"))
+    assert s.start_cursor("file:/x", "1:2:30") is None and s.cursor("file:/x") == "1:2:30"
+    s.close()
+    assert s.start_cursor("file:/y", "1:2:0")

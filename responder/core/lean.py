@@ -1,12 +1,14 @@
-"""The engine's short way for a batch of detector records (a flood of scans: 10,000 records at once).
+"""The engine's short way for a batch of records (a flood of scans: 10,000 detector records at once; a fleet
+catch-up: 100,000 of the fleet daemon's lines).
 
-A local jail that bans at the first failure (``maxretry`` 1, any record, IPv4 addresses banned as themselves)
-decides most records of a batch the same few ways: already banned, or a new ban. :func:`decide` takes each such
-record straight to its ban, with no Failure, BanDecision or Decision object and no call per step, and hands
-every other entry to :meth:`Engine.entry` (a line, an unreadable entry, an IPv6 source, an untrusted record, a
-never-ban address, a full ban cap, a host the jail still counts...), before anything is counted for it, so each
-entry is decided exactly once, by one of the two ways. The property test (tests/unit/responder/core/test_lean.py)
-holds it to "the same bans, decisions, counters and offence counts as Engine.entry for every batch".
+A local jail that bans at the first failure (``maxretry`` 1, any record, IPv4 addresses banned as themselves),
+and the fleet jail, decide most records of a batch the same few ways: already banned, or a new ban.
+:func:`decide` takes each such record straight to its ban, with no Failure, BanDecision or Decision object and no
+call per step, and hands every other entry to :meth:`Engine.entry` (a line, an unreadable entry, an IPv6 network,
+an untrusted record, a never-ban address, a full ban cap, a host the jail still counts, a remote unban, a renewal,
+a line the parser refuses...), before anything is counted for it, so each entry is decided exactly once, by one
+of the two ways. The property tests (tests/unit/responder/core/test_lean.py) hold it to "the same bans,
+decisions, counters and offence counts as Engine.entry for every batch".
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ _FLEET_MATCH = [{R.F_IDENT: R.FLEET_IDENTIFIER, R.F_EVENT: event} for event in (
 
 
 def jail_of(engine: Engine, source: str, batch: int = MIN_BATCH) -> JailRuntime | None:
-    """The one jail reading ``source`` when :func:`decide` may take a batch of ``batch`` of its records: a local
-    jail (not the fleet's) with a record filter that names the host field (``record_host``), banning at the
-    first failure of any record, an IPv4 address as itself; None otherwise (Engine.entry decides every entry)."""
+    """The one jail reading ``source`` when :func:`decide` may take a batch of ``batch`` of its records (at least
+    :data:`MIN_BATCH`), its filter naming the host field (``record_host``): the fleet jail, or a local jail
+    banning at the first failure of any record, an IPv4 address as itself; None otherwise (Engine.entry decides
+    every entry)."""
     if batch < MIN_BATCH:
         return None
     found = [rt for rt in engine.jails.values() if rt.source == source]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,36 +124,54 @@ def _state(eng: Engine, rt: JailRuntime) -> tuple[Any, ...]:
 @settings(max_examples=300, deadline=None)
 @given(_case())
 def test_lean_decides_every_batch_as_the_engine_does(case: dict[str, Any]) -> None:
-    entries = case["entries"]
-    long_eng, long_rt = _engine(case)
-    long_eng.prefetch(SOURCE, entries)
-    long_bans: list[tuple[Any, ...]] = []
-    long_other: list[tuple[Any, ...]] = []
-    for e in entries:
-        for d in long_eng.entry(SOURCE, e, NOW):
-            if d.kind == "ban" and d.ban is not None:
-                long_bans.append(_ban(d.ban))
-            else:
-                long_other.append(_other(d))
+    _both_ways(_engine, case, SOURCE, case["entries"])
 
-    eng, rt = _engine(case)
-    assert lean.jail_of(eng, SOURCE) is rt
-    eng.prefetch(SOURCE, entries)
+
+def _both_ways(make: Callable[[dict[str, Any]], tuple[Engine, JailRuntime]], case: dict[str, Any], source: str,
+               entries: list[Entry]) -> None:
+    """Two engines made alike by ``make``, one taking the batch the long way, the other the short way: the same
+    decisions in the same order, and the same state left behind."""
+    long_eng, long_rt = make(case)
+    expected = _long_way(long_eng, source, entries)
+    eng, rt = make(case)
+    assert lean.jail_of(eng, source) is rt
+    assert _short_way(eng, rt, source, entries) == expected
+    assert _state(eng, rt) == _state(long_eng, long_rt)
+
+
+def _long_way(eng: Engine, source: str, entries: list[Entry]) -> tuple[list[Any], list[Any]]:
+    """The batch through Engine.entry, entry by entry (the service's long way): its bans (each with those it
+    replaces) and its other decisions (each with the bans it lifts), in order."""
+    eng.prefetch(source, entries)
+    bans: list[Any] = []
+    other: list[Any] = []
+    for e in entries:
+        for d in eng.entry(source, e, NOW):
+            if d.kind == "ban" and d.ban is not None:
+                bans.append((_ban(d.ban), [_ban(b) for b in d.replaces]))
+            else:
+                other.append((*_other(d), [_ban(b) for b in d.lifts]))
+    return bans, other
+
+
+def _short_way(eng: Engine, rt: JailRuntime, source: str, entries: list[Entry]) -> tuple[list[Any], list[Any]]:
+    """The same batch through lean.decide, Engine.entry as its long way: the same two lists."""
+    eng.prefetch(source, entries)
     bans: list[Ban] = []
-    other: list[tuple[Any, ...]] = []
+    replaced: dict[int, list[Any]] = {}
+    other: list[Any] = []
 
     def slow(e: Entry) -> None:
-        for d in eng.entry(SOURCE, e, NOW):
+        for d in eng.entry(source, e, NOW):
             if d.kind == "ban" and d.ban is not None:
                 bans.append(d.ban)
+                replaced[id(d.ban)] = [_ban(b) for b in d.replaces]
             else:
-                other.append(_other(d))
+                other.append((*_other(d), [_ban(b) for b in d.lifts]))
 
-    fast = lean.decide(eng, rt, SOURCE, entries, NOW, bans, slow)
-    assert [_ban(b) for b in bans] == long_bans
-    assert other == long_other
-    assert _state(eng, rt) == _state(long_eng, long_rt)
-    assert all(b in bans and f in [e.fields for e in entries] for b, f in fast)
+    fast = lean.decide(eng, rt, source, entries, NOW, bans, slow)
+    assert all(b in bans and f in [e.fields for e in entries] for b, f in fast)  # (its bans, with their records)
+    return [(_ban(b), replaced.get(id(b), [])) for b in bans], other
 
 
 def test_jail_of_only_for_a_jail_banning_at_the_first_record() -> None:
@@ -225,33 +244,4 @@ def test_lean_decides_every_fleet_batch_as_the_engine_does(entries: list[Entry],
                                                            banned: list[tuple[str, int]], offences: dict[str, int],
                                                            many: bool, stock: bool) -> None:
     case = {"cap": cap, "banned": banned, "offences": offences, "many": many, "stock": stock}
-    long_eng, long_rt = _fleet_engine(case)
-    long_eng.prefetch(FLEET_SOURCE, entries)
-    long_bans: list[tuple[Any, ...]] = []
-    long_other: list[tuple[Any, ...]] = []
-    for e in entries:
-        for d in long_eng.entry(FLEET_SOURCE, e, NOW):
-            if d.kind == "ban" and d.ban is not None:
-                long_bans.append((_ban(d.ban), [_ban(b) for b in d.replaces]))
-            else:
-                long_other.append((*_other(d), [_ban(b) for b in d.lifts]))
-
-    eng, rt = _fleet_engine(case)
-    assert lean.jail_of(eng, FLEET_SOURCE) is rt
-    eng.prefetch(FLEET_SOURCE, entries)
-    bans: list[Ban] = []
-    replaced: dict[int, list[tuple[Any, ...]]] = {}
-    other: list[tuple[Any, ...]] = []
-
-    def slow(e: Entry) -> None:
-        for d in eng.entry(FLEET_SOURCE, e, NOW):
-            if d.kind == "ban" and d.ban is not None:
-                bans.append(d.ban)
-                replaced[id(d.ban)] = [_ban(b) for b in d.replaces]
-            else:
-                other.append((*_other(d), [_ban(b) for b in d.lifts]))
-
-    lean.decide(eng, rt, FLEET_SOURCE, entries, NOW, bans, slow)
-    assert [(_ban(b), replaced.get(id(b), [])) for b in bans] == long_bans
-    assert other == long_other
-    assert _state(eng, rt) == _state(long_eng, long_rt)
+    _both_ways(_fleet_engine, case, FLEET_SOURCE, entries)

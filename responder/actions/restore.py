@@ -7,8 +7,9 @@ set's name rendered once per family and kind. A transaction is committed once it
 kernel takes 1,000,000 elements faster as ten transactions of 100,000 than as one; the first one holds a quarter, so
 the kernel starts sooner), by one worker thread while
 the caller reads and checks the next rows: libnftables runs with the GIL released (ctypes), so the kernel's work on
-one chunk overlaps Python's on the next. The worker has its own libnftables context and lives only during the
-restore; everything else (reports, the ban book) stays on the caller's thread. Every other action of the jail gets
+one chunk overlaps Python's on the next. The worker lives only during the restore and uses the executor's second
+libnftables context (responder.actions.early's, not the caller's: a context is not shared between threads at
+once); everything else (reports, the ban book) stays on the caller's thread. Every other action of the jail gets
 the bans through Executor.ban_many (its variables and plan per ban). A failing element is reported like a failing
 ban, with its address.
 """
@@ -24,7 +25,6 @@ from portsentinel.responder.actions import bulkban
 from portsentinel.responder.actions.action import KERNEL_GRACE, Action, SetElement
 from portsentinel.responder.actions.executor import Executor
 from portsentinel.responder.actions.variables import BanVars
-from portsentinel.responder.adapters.libnft import NftRunner
 from portsentinel.responder.adapters.nftbatch import CommitResult, NftBatch
 from portsentinel.responder.adapters.runner import Runner
 from portsentinel.responder.core.bans import FOREVER, Ban, by_jail
@@ -85,7 +85,6 @@ class Restorer:
         self._results: list[tuple[_Chunk, CommitResult]] = []
         self._queue: queue.Queue[_Chunk | None] = queue.Queue(maxsize=2)
         self._worker: threading.Thread | None = None
-        self._runner: Runner | None = None
         self._error: BaseException | None = None
 
     def _sets_of(self, jail: str, action: Action) -> _Plain:
@@ -188,11 +187,9 @@ class Restorer:
 
     # ------------------------------------------------------------------ committing
     def _batch_runner(self) -> Runner:
-        """The worker's runner: its own libnftables context (a context is not shared between threads)."""
-        if self._runner is None:
-            ex_runner = self.executor.nft_runner
-            self._runner = NftRunner(self.executor.runner) if isinstance(ex_runner, NftRunner) else ex_runner
-        return self._runner
+        """The worker's runner: the executor's second libnftables context (responder.actions.early), used by one
+        thread at a time (a context is not shared between threads at once; the restore ends before any batch)."""
+        return self.executor.early.runner()
 
     def _submit(self, ch: _Chunk) -> None:
         if self._worker is None:
@@ -232,10 +229,6 @@ class Restorer:
             self._worker.join()
             self._worker = None
         error, self._error = self._error, None
-        if isinstance(self._runner, NftRunner) and self._runner is not self.executor.nft_runner:
-            if self._runner.lib is not None:
-                self._runner.lib.close()
-            self._runner = None
         if error is not None:
             raise error
         for ch, result in self._results:

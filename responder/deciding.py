@@ -1,5 +1,5 @@
 """A batch of entries read from one source, decided and carried out (the service's _apply): each entry through
-the engine, its bans applied with the batch; a large batch of detector records the short way
+the engine, its bans applied with the batch; a large batch of detector records or fleet lines the short way
 (responder.core.lean), a part at a time, each part's bans in force while the next is decided
 (Keeper.apply_early: set elements that the kernel lifts on its own).
 """
@@ -41,7 +41,7 @@ def decide(r: Decider, source: str, entries: list[Any], now: float) -> None:
     """The batch decided in order; its bans applied (with the cursor of its last entry)."""
     bans: list[Ban] = []
     rt = lean.jail_of(r.engine, source, len(entries))
-    if rt is not None:  # a batch of detector records: most of them straight to their bans
+    if rt is not None:  # detector records, or the fleet daemon's lines: most of them straight to their bans
         i = 0
         for size in parts(len(entries)):
             part = entries[i:i + size]

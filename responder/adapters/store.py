@@ -57,8 +57,9 @@ def _infos_text(info: dict[str, str], texts: dict[tuple[tuple[str, str], ...], s
         key = (("origin_until", ""), *[item for item in info.items() if item[0] != "origin_until"])
         around = texts.get(key)
         if around is None:
-            around = texts[key] = _info_text({**info, "origin_until": _MARK})
-        if around.count(_MARK) != 1:  # (another value holds the mark: the text made in full)
+            around = _info_text({**info, "origin_until": _MARK})
+            texts[key] = around = around if around.count(_MARK) == 1 else ""  # (another value holds the mark)
+        if not around:
             return _info_text(info)
         head, _, tail = around.partition(_MARK)
         return head + until + tail

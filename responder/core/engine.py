@@ -90,7 +90,7 @@ MAX_ESCALATION = 10_000
 #: The fields a local jail's entry gives its failure (module names: 100,000 entries read them), and the usual
 #: port numbers' texts.
 _PORT, _VERIFIED, _PROTO, _SCAN, _MODE, _MESSAGE = R.F_PORT, R.F_VERIFIED, R.F_PROTO, R.F_SCAN, R.F_MODE, R.F_MESSAGE
-_PORTS = {str(n): n for n in range(1025)}
+PORT_NUMBERS = {str(n): n for n in range(1025)}
 
 
 def local_info(port: str, proto: str, scan: str, mode: str, share: bool, verified: bool) -> dict[str, str]:
@@ -214,7 +214,7 @@ class Engine:
             return self._remote(rt, e.fields, now)
         get = e.fields.get
         port_text = get(_PORT, "") or "0"
-        port = _PORTS.get(port_text)
+        port = PORT_NUMBERS.get(port_text)
         if port is None:
             if not (port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535):
                 return Decision("invalid", name, ip, f"{R.F_PORT} {port_text[:20]!r} is not a port number")

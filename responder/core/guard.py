@@ -22,7 +22,6 @@ _LOOPBACK_SPANS: dict[int, Span] = {4: (127 << 24, (128 << 24) - 1, "127.0.0.0/8
                                     6: (1, 1, "::1", "loopback")}
 
 
-#: Lines that are each a canonical IPv4 address (the screen below reads first bytes from such text only).
 #: First bytes of the IPv4 addresses never banned whatever the configuration: loopback, multicast.
 _LOOPBACK_OCTETS = frozenset({127, *range(224, 240)})
 
@@ -185,9 +184,7 @@ class PerMinuteCap:
     def allow(self, now: float) -> bool:
         if self.limit <= 0:  # no cap (the fleet jail's default): nothing to count
             return True
-        while self._times and now - self._times[0] >= 60.0:
-            self._times.popleft()
-        if self.limit > 0 and len(self._times) >= self.limit:
+        if self.full(now):
             self.refused += 1
             return False
         self._times.append(now)

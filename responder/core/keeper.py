@@ -140,15 +140,9 @@ class Keeper:
             self.settle(None if bans else cursors)
             if not bans:
                 return
-        if self.pending.pending:  # (none pending, the usual case: no look-up per ban)
-            for b in bans:
-                self.pending.cancel(b.jail, b.ip)  # a pending unban must not lift the new ban
+        self._cancel_unbans(bans)
         if bans and self.executor.kernel_expires(bans):
-            applied = self.executor.ban_many(bans, now=self.clock(), report=False)
-            self._crash_point("ban-applied")
-            self.store.commit(added=bans, cursors=cursors)
-            self._crash_point("ban-committed")
-            self.executor.report_applied(applied)
+            self._commit_applied(bans, self.executor.ban_many(bans, now=self.clock(), report=False), cursors)
             return
         self.store.commit(added=bans, cursors=cursors)
         if bans:
@@ -163,9 +157,7 @@ class Keeper:
         and writes their records. False (nothing done) for other bans, or none."""
         if not bans or not self.executor.kernel_expires(bans):
             return False
-        if self.pending.pending:
-            for b in bans:
-                self.pending.cancel(b.jail, b.ip)
+        self._cancel_unbans(bans)
         self._early.append((bans, self.executor.ban_many_later(bans, now=self.clock())))
         return True
 
@@ -180,6 +172,17 @@ class Keeper:
         for part, wait in early:
             bans += part
             applied += wait()
+        self._commit_applied(bans, applied, cursors)
+
+    def _cancel_unbans(self, bans: list[Ban]) -> None:
+        """A pending unban must not lift a new ban (none pending, the usual case: no look-up per ban)."""
+        if self.pending.pending:
+            for b in bans:
+                self.pending.cancel(b.jail, b.ip)
+
+    def _commit_applied(self, bans: list[Ban], applied: list[tuple[Ban, list[str]]],
+                        cursors: dict[str, str] | None) -> None:
+        """Bans already in force (set elements the kernel lifts on its own) committed, then their records."""
         self._crash_point("ban-applied")
         self.store.commit(added=bans, cursors=cursors)
         self._crash_point("ban-committed")

@@ -21,6 +21,7 @@ from portsentinel import record as R
 from portsentinel.responder.config.jailconf import JailConfig
 from portsentinel.responder.core import remote
 from portsentinel.responder.core.bans import FOREVER, Ban, BanBook, bantime_for
+from portsentinel.responder.core.engine import PORT_NUMBERS as _PORTS
 from portsentinel.responder.core.engine import Engine, JailRuntime, local_info
 from portsentinel.responder.core.guard import PerMinuteCap
 from portsentinel.responder.core.sources import Entry
@@ -28,8 +29,6 @@ from portsentinel.responder.core.trust import journal_trusted
 
 #: Batches of fewer entries go the long way (a few records: nothing to gain).
 MIN_BATCH = 64
-#: The usual port numbers' texts (as the engine reads them).
-_PORTS = {str(n): n for n in range(1025)}
 _PORT, _VERIFIED, _PROTO, _SCAN, _MODE, _MESSAGE = R.F_PORT, R.F_VERIFIED, R.F_PROTO, R.F_SCAN, R.F_MODE, R.F_MESSAGE
 #: filter.d/portsentinel-fleet.conf's journalmatch, as the filter holds it.
 _FLEET_MATCH = [{R.F_IDENT: R.FLEET_IDENTIFIER, R.F_EVENT: event} for event in ("ban", "unban")]

@@ -37,8 +37,9 @@ def parts(n: int) -> list[int]:
     return [min(PART, n - i) for i in range(0, n, PART)]
 
 
-def decide(r: Decider, source: str, entries: list[Any], now: float) -> None:
-    """The batch decided in order; its bans applied (with the cursor of its last entry)."""
+def decide(r: Decider, source: str, entries: list[Any], now: float, *, more: bool = False) -> None:
+    """The batch decided in order; its bans applied (with the cursor of its last entry; ``more``: another batch
+    follows at once, Keeper.apply)."""
     bans: list[Ban] = []
     rt = lean.jail_of(r.engine, source, len(entries))
     if rt is not None:  # detector records, or the fleet daemon's lines: most of them straight to their bans
@@ -58,7 +59,7 @@ def decide(r: Decider, source: str, entries: list[Any], now: float) -> None:
             entry(r, source, e, now=now, bans=bans, previous=previous)
             previous = e.cursor
     r.metrics.entries(source, entries[-1].fields, len(entries), now)
-    r.apply_bans(bans, {source: entries[-1].cursor})
+    r.apply_bans(bans, {source: entries[-1].cursor}, more=more)
 
 
 def entry(r: Decider, source: str, e: Any, *, now: float, bans: list[Ban], previous: str) -> None:

@@ -182,10 +182,10 @@ class Responder:
         self.keeper.restore(jails, lambda b: shield.why_protected(b, jails, never),
                             lambda bans: shield.suspects(bans, jails, never))
 
-    def apply_bans(self, bans: list[Ban], cursors: dict[str, str] | None = None) -> None:
+    def apply_bans(self, bans: list[Ban], cursors: dict[str, str] | None = None, *, more: bool = False) -> None:
         self._applying = {(b.jail, b.ip): b for b in bans}
         try:
-            self.keeper.apply(bans, cursors)
+            self.keeper.apply(bans, cursors, more=more)
         finally:
             self._applying = {}
 
@@ -250,24 +250,31 @@ class Responder:
             entries = src.read(READ_BATCH)
             if entries:
                 total += len(entries)
-                self._apply(name, entries)
-                if len(entries) >= READ_BATCH:
+                full = len(entries) >= READ_BATCH
+                self._apply(name, entries, more=full)
+                if full:
                     continue
                 break
             if total or time.monotonic() >= deadline:
                 break
             time.sleep(0.0001)
+        self.keeper.settle()  # (a full batch's bans, when nothing came after it)
         return total
 
-    def _apply(self, source: str, entries: list[Any]) -> None:
+    def _apply(self, source: str, entries: list[Any], *, more: bool = False) -> None:
+        """One batch decided and applied; ``more``: another full one follows (a backlog), its bans' rows,
+        cursor and records may wait for a later batch's (Keeper.apply)."""
         self.engine.prefetch(source, entries)  # offence counts of the batch at once
         paused = len(entries) >= GC_PAUSE_MIN and gc.isenabled()
         if paused:  # thousands of lasting objects (bans, records), no garbage cycle: no collection pass midway
             gc.disable()
+        decided = False
         try:
-            deciding.decide(self, source, entries, time.time())
+            deciding.decide(self, source, entries, time.time(), more=more)
+            decided = True
         finally:
-            self.keeper.settle()  # (after an exception: the bans in force committed, without the cursor)
+            if not (decided and more):
+                self.keeper.settle()  # (after an exception: the bans in force committed, without the cursor)
             self.engine.end_batch()
             if paused:
                 gc.enable()

@@ -32,6 +32,11 @@ from portsentinel.responder.core.unbans import PendingUnbans
 
 log = logging.getLogger("portsentinel.responder")
 
+#: A backlog's bans in force wait for their rows (Keeper.apply with ``more``) up to this many bans...
+HOLD_BANS = 131_072
+#: ... or this many seconds since the first of them.
+HOLD_SECONDS = 2.0
+
 
 class Keeper:
     def __init__(self, store: Store, book: BanBook, executor: Executor, report: Callable[..., None],
@@ -44,8 +49,13 @@ class Keeper:
         self.clock = clock
         self.pending = PendingUnbans()
         #: Parts of the batch being decided whose set elements are being applied (apply_early), each with the
-        #: function that waits for them.
+        #: function that waits for them; with a backlog, the parts of the batches decided before it too.
         self._early: list[tuple[list[Ban], Callable[[], list[tuple[Ban, list[str]]]]]] = []
+        #: The cursors of the batches whose early bans wait to be committed (apply with ``more``), the number of
+        #: those bans, and since when (monotonic seconds) the first of them waits.
+        self._held: dict[str, str] = {}
+        self._held_bans = 0
+        self._held_since = 0.0
 
     def restore(self, jails: Collection[str], protected: Callable[[Ban], str | None] = lambda b: None,
                 screen: Callable[[list[Ban]], list[Ban]] | None = None) -> None:
@@ -126,17 +136,28 @@ class Keeper:
         if os.environ.get("PORTSENTINEL_TEST_CRASH") == point:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def apply(self, bans: list[Ban], cursors: dict[str, str] | None = None) -> None:
+    def apply(self, bans: list[Ban], cursors: dict[str, str] | None = None, *, more: bool = False) -> None:
         """Commit new bans (and the cursor that made them) first, then run their actions; bans that the kernel
         lifts on its own (Executor.kernel_expires: set elements with a timeout, the nftables action's) are put
         in force first and committed right after, their records written once both are done.
 
         The second order keeps the first's promise: a crash between the two leaves set elements that expire
         by themselves, and neither the bans nor the cursor committed, so the entries are read and decided again
-        at the next start (adding an element that is already there changes nothing)."""
-        if self._early:  # the batch's first parts are in force already (apply_early)
+        at the next start (adding an element that is already there changes nothing).
+
+        ``more``: another batch of the same source waits to be read (a backlog: a fleet catch-up, a flood). Such
+        bans go in force now and their rows, the cursor and their records wait for a later batch's, so that the
+        backlog's bans are in force before the first of those rows is written (:meth:`settle`: at the end of
+        the backlog, before any other step of the keeper, or at :data:`HOLD_BANS` bans or :data:`HOLD_SECONDS`)."""
+        if self._early or more:  # the batch's first parts are in force already (apply_early), or a backlog
             if self.apply_early(bans):
                 bans = []
+            if more and not bans and not self._hold_full():
+                if cursors:
+                    if not self._early and not self._held:
+                        self._held_since = time.monotonic()
+                    self._held.update(cursors)
+                return
             self.settle(None if bans else cursors)
             if not bans:
                 return
@@ -158,21 +179,32 @@ class Keeper:
         if not bans or not self.executor.kernel_expires(bans):
             return False
         self._cancel_unbans(bans)
+        if not self._early and not self._held:
+            self._held_since = time.monotonic()
         self._early.append((bans, self.executor.ban_many_later(bans, now=self.clock())))
+        self._held_bans += len(bans)
         return True
 
+    def _hold_full(self) -> bool:
+        """Whether the bans waiting for their rows (a backlog's, :meth:`apply` with ``more``) must be settled
+        now: :data:`HOLD_BANS` of them, or the first waiting for :data:`HOLD_SECONDS`."""
+        return (self._held_bans >= HOLD_BANS
+                or (bool(self._early or self._held) and time.monotonic() - self._held_since >= HOLD_SECONDS))
+
     def settle(self, cursors: dict[str, str] | None = None) -> None:
-        """The early bans (apply_early): their transactions waited for, then committed (with ``cursors``, the
-        batch's end, when they are the whole batch) and their records written. Nothing when there are none."""
-        if not self._early:
+        """The early bans (apply_early): their transactions waited for, then committed with the cursors of the
+        batches decided whole (``cursors``: the batch's end, when they are the whole batch) and their records
+        written. Nothing when there are none."""
+        held = {**self._held, **cursors} if cursors and self._held else (cursors or self._held)
+        if not self._early and not held:
             return
-        early, self._early = self._early, []
+        early, self._early, self._held, self._held_bans = self._early, [], {}, 0
         bans: list[Ban] = []
         applied: list[tuple[Ban, list[str]]] = []
         for part, wait in early:
             bans += part
             applied += wait()
-        self._commit_applied(bans, applied, cursors)
+        self._commit_applied(bans, applied, held or None)
 
     def _cancel_unbans(self, bans: list[Ban]) -> None:
         """A pending unban must not lift a new ban (none pending, the usual case: no look-up per ban)."""
@@ -183,10 +215,12 @@ class Keeper:
     def _commit_applied(self, bans: list[Ban], applied: list[tuple[Ban, list[str]]],
                         cursors: dict[str, str] | None) -> None:
         """Bans already in force (set elements the kernel lifts on its own) committed, then their records."""
-        self._crash_point("ban-applied")
+        if bans:
+            self._crash_point("ban-applied")
         self.store.commit(added=bans, cursors=cursors)
-        self._crash_point("ban-committed")
-        self.executor.report_applied(applied)
+        if bans:
+            self._crash_point("ban-committed")
+            self.executor.report_applied(applied)
 
     def lift(self, bans: list[Ban], reason: str) -> None:
         """Unban: pending in the store first, then the actions; pending until every one of them succeeded."""

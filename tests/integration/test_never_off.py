@@ -293,6 +293,60 @@ def test_kill9_while_a_large_batch_is_in_force_before_its_rows(mlab: Lab, tmp_pa
         assert second.stop() == 0
 
 
+def test_kill9_after_a_backlog_is_in_force_before_its_rows(mlab: Lab, tmp_path: Path) -> None:
+    """40,000 records waiting while the responder was stopped: read 16,384 at a time, every batch's bans in force
+    before any row is written (Keeper.apply with ``more``), and the process killed then: the next start decides
+    all of them again, each banned once, every row and record written, nothing failed."""
+    from tests.lab.netns import LabError
+
+    vic = mlab.victim
+    cfg = make_config(tmp_path, _jail(tmp_path, "back", "nftables[name=back]", bantime="600"))
+    alerts = _alerts(tmp_path)
+    ips = [f"100.74.{i // 250}.{i % 250 + 1}" for i in range(40_000)]  # (no lab's: the journal is shared)
+    ResponderProcess(vic, tmp_path, cfg).start().stop()  # the source's starting point committed: the file's end
+    with open(alerts, "a") as fh:
+        fh.write("".join(json.dumps({"MESSAGE": f"attackalert: TCP SYN/Normal scan from host: {ip}/{ip} to TCP "
+                                                "port: 1", "SYSLOG_IDENTIFIER": "portsentinel-detector",
+                                     "PS_EVENT": "scan", "PS_SRC": ip, "PS_PROTO": "tcp", "PS_PORT": "1"}) + "\n"
+                         for ip in ips))
+    first = ResponderProcess(vic, tmp_path, cfg, env={"PORTSENTINEL_TEST_CRASH": "ban-applied"})
+    try:
+        first.start()
+    except LabError:
+        pass  # killed itself before it answered
+    assert first.proc is not None
+    first.proc.wait(60)
+    assert first.proc.returncode == -9, first.stderr()
+    first.kill9()
+    listed = _nft(vic, "list", "set", "inet", "portsentinel", "back_v4").replace("{", " ").replace(",", " ")
+    assert all(f" {ip}" in listed for ip in (ips[0], ips[16_383], ips[16_384], ips[32_768], ips[-1]))
+    db = sqlite3.connect(tmp_path / "state" / "responder.sqlite3")
+    try:
+        assert int(db.execute("SELECT count(*) FROM bans").fetchone()[0]) == 0  # in force, not committed
+    finally:
+        db.close()
+    second = ResponderProcess(vic, tmp_path, cfg).start()
+    try:
+        def rows() -> int:
+            db = sqlite3.connect(tmp_path / "state" / "responder.sqlite3")
+            try:
+                return int(db.execute("SELECT count(*) FROM bans").fetchone()[0])
+            finally:
+                db.close()
+
+        assert _until(lambda: rows() == 40_000, 60) is not None, second.stderr()
+
+        def recorded() -> set[str]:
+            return {str(s) for r in second.records() if r.get("PS_EVENT") == "ban" and r.get("PS_JAIL") == "back"
+                    for s in (r["PS_SRC"] if isinstance(r.get("PS_SRC"), list) else [r.get("PS_SRC")])}
+
+        assert _until(lambda: recorded() == set(ips), 20) is not None, len(recorded())
+        failed = [r for r in second.records() if r.get("PS_EVENT") == "failed"]
+        assert not failed, failed[:3]
+    finally:
+        assert second.stop() == 0
+
+
 # ------------------------------------------------------------------------------------------ item 5: crash loops
 def _send(src: str, **extra: str) -> None:
     """A detector record in the private journal, written by root (trusted, as the detector's)."""

@@ -35,7 +35,7 @@ log = logging.getLogger("portsentinel.responder")
 #: A backlog's bans in force wait for their rows (Keeper.apply with ``more``) up to this many bans...
 HOLD_BANS = 131_072
 #: ... or this many seconds since the first of them.
-HOLD_SECONDS = 2.0
+HOLD_SECONDS = 5.0
 
 
 class Keeper:

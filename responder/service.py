@@ -246,19 +246,21 @@ class Responder:
         src.process()
         deadline = time.monotonic() + settle
         total = 0
-        while True:
-            entries = src.read(READ_BATCH)
-            if entries:
-                total += len(entries)
-                full = len(entries) >= READ_BATCH
-                self._apply(name, entries, more=full)
-                if full:
-                    continue
-                break
-            if total or time.monotonic() >= deadline:
-                break
-            time.sleep(0.0001)
-        self.keeper.settle()  # (a full batch's bans, when nothing came after it)
+        try:
+            while True:
+                entries = src.read(READ_BATCH)
+                if entries:
+                    total += len(entries)
+                    full = len(entries) >= READ_BATCH
+                    self._apply(name, entries, more=full)
+                    if full:
+                        continue
+                    break
+                if total or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.0001)
+        finally:
+            self.keeper.settle()  # (a full batch's bans, when nothing or an error came after it)
         return total
 
     def _apply(self, source: str, entries: list[Any], *, more: bool = False) -> None:

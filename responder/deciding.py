@@ -49,8 +49,7 @@ def decide(r: Decider, source: str, entries: list[Any], now: float, *, more: boo
             i += size
             fast = lean.decide(r.engine, rt, source, part, now, bans, functools.partial(entry, r, source, now=now,
                                                                                          bans=bans, previous=""))
-            for ban, fields in fast:
-                r.metrics.ban_from(ban, fields)
+            r.metrics.bans_from(fast)
             if i < len(entries) and r.keeper.apply_early(bans):
                 bans = []  # in force while the rest is decided
     else:

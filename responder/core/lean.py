@@ -32,6 +32,19 @@ MIN_BATCH = 64
 _PORT, _VERIFIED, _PROTO, _SCAN, _MODE, _MESSAGE = R.F_PORT, R.F_VERIFIED, R.F_PROTO, R.F_SCAN, R.F_MODE, R.F_MESSAGE
 #: filter.d/portsentinel-fleet.conf's journalmatch, as the filter holds it.
 _FLEET_MATCH = [{R.F_IDENT: R.FLEET_IDENTIFIER, R.F_EVENT: event} for event in ("ban", "unban")]
+#: filter.d/portsentinel.conf's.
+_SCAN_MATCH = [{R.F_IDENT: R.DETECTOR_IDENTIFIER, R.F_EVENT: "scan"}]
+_IDENT, _EVENT, _SRC, _DETECTOR = R.F_IDENT, R.F_EVENT, R.F_SRC, R.DETECTOR_IDENTIFIER
+
+
+def _stock(rt: JailRuntime, journalmatch: list[dict[str, str]]) -> bool:
+    """The jail's filter decides a record from its PS_SRC field (no ignoreregex) when the record is one of
+    ``journalmatch`` (one group of SYSLOG_IDENTIFIER and PS_EVENT): the stock filters, whose record_host the short
+    ways compute inline."""
+    matcher = rt.matcher
+    rules = getattr(getattr(matcher, "record_rules", None), "match", None)
+    return (getattr(matcher, "hostfield", "") == R.F_SRC and getattr(matcher, "journalmatch", None) == journalmatch
+            and rules is not None and not rules.ignoreregex)
 
 
 def jail_of(engine: Engine, source: str, batch: int = MIN_BATCH) -> JailRuntime | None:
@@ -79,6 +92,8 @@ def decide(engine: Engine, rt: JailRuntime, source: str, entries: Sequence[Entry
     cfg, name, record_host, book, active, nets, why, ignoreip, ignoreself, cap = _common(engine, rt)
     seen = rt.jail._seen  # noqa: SLF001 - a host the jail still counts (maxretry was higher): the long way
     jail, journal, share = rt.jail, rt.journal, cfg.share
+    stock = _stock(rt, _SCAN_MATCH)  # record_host inline: PS_SRC of a detector's scan record
+    canonical = R.canonical_address
     before, note = engine.offences_before, engine.note_offence
     add = book.add
     append = bans.append
@@ -89,10 +104,19 @@ def decide(engine: Engine, rt: JailRuntime, source: str, entries: Sequence[Entry
             slow(e)
             continue
         try:
-            host = record_host(fields)
+            get = fields.get
+            raw = get(_SRC) if stock else None
+            if raw is None:
+                host = record_host(fields)
+            elif get(_IDENT) != _DETECTOR or get(_EVENT) != "scan":
+                host = None
+            else:
+                try:
+                    host = canonical(raw)
+                except ValueError:
+                    host = None
             if host is None:
                 continue  # not the filter's: no decision (as Engine.entry with the same record_host)
-            get = fields.get
             port_text = get(_PORT, "") or "0"
             if (port_text not in _PORTS or ":" in host or host in seen
                     or (journal_trusted(fields, cfg) is not None if journal else not e.trusted)):
@@ -130,11 +154,7 @@ def _remote(engine: Engine, rt: JailRuntime, entries: Sequence[Entry], now: floa
     long way."""
     cfg, name, record_host, book, active, nets, why, ignoreip, ignoreself, cap = _common(engine, rt)
     parse, bantime = remote.parse, remote.bantime
-    # the stock portsentinel-fleet filter: a line remote.parse takes is one it matches, on the same address
-    matcher = rt.matcher
-    rules = getattr(getattr(matcher, "record_rules", None), "match", None)
-    stock = (getattr(matcher, "hostfield", "") == R.F_SRC and getattr(matcher, "journalmatch", None) == _FLEET_MATCH
-             and rules is not None and not rules.ignoreregex)
+    stock = _stock(rt, _FLEET_MATCH)  # a line remote.parse takes is one the stock filter matches, same address
     add = book.add
     append = bans.append
     out: list[tuple[Ban, dict[str, str]]] = []

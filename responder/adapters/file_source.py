@@ -307,9 +307,10 @@ class FileSource:
         if not lines:
             return
         screened = psrecord_screen.screen_json_lines([t for t, _, _, _ in lines])
+        new, append = tuple.__new__, out.append
         for (text, start, lineno, cursor), fields in zip(lines, screened, strict=True):
             if fields is not None:
-                out.append(Entry(fields, "", cursor, trusted))
+                append(new(Entry, (fields, "", cursor, trusted, "")))  # Entry(fields, "", cursor, trusted)
             else:
                 out.append(self._record(text, cursor, self._where_at(lineno, start), trusted))
         lines.clear()

@@ -55,5 +55,5 @@ class EarlyCommits:
             self._pool.shutdown(wait=True)
             self._pool = None
         runner, self._runner = self._runner, None
-        if isinstance(runner, NftRunner) and runner is not self._nft_runner and runner.lib is not None:
-            runner.lib.close()
+        if isinstance(runner, NftRunner) and runner is not self._nft_runner:
+            runner.close()

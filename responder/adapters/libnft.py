@@ -12,6 +12,7 @@ import ctypes.util
 import time
 from collections.abc import Sequence
 
+from portsentinel.responder.adapters.nftelems import Elements
 from portsentinel.responder.adapters.runner import Result, Runner
 
 _NFT_CTX_OUTPUT_NONE = 0
@@ -68,6 +69,14 @@ class NftRunner:
             self.lib: LibNft | None = LibNft()
         except OSError:
             self.lib = None
+        #: Many addresses into a plain timeout set over netlink, without the parser (NftBatch.commit).
+        self.elements = Elements()
+
+    def close(self) -> None:
+        """The library's context and the netlink socket go."""
+        if self.lib is not None:
+            self.lib.close()
+        self.elements.close()
 
     def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None) -> Result:
         if self.lib is not None and list(argv) == ["nft", "-f", "-"] and input is not None:

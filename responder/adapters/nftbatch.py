@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from portsentinel.record import canonical_network
+from portsentinel.responder.adapters.nftelems import Elements
 from portsentinel.responder.adapters.runner import Result, Runner
 from portsentinel.responder.config.names import nft_ident
 
@@ -176,16 +177,30 @@ class NftBatch:
     def _run(self, text: str) -> Result:
         return self.runner.run([*self.nft, "-f", "-"], input=text, timeout=self.timeout)
 
+    def _elements(self) -> Elements | None:
+        """The runner's netlink path for set elements (responder.adapters.nftelems: an in-process runner's), when
+        this batch runs the plain ``nft``."""
+        kernel = getattr(self.runner, "elements", None)
+        return kernel if isinstance(kernel, Elements) and self.nft == ("nft",) else None
+
     def bulk_text(self) -> str | None:
-        """The script :meth:`commit` runs first when only bulk elements are pending (None otherwise): made by the
-        caller's thread, the commit on another runs the C library alone (responder.actions.early)."""
-        return self._bulk_script() if self._bulk and not self._ops else None
+        """The script :meth:`commit` runs first when only bulk elements are pending (None otherwise, or when
+        they go over netlink first): made by the caller's thread, the commit on another runs the C library alone
+        (responder.actions.early)."""
+        return self._bulk_script() if self._bulk and not self._ops and self._elements() is None else None
 
     def commit(self, text: str | None = None) -> CommitResult:
         """Apply everything pending in one transaction, falling back to one element at a time (``text``: what
-        :meth:`bulk_text` returned, nothing queued since)."""
+        :meth:`bulk_text` returned, nothing queued since). Bulk elements alone go over netlink first when the
+        runner has that path and their sets are plain timeout sets (no text, no parser), else as nft text."""
         res = CommitResult()
-        if self._bulk and not self._ops:  # a restore's chunk: its text straight from the lists
+        if self._bulk and not self._ops:  # a restore's chunk, a batch's bans: straight from the lists
+            kernel = self._elements()
+            if kernel is not None and kernel.add(self.family, self.table, self._bulk):
+                res.runs, res.applied = 1, self._nbulk
+                self._bulk.clear()
+                self._nbulk = 0
+                return res
             first = self._run(self._bulk_script() if text is None else text)
             res.runs = 1
             if first.ok:

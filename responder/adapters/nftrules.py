@@ -29,7 +29,7 @@ def _attr(kind: int, text: str) -> bytes:
     return _NLA.pack(_NLA.size + len(data), kind) + data + b"\0" * (-len(data) % 4)
 
 
-def _attrs(data: bytes) -> list[tuple[int, bytes]]:
+def attributes(data: bytes) -> list[tuple[int, bytes]]:
     out, off = [], 0
     while off + _NLA.size <= len(data):
         length, kind = _NLA.unpack_from(data, off)
@@ -47,15 +47,15 @@ def _text(data: bytes) -> str:
 def lookup_sets(rule: bytes) -> set[str]:
     """The sets a rule's ``lookup`` expressions name (``rule``: the attributes after the nfgenmsg header)."""
     found: set[str] = set()
-    for kind, value in _attrs(rule):
+    for kind, value in attributes(rule):
         if kind != NFTA_RULE_EXPRESSIONS:
             continue
-        for ekind, elem in _attrs(value):
+        for ekind, elem in attributes(value):
             if ekind != NFTA_LIST_ELEM:
                 continue
-            parts = dict(_attrs(elem))
+            parts = dict(attributes(elem))
             if _text(parts.get(NFTA_EXPR_NAME, b"")) == "lookup":
-                for dkind, dval in _attrs(parts.get(NFTA_EXPR_DATA, b"")):
+                for dkind, dval in attributes(parts.get(NFTA_EXPR_DATA, b"")):
                     if dkind == NFTA_LOOKUP_SET:
                         found.add(_text(dval))
     return found

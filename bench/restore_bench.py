@@ -119,11 +119,11 @@ def _check(n: int, sample: int) -> dict[str, Any]:
             "expired_absent": f"{sum(_addr(i) not in words for i in dead)}/{len(dead)}"}
 
 
-def _screen(never: Any, bans: list[Any]) -> list[Any]:
-    """The responder's restore screen (responder.core.shield.suspects) for this one jail: the bans whose
-    address starts like a protected one."""
-    sus = never.suspects([b.ip for b in bans])
-    return list(bans) if sus is None else [b for b in bans if b.ip in sus]
+def _screen(never: Any, ips: list[str]) -> set[str] | None:
+    """The responder's restore screen (responder.core.shield.suspects) for this one jail: the addresses that
+    start like a protected one (None: all)."""
+    sus: set[str] | None = never.suspects(ips)
+    return sus
 
 
 def inner(kind: str, n: int, sample: int, verify: bool) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def inner(kind: str, n: int, sample: int, verify: bool) -> dict[str, Any]:
             due = keeper.pending.due
             keeper.pending.due = lambda t: []  # type: ignore[method-assign]  # the 1% expired: lifted below
             c0, t0 = _cpu(), time.perf_counter()
-            keeper.restore([JAIL], protected=lambda b: never.why(b.ip), screen=lambda bans: _screen(never, bans))
+            keeper.restore([JAIL], protected=lambda b: never.why(b.ip), screen=lambda jail, ips: _screen(never, ips))
             out["seconds"], out["cpu"] = time.perf_counter() - t0, _cpu() - c0
             if kind == "restore":
                 keeper.pending.due = due  # type: ignore[method-assign]

@@ -180,7 +180,7 @@ class Responder:
         """Bans from the database re-applied, the expired ones and the pending unbans lifted (responder.core.keeper)."""
         jails, never = self.engine.jails, self.engine.never
         self.keeper.restore(jails, lambda b: shield.why_protected(b, jails, never),
-                            lambda bans: shield.suspects(bans, jails, never))
+                            lambda jail, ips: shield.suspects(jail, ips, jails, never))
 
     def apply_bans(self, bans: list[Ban], cursors: dict[str, str] | None = None, *, more: bool = False) -> None:
         self._applying = {(b.jail, b.ip): b for b in bans}

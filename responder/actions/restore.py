@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from portsentinel.responder.actions import bulkban
 from portsentinel.responder.actions.action import KERNEL_GRACE, Action, SetElement
@@ -35,6 +36,8 @@ CHUNK = 100_000
 #: One ban of each kind, to render a plain action's set names: (IPv6?, network?) -> a sample target.
 _SAMPLES = {(False, False): "192.0.2.1", (False, True): "192.0.2.0/24", (True, False): "2001:db8::1",
             (True, True): "2001:db8::/64"}
+#: A ban's row in the store: jail, ip, banned_at, expires, count, failures, info (responder.adapters.store).
+Row = tuple[str, str, float, float, int, int, str]
 #: Variables a plain action's batchset may name besides its configuration values.
 _PLAIN_VARS = frozenset({"family", "network"})
 
@@ -62,7 +65,8 @@ class _Chunk:
     """A transaction being filled, and whose bans it holds (to report a failing element with its ban)."""
 
     batch: NftBatch
-    owners: list[tuple[str, Action, list[Ban]]] = field(default_factory=list)
+    #: (jail, action, the bans or rows of its elements, the ban of one of them)
+    owners: list[tuple[str, Action, Sequence[Any], Callable[[Any], Ban]]] = field(default_factory=list)
 
 
 class Restorer:
@@ -102,6 +106,23 @@ class Restorer:
         return _Plain(action, str(action.params.get("table", "portsentinel")), sets)
 
     # ------------------------------------------------------------------ feeding
+    def add_rows(self, jail: str, rows: list[Row], ban_of: Callable[[Row], Ban]) -> None:
+        """The set elements of a jail's restored rows (jail, ip, banned_at, expires, ...) queued for its plain set
+        actions, no Ban made (a full transaction goes to the worker); the rows :meth:`add_rest` must still have
+        as bans: those of the jail's other actions (``ban_of`` makes a ban of a row the set path cannot take,
+        and of one whose element failed, for its report)."""
+        if jail not in self._plain or not rows:
+            return
+        for p in self._plain[jail]:
+            self._add_plain(jail, p, [r[1] for r in rows], [r[3] for r in rows], rows, ban_of)
+        self._flush_full()
+
+    def add_rest(self, bans: list[Ban]) -> None:
+        """The restored bans (as :meth:`add_rows` took their rows) to the jails' other actions (Executor.ban_many)."""
+        for jail, jbans in by_jail(bans).items():
+            if self._rest.get(jail):
+                self.executor.ban_many(jbans, now=self.now, restoring=True, only=self._rest[jail])
+
     def add(self, bans: list[Ban]) -> None:
         """Re-apply ``bans`` (of any jails; a jail not given at construction is skipped): set elements queued
         (a full transaction goes to the worker), other actions at once through Executor.ban_many."""
@@ -111,23 +132,30 @@ class Restorer:
             if self._rest[jail]:
                 self.executor.ban_many(jbans, now=self.now, restoring=True, only=self._rest[jail])
             for p in self._plain[jail]:
-                self._add_plain(jail, p, jbans)
+                self._add_plain(jail, p, [b.ip for b in jbans], [b.expires for b in jbans], jbans, lambda b: b)
+        self._flush_full()
+
+    def _flush_full(self) -> None:
+        """Each full transaction to the worker."""
         for table, ch in list(self._open.items()):
             # the first transaction a quarter of the others: the kernel starts sooner
             if len(ch.batch) >= (self.chunk if self.transactions else self.chunk // 4):
                 del self._open[table]
                 self._submit(ch)
 
-    def _add_plain(self, jail: str, p: _Plain, bans: list[Ban]) -> None:
+    def _add_plain(self, jail: str, p: _Plain, addrs: list[str], exps: list[float], owners: Sequence[Any],
+                   ban_of: Callable[[Any], Ban]) -> None:
+        """The elements of ``addrs`` (ending at ``exps``) for one plain action; ``owners``: the bans or rows they
+        come from, ``ban_of`` the ban of one (for the per-ban path and a failure's report)."""
         now = self.now
         ips: list[list[str]] = [[], [], [], []]
         touts: list[list[int | None]] = [[], [], [], []]
-        odd: list[Ban] = []  # the per-ban path: no set name, or an expiry that is not a time (it reports why)
+        odd: list[int] = []  # the per-ban path: no set name, or an expiry that is not a time (it reports why)
         sets = p.sets
-        if not self._all_v4(p, bans, ips, touts):
-            self._sort(p, bans, ips, touts, odd)
+        if not self._all_v4(p, addrs, exps, ips, touts):
+            self._sort(p, addrs, exps, ips, touts, odd)
         if odd:
-            self.executor.ban_many(odd, now=now, restoring=True, only={p.action.name})
+            self.executor.ban_many([ban_of(owners[i]) for i in odd], now=now, restoring=True, only={p.action.name})
         if not any(ips):
             return
         ch = self._open.get(p.table)
@@ -137,19 +165,18 @@ class Restorer:
             if name and ips[kind]:
                 ch.batch.add_stored_many(name, ips[kind], touts[kind])
                 self.elements += len(ips[kind])
-        ch.owners.append((jail, p.action, bans))
+        ch.owners.append((jail, p.action, owners, ban_of))
 
-    def _all_v4(self, p: _Plain, bans: list[Ban], ips: list[list[str]], touts: list[list[int | None]]) -> bool:
+    def _all_v4(self, p: _Plain, addrs: list[str], exps: list[float], ips: list[list[str]],
+                touts: list[list[int | None]]) -> bool:
         """The common case at C speed, one list at a time: every ban an IPv4 address with an end that is a time
         (no ``:`` or ``/`` in the joined addresses; the sum of the expiries finite, none forever, none absurd).
         False (nothing added) when it is not that case."""
-        if not p.sets[0] or not bans:
+        if not p.sets[0] or not addrs:
             return False
-        addrs = [b.ip for b in bans]
         joined = "\n".join(addrs)
         if ":" in joined or "/" in joined:
             return False
-        exps = [b.expires for b in bans]
         total = sum(exps)
         if total != total or total in (float("inf"), float("-inf")) or FOREVER in exps \
                 or not max(exps) - self.now < 10**10:
@@ -159,28 +186,27 @@ class Restorer:
         touts[0] = [(t if t > 1 else 1) + KERNEL_GRACE for t in lefts]
         return True
 
-    def _sort(self, p: _Plain, bans: list[Ban], ips: list[list[str]], touts: list[list[int | None]],
-              odd: list[Ban]) -> None:
-        """Each ban's element to its kind's list (IPv4/IPv6, address/network), one ban at a time."""
+    def _sort(self, p: _Plain, addrs: list[str], exps: list[float], ips: list[list[str]],
+              touts: list[list[int | None]], odd: list[int]) -> None:
+        """Each ban's element to its kind's list (IPv4/IPv6, address/network), one ban at a time; the index of
+        each one the set path cannot take to ``odd``."""
         now = self.now
         sets = p.sets
-        for ban in bans:
-            ip = ban.ip
+        for i, (ip, exp) in enumerate(zip(addrs, exps, strict=True)):
             kind = (2 if ":" in ip else 0) + ("/" in ip)
             name = sets[kind]
             if name is None:
-                odd.append(ban)
+                odd.append(i)
                 continue
             if not name:
                 continue  # a family the action does not handle
-            exp = ban.expires
             if exp == FOREVER:
                 ips[kind].append(ip)
                 touts[kind].append(None)
                 continue
             left = exp - now
             if not left < 10**10:  # NaN, infinity, absurd
-                odd.append(ban)
+                odd.append(i)
                 continue
             ips[kind].append(ip)
             touts[kind].append(max(1, round(left)) + KERNEL_GRACE)
@@ -218,12 +244,17 @@ class Restorer:
             self._worker.join()
             self._worker = None
 
-    def finish(self) -> None:
-        """Commit what is left, wait for the worker, report every element that failed."""
+    def submit_open(self) -> None:
+        """The transactions being filled to the worker now (the last rows are read: their elements go in force
+        while the caller goes on)."""
         for ch in self._open.values():
             if len(ch.batch):
                 self._submit(ch)
         self._open.clear()
+
+    def finish(self) -> None:
+        """Commit what is left, wait for the worker, report every element that failed."""
+        self.submit_open()
         if self._worker is not None:
             self._queue.put(None)
             self._worker.join()
@@ -237,8 +268,9 @@ class Restorer:
         self._results.clear()
 
     def _report(self, ch: _Chunk, errors: dict[str, str]) -> None:
-        for jail, action, bans in ch.owners:
-            for ban in bans:
+        for jail, action, owners, ban_of in ch.owners:
+            for owner in owners:
+                ban = ban_of(owner)
                 err = errors.get(ban.ip)
                 if err is not None:
                     self.executor.ban_failed(jail, action, ban, err, self.now)

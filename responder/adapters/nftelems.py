@@ -22,12 +22,12 @@ from collections.abc import Sequence
 
 from portsentinel.responder.adapters.nftrules import (
     FAMILIES,
-    attributes,
     NETLINK_NETFILTER,
     NFNL_SUBSYS_NFTABLES,
     NLM_F_ACK,
     NLM_F_REQUEST,
     NLMSG_ERROR,
+    attributes,
     error_of,
     messages,
 )
@@ -192,7 +192,7 @@ class Elements:
         any text is not an address, a timeout is missing, or the kernel refused the transaction."""
         if family not in FAMILIES:
             return False
-        bodies: list[tuple[str, int, bytes, int]] = []  # set, key length, elements, count
+        bodies: list[tuple[str, int, bytes]] = []  # set, key length, elements
         for name, ips, timeouts in groups:
             if not ips:
                 continue
@@ -207,12 +207,12 @@ class Elements:
                 body = elements(key_len, keys, ms)
             except (ValueError, OverflowError):
                 return False
-            bodies.append((name, key_len, body, len(ips)))
+            bodies.append((name, key_len, body))
         if not bodies:
             return True
         head = struct.pack("=BBH", FAMILIES[family], 0, 0)
         msgs, seqs = [_control(NFNL_MSG_BATCH_BEGIN, self._next())], set()
-        for name, key_len, body, count in bodies:
+        for name, key_len, body in bodies:
             step = per_message(key_len) * len(template(key_len))
             names = _name(NFTA_SET_ELEM_LIST_TABLE, table) + _name(NFTA_SET_ELEM_LIST_SET, name)
             for off in range(0, len(body), step):

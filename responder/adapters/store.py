@@ -90,6 +90,14 @@ def _ban(row: tuple[str, str, float, float, int, int, str], infos: dict[str, dic
     return Ban(j, ip, at, exp, cnt, fail, dict(parsed))  # each ban its own dict
 
 
+def bans_of_rows(rows: list[tuple[str, str, float, float, int, int, str]],
+                 infos: dict[str, dict[str, str]]) -> list[Ban]:
+    """The bans of many rows at once (``infos`` caches parsed info texts across calls; each ban its own dict)."""
+    for text in {row[6] for row in rows} - infos.keys():
+        infos[text] = json.loads(text)
+    return [Ban(j, ip, at, exp, cnt, fail, dict(infos[info])) for j, ip, at, exp, cnt, fail, info in rows]
+
+
 class Store:
     def __init__(self, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o750, exist_ok=True)
@@ -111,11 +119,15 @@ class Store:
         """Every ban, ``size`` rows at a time (a restore of 1,000,000 hands each chunk on while reading the next).
         The read is one statement: take every chunk before writing to the store again."""
         infos: dict[str, dict[str, str]] = {}
+        for rows in self.ban_rows(size):
+            yield bans_of_rows(rows, infos)
+
+    def ban_rows(self, size: int) -> Iterator[list[tuple[str, str, float, float, int, int, str]]]:
+        """Every ban's row (jail, ip, banned_at, expires, count, failures, info text), ``size`` at a time, no Ban
+        made (:func:`bans_of_rows` makes them). One statement, as :meth:`ban_chunks`."""
         cur = self.db.execute(f"SELECT {_BAN_COLS} FROM bans")
         while rows := cur.fetchmany(size):
-            for text in {row[6] for row in rows} - infos.keys():
-                infos[text] = json.loads(text)
-            yield [Ban(j, ip, at, exp, cnt, fail, dict(infos[info])) for j, ip, at, exp, cnt, fail, info in rows]
+            yield rows
 
     def expire(self, jails: Iterable[str], now: float, reason: str) -> int:
         """Bans of ``jails`` whose time ran out by ``now`` moved to the pending unbans (with ``reason``) in one

@@ -23,14 +23,25 @@ from collections.abc import Callable, Collection
 from portsentinel import record as R
 from portsentinel.responder.actions.action import Action
 from portsentinel.responder.actions.executor import Executor
-from portsentinel.responder.actions.restore import CHUNK, Restorer
-from portsentinel.responder.adapters.store import Store
+from portsentinel.responder.actions.restore import CHUNK, Restorer, Row
+from portsentinel.responder.adapters.store import Store, bans_of_rows
 from portsentinel.responder.config.reload import Plan
 from portsentinel.responder.core.bans import FOREVER, Ban, BanBook, src_fields
 from portsentinel.responder.core.share import record_fields
 from portsentinel.responder.core.unbans import PendingUnbans
 
 log = logging.getLogger("portsentinel.responder")
+
+
+def _by_jail(rows: list[Row]) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = {}
+    for r in rows:
+        group = out.get(r[0])
+        if group is None:
+            out[r[0]] = [r]
+        else:
+            group.append(r)
+    return out
 
 #: A backlog's bans in force wait for their rows (Keeper.apply with ``more``) up to this many bans...
 HOLD_BANS = 131_072
@@ -58,51 +69,62 @@ class Keeper:
         self._held_since = 0.0
 
     def restore(self, jails: Collection[str], protected: Callable[[Ban], str | None] = lambda b: None,
-                screen: Callable[[list[Ban]], list[Ban]] | None = None) -> None:
-        """Bans from the database: the others re-applied first (responder.actions.restore: plain set elements in
-        chunked nft transactions committed while the next rows are read), then the expired ones moved to the
-        pending unbans in one statement and lifted (after, as the move writes a page or three per row: 0.3-0.8 s
-        for 10,000 rows scattered among 1,000,000), the ones ``protected`` names a reason for (an address that
-        became never-ban while stopped; ``screen``, given a chunk, names the bans ``protected`` must be asked
-        about: the others it passes for certain) lifted, never re-applied; unbans that were pending when the responder
-        stopped (or died) run again. The store is only changed by the moves to the pending unbans, so a crash
-        during the restore leaves it to the next start.
+                screen: Callable[[str, list[str]], Collection[str] | None] | None = None) -> None:
+        """Bans from the database: the others re-applied first, then the expired ones moved to the pending unbans
+        in one statement and lifted (after, as the move writes a page or three per row: 0.3-0.8 s for 10,000 rows
+        scattered among 1,000,000), the ones ``protected`` names a reason for (an address that became never-ban
+        while stopped; ``screen``, given a jail and a chunk's addresses, names those ``protected`` must be asked
+        about, None for all: the others it passes for certain) lifted, never re-applied; unbans that were pending
+        when the responder stopped (or died) run again. The store is only changed by the moves to the pending
+        unbans, so a crash during the restore leaves it to the next start.
 
-        The garbage collector is paused while the rows become bans (1,000,000 objects that live on: the collector
-        would pass over them again and again, ~2/3 of the time), and the bans are frozen out of its later
-        passes (gc.freeze)."""
+        In force first: the rows' set elements (plain set actions: responder.actions.restore) go in chunked nft
+        transactions committed by a worker while the next rows are read, before any Ban is made; then the rows
+        become bans for the ban book and for the jails' other actions. The garbage collector is paused meanwhile
+        (1,000,000 objects that live on: the collector would pass over them again and again, ~2/3 of the time),
+        and the bans are frozen out of its later passes (gc.freeze)."""
         now = self.clock()
         for jail in jails:
             self.executor.start(jail, now=now)
-        keep: list[Ban] = []
         shielded: dict[str, list[Ban]] = {}
         kept = 0
         restorer = Restorer(self.executor, jails, now)
         collecting = gc.isenabled()
         gc.disable()
+        infos: dict[str, dict[str, str]] = {}
+
+        def ban_of(row: Row) -> Ban:
+            return bans_of_rows([row], infos)[0]
+
         try:
             names = set(jails)
-            for chunk in self.store.ban_chunks(CHUNK // 4):
-                fresh: list[Ban] = []
-                append = fresh.append
-                for b in chunk:
-                    if b.jail not in names:
-                        kept += 1  # its jail is gone or broken: keep the row, nothing to run
-                        continue
-                    if b.expires <= now and b.expires != FOREVER:
-                        continue  # expired while stopped: Store.expire below
-                    append(b)
-                barred: set[int] = set()
-                for b in fresh if screen is None else screen(fresh):
-                    why = protected(b)
-                    if why is not None:
-                        shielded.setdefault(why, []).append(b)
-                        barred.add(id(b))
-                if barred:
-                    fresh = [b for b in fresh if id(b) not in barred]
-                restorer.add(fresh)
-                keep += fresh
-            self.book.add_many(keep)  # while the kernel takes the last chunk
+            live: list[list[Row]] = []
+            for rows in self.store.ban_rows(CHUNK // 4):
+                fresh = [r for r in rows if r[0] in names and not (r[3] <= now and r[3] != FOREVER)]
+                if len(fresh) < len(rows):  # expired while stopped (Store.expire below), or its jail is gone
+                    kept += sum(1 for r in rows if r[0] not in names)  # (a broken jail: kept, nothing to run)
+                groups = {fresh[0][0]: fresh} if fresh and fresh[0][0] == fresh[-1][0] and \
+                    len({r[0] for r in fresh}) == 1 else _by_jail(fresh)
+                for jail, jrows in groups.items():
+                    asked = None if screen is None else screen(jail, [r[1] for r in jrows])
+                    barred: set[str] = set()
+                    for r in jrows if asked is None else [r for r in jrows if r[1] in asked] if asked else []:
+                        b = ban_of(r)
+                        why = protected(b)
+                        if why is not None:
+                            shielded.setdefault(why, []).append(b)
+                            barred.add(r[1])
+                    if barred:
+                        jrows = [r for r in jrows if r[1] not in barred]
+                    restorer.add_rows(jail, jrows, ban_of)
+                    live.append(jrows)
+            restorer.submit_open()  # every element on its way to the kernel: the bans follow
+            keep: list[Ban] = []
+            for i, jrows in enumerate(live):  # (while the kernel takes the last chunks)
+                keep += bans_of_rows(jrows, infos)
+                live[i] = []  # (each chunk's rows go once they are bans)
+            restorer.add_rest(keep)
+            self.book.add_many(keep)
         except BaseException:
             restorer.abort()
             raise

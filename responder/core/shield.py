@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from portsentinel.responder.core.bans import Ban, by_jail
+from portsentinel.responder.core.bans import Ban
 from portsentinel.responder.core.engine import JailRuntime
 from portsentinel.responder.core.guard import NeverBan
 
@@ -31,17 +31,11 @@ def why_protected(ban: Ban, jails: Mapping[str, JailRuntime], never: NeverBan) -
     return note if target != ban.ip else None
 
 
-def suspects(bans: list[Ban], jails: Mapping[str, JailRuntime], never: NeverBan) -> list[Ban]:
-    """Of a restore's chunk, the bans :func:`why_protected` must look at: every other one it passes for certain
-    (NeverBan.suspects: one match over the chunk's addresses instead of a check each)."""
-    out: list[Ban] = []
-    for jail, group in by_jail(bans).items():
-        rt = jails.get(jail)
-        if rt is None:
-            continue  # (why_protected passes it too)
-        sus = never.suspects([b.ip for b in group], rt.cfg.ignoreip, rt.cfg.ignoreself)
-        if sus is None:
-            out += group
-        elif sus:
-            out += [b for b in group if b.ip in sus]
-    return out
+def suspects(jail: str, ips: list[str], jails: Mapping[str, JailRuntime], never: NeverBan) -> set[str] | None:
+    """Of a restore's chunk of one jail's addresses, those :func:`why_protected` must look at, None for all: every
+    other one it passes for certain (NeverBan.suspects: one match over the chunk's addresses instead of a check
+    each)."""
+    rt = jails.get(jail)
+    if rt is None:
+        return set()  # (why_protected passes it too)
+    return never.suspects(ips, rt.cfg.ignoreip, rt.cfg.ignoreself)

@@ -153,9 +153,9 @@ def test_the_screen_asks_only_about_addresses_a_protected_first_byte_starts(tmp_
         asked.append(b.ip)
         return never.why(b.ip)
 
-    def screen(bans: list[Ban]) -> list[Ban]:
-        sus = never.suspects([b.ip for b in bans])
-        return bans if sus is None else [b for b in bans if b.ip in sus]
+    def screen(jail: str, ips: list[str]) -> set[str] | None:
+        assert jail == "j"
+        return never.suspects(ips)
 
     runner = Runner()
     k, reports = _keeper(db, runner, [ActionRef("nftables", {"name": "scan"}, "x")])
@@ -165,3 +165,36 @@ def test_the_screen_asks_only_about_addresses_a_protected_first_byte_starts(tmp_
     assert len(v4) == 101 and "192.0.2.5 timeout 61s" in v4 and not any(e.startswith("192.0.2.66 ") for e in v4)
     assert any("never banned now: own address" in m for ev, m in reports if ev is R.Event.UNBAN)
     assert k.book.get("j", "192.0.2.66") is None and len(k.book) == 101
+
+
+def test_every_element_goes_to_the_kernel_before_any_ban_is_made(tmp_path: Path, monkeypatch: Any) -> None:
+    """In force first: the rows' set elements are handed to the worker (the last chunk included) before the rows
+    become bans for the book; the book is filled all the same."""
+    from portsentinel.responder.actions import restore as restore_mod
+    from portsentinel.responder.core import keeper as keeper_mod
+
+    db = tmp_path / "s.sqlite3"
+    s = Store(str(db))
+    s.commit(added=[Ban("j", f"100.80.{i // 250}.{i % 250 + 1}", NOW - 100, NOW + 500) for i in range(3000)])
+    s.close()
+    events: list[str] = []
+    submit, made = restore_mod.Restorer._submit, keeper_mod.bans_of_rows
+
+    def logged_submit(self: Any, ch: Any) -> None:
+        events.append("submit")
+        submit(self, ch)
+
+    def logged_bans(rows: Any, infos: Any) -> list[Ban]:
+        events.append("bans")
+        return made(rows, infos)
+
+    monkeypatch.setattr(restore_mod.Restorer, "_submit", logged_submit)
+    monkeypatch.setattr(keeper_mod, "bans_of_rows", logged_bans)
+    monkeypatch.setattr(keeper_mod, "CHUNK", 4000)  # rows read 1,000 at a time
+    runner = Runner()
+    k, _ = _keeper(db, runner, [ActionRef("nftables", {"name": "scan"}, "x")])
+    k.restore(["j"], screen=lambda jail, ips: set())  # (none to ask about: as the service's screen, usually)
+    assert "submit" in events and "bans" in events
+    assert events.index("bans") > max(i for i, e in enumerate(events) if e == "submit")
+    assert len(k.book) == 3000
+    assert sum(text.count(" timeout ") for argv, text in runner.calls if text and "add element" in text) == 3000

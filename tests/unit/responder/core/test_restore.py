@@ -178,7 +178,9 @@ def test_every_element_goes_to_the_kernel_before_any_ban_is_made(tmp_path: Path,
     s.commit(added=[Ban("j", f"100.80.{i // 250}.{i % 250 + 1}", NOW - 100, NOW + 500) for i in range(3000)])
     s.close()
     events: list[str] = []
-    submit, made = restore_mod.Restorer._submit, keeper_mod.bans_of_rows
+    from portsentinel.responder.adapters.store import bans_of_rows as made
+
+    submit = restore_mod.Restorer._submit
 
     def logged_submit(self: Any, ch: Any) -> None:
         events.append("submit")

@@ -8,6 +8,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from portsentinel import record as R
 from portsentinel.responder.actions.bulkban import ban_record
 from portsentinel.responder.actions.executor import Executor
@@ -144,3 +147,24 @@ def test_ban_many_later_applies_on_the_worker_what_ban_many_applies() -> None:
     assert dict((b.ip, names) for b, names in got)["198.51.100.7"] == []
     assert any(f.get("PS_SRC") == "198.51.100.7" and ev is R.Event.FAILED for ev, _, f in reports3)
     ex3.early.close()
+
+
+@given(st.lists(st.tuples(st.integers(1, 2**32 - 2), st.floats(-10**6, 10**8)),
+                min_size=64, max_size=150, unique_by=lambda t: t[0]), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_many_ipv4_bans_at_once_are_the_per_ban_plans_elements(items: list[tuple[int, float]], forever: bool) -> None:
+    """The list-at-a-time path (64 IPv4 addresses or more, bulkban._all_v4) and, when a ban is for ever, the
+    loop: either way the script of the per-ban plans."""
+    import ipaddress
+
+    runner = Recorder()
+    ex, _ = _executor(runner)
+    bans = [Ban("fleet", str(ipaddress.IPv4Address(a)), NOW - 5,
+                FOREVER if forever and i == len(items) // 2 else NOW + left) for i, (a, left) in enumerate(items)]
+    ex.ban_many(list(bans), now=NOW)
+    (action,) = ex.actions["fleet"]
+    expected = NftBatch(runner, table="portsentinel")
+    for ban in bans:
+        plan = action.plan("actionban", BanVars.of(ban, NOW, remaining=True))
+        expected.add(plan.set, plan.element, plan.timeout)  # type: ignore[union-attr]
+    assert runner.scripts == [expected.script()]

@@ -20,17 +20,7 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from portsentinel.responder.adapters.nftrules import (
-    FAMILIES,
-    NETLINK_NETFILTER,
-    NFNL_SUBSYS_NFTABLES,
-    NLM_F_ACK,
-    NLM_F_REQUEST,
-    NLMSG_ERROR,
-    attributes,
-    error_of,
-    messages,
-)
+from portsentinel.responder.adapters import nftrules as NL
 
 NFT_MSG_GETSET, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM = 10, 9, 12
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
@@ -116,7 +106,7 @@ class Elements:
 
     def _socket(self) -> socket.socket:
         if self._sock is None:
-            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NL.NETLINK_NETFILTER)
             s.bind((0, 0))
             s.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # an error echoes the header only, not 64 KB of elements
             self._sock = s
@@ -146,8 +136,8 @@ class Elements:
         while waiting:
             buf = s.recv(1 << 16)
             for off_type, payload, seq in _replies(buf):
-                if off_type == NLMSG_ERROR:
-                    if error_of(payload):
+                if off_type == NL.NLMSG_ERROR:
+                    if NL.error_of(payload):
                         ok = False
                     waiting.discard(seq)
         return ok
@@ -156,9 +146,10 @@ class Elements:
         """The key length (4 or 16) of the set when it is a plain timeout set, else None (an interval, map or
         concatenated set, one without timeouts, none of that name, any error)."""
         seq = self._next()
-        body = struct.pack("=BBH", FAMILIES[family], 0, 0) + _name(NFTA_SET_TABLE, table) + _name(NFTA_SET_NAME, name)
-        req = _NLMSG.pack(_NLMSG.size + len(body), NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSET,
-                          NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+        body = (struct.pack("=BBH", NL.FAMILIES[family], 0, 0) + _name(NFTA_SET_TABLE, table)
+                + _name(NFTA_SET_NAME, name))
+        req = _NLMSG.pack(_NLMSG.size + len(body), NL.NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSET,
+                          NL.NLM_F_REQUEST | NL.NLM_F_ACK, seq, 0) + body
         try:
             s = self._socket()
             s.settimeout(self.timeout)
@@ -169,12 +160,12 @@ class Elements:
                 for mtype, payload, rseq in _replies(s.recv(1 << 16)):
                     if rseq != seq:
                         continue
-                    if mtype == NLMSG_ERROR:
-                        if error_of(payload):
+                    if mtype == NL.NLMSG_ERROR:
+                        if NL.error_of(payload):
                             return None
                         done = True
-                    elif mtype == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSET:
-                        found = dict(attributes(payload[4:]))
+                    elif mtype == NL.NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSET:
+                        found = dict(NL.attributes(payload[4:]))
         except OSError:
             self.close()
             return None
@@ -190,7 +181,7 @@ class Elements:
         """Every group's elements (set name, addresses, timeouts in seconds: each at least 1, none without) added
         in one transaction; False with nothing changed when any set is not a plain timeout set of its keys' length,
         any text is not an address, a timeout is missing, or the kernel refused the transaction."""
-        if family not in FAMILIES:
+        if family not in NL.FAMILIES:
             return False
         bodies: list[tuple[str, int, bytes]] = []  # set, key length, elements
         for name, ips, timeouts in groups:
@@ -210,7 +201,7 @@ class Elements:
             bodies.append((name, key_len, body))
         if not bodies:
             return True
-        head = struct.pack("=BBH", FAMILIES[family], 0, 0)
+        head = struct.pack("=BBH", NL.FAMILIES[family], 0, 0)
         msgs, seqs = [_control(NFNL_MSG_BATCH_BEGIN, self._next())], set()
         for name, key_len, body in bodies:
             step = per_message(key_len) * len(template(key_len))
@@ -221,8 +212,8 @@ class Elements:
                 seqs.add(seq)
                 payload = head + names + _NLA.pack(_NLA.size + len(part), NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED) \
                     + part
-                msgs.append(_NLMSG.pack(_NLMSG.size + len(payload), NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM,
-                                        NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK, seq, 0) + payload)
+                msgs.append(_NLMSG.pack(_NLMSG.size + len(payload), NL.NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM,
+                                        NL.NLM_F_REQUEST | NLM_F_CREATE | NL.NLM_F_ACK, seq, 0) + payload)
         msgs.append(_control(NFNL_MSG_BATCH_END, self._next()))
         try:
             ok = self._talk(msgs, seqs)
@@ -236,8 +227,8 @@ class Elements:
 
 def _control(mtype: int, seq: int) -> bytes:
     """NFNL_MSG_BATCH_BEGIN / _END for nf_tables (res_id: the subsystem, big-endian)."""
-    body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(NFNL_SUBSYS_NFTABLES))
-    return _NLMSG.pack(_NLMSG.size + len(body), mtype, NLM_F_REQUEST, seq, 0) + body
+    body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(NL.NFNL_SUBSYS_NFTABLES))
+    return _NLMSG.pack(_NLMSG.size + len(body), mtype, NL.NLM_F_REQUEST, seq, 0) + body
 
 
 def _replies(data: bytes) -> list[tuple[int, bytes, int]]:
@@ -245,10 +236,10 @@ def _replies(data: bytes) -> list[tuple[int, bytes, int]]:
     sequence is that of the message it answers)."""
     out = []
     off = 0
-    for mtype, payload in messages(data):
+    for mtype, payload in NL.messages(data):
         seq = _NLMSG.unpack_from(data, off)[3]
         length = _NLMSG.unpack_from(data, off)[0]
-        if mtype == NLMSG_ERROR and len(payload) >= 4 + _NLMSG.size:
+        if mtype == NL.NLMSG_ERROR and len(payload) >= 4 + _NLMSG.size:
             seq = _NLMSG.unpack_from(payload, 4)[3]
         out.append((mtype, payload, seq))
         off += (length + 3) & ~3

@@ -50,17 +50,22 @@ BANS = [Ban("fleet", "198.51.100.7", NOW - 10, NOW + 3000.4), Ban("fleet", "198.
         Ban("fleet", "203.0.113.1", NOW, NOW + 0.2, info={"src": "203.0.113.1", "note": "n"})]
 
 
+def _per_ban_script(ex: Executor, runner: Recorder, bans: list[Ban]) -> str:
+    """The nft script of the bans' elements as the per-ban plans make them."""
+    (action,) = ex.actions["fleet"]
+    expected = NftBatch(runner, table="portsentinel")
+    for ban in bans:
+        plan = action.plan("actionban", BanVars.of(ban, NOW, remaining=True))
+        expected.add(plan.set, plan.element, plan.timeout)  # type: ignore[union-attr]
+    return expected.script()
+
+
 def test_the_elements_are_those_of_the_per_ban_plans() -> None:
     runner = Recorder()
     ex, _ = _executor(runner)
     applied = ex.ban_many(list(BANS), now=NOW)
     assert [names for _, names in applied] == [["nftables"]] * len(BANS)
-    (action,) = ex.actions["fleet"]
-    expected = NftBatch(runner, table="portsentinel")
-    for ban in BANS:
-        plan = action.plan("actionban", BanVars.of(ban, NOW, remaining=True))
-        expected.add(plan.set, plan.element, plan.timeout)  # type: ignore[union-attr]
-    assert runner.scripts == [expected.script()]
+    assert runner.scripts == [_per_ban_script(ex, runner, BANS)]
 
 
 def test_a_ban_the_fast_path_cannot_place_is_reported_by_the_per_ban_path() -> None:
@@ -162,9 +167,4 @@ def test_many_ipv4_bans_at_once_are_the_per_ban_plans_elements(items: list[tuple
     bans = [Ban("fleet", str(ipaddress.IPv4Address(a)), NOW - 5,
                 FOREVER if forever and i == len(items) // 2 else NOW + left) for i, (a, left) in enumerate(items)]
     ex.ban_many(list(bans), now=NOW)
-    (action,) = ex.actions["fleet"]
-    expected = NftBatch(runner, table="portsentinel")
-    for ban in bans:
-        plan = action.plan("actionban", BanVars.of(ban, NOW, remaining=True))
-        expected.add(plan.set, plan.element, plan.timeout)  # type: ignore[union-attr]
-    assert runner.scripts == [expected.script()]
+    assert runner.scripts == [_per_ban_script(ex, runner, bans)]

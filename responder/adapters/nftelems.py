@@ -132,15 +132,16 @@ class Elements:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, len(data) + 65536)
         s.settimeout(self.timeout)
         s.sendall(data)
-        waiting, ok = set(seqs), True
+        waiting = set(seqs)
         while waiting:
             buf = s.recv(1 << 16)
             for off_type, payload, seq in _replies(buf):
                 if off_type == NL.NLMSG_ERROR:
-                    if NL.error_of(payload):
-                        ok = False
+                    if NL.error_of(payload):  # the whole transaction is aborted (an error on any message of it)
+                        self.close()  # (the rest of its answers, if any, go with the socket)
+                        return False
                     waiting.discard(seq)
-        return ok
+        return True
 
     def set_key_len(self, family: str, table: str, name: str) -> int | None:
         """The key length (4 or 16) of the set when it is a plain timeout set, else None (an interval, map or

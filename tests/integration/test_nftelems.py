@@ -39,6 +39,11 @@ run("interval", [("v4net", ["100.76.0.0/24", "100.77.0.1"], [600, 600])])
 run("no-timeout-flag", [("plain", ["100.78.0.1"], [600])])
 run("without-timeout", [("v4", ["100.79.0.1"], [None])])
 run("no-such-set", [("nosuch", ["100.79.0.2"], [600])])
+import time
+t0 = time.monotonic()
+refused = r.elements.add("inet", "pst", [("v4", ["100.79.0.3", "100.79.0.4"], [600, 10**15])])  # ERANGE
+out["refused"] = {"ok": refused, "seconds": round(time.monotonic() - t0, 3),
+                  "after": r.elements.add("inet", "pst", [("v4", ["100.79.0.5"], [600])])}
 print(json.dumps(out))
 """
 
@@ -54,7 +59,7 @@ def test_plain_timeout_sets_take_elements_over_netlink_and_the_rest_falls_back(l
         for name in ("no-timeout-flag", "no-such-set"):  # refused by nft's text too, as before
             assert got[name]["netlink"] == 0 and got[name]["failed"] == 1, (name, got[name])
         listed = vic.run(["nft", "list", "set", "inet", "pst", "v4"]).stdout
-        assert listed.count(" timeout ") == 20000
+        assert listed.count(" timeout ") == 20001  # (and 100.79.0.5, below)
         assert "100.75.0.1 timeout 10m " in listed and "100.75.79.250 timeout 10m" in listed
         v6 = vic.run(["nft", "list", "set", "inet", "pst", "v6"]).stdout
         assert "2001:db8::1 timeout 1s" in v6 and "2001:db8::2 timeout 1m30s" in v6
@@ -62,5 +67,10 @@ def test_plain_timeout_sets_take_elements_over_netlink_and_the_rest_falls_back(l
         assert "100.76.0.0/24" in net and "100.77.0.1" in net and "100.77.0.0" not in net.replace("100.77.0.1", "")
         assert "100.78.0.1" not in vic.run(["nft", "list", "set", "inet", "pst", "plain"]).stdout
         assert "100.79.0.1" in listed
+        # a transaction the kernel refuses (a timeout beyond its range): nothing of it added, no wait for answers
+        # that will not come, and the next one goes through on a new socket
+        assert got["refused"]["ok"] is False and got["refused"]["seconds"] < 5 and got["refused"]["after"] is True
+        listed = vic.run(["nft", "list", "set", "inet", "pst", "v4"]).stdout
+        assert "100.79.0.3" not in listed and "100.79.0.5" in listed
     finally:
         vic.run(["nft", "delete", "table", "inet", "pst"], check=False)

@@ -115,16 +115,10 @@ class Store:
         infos: dict[str, dict[str, str]] = {}
         return [_ban(row, infos) for row in self.db.execute(f"SELECT {_BAN_COLS} FROM bans")]
 
-    def ban_chunks(self, size: int) -> Iterator[list[Ban]]:
-        """Every ban, ``size`` rows at a time (a restore of 1,000,000 hands each chunk on while reading the next).
-        The read is one statement: take every chunk before writing to the store again."""
-        infos: dict[str, dict[str, str]] = {}
-        for rows in self.ban_rows(size):
-            yield bans_of_rows(rows, infos)
-
     def ban_rows(self, size: int) -> Iterator[list[tuple[str, str, float, float, int, int, str]]]:
         """Every ban's row (jail, ip, banned_at, expires, count, failures, info text), ``size`` at a time, no Ban
-        made (:func:`bans_of_rows` makes them). One statement, as :meth:`ban_chunks`."""
+        made (:func:`bans_of_rows` makes them). The read is one statement: take every chunk before writing to the
+        store again."""
         cur = self.db.execute(f"SELECT {_BAN_COLS} FROM bans")
         while rows := cur.fetchmany(size):
             yield rows

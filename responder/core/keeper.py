@@ -103,9 +103,7 @@ class Keeper:
                 fresh = [r for r in rows if r[0] in names and not (r[3] <= now and r[3] != FOREVER)]
                 if len(fresh) < len(rows):  # expired while stopped (Store.expire below), or its jail is gone
                     kept += sum(1 for r in rows if r[0] not in names)  # (a broken jail: kept, nothing to run)
-                groups = {fresh[0][0]: fresh} if fresh and fresh[0][0] == fresh[-1][0] and \
-                    len({r[0] for r in fresh}) == 1 else _by_jail(fresh)
-                for jail, jrows in groups.items():
+                for jail, jrows in _by_jail(fresh).items():
                     asked = None if screen is None else screen(jail, [r[1] for r in jrows])
                     barred: set[str] = set()
                     for r in jrows if asked is None else [r for r in jrows if r[1] in asked] if asked else []:
